@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! Users and credentials: the [`UserDb`] trait, password schemes, SASL
+//! mechanisms, and verification that keeps slow hashes off the async workers.
+
+pub mod cram_context;
+pub mod passwd;
+pub mod sasl;
+pub mod scheme;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::Semaphore;
+
+pub use passwd::PasswdFile;
+pub use scheme::{Scheme, StoredSecret, hash_password};
+
+/// One user as the user database knows it.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    /// The name as written in the database.
+    pub name: String,
+    /// None: the user cannot log in with a password.
+    pub secret: Option<StoredSecret>,
+    /// Accepted for compatibility with Dovecot's format; the server runs as
+    /// one system user (see DESIGN.md).
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub home: Option<PathBuf>,
+    /// The free-form eighth field (userdb extras).
+    pub extra: String,
+}
+
+/// Why the user database could not answer. Not "no such user": that is
+/// `Ok(None)`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UserDbError {
+    #[error("user database unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where users and their secrets come from. Async so that a network
+/// database fits behind it.
+#[async_trait]
+pub trait UserDb: Send + Sync {
+    async fn lookup(&self, name: &str) -> Result<Option<Arc<UserRecord>>, UserDbError>;
+}
+
+/// Runs password checks; slow schemes go to the blocking pool, at most
+/// `permits` at once, so a login flood cannot stall other sessions.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    slow: Arc<Semaphore>,
+}
+
+impl Verifier {
+    pub fn new(permits: usize) -> Self {
+        Verifier {
+            slow: Arc::new(Semaphore::new(permits.max(1))),
+        }
+    }
+
+    /// Check `password` against `secret`.
+    pub async fn verify(&self, secret: &StoredSecret, password: &[u8]) -> bool {
+        if !secret.is_slow() {
+            return secret.verify(password);
+        }
+        let Ok(_permit) = self.slow.acquire().await else {
+            return false;
+        };
+        let secret = secret.clone();
+        let password = zeroize::Zeroizing::new(password.to_vec());
+        tokio::task::spawn_blocking(move || secret.verify(&password))
+            .await
+            .unwrap_or(false)
+    }
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Verifier::new(cores)
+    }
+}

@@ -1,0 +1,637 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! The TOML configuration: serde structs mirroring the file, defaults, and a
+//! validation step whose errors name the file, the key and the reason.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of one server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pop3Config {
+    pub server: ServerConfig,
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    pub storage: StorageConfig,
+    pub auth: AuthConfig,
+    pub security: SecurityConfig,
+    pub protocol: ProtocolConfig,
+    pub performance: PerformanceConfig,
+}
+
+impl Default for Pop3Config {
+    fn default() -> Self {
+        Pop3Config {
+            server: ServerConfig::default(),
+            listeners: vec![ListenerConfig {
+                bind: SocketAddr::from(([127, 0, 0, 1], 1110)),
+                tls: TlsMode::None,
+            }],
+            tls: None,
+            storage: StorageConfig::default(),
+            auth: AuthConfig::default(),
+            security: SecurityConfig::default(),
+            protocol: ProtocolConfig::default(),
+            performance: PerformanceConfig::default(),
+        }
+    }
+}
+
+/// `[server]`: identity, greeting and timers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Text after `+OK` in the greeting.
+    pub greeting: String,
+    /// Host name used in the APOP timestamp `<pid.nonce@hostname>`.
+    pub hostname: String,
+    /// Messages larger than this many octets are listed but RETR/TOP refuse
+    /// them with `-ERR [SYS/PERM]`; 0 means no limit.
+    pub max_message_size: u64,
+    /// Idle time allowed after login (RFC 1939: at least 10 minutes).
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// Idle time allowed before login.
+    #[serde(with = "humantime_serde")]
+    pub unauth_timeout: Duration,
+    pub enable_apop: bool,
+    pub enable_utf8: bool,
+    pub enable_stls: bool,
+    /// Least time between two logins of one user (RFC 2449 LOGIN-DELAY);
+    /// 0 disables it.
+    #[serde(with = "humantime_serde")]
+    pub login_delay: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            greeting: "POP3 server ready".into(),
+            hostname: default_hostname(),
+            max_message_size: 0,
+            session_timeout: Duration::from_secs(600),
+            unauth_timeout: Duration::from_secs(60),
+            enable_apop: false,
+            enable_utf8: true,
+            enable_stls: true,
+            login_delay: Duration::ZERO,
+        }
+    }
+}
+
+fn default_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// How a listener speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain TCP; STLS is not offered.
+    None,
+    /// Plain TCP with STLS (RFC 2595).
+    Starttls,
+    /// TLS from the first byte (RFC 8314, port 995 style).
+    Implicit,
+}
+
+impl TlsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::None => "none",
+            TlsMode::Starttls => "starttls",
+            TlsMode::Implicit => "implicit",
+        }
+    }
+}
+
+/// `[[listener]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub bind: SocketAddr,
+    #[serde(default = "default_tls_mode")]
+    pub tls: TlsMode,
+}
+
+fn default_tls_mode() -> TlsMode {
+    TlsMode::None
+}
+
+/// `[tls]`: certificate chain and key, PEM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Which mail store serves the maildrops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    Maildir,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub backend: StorageBackend,
+    /// Maildir location template: `%u` user, `%n` local part, `%d` domain,
+    /// `%h` home directory from the passwd file, `%%` a percent sign.
+    pub maildir: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: StorageBackend::Maildir,
+            maildir: "%h/Maildir".into(),
+        }
+    }
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Dovecot-style passwd file.
+    pub passwd_file: PathBuf,
+    /// SASL mechanisms offered by AUTH.
+    pub mechanisms: Vec<String>,
+    /// Allow USER/PASS, APOP and PLAIN/LOGIN on connections without TLS from
+    /// any address. Loopback connections are always allowed.
+    pub allow_plaintext: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            passwd_file: PathBuf::from("/etc/pop3d/passwd"),
+            mechanisms: vec!["PLAIN".into(), "LOGIN".into()],
+            allow_plaintext: false,
+        }
+    }
+}
+
+/// Mechanisms this build can run.
+pub const SUPPORTED_MECHANISMS: &[&str] = &["PLAIN", "LOGIN"];
+
+/// `[security]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Failed logins allowed in one session before it is closed.
+    pub max_auth_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub auth_window: Duration,
+    /// Simultaneous connections from one address.
+    pub max_connections_per_ip: u32,
+    pub max_commands_per_minute: u32,
+    #[serde(with = "humantime_serde")]
+    pub min_command_delay: Duration,
+    pub enable_security_logging: bool,
+    pub suspicious_threshold: u32,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            max_auth_attempts: 3,
+            auth_window: Duration::from_secs(900),
+            max_connections_per_ip: 20,
+            max_commands_per_minute: 600,
+            min_command_delay: Duration::ZERO,
+            enable_security_logging: true,
+            suspicious_threshold: 100,
+        }
+    }
+}
+
+/// `[protocol]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtocolConfig {
+    /// Longest command line accepted, CRLF included (RFC 2449: at least 255).
+    pub max_line_length: usize,
+    /// Most space-separated arguments one command may carry.
+    pub max_arguments: usize,
+    pub enable_pipelining: bool,
+    /// Commands answered from one read before the replies are flushed.
+    pub max_pipelined_commands: usize,
+    pub enable_top: bool,
+    pub enable_uidl: bool,
+    /// TOP returns at most this many body lines.
+    pub max_top_lines: u32,
+}
+
+impl Default for ProtocolConfig {
+    fn default() -> Self {
+        ProtocolConfig {
+            max_line_length: 255,
+            max_arguments: 8,
+            enable_pipelining: true,
+            max_pipelined_commands: 100,
+            enable_top: true,
+            enable_uidl: true,
+            max_top_lines: 100_000,
+        }
+    }
+}
+
+/// `[performance]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PerformanceConfig {
+    /// Sessions served at once; more connections get `-ERR [SYS/TEMP]`.
+    pub max_concurrent_sessions: usize,
+    pub connection_pool_size: usize,
+    /// Read size and write-flush threshold per session, in octets.
+    pub io_buffer_size: usize,
+    pub enable_response_caching: bool,
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    pub max_cached_responses: usize,
+}
+
+impl Default for PerformanceConfig {
+    fn default() -> Self {
+        PerformanceConfig {
+            max_concurrent_sessions: 10_000,
+            connection_pool_size: 64,
+            io_buffer_size: 16 * 1024,
+            enable_response_caching: false,
+            cache_ttl: Duration::from_secs(300),
+            max_cached_responses: 1000,
+        }
+    }
+}
+
+/// A configuration that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// The dotted key, when known (`server.session_timeout`).
+    pub key: Option<String>,
+    /// 1-based line and column, when the TOML parser knows them.
+    pub position: Option<(usize, usize)>,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, col)) = self.position {
+            write!(f, ":{line}:{col}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Keys accepted for compatibility that do not change behaviour yet.
+/// `check-config` warns about each one present in the file.
+const INERT_KEYS: &[&str] = &[
+    "security.auth_window",
+    "security.max_commands_per_minute",
+    "security.min_command_delay",
+    "security.enable_security_logging",
+    "security.suspicious_threshold",
+    "performance.connection_pool_size",
+    "performance.enable_response_caching",
+    "performance.cache_ttl",
+    "performance.max_cached_responses",
+];
+
+/// A loaded configuration plus the warnings found while loading it.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Pop3Config,
+    pub warnings: Vec<String>,
+}
+
+impl Pop3Config {
+    /// Read, parse and validate a file. Relative paths inside it are taken
+    /// relative to the file's directory.
+    pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            key: None,
+            position: None,
+            reason: format!("cannot read: {e}"),
+        })?;
+        let mut loaded = Self::from_toml(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        loaded.config.resolve_paths(base);
+        Ok(loaded)
+    }
+
+    /// Parse and validate TOML text; `file` is used in error messages only.
+    pub fn from_toml(text: &str, file: &Path) -> Result<LoadedConfig, ConfigError> {
+        let position = |span: Option<std::ops::Range<usize>>| {
+            span.map(|s| line_col(text, s.start))
+        };
+        let table: toml::Table = toml::from_str(text).map_err(|e: toml::de::Error| ConfigError {
+            file: file.to_owned(),
+            key: None,
+            position: position(e.span()),
+            reason: e.message().to_owned(),
+        })?;
+        let config: Pop3Config = toml::from_str(text).map_err(|e: toml::de::Error| {
+            ConfigError {
+                file: file.to_owned(),
+                key: key_at(&table, text, e.span()),
+                position: position(e.span()),
+                reason: e.message().to_owned(),
+            }
+        })?;
+        config.validate().map_err(|(key, reason)| ConfigError {
+            file: file.to_owned(),
+            key: Some(key),
+            position: None,
+            reason,
+        })?;
+        let warnings = INERT_KEYS
+            .iter()
+            .filter(|k| has_key(&table, k))
+            .map(|k| format!("{k} is accepted but has no effect in this version"))
+            .collect();
+        Ok(LoadedConfig { config, warnings })
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.auth.passwd_file);
+        if let Some(tls) = &mut self.tls {
+            fix(&mut tls.cert);
+            fix(&mut tls.key);
+        }
+    }
+
+    /// Check values serde cannot: returns the dotted key and the reason.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let fail = |k: &str, r: String| Err((k.to_owned(), r));
+        if self.listeners.is_empty() {
+            return fail("listener", "at least one [[listener]] is required".into());
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.tls != TlsMode::None && self.tls.is_none() {
+                return fail(
+                    &format!("listener[{i}].tls"),
+                    format!("tls = \"{}\" needs a [tls] section with cert and key", l.tls.as_str()),
+                );
+            }
+        }
+        if self.server.session_timeout < Duration::from_secs(1) {
+            return fail("server.session_timeout", "must be at least 1s".into());
+        }
+        if self.server.unauth_timeout < Duration::from_secs(1) {
+            return fail("server.unauth_timeout", "must be at least 1s".into());
+        }
+        if self.server.hostname.is_empty()
+            || !self
+                .server
+                .hostname
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
+        {
+            return fail(
+                "server.hostname",
+                "must be a non-empty host name without spaces or angle brackets".into(),
+            );
+        }
+        if self.server.greeting.bytes().any(|b| b == b'\r' || b == b'\n') {
+            return fail("server.greeting", "must be a single line".into());
+        }
+        if !(255..=1 << 20).contains(&self.protocol.max_line_length) {
+            return fail(
+                "protocol.max_line_length",
+                "must be between 255 (RFC 2449) and 1048576".into(),
+            );
+        }
+        if self.protocol.max_arguments < 2 {
+            return fail("protocol.max_arguments", "must be at least 2 (TOP and APOP take two)".into());
+        }
+        if self.protocol.max_pipelined_commands == 0 {
+            return fail("protocol.max_pipelined_commands", "must be at least 1".into());
+        }
+        if !(1024..=1 << 24).contains(&self.performance.io_buffer_size) {
+            return fail(
+                "performance.io_buffer_size",
+                "must be between 1024 and 16777216".into(),
+            );
+        }
+        if self.performance.max_concurrent_sessions == 0 {
+            return fail("performance.max_concurrent_sessions", "must be at least 1".into());
+        }
+        if self.security.max_connections_per_ip == 0 {
+            return fail("security.max_connections_per_ip", "must be at least 1".into());
+        }
+        if self.security.max_auth_attempts == 0 {
+            return fail("security.max_auth_attempts", "must be at least 1".into());
+        }
+        for (i, m) in self.auth.mechanisms.iter().enumerate() {
+            if !SUPPORTED_MECHANISMS.contains(&m.to_ascii_uppercase().as_str()) {
+                return fail(
+                    &format!("auth.mechanisms[{i}]"),
+                    format!(
+                        "unknown SASL mechanism {m:?}; supported: {}",
+                        SUPPORTED_MECHANISMS.join(", ")
+                    ),
+                );
+            }
+        }
+        crate::store::maildir::check_template(&self.storage.maildir)
+            .or_else(|r| fail("storage.maildir", r))?;
+        Ok(())
+    }
+
+    /// The effective configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+
+    /// Whether this SASL mechanism is enabled (case-insensitive).
+    pub fn mechanism_enabled(&self, name: &str) -> bool {
+        self.auth
+            .mechanisms
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(name))
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    (line, col)
+}
+
+/// Best effort: the dotted key whose value or name starts at `span`.
+fn key_at(table: &toml::Table, text: &str, span: Option<std::ops::Range<usize>>) -> Option<String> {
+    let span = span?;
+    let (line, _) = line_col(text, span.start);
+    let source_line = text.lines().nth(line - 1)?;
+    let name = source_line.split('=').next()?.trim();
+    if name.is_empty() || name.starts_with('[') {
+        return None;
+    }
+    // Find the section header above the line.
+    let section = text
+        .lines()
+        .take(line - 1)
+        .filter_map(|l| {
+            let l = l.trim();
+            l.strip_prefix("[[")
+                .and_then(|s| s.strip_suffix("]]"))
+                .or_else(|| l.strip_prefix('[').and_then(|s| s.strip_suffix(']')))
+        })
+        .last();
+    let _ = table;
+    Some(match section {
+        Some(s) => format!("{}.{name}", s.trim()),
+        None => name.to_owned(),
+    })
+}
+
+fn has_key(table: &toml::Table, dotted: &str) -> bool {
+    let mut parts = dotted.split('.');
+    let Some(section) = parts.next() else { return false };
+    let Some(key) = parts.next() else { return false };
+    table
+        .get(section)
+        .and_then(|v| v.as_table())
+        .is_some_and(|t| t.contains_key(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<LoadedConfig, ConfigError> {
+        Pop3Config::from_toml(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(load("").unwrap().config, Pop3Config::default());
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let c = load(
+            r#"
+[server]
+greeting = "hello"
+hostname = "mail.example.org"
+session_timeout = "15m"
+unauth_timeout = "90s"
+enable_apop = true
+
+[[listener]]
+bind = "127.0.0.1:1110"
+tls = "starttls"
+
+[[listener]]
+bind = "[::1]:1995"
+tls = "implicit"
+
+[tls]
+cert = "cert.pem"
+key = "key.pem"
+
+[storage]
+backend = "maildir"
+maildir = "/var/mail/%d/%n"
+
+[auth]
+passwd_file = "passwd"
+mechanisms = ["plain"]
+allow_plaintext = true
+"#,
+        )
+        .unwrap()
+        .config;
+        assert_eq!(c.server.session_timeout, Duration::from_secs(900));
+        assert_eq!(c.server.unauth_timeout, Duration::from_secs(90));
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners[1].tls, TlsMode::Implicit);
+        assert!(c.mechanism_enabled("PLAIN"));
+        assert!(!c.mechanism_enabled("LOGIN"));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_position() {
+        let e = load("[server]\ngreeting = \"x\"\ncolour = \"blue\"\n").unwrap_err();
+        assert!(e.reason.contains("colour"), "{e}");
+        assert_eq!(e.position.map(|p| p.0), Some(3), "{e}");
+        assert_eq!(e.key.as_deref(), Some("server.colour"));
+        let shown = e.to_string();
+        assert!(shown.starts_with("test.toml:3:"), "{shown}");
+    }
+
+    #[test]
+    fn bad_duration_is_named() {
+        let e = load("[server]\nsession_timeout = \"ten minutes\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("server.session_timeout"), "{e}");
+        assert_eq!(e.position.map(|p| p.0), Some(2));
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let e = load("[server\n").unwrap_err();
+        assert_eq!(e.position.map(|p| p.0), Some(1), "{e}");
+    }
+
+    #[test]
+    fn validation_errors_name_the_key() {
+        let cases = [
+            ("[[listener]]\nbind = \"127.0.0.1:995\"\ntls = \"implicit\"\n", "listener[0].tls"),
+            ("[protocol]\nmax_line_length = 10\n", "protocol.max_line_length"),
+            ("[auth]\nmechanisms = [\"FOO\"]\n", "auth.mechanisms[0]"),
+            ("[storage]\nmaildir = \"%q/x\"\n", "storage.maildir"),
+            ("[server]\nhostname = \"a b\"\n", "server.hostname"),
+            ("[server]\nsession_timeout = \"0s\"\n", "server.session_timeout"),
+        ];
+        for (text, key) in cases {
+            let e = load(text).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+        }
+        let e = load("listener = []\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("listener"));
+    }
+
+    #[test]
+    fn inert_keys_warn() {
+        let w = load("[performance]\ncache_ttl = \"1m\"\n").unwrap().warnings;
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("performance.cache_ttl"));
+        assert!(load("").unwrap().warnings.is_empty());
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = Pop3Config::default();
+        let again = load(&c.to_toml()).unwrap().config;
+        assert_eq!(again, c);
+    }
+}

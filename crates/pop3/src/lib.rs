@@ -1,0 +1,19 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! `pop3`: a POP3 server library (RFC 1939, 2449, 2595, 3206, 5034, 6856).
+//!
+//! The layers, top to bottom: [`server`] (listeners, admission, TLS),
+//! [`session`] (one task per connection), [`protocol`] (sans-IO codec),
+//! [`op`] (one module per command family), [`auth`] (users, schemes,
+//! SASL), [`store`] (maildrops), [`config`].
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod op;
+pub mod protocol;
+pub mod server;
+pub mod services;
+pub mod session;
+pub mod store;
+
+pub use server::{Pop3SessionManager, Server, ServerError};

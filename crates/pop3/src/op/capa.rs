@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! CAPA (RFC 2449 §5), STLS (RFC 2595 §4) and UTF8 (RFC 6856 §2): what the
+//! server offers on this connection, in this state, with this config.
+
+use super::authenticate::offered_mechanisms;
+use super::{Connection, Outcome, State};
+use crate::protocol::Reply;
+use crate::services::Services;
+
+/// The capability lines, without the `+OK` and the terminator.
+pub fn capabilities(state: &State, conn: &Connection, services: &Services) -> Vec<String> {
+    let cfg = &services.config;
+    let before_login = matches!(state, State::Authorization { .. });
+    let mut caps = Vec::new();
+    if cfg.protocol.enable_top {
+        caps.push("TOP".to_owned());
+    }
+    if before_login && conn.plaintext_allowed(services) {
+        caps.push("USER".to_owned());
+    }
+    if before_login {
+        let mechs = offered_mechanisms(conn, services);
+        if !mechs.is_empty() {
+            caps.push(format!("SASL {}", mechs.join(" ")));
+        }
+    }
+    caps.push("RESP-CODES".to_owned());
+    caps.push("AUTH-RESP-CODE".to_owned());
+    if cfg.protocol.enable_pipelining {
+        caps.push("PIPELINING".to_owned());
+    }
+    if cfg.protocol.enable_uidl {
+        caps.push("UIDL".to_owned());
+    }
+    caps.push("EXPIRE NEVER".to_owned());
+    let delay = cfg.server.login_delay.as_secs();
+    if delay > 0 {
+        caps.push(format!("LOGIN-DELAY {delay}"));
+    }
+    if before_login && conn.stls_available && !conn.secure {
+        caps.push("STLS".to_owned());
+    }
+    if cfg.server.enable_utf8 {
+        caps.push("UTF8 USER".to_owned());
+    }
+    caps.push(format!("IMPLEMENTATION pop3d-{}", env!("CARGO_PKG_VERSION")));
+    caps
+}
+
+pub fn capa(state: &State, conn: &Connection, services: &Services) -> Reply {
+    Reply::multi("Capability list follows", capabilities(state, conn, services))
+}
+
+/// STLS: only before login, only once, only where TLS is configured.
+pub fn stls(conn: &Connection, _services: &Services) -> Outcome {
+    if conn.secure {
+        return Reply::err("Already using TLS").into();
+    }
+    if !conn.stls_available {
+        return Reply::err("STLS is not available on this port").into();
+    }
+    Outcome::StartTls(Reply::ok("Begin TLS negotiation now"))
+}
+
+/// UTF8: accepted in any state, as Outlook sends it after login too.
+pub fn utf8(services: &Services) -> Reply {
+    if services.config.server.enable_utf8 {
+        Reply::ok("UTF8 enabled")
+    } else {
+        Reply::err("UTF8 is not enabled")
+    }
+}

@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! Commands, one module per family. Each takes the session state and the
+//! connection context and returns an [`Outcome`]; none touches a socket.
+//! Which command is legal in which state is decided here, in [`dispatch`].
+
+pub mod authenticate;
+pub mod capa;
+pub mod maildrop;
+pub mod retrieve;
+pub mod update;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::auth::UserRecord;
+use crate::auth::sasl::Mechanism;
+use crate::protocol::{BodyEncoder, Command, Reply, RespCode};
+use crate::services::Services;
+use crate::store::{Maildrop, StoreError};
+
+/// Facts about the connection that commands depend on.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub peer: SocketAddr,
+    /// TLS is active (implicit, or after STLS).
+    pub secure: bool,
+    /// STLS may still be offered on this connection.
+    pub stls_available: bool,
+    /// The `<...>` of the greeting, when APOP is enabled.
+    pub apop_timestamp: Option<String>,
+}
+
+impl Connection {
+    /// May passwords travel in the clear here? Always over TLS and from
+    /// loopback; elsewhere only when the operator allows it.
+    pub fn plaintext_allowed(&self, services: &Services) -> bool {
+        self.secure || services.config.auth.allow_plaintext || self.peer.ip().is_loopback()
+    }
+}
+
+/// The session state of RFC 1939 §3, carrying its data.
+pub enum State {
+    Authorization {
+        /// Name given by USER, waiting for PASS.
+        user: Option<String>,
+        failures: u32,
+    },
+    Transaction(Box<Transaction>),
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State::Authorization {
+            user: None,
+            failures: 0,
+        }
+    }
+}
+
+/// An open maildrop and the session's marks on it.
+pub struct Transaction {
+    pub user: Arc<UserRecord>,
+    pub maildrop: Box<dyn Maildrop>,
+    pub deleted: Vec<bool>,
+    /// Counters for the session-end log line.
+    pub retrieved: u64,
+    pub bytes_sent: u64,
+}
+
+impl Transaction {
+    /// The 0-based index of a live (not deleted) message.
+    pub fn live_index(&self, number: u32) -> Result<usize, Reply> {
+        let i = (number as usize).wrapping_sub(1);
+        match self.deleted.get(i) {
+            None => Err(Reply::err("No such message")),
+            Some(true) => Err(Reply::err("Message is deleted")),
+            Some(false) => Ok(i),
+        }
+    }
+}
+
+/// What the session must do after a command.
+pub enum Outcome {
+    Reply(Reply),
+    /// Send `status`, then stream message `index` through `encoder`.
+    Body {
+        status: Reply,
+        index: usize,
+        encoder: BodyEncoder,
+    },
+    /// Send `+OK`, drop buffered plaintext and start TLS.
+    StartTls(Reply),
+    /// Run a SASL exchange; `first` is the mechanism's first step.
+    Sasl {
+        mechanism: Box<dyn Mechanism>,
+        initial_response: Option<Vec<u8>>,
+    },
+    /// Send the reply and close the connection.
+    Close(Reply),
+}
+
+impl From<Reply> for Outcome {
+    fn from(r: Reply) -> Self {
+        Outcome::Reply(r)
+    }
+}
+
+/// The reply for a storage error (RFC 3206 codes).
+pub fn store_error_reply(e: &StoreError) -> Reply {
+    match e {
+        StoreError::InUse => Reply::err_code(RespCode::InUse, "Maildrop is locked by another session"),
+        StoreError::MessageGone => Reply::err("Message was removed by another program"),
+        StoreError::Temporary(_) => Reply::err_code(RespCode::SysTemp, "Mailbox temporarily unavailable"),
+        StoreError::Permanent(_) => Reply::err_code(RespCode::SysPerm, "Mailbox unavailable"),
+    }
+}
+
+/// Run one parsed command.
+pub async fn dispatch(
+    cmd: Command,
+    state: &mut State,
+    conn: &Connection,
+    services: &Services,
+) -> Outcome {
+    use Command as C;
+    match (cmd, &mut *state) {
+        (C::Capa, _) => capa::capa(state, conn, services).into(),
+        (C::Noop, State::Transaction(_)) => Reply::ok("").into(),
+        (C::Quit, _) => update::quit(state).await,
+        (C::Utf8, _) => capa::utf8(services).into(),
+        (C::Stls, State::Authorization { .. }) => capa::stls(conn, services),
+        (C::User(name), State::Authorization { .. }) => authenticate::user(state, conn, services, name).into(),
+        (C::Pass(pw), State::Authorization { .. }) => authenticate::pass(state, conn, services, pw).await,
+        (C::Apop { user, digest }, State::Authorization { .. }) => {
+            authenticate::apop(state, conn, services, &user, &digest).await
+        }
+        (
+            C::Auth {
+                mechanism,
+                initial_response,
+            },
+            State::Authorization { .. },
+        ) => authenticate::auth(conn, services, mechanism, initial_response),
+        (C::Stat, State::Transaction(t)) => maildrop::stat(t).into(),
+        (C::List(n), State::Transaction(t)) => maildrop::list(t, n).into(),
+        (C::Uidl(n), State::Transaction(t)) if services.config.protocol.enable_uidl => maildrop::uidl(t, n).into(),
+        (C::Dele(n), State::Transaction(t)) => maildrop::dele(t, n).into(),
+        (C::Rset, State::Transaction(t)) => maildrop::rset(t).into(),
+        (C::Retr(n), State::Transaction(t)) => retrieve::retr(t, services, n),
+        (C::Top(n, lines), State::Transaction(t)) if services.config.protocol.enable_top => {
+            retrieve::top(t, services, n, lines)
+        }
+        (C::Uidl(_), State::Transaction(_)) | (C::Top(..), State::Transaction(_)) => {
+            Reply::err("Command disabled").into()
+        }
+        (cmd, State::Authorization { .. }) => Reply::err(format!("{} is not valid before login", cmd.name())).into(),
+        (cmd, State::Transaction(_)) => Reply::err(format!("{} is not valid after login", cmd.name())).into(),
+    }
+}

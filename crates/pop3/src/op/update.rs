@@ -1,0 +1,44 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! QUIT and the UPDATE state (RFC 1939 §6): the only place where messages
+//! are removed.
+
+use super::{Outcome, State, store_error_reply};
+use crate::protocol::{Reply, RespCode};
+
+pub async fn quit(state: &mut State) -> Outcome {
+    let State::Transaction(t) = std::mem::take(state) else {
+        return Outcome::Close(Reply::ok("Bye"));
+    };
+    let t = *t;
+    let marked: Vec<usize> = t
+        .deleted
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| d.then_some(i))
+        .collect();
+    let wanted = marked.len();
+    let user = t.user.name.clone();
+    match t.maildrop.commit(marked).await {
+        Ok(report) if report.failed == 0 => {
+            tracing::info!(
+                user = %user,
+                retrieved = t.retrieved,
+                deleted = report.removed,
+                bytes = t.bytes_sent,
+                "logged out"
+            );
+            Outcome::Close(Reply::ok(format!("Logging out, {} messages deleted", report.removed)))
+        }
+        Ok(report) => {
+            tracing::warn!(user = %user, wanted, failed = report.failed, "some messages not deleted");
+            Outcome::Close(Reply::err_code(
+                RespCode::SysTemp,
+                format!("{} of {wanted} messages could not be deleted", report.failed),
+            ))
+        }
+        Err(e) => {
+            tracing::error!(user = %user, "update failed: {e}");
+            Outcome::Close(store_error_reply(&e))
+        }
+    }
+}

@@ -1,0 +1,334 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! One task per connection: read lines, run commands, write replies in
+//! order (RFC 2449 PIPELINING), stream message bodies, upgrade with STLS
+//! (RFC 2595), and enforce the idle timers (RFC 1939 §3).
+
+pub mod lines;
+pub mod transport;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::auth::sasl::{Mechanism, SaslError, Step};
+use crate::op::{self, Connection, Outcome, State};
+use crate::protocol::{self, Reply, RespCode};
+use crate::services::Services;
+use lines::{Line, LineBuffer};
+pub use transport::Transport;
+
+/// Longest SASL continuation line (OAuth tokens exceed 255 octets).
+const MAX_SASL_LINE: usize = 64 * 1024;
+
+/// Why a session ended, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Quit,
+    ClientClosed,
+    Timeout,
+    Closed,
+    IoError,
+    TlsFailed,
+}
+
+/// A running session over stream `S`.
+pub struct Session<S> {
+    io: Transport<S>,
+    input: LineBuffer,
+    output: Vec<u8>,
+    state: State,
+    conn: Connection,
+    services: Arc<Services>,
+}
+
+enum Flow {
+    Continue,
+    Stop(End),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    pub fn new(io: Transport<S>, conn: Connection, services: Arc<Services>) -> Self {
+        let capacity = services.config.performance.io_buffer_size;
+        Session {
+            io,
+            input: LineBuffer::default(),
+            output: Vec::with_capacity(capacity),
+            state: State::default(),
+            conn,
+            services,
+        }
+    }
+
+    /// Send the greeting and serve commands until the session ends.
+    pub async fn run(mut self) -> End {
+        let cfg = &self.services.config.server;
+        let greeting = match &self.conn.apop_timestamp {
+            Some(ts) => format!("{} {ts}", cfg.greeting),
+            None => cfg.greeting.clone(),
+        };
+        Reply::ok(greeting).encode(&mut self.output);
+        let end = self.serve().await;
+        let _ = self.flush().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.io.shutdown()).await;
+        end
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        match self.state {
+            State::Authorization { .. } => self.services.config.server.unauth_timeout,
+            State::Transaction(_) => self.services.config.server.session_timeout,
+        }
+    }
+
+    async fn serve(&mut self) -> End {
+        let max_line = self.services.config.protocol.max_line_length;
+        let max_batch = self.services.config.protocol.max_pipelined_commands;
+        let mut read_buf = vec![0u8; self.services.config.performance.io_buffer_size];
+        loop {
+            let mut answered = 0;
+            while let Some(line) = self.input.next_line(max_line) {
+                let flow = match line {
+                    Line::TooLong => {
+                        Reply::err("Line too long").encode(&mut self.output);
+                        Flow::Continue
+                    }
+                    Line::Complete(bytes) => self.command(&bytes).await,
+                };
+                if let Flow::Stop(end) = flow {
+                    return end;
+                }
+                answered += 1;
+                if answered % max_batch == 0 || self.output.len() >= read_buf.len() {
+                    if self.flush().await.is_err() {
+                        return End::IoError;
+                    }
+                }
+            }
+            if self.flush().await.is_err() {
+                return End::IoError;
+            }
+            match self.read(&mut read_buf).await {
+                Ok(0) => return End::ClientClosed,
+                Ok(n) => self.input.extend(&read_buf[..n]),
+                Err(end) => return end,
+            }
+        }
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, End> {
+        match tokio::time::timeout(self.idle_timeout(), self.io.read(buf)).await {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(_)) => Err(End::IoError),
+            Err(_) => {
+                Reply::err("Disconnected for inactivity").encode(&mut self.output);
+                Err(End::Timeout)
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        let timeout = self.services.config.server.session_timeout;
+        let result = tokio::time::timeout(timeout, async {
+            self.io.write_all(&self.output).await?;
+            self.io.flush().await
+        })
+        .await;
+        self.output.clear();
+        match result {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")),
+        }
+    }
+
+    async fn command(&mut self, line: &[u8]) -> Flow {
+        let cmd = match protocol::parse(line, self.services.config.protocol.max_arguments) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                Reply::err(e.to_string()).encode(&mut self.output);
+                return Flow::Continue;
+            }
+        };
+        let outcome = op::dispatch(cmd, &mut self.state, &self.conn, &self.services).await;
+        self.outcome(outcome).await
+    }
+
+    async fn outcome(&mut self, outcome: Outcome) -> Flow {
+        match outcome {
+            Outcome::Reply(r) => {
+                r.encode(&mut self.output);
+                Flow::Continue
+            }
+            Outcome::Close(r) => {
+                r.encode(&mut self.output);
+                Flow::Stop(if r.is_ok() { End::Quit } else { End::Closed })
+            }
+            Outcome::Body {
+                status,
+                index,
+                encoder,
+            } => self.body(status, index, encoder).await,
+            Outcome::StartTls(r) => self.start_tls(r).await,
+            Outcome::Sasl {
+                mechanism,
+                initial_response,
+            } => Box::pin(self.sasl(mechanism, initial_response)).await,
+        }
+    }
+
+    /// Stream one message: status line, encoded chunks, terminator.
+    async fn body(&mut self, status: Reply, index: usize, mut encoder: protocol::BodyEncoder) -> Flow {
+        let State::Transaction(t) = &self.state else {
+            return Flow::Continue;
+        };
+        let mut reader = match t.maildrop.open_message(index).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(user = %t.user.name, "cannot open message {}: {e}", index + 1);
+                op::store_error_reply(&e).encode(&mut self.output);
+                return Flow::Continue;
+            }
+        };
+        status.encode(&mut self.output);
+        let chunk_size = self.services.config.performance.io_buffer_size;
+        let mut chunk = vec![0u8; chunk_size];
+        let mut sent: u64 = 0;
+        while !encoder.is_done() {
+            let n = match reader.read(&mut chunk).await {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    // The status line is out: the only honest end is to
+                    // close, so the client does not take a truncated body
+                    // for a whole one.
+                    tracing::error!("reading message {} failed mid-stream: {e}", index + 1);
+                    return Flow::Stop(End::IoError);
+                }
+            };
+            encoder.feed(&chunk[..n], &mut self.output);
+            if self.output.len() >= chunk_size {
+                sent += self.output.len() as u64;
+                if self.flush().await.is_err() {
+                    return Flow::Stop(End::IoError);
+                }
+            }
+        }
+        encoder.finish(&mut self.output);
+        sent += self.output.len() as u64;
+        if let State::Transaction(t) = &mut self.state {
+            t.retrieved += 1;
+            t.bytes_sent += sent;
+        }
+        Flow::Continue
+    }
+
+    async fn start_tls(&mut self, ok: Reply) -> Flow {
+        let Some(acceptor) = self.services.tls.clone() else {
+            Reply::err("TLS is not configured").encode(&mut self.output);
+            return Flow::Continue;
+        };
+        ok.encode(&mut self.output);
+        if self.flush().await.is_err() {
+            return Flow::Stop(End::IoError);
+        }
+        // RFC 2595 §4 and the STARTTLS injection class of bugs: whatever the
+        // client pipelined after STLS in plaintext is thrown away.
+        self.input.clear();
+        let Transport::Plain(stream) = std::mem::replace(&mut self.io, Transport::Upgrading) else {
+            return Flow::Stop(End::Closed);
+        };
+        let handshake = tokio::time::timeout(self.services.config.server.unauth_timeout, acceptor.accept(stream));
+        match handshake.await {
+            Ok(Ok(tls)) => {
+                self.io = Transport::Tls(Box::new(tls));
+                self.conn.secure = true;
+                self.conn.stls_available = false;
+                // Forget what was learned before TLS (RFC 2595 §4).
+                self.state = State::default();
+                Flow::Continue
+            }
+            Ok(Err(e)) => {
+                tracing::info!(target: "pop3::security", event = "tls_failed", peer = %self.conn.peer, reason = %e);
+                Flow::Stop(End::TlsFailed)
+            }
+            Err(_) => Flow::Stop(End::TlsFailed),
+        }
+    }
+
+    /// One SASL exchange (RFC 5034 §4).
+    async fn sasl(&mut self, mut mech: Box<dyn Mechanism>, initial: Option<Vec<u8>>) -> Flow {
+        let name = mech.name();
+        let mut step = match initial {
+            Some(ir) => mech.step(&ir),
+            None => mech.start(),
+        };
+        let mut read_buf = vec![0u8; 4096];
+        loop {
+            match step {
+                Step::Challenge(data) => {
+                    Reply::Continue(B64.encode(&data)).encode(&mut self.output);
+                    if self.flush().await.is_err() {
+                        return Flow::Stop(End::IoError);
+                    }
+                    let line = loop {
+                        match self.input.next_line(MAX_SASL_LINE) {
+                            Some(Line::Complete(l)) => break l,
+                            Some(Line::TooLong) => {
+                                let outcome = op::authenticate::sasl_failed(
+                                    &mut self.state,
+                                    &self.services,
+                                    name,
+                                    &SaslError::Malformed,
+                                );
+                                return Box::pin(self.outcome(outcome)).await;
+                            }
+                            None => match self.read(&mut read_buf).await {
+                                Ok(0) => return Flow::Stop(End::ClientClosed),
+                                Ok(n) => self.input.extend(&read_buf[..n]),
+                                Err(end) => return Flow::Stop(end),
+                            },
+                        }
+                    };
+                    if line == b"*" {
+                        Reply::err("Authentication cancelled").encode(&mut self.output);
+                        return Flow::Continue;
+                    }
+                    step = match B64.decode(&line) {
+                        Ok(data) => mech.step(&data),
+                        Err(_) => Step::Fail(SaslError::Malformed),
+                    };
+                }
+                Step::Password {
+                    authzid,
+                    authcid,
+                    password,
+                } => {
+                    let outcome = op::authenticate::sasl_password(
+                        &mut self.state,
+                        &self.services,
+                        name,
+                        authzid,
+                        authcid,
+                        &password,
+                    )
+                    .await;
+                    return Box::pin(self.outcome(outcome)).await;
+                }
+                Step::Fail(e) => {
+                    let outcome = op::authenticate::sasl_failed(&mut self.state, &self.services, name, &e);
+                    return Box::pin(self.outcome(outcome)).await;
+                }
+            }
+        }
+    }
+}
+
+/// The reply sent when a connection is refused before the greeting.
+pub fn refusal(text: &str) -> Vec<u8> {
+    Reply::err_code(RespCode::SysTemp, text).to_bytes()
+}

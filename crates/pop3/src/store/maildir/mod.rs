@@ -1,0 +1,396 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! Maildir as a [`MailStore`]: messages in `new/` and `cur/`, an exclusive
+//! `flock` on `pop3d.lock` per maildrop (RFC 1939 §8: released by the kernel
+//! when a process dies, so a dead session's lock is simply taken over), and
+//! the [`index`] for sizes and UIDLs.
+
+pub mod index;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+use super::{CommitReport, MailStore, Maildrop, MessageInfo, MessageReader, StoreError};
+use crate::auth::UserRecord;
+use crate::protocol::SizeCounter;
+use index::{DOVECOT_UIDLIST, INDEX_FILE, Index};
+
+pub const LOCK_FILE: &str = "pop3d.lock";
+const SUBDIRS: [&str; 2] = ["new", "cur"];
+
+/// Maildirs found by expanding a path template per user.
+#[derive(Debug, Clone)]
+pub struct MaildirStore {
+    template: String,
+}
+
+impl MaildirStore {
+    pub fn new(template: impl Into<String>) -> Self {
+        MaildirStore {
+            template: template.into(),
+        }
+    }
+
+    /// The Maildir of this user.
+    pub fn path_for(&self, user: &UserRecord) -> Result<PathBuf, StoreError> {
+        expand(&self.template, user).map(PathBuf::from)
+    }
+}
+
+/// Check a template for unknown `%` escapes.
+pub fn check_template(template: &str) -> Result<(), String> {
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            match chars.next() {
+                Some('u' | 'n' | 'd' | 'h' | '%') => {}
+                Some(other) => return Err(format!("unknown escape %{other}; use %u, %n, %d, %h or %%")),
+                None => return Err("template ends with a lone %".into()),
+            }
+        }
+    }
+    if template.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(())
+}
+
+fn expand(template: &str, user: &UserRecord) -> Result<String, StoreError> {
+    let (local, domain) = user.name.split_once('@').unwrap_or((&user.name, ""));
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('u') => out.push_str(&user.name),
+            Some('n') => out.push_str(local),
+            Some('d') => out.push_str(domain),
+            Some('h') => match &user.home {
+                Some(h) => out.push_str(&h.to_string_lossy()),
+                None => {
+                    return Err(StoreError::Permanent(format!(
+                        "user {} has no home directory for %h",
+                        user.name
+                    )));
+                }
+            },
+            Some('%') => out.push('%'),
+            _ => return Err(StoreError::Permanent("bad maildir template".into())),
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl MailStore for MaildirStore {
+    async fn open(&self, user: &UserRecord) -> Result<Box<dyn Maildrop>, StoreError> {
+        let dir = self.path_for(user)?;
+        let drop = tokio::task::spawn_blocking(move || open_blocking(&dir))
+            .await
+            .map_err(|e| StoreError::Temporary(format!("maildir task failed: {e}")))??;
+        Ok(Box::new(drop))
+    }
+}
+
+#[derive(Debug)]
+struct Message {
+    /// Base name: the file name before the `:2,flags` info.
+    key: String,
+    /// Where it was at snapshot time (may move when flags change).
+    path: PathBuf,
+    info: MessageInfo,
+}
+
+/// A locked Maildir snapshot.
+#[derive(Debug)]
+pub struct MaildirDrop {
+    dir: PathBuf,
+    messages: Vec<Message>,
+    infos: Vec<MessageInfo>,
+    /// Held for the life of the session; closing it releases the flock.
+    _lock: File,
+}
+
+fn io(context: &Path, e: std::io::Error) -> StoreError {
+    StoreError::from_io(&context.display().to_string(), &e)
+}
+
+fn key_of(name: &str) -> &str {
+    name.split(':').next().unwrap_or(name)
+}
+
+/// Files in new/ and cur/ as (key, path), hidden files skipped.
+fn scan(dir: &Path) -> Result<Vec<(String, PathBuf)>, StoreError> {
+    let mut found = Vec::new();
+    for sub in SUBDIRS {
+        let subdir = dir.join(sub);
+        let entries = std::fs::read_dir(&subdir).map_err(|e| io(&subdir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| io(&subdir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') {
+                continue;
+            }
+            found.push((key_of(name).to_owned(), entry.path()));
+        }
+    }
+    Ok(found)
+}
+
+/// `,W=<n>` in a Maildir name is the size with CRLF line ends.
+fn size_from_name(name: &str) -> Option<u64> {
+    let info_start = name.find(':').unwrap_or(name.len());
+    name[..info_start]
+        .split(',')
+        .skip(1)
+        .find_map(|f| f.strip_prefix("W="))
+        .and_then(|v| v.parse().ok())
+}
+
+fn measure(path: &Path) -> Result<u64, StoreError> {
+    use std::io::Read;
+    let mut f = File::open(path).map_err(|e| io(path, e))?;
+    let mut counter = SizeCounter::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| io(path, e))?;
+        if n == 0 {
+            return Ok(counter.size());
+        }
+        counter.feed(&buf[..n]);
+    }
+}
+
+fn lock(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(&path, e)),
+    }
+}
+
+fn load_index(dir: &Path) -> Index {
+    if let Ok(text) = std::fs::read_to_string(dir.join(INDEX_FILE)) {
+        match Index::parse(&text) {
+            Some(index) => return index,
+            None => tracing::warn!(maildir = %dir.display(), "damaged {INDEX_FILE}; rebuilding"),
+        }
+    }
+    if let Ok(text) = std::fs::read_to_string(dir.join(DOVECOT_UIDLIST)) {
+        match Index::from_dovecot(&text) {
+            Some(index) => return index,
+            None => tracing::warn!(maildir = %dir.display(), "unreadable {DOVECOT_UIDLIST}; ignored"),
+        }
+    }
+    let validity = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs() as u32);
+    Index::new(validity.max(1))
+}
+
+fn open_blocking(dir: &Path) -> Result<MaildirDrop, StoreError> {
+    for sub in ["cur", "new", "tmp"] {
+        let p = dir.join(sub);
+        std::fs::create_dir_all(&p).map_err(|e| io(&p, e))?;
+    }
+    let lock = lock(dir)?;
+    let files = scan(dir)?;
+    let mut index = load_index(dir);
+    let mut changed = false;
+
+    // Forget messages that are gone; their UIDs are never given out again
+    // because next_uid only grows.
+    let present: HashMap<&str, &PathBuf> = files.iter().map(|(k, p)| (k.as_str(), p)).collect();
+    let before = index.entries.len();
+    index.entries.retain(|k, _| present.contains_key(k.as_str()));
+    changed |= index.entries.len() != before;
+
+    // New messages get UIDs in delivery order (Maildir names start with the
+    // delivery time).
+    let mut fresh: Vec<&(String, PathBuf)> = files
+        .iter()
+        .filter(|(k, _)| !index.entries.contains_key(k))
+        .collect();
+    fresh.sort_by(|a, b| a.0.cmp(&b.0));
+    fresh.dedup_by(|a, b| a.0 == b.0);
+    for (key, _) in fresh {
+        index.assign(key, None);
+        changed = true;
+    }
+
+    let mut messages = Vec::with_capacity(files.len());
+    let mut seen = std::collections::HashSet::with_capacity(files.len());
+    for (key, path) in &files {
+        if !seen.insert(key.as_str()) {
+            continue; // the same message in new/ and cur/ at once
+        }
+        let entry = index.entries.get_mut(key).expect("every present key has an entry");
+        let size = match entry.size {
+            Some(s) => s,
+            None => {
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                let s = match size_from_name(name) {
+                    Some(s) => s,
+                    None => match measure(path) {
+                        Ok(s) => s,
+                        // Vanished between scan and measure: leave it for
+                        // the next login.
+                        Err(_) if !path.exists() => continue,
+                        Err(e) => return Err(e),
+                    },
+                };
+                entry.size = Some(s);
+                changed = true;
+                s
+            }
+        };
+        messages.push((
+            entry.uid,
+            Message {
+                key: key.clone(),
+                path: path.clone(),
+                info: MessageInfo {
+                    size,
+                    uid: entry.uidl.clone(),
+                },
+            },
+        ));
+    }
+    messages.sort_by_key(|(uid, _)| *uid);
+    let messages: Vec<Message> = messages.into_iter().map(|(_, m)| m).collect();
+
+    if changed {
+        if let Err(e) = index.store(dir) {
+            // Serving is still correct; UIDs are recomputed the same way
+            // next time only if the file can be written, so say so loudly.
+            tracing::error!(maildir = %dir.display(), "cannot write {INDEX_FILE}: {e}");
+            return Err(io(&dir.join(INDEX_FILE), e));
+        }
+    }
+    let infos = messages.iter().map(|m| m.info.clone()).collect();
+    Ok(MaildirDrop {
+        dir: dir.to_owned(),
+        messages,
+        infos,
+        _lock: lock,
+    })
+}
+
+impl MaildirDrop {
+    /// The message's current path: where it was, or where a flag change
+    /// moved it since.
+    fn locate(&self, index: usize) -> Result<PathBuf, StoreError> {
+        let m = self.messages.get(index).ok_or(StoreError::MessageGone)?;
+        if m.path.exists() {
+            return Ok(m.path.clone());
+        }
+        scan(&self.dir)?
+            .into_iter()
+            .find(|(k, _)| *k == m.key)
+            .map(|(_, p)| p)
+            .ok_or(StoreError::MessageGone)
+    }
+}
+
+#[async_trait]
+impl Maildrop for MaildirDrop {
+    fn messages(&self) -> &[MessageInfo] {
+        &self.infos
+    }
+
+    async fn open_message(&self, index: usize) -> Result<MessageReader, StoreError> {
+        let first = self.messages.get(index).ok_or(StoreError::MessageGone)?.path.clone();
+        match tokio::fs::File::open(&first).await {
+            Ok(f) => return Ok(Box::new(f)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&first, e)),
+            Err(_) => {}
+        }
+        let path = self.locate(index)?;
+        match tokio::fs::File::open(&path).await {
+            Ok(f) => Ok(Box::new(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::MessageGone),
+            Err(e) => Err(io(&path, e)),
+        }
+    }
+
+    async fn commit(self: Box<Self>, deleted: Vec<usize>) -> Result<CommitReport, StoreError> {
+        tokio::task::spawn_blocking(move || {
+            let mut report = CommitReport::default();
+            for i in deleted {
+                let removed = match self.locate(i) {
+                    Ok(path) => match std::fs::remove_file(&path) {
+                        Ok(()) => true,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+                        Err(e) => {
+                            tracing::error!(file = %path.display(), "cannot delete message: {e}");
+                            false
+                        }
+                    },
+                    // Someone else removed it already: the client's wish holds.
+                    Err(StoreError::MessageGone) => true,
+                    Err(e) => {
+                        tracing::error!(maildir = %self.dir.display(), "cannot delete message: {e}");
+                        false
+                    }
+                };
+                if removed {
+                    report.removed += 1;
+                } else {
+                    report.failed += 1;
+                }
+            }
+            // The lock is released when `self` drops here, after the deletions.
+            drop(self);
+            report
+        })
+        .await
+        .map_err(|e| StoreError::Temporary(format!("maildir task failed: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(home: &str) -> UserRecord {
+        UserRecord {
+            name: "alice@example.org".into(),
+            secret: None,
+            uid: None,
+            gid: None,
+            home: Some(home.into()),
+            extra: String::new(),
+        }
+    }
+
+    #[test]
+    fn templates() {
+        let u = user("/home/alice");
+        assert_eq!(expand("%h/Maildir", &u).unwrap(), "/home/alice/Maildir");
+        assert_eq!(expand("/m/%d/%n/%%", &u).unwrap(), "/m/example.org/alice/%");
+        assert_eq!(expand("/m/%u", &u).unwrap(), "/m/alice@example.org");
+        assert!(check_template("%x").is_err());
+        assert!(check_template("abc%").is_err());
+        assert!(check_template("%h/Maildir").is_ok());
+    }
+
+    #[test]
+    fn sizes_from_names() {
+        assert_eq!(size_from_name("1.M2.host,S=100,W=104:2,S"), Some(104));
+        assert_eq!(size_from_name("1.M2.host,S=100:2,"), None);
+        assert_eq!(size_from_name("1.M2.host:2,W=5"), None);
+    }
+}

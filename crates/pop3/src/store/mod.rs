@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! Mail storage behind async traits: a [`MailStore`] opens a user's
+//! [`Maildrop`] (a locked snapshot), which lists messages, streams them and
+//! commits deletions in the UPDATE state (RFC 1939 §6).
+
+pub mod maildir;
+
+use async_trait::async_trait;
+use tokio::io::AsyncRead;
+
+use crate::auth::UserRecord;
+
+pub use maildir::MaildirStore;
+
+/// What STAT, LIST and UIDL need of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageInfo {
+    /// Octets as sent: CRLF line ends, before dot-stuffing.
+    pub size: u64,
+    /// The unique-id listing (RFC 1939 §7): 1-70 chars in 0x21-0x7E.
+    pub uid: String,
+}
+
+/// Storage failures, each mapped to a response code by the session.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another session holds the maildrop (`[IN-USE]`).
+    #[error("maildrop already locked")]
+    InUse,
+    /// The message vanished underneath the session.
+    #[error("message no longer exists")]
+    MessageGone,
+    /// Retrying later may work (`[SYS/TEMP]`).
+    #[error("temporary storage failure: {0}")]
+    Temporary(String),
+    /// An administrator must act (`[SYS/PERM]`).
+    #[error("storage failure: {0}")]
+    Permanent(String),
+}
+
+impl StoreError {
+    /// Classify an IO error: missing permission is permanent, the rest
+    /// temporary.
+    pub fn from_io(context: &str, e: &std::io::Error) -> StoreError {
+        match e.kind() {
+            std::io::ErrorKind::PermissionDenied => StoreError::Permanent(format!("{context}: {e}")),
+            _ => StoreError::Temporary(format!("{context}: {e}")),
+        }
+    }
+}
+
+/// The outcome of the UPDATE state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitReport {
+    pub removed: usize,
+    /// Messages that could not be removed (the client hears `-ERR`).
+    pub failed: usize,
+}
+
+/// A stream over one message's bytes as stored.
+pub type MessageReader = Box<dyn AsyncRead + Send + Unpin>;
+
+/// Where maildrops live.
+#[async_trait]
+pub trait MailStore: Send + Sync {
+    /// Lock and snapshot the user's maildrop.
+    async fn open(&self, user: &UserRecord) -> Result<Box<dyn Maildrop>, StoreError>;
+}
+
+/// A locked snapshot of one maildrop; dropping it releases the lock and
+/// deletes nothing.
+#[async_trait]
+pub trait Maildrop: Send + Sync {
+    /// The messages of the snapshot, in message-number order.
+    fn messages(&self) -> &[MessageInfo];
+
+    /// Stream message `index` (0-based).
+    async fn open_message(&self, index: usize) -> Result<MessageReader, StoreError>;
+
+    /// Remove the messages at these 0-based indices and release the lock.
+    async fn commit(self: Box<Self>, deleted: Vec<usize>) -> Result<CommitReport, StoreError>;
+}
