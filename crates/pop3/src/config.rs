@@ -381,6 +381,11 @@ impl Pop3Config {
             }
         };
         fix(&mut self.auth.passwd_file);
+        // A template that starts with an escape (%h/Maildir) is absolute
+        // or per user already; a plain relative one is anchored here too.
+        if !self.storage.maildir.starts_with('%') && Path::new(&self.storage.maildir).is_relative() {
+            self.storage.maildir = base.join(&self.storage.maildir).to_string_lossy().into_owned();
+        }
         if let Some(tls) = &mut self.tls {
             fix(&mut tls.cert);
             fix(&mut tls.key);

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{PasswdFile, UserDb, UserDbError};
@@ -24,6 +23,7 @@ use crate::services::Services;
 use crate::session::{self, End, Session, Transport};
 use crate::store::{MailStore, MaildirStore};
 use limits::{ConnectionLimits, Refusal};
+pub use tokio_util::sync::CancellationToken;
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
