@@ -216,6 +216,7 @@ async fn login(state: &mut State, services: &Services, user: Arc<UserRecord>, me
             let count = infos.len();
             let octets: u64 = infos.iter().map(|m| m.size).sum();
             tracing::info!(user = %user.name, mechanism, messages = count, "logged in");
+            let t_name = user.name.clone();
             services.login_delay.record(&user.name);
             *state = State::Transaction(Box::new(Transaction {
                 user,
@@ -224,7 +225,7 @@ async fn login(state: &mut State, services: &Services, user: Arc<UserRecord>, me
                 retrieved: 0,
                 bytes_sent: 0,
             }));
-            Reply::ok(format!("Logged in, {count} messages ({octets} octets)")).into()
+            Reply::ok(format!("{}'s maildrop has {count} messages ({octets} octets)", t_name)).into()
         }
         Err(e) => {
             tracing::warn!(user = %user.name, "cannot open maildrop: {e}");

@@ -48,7 +48,7 @@ pub fn dele(t: &mut Transaction, n: u32) -> Reply {
     match t.live_index(n) {
         Ok(i) => {
             t.deleted[i] = true;
-            Reply::ok(format!("Message {n} deleted"))
+            Reply::ok(format!("message {n} deleted"))
         }
         Err(r) => r,
     }
@@ -57,5 +57,5 @@ pub fn dele(t: &mut Transaction, n: u32) -> Reply {
 pub fn rset(t: &mut Transaction) -> Reply {
     t.deleted.iter_mut().for_each(|d| *d = false);
     let (count, octets) = live(t).fold((0u64, 0u64), |(c, o), (_, m)| (c + 1, o + m.size));
-    Reply::ok(format!("Maildrop has {count} messages ({octets} octets)"))
+    Reply::ok(format!("maildrop has {count} messages ({octets} octets)"))
 }

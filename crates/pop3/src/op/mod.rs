@@ -72,8 +72,11 @@ impl Transaction {
     pub fn live_index(&self, number: u32) -> Result<usize, Reply> {
         let i = (number as usize).wrapping_sub(1);
         match self.deleted.get(i) {
-            None => Err(Reply::err("No such message")),
-            Some(true) => Err(Reply::err("Message is deleted")),
+            None => Err(Reply::err(format!(
+                "no such message, only {} messages in maildrop",
+                self.deleted.len()
+            ))),
+            Some(true) => Err(Reply::err(format!("message {number} already deleted"))),
             Some(false) => Ok(i),
         }
     }
@@ -126,7 +129,7 @@ pub async fn dispatch(
     match (cmd, &mut *state) {
         (C::Capa, _) => capa::capa(state, conn, services).into(),
         (C::Noop, State::Transaction(_)) => Reply::ok("").into(),
-        (C::Quit, _) => update::quit(state).await,
+        (C::Quit, _) => update::quit(state, &services.config.server.hostname).await,
         (C::Utf8, _) => capa::utf8(services).into(),
         (C::Stls, State::Authorization { .. }) => capa::stls(conn, services),
         (C::User(name), State::Authorization { .. }) => authenticate::user(state, conn, services, name).into(),

@@ -5,9 +5,9 @@
 use super::{Outcome, State, store_error_reply};
 use crate::protocol::{Reply, RespCode};
 
-pub async fn quit(state: &mut State) -> Outcome {
+pub async fn quit(state: &mut State, hostname: &str) -> Outcome {
     let State::Transaction(t) = std::mem::take(state) else {
-        return Outcome::Close(Reply::ok("Bye"));
+        return Outcome::Close(Reply::ok(format!("{hostname} POP3 server signing off")));
     };
     let t = *t;
     let marked: Vec<usize> = t
@@ -27,7 +27,12 @@ pub async fn quit(state: &mut State) -> Outcome {
                 bytes = t.bytes_sent,
                 "logged out"
             );
-            Outcome::Close(Reply::ok(format!("Logging out, {} messages deleted", report.removed)))
+            let left = t.deleted.len() - wanted;
+            let text = match left {
+                0 => format!("{hostname} POP3 server signing off (maildrop empty)"),
+                n => format!("{hostname} POP3 server signing off ({n} messages left)"),
+            };
+            Outcome::Close(Reply::ok(text))
         }
         Ok(report) => {
             tracing::warn!(user = %user, wanted, failed = report.failed, "some messages not deleted");

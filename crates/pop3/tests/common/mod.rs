@@ -1,0 +1,259 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! Test harness: a real server on 127.0.0.1:0 over a temporary Maildir and
+//! passwd file, generated certificates, and a client that asserts on the
+//! raw bytes of replies.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pop3::config::{ListenerConfig, Pop3Config, TlsMode};
+use pop3::server::CancellationToken;
+use pop3::{Pop3SessionManager, Server};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+pub const PASSWD: &str = "\
+alice:{PLAIN}secret:1000:1000::%HOME%/alice
+mrose:{PLAIN}tanstaaf:1001:1001::%HOME%/mrose
+bob:{SSHA}yI6cZwQadOA1e+/f+T+H3eCQQhRzYWx0:1002:1002::%HOME%/bob
+nopass::1003:1003::%HOME%/nopass
+";
+
+/// A generated certificate for localhost.
+pub struct TestCert {
+    pub cert: CertificateDer<'static>,
+    pub key_der: Vec<u8>,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+pub fn test_cert() -> TestCert {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    TestCert {
+        cert: ck.cert.der().clone(),
+        key_der: ck.signing_key.serialize_der(),
+        cert_pem: ck.cert.pem(),
+        key_pem: ck.signing_key.serialize_pem(),
+    }
+}
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub plain: SocketAddr,
+    pub starttls: SocketAddr,
+    pub implicit: SocketAddr,
+    pub cert: CertificateDer<'static>,
+    pub manager: Arc<Pop3SessionManager>,
+    pub shutdown: CancellationToken,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Start with a config adjusted by `tweak` (listeners and paths are set
+    /// by the harness).
+    pub async fn start_with(tweak: impl FnOnce(&mut Pop3Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let passwd = dir.path().join("passwd");
+        std::fs::write(&passwd, PASSWD.replace("%HOME%", home.to_str().unwrap())).unwrap();
+        let tc = test_cert();
+        std::fs::write(dir.path().join("cert.pem"), &tc.cert_pem).unwrap();
+        std::fs::write(dir.path().join("key.pem"), &tc.key_pem).unwrap();
+
+        let mut config = Pop3Config::default();
+        config.server.hostname = "pop.test".into();
+        config.auth.passwd_file = passwd;
+        config.storage.maildir = "%h/Maildir".into();
+        config.tls = Some(pop3::config::TlsConfig {
+            cert: dir.path().join("cert.pem"),
+            key: dir.path().join("key.pem"),
+        });
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.listeners = vec![
+            ListenerConfig { bind: any, tls: TlsMode::None },
+            ListenerConfig { bind: any, tls: TlsMode::Starttls },
+            ListenerConfig { bind: any, tls: TlsMode::Implicit },
+        ];
+        tweak(&mut config);
+        config.validate().expect("test config is valid");
+
+        let manager = Arc::new(Pop3SessionManager::from_config(config).unwrap());
+        let server = Server::bind(manager.clone()).await.unwrap();
+        let addrs = server.local_addrs();
+        let find = |m: TlsMode| addrs.iter().find(|(_, mode)| *mode == m).map(|(a, _)| *a).unwrap_or(any);
+        let shutdown = CancellationToken::new();
+        tokio::spawn(server.run(shutdown.clone(), Duration::from_secs(1)));
+        TestServer {
+            plain: find(TlsMode::None),
+            starttls: find(TlsMode::Starttls),
+            implicit: find(TlsMode::Implicit),
+            cert: tc.cert,
+            manager,
+            dir,
+            shutdown,
+        }
+    }
+
+    pub fn maildir(&self, user: &str) -> PathBuf {
+        self.dir.path().join("home").join(user).join("Maildir")
+    }
+
+    /// Deliver a message into new/ with a name that sorts by `seq`.
+    pub fn deliver(&self, user: &str, seq: u32, body: &[u8]) -> PathBuf {
+        deliver(&self.maildir(user), seq, body)
+    }
+
+    pub async fn connect(&self) -> Client<TcpStream> {
+        Client::connect(self.plain).await
+    }
+
+    /// Connect to the plain listener and log in.
+    pub async fn login(&self, user: &str, pass: &str) -> Client<TcpStream> {
+        let mut c = self.connect().await;
+        c.cmd(&format!("USER {user}")).await;
+        let r = c.cmd(&format!("PASS {pass}")).await;
+        assert!(r.starts_with("+OK"), "login failed: {r}");
+        c
+    }
+
+    pub fn tls_connector(&self) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert.clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(pop3::server::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+}
+
+pub fn deliver(maildir: &Path, seq: u32, body: &[u8]) -> PathBuf {
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    let path = maildir.join("new").join(format!("{}.M{seq}P1.test", 1_700_000_000 + seq));
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+pub fn private_key(der: &[u8]) -> PrivateKeyDer<'static> {
+    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der.to_vec()))
+}
+
+/// A line-oriented client that returns replies as raw text.
+pub struct Client<S> {
+    pub io: BufReader<S>,
+    pub greeting: String,
+}
+
+impl Client<TcpStream> {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let s = TcpStream::connect(addr).await.unwrap();
+        Client::over(s).await
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    pub async fn over(s: S) -> Self {
+        let mut c = Client {
+            io: BufReader::new(s),
+            greeting: String::new(),
+        };
+        c.greeting = c.line().await;
+        c
+    }
+
+    /// Wrap without reading a greeting.
+    pub fn raw(s: S) -> Self {
+        Client {
+            io: BufReader::new(s),
+            greeting: String::new(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.io.get_mut().write_all(bytes).await.unwrap();
+        self.io.get_mut().flush().await.unwrap();
+    }
+
+    /// One reply line including its CRLF; empty at end of stream.
+    pub async fn line(&mut self) -> String {
+        let mut buf = Vec::new();
+        tokio::time::timeout(WAIT, self.io.read_until(b'\n', &mut buf))
+            .await
+            .expect("reply within 10s")
+            .unwrap();
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// Send a command, return the first reply line.
+    pub async fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes()).await;
+        self.line().await
+    }
+
+    /// Raw bytes of a multi-line body up to and including `.\r\n`.
+    pub async fn body(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            let n = tokio::time::timeout(WAIT, self.io.read_until(b'\n', &mut line))
+                .await
+                .expect("body within 10s")
+                .unwrap();
+            assert!(n > 0, "connection closed inside a multi-line reply");
+            out.extend_from_slice(&line);
+            if line == b".\r\n" {
+                return out;
+            }
+        }
+    }
+
+    /// Send a command expecting `+OK` and a multi-line body; return both.
+    pub async fn multi(&mut self, line: &str) -> (String, Vec<u8>) {
+        let status = self.cmd(line).await;
+        assert!(status.starts_with("+OK"), "{line}: {status}");
+        let body = self.body().await;
+        (status, body)
+    }
+
+    /// Read until the server closes; returns what came.
+    pub async fn until_closed(&mut self) -> Vec<u8> {
+        let mut rest = Vec::new();
+        tokio::time::timeout(WAIT, self.io.read_to_end(&mut rest))
+            .await
+            .expect("server closes within 10s")
+            .unwrap_or(0);
+        rest
+    }
+
+    pub fn into_inner(self) -> S {
+        self.io.into_inner()
+    }
+}
+
+/// The lines of a multi-line body without the terminator.
+pub fn lines(body: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(body);
+    let mut v: Vec<String> = text.split("\r\n").map(str::to_owned).collect();
+    assert_eq!(v.pop().as_deref(), Some(""));
+    assert_eq!(v.pop().as_deref(), Some("."));
+    v
+}

@@ -1,0 +1,605 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! Every command and error path of a live session, asserted on raw bytes.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::*;
+
+const MSG1: &[u8] = b"Subject: one\n\nfirst body\n.dotted\n";
+const MSG2: &[u8] = b"Subject: two\r\nX: y\r\n\r\nline1\r\nline2\r\nline3\r\n";
+const MSG3: &[u8] = b"Subject: three\n\nno final newline";
+
+async fn server_with_mail() -> TestServer {
+    let srv = TestServer::start().await;
+    srv.deliver("alice", 1, MSG1);
+    srv.deliver("alice", 2, MSG2);
+    srv.deliver("alice", 3, MSG3);
+    srv
+}
+
+#[tokio::test]
+async fn greeting_and_wrong_state() {
+    let srv = server_with_mail().await;
+    let mut c = srv.connect().await;
+    assert_eq!(c.greeting, "+OK POP3 server ready\r\n");
+    for cmd in ["STAT", "LIST", "RETR 1", "DELE 1", "NOOP", "RSET", "TOP 1 1", "UIDL"] {
+        let r = c.cmd(cmd).await;
+        assert!(r.starts_with("-ERR ") && r.contains("before login"), "{cmd}: {r}");
+    }
+    assert_eq!(c.cmd("PASS secret").await, "-ERR USER first\r\n");
+    let mut c = srv.login("alice", "secret").await;
+    for cmd in ["USER alice", "PASS x", "APOP a b", "AUTH PLAIN", "STLS"] {
+        let r = c.cmd(cmd).await;
+        assert!(r.starts_with("-ERR ") && r.contains("after login"), "{cmd}: {r}");
+    }
+    // Still usable after all those errors.
+    assert_eq!(c.cmd("STAT").await, "+OK 3 114\r\n".to_string());
+}
+
+#[tokio::test]
+async fn bad_arguments_get_err_and_the_session_goes_on() {
+    let srv = server_with_mail().await;
+    let mut c = srv.login("alice", "secret").await;
+    for cmd in [
+        "RETR 0", "RETR -1", "RETR +1", "RETR 4294967296", "RETR 99999999999999999999", "RETR x", "RETR",
+        "RETR 1 2", "LIST 0", "LIST 1 2", "DELE", "DELE 0", "TOP 1", "TOP 1 -1", "TOP 0 1", "TOP 1 2 3",
+        "UIDL 0", "STAT 1", "NOOP x", "QUIT now", "RETR 4", "DELE 4", "LIST 4294967295",
+        "XYZZY", "", ":", "\0\0\0",
+    ] {
+        let r = c.cmd(cmd).await;
+        assert!(r.starts_with("-ERR"), "{cmd:?}: {r}");
+    }
+    assert!(c.cmd("STAT").await.starts_with("+OK 3 "));
+}
+
+#[tokio::test]
+async fn keywords_are_case_insensitive_and_pass_keeps_spaces() {
+    let srv = TestServer::start().await;
+    std::fs::write(
+        srv.dir.path().join("passwd"),
+        std::fs::read_to_string(srv.dir.path().join("passwd")).unwrap() + "spacey:{PLAIN} two  words :1:1::/dev/null\n",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // passwd re-read interval
+    let mut c = srv.connect().await;
+    assert_eq!(c.cmd("user spacey").await, "+OK\r\n");
+    let r = c.cmd("pAsS  two  words ").await;
+    assert!(r.starts_with("-ERR [SYS/"), "user found, mailbox cannot be created: {r}");
+    let mut c = srv.connect().await;
+    c.cmd("USER alice").await;
+    assert!(c.cmd("pass secret").await.starts_with("+OK alice's maildrop has 0 messages"));
+    assert_eq!(c.cmd("stat").await, "+OK 0 0\r\n");
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_look_the_same() {
+    let srv = server_with_mail().await;
+    let mut replies = Vec::new();
+    for (user, pass) in [("alice", "wrong"), ("nobody", "secret"), ("nopass", ""), ("bob", "nope")] {
+        let mut c = srv.connect().await;
+        assert_eq!(c.cmd(&format!("USER {user}")).await, "+OK\r\n");
+        replies.push(c.cmd(&format!("PASS {pass}x")).await);
+    }
+    for r in &replies {
+        assert_eq!(r, "-ERR [AUTH] Authentication failed.\r\n");
+    }
+    // SSHA-hashed user logs in.
+    let mut c = srv.connect().await;
+    c.cmd("USER bob").await;
+    assert!(c.cmd("PASS password").await.starts_with("+OK"));
+}
+
+#[tokio::test]
+async fn too_many_failures_close_the_connection() {
+    let srv = TestServer::start_with(|c| c.security.max_auth_attempts = 2).await;
+    let mut c = srv.connect().await;
+    c.cmd("USER alice").await;
+    assert_eq!(c.cmd("PASS a").await, "-ERR [AUTH] Authentication failed.\r\n");
+    c.cmd("USER alice").await;
+    assert_eq!(c.cmd("PASS b").await, "-ERR [AUTH] Too many authentication failures\r\n");
+    assert_eq!(c.until_closed().await, b"");
+}
+
+#[tokio::test]
+async fn retr_encodes_line_ends_dots_and_final_crlf() {
+    let srv = server_with_mail().await;
+    let mut c = srv.login("alice", "secret").await;
+    let (status, body) = c.multi("RETR 1").await;
+    assert_eq!(status, "+OK 37 octets\r\n");
+    assert_eq!(body, b"Subject: one\r\n\r\nfirst body\r\n..dotted\r\n.\r\n");
+    let (status, body) = c.multi("RETR 3").await;
+    assert_eq!(status, "+OK 34 octets\r\n");
+    assert_eq!(body, b"Subject: three\r\n\r\nno final newline\r\n.\r\n");
+    let (_, body) = c.multi("LIST").await;
+    assert_eq!(lines(&body), vec!["1 37", "2 43", "3 34"]);
+}
+
+#[tokio::test]
+async fn top_returns_headers_and_n_lines() {
+    let srv = server_with_mail().await;
+    let mut c = srv.login("alice", "secret").await;
+    assert_eq!(c.multi("TOP 2 0").await.1, b"Subject: two\r\nX: y\r\n\r\n.\r\n");
+    assert_eq!(c.multi("TOP 2 2").await.1, b"Subject: two\r\nX: y\r\n\r\nline1\r\nline2\r\n.\r\n");
+    assert_eq!(c.multi("TOP 1 5").await.1, b"Subject: one\r\n\r\nfirst body\r\n..dotted\r\n.\r\n");
+    assert_eq!(c.multi("TOP 3 0").await.1, b"Subject: three\r\n\r\n.\r\n");
+}
+
+#[tokio::test]
+async fn deletions_are_marks_until_quit() {
+    let srv = server_with_mail().await;
+    let mut c = srv.login("alice", "secret").await;
+    assert_eq!(c.cmd("DELE 2").await, "+OK message 2 deleted\r\n");
+    assert_eq!(c.cmd("STAT").await, "+OK 2 71\r\n");
+    assert_eq!(lines(&c.multi("LIST").await.1), vec!["1 37", "3 34"]);
+    assert_eq!(lines(&c.multi("UIDL").await.1).len(), 2);
+    assert!(c.cmd("RETR 2").await.starts_with("-ERR message 2 already deleted"));
+    assert!(c.cmd("TOP 2 0").await.starts_with("-ERR"));
+    assert!(c.cmd("LIST 2").await.starts_with("-ERR"));
+    assert!(c.cmd("UIDL 2").await.starts_with("-ERR"));
+    assert_eq!(c.cmd("RSET").await, "+OK maildrop has 3 messages (114 octets)\r\n");
+    c.cmd("DELE 1").await;
+    c.cmd("DELE 3").await;
+    // Nothing removed yet.
+    assert_eq!(std::fs::read_dir(srv.maildir("alice").join("new")).unwrap().count(), 3);
+    assert_eq!(c.cmd("QUIT").await, "+OK pop.test POP3 server signing off (1 messages left)\r\n");
+    let mut c = srv.login("alice", "secret").await;
+    assert_eq!(c.cmd("STAT").await, "+OK 1 43\r\n");
+    assert_eq!(c.multi("RETR 1").await.1, [MSG2, b".\r\n"].concat());
+}
+
+#[tokio::test]
+async fn dropped_connection_and_timeout_delete_nothing() {
+    let srv = TestServer::start_with(|c| c.server.session_timeout = Duration::from_secs(1)).await;
+    srv.deliver("alice", 1, MSG1);
+    srv.deliver("alice", 2, MSG2);
+    {
+        let mut c = srv.login("alice", "secret").await;
+        c.cmd("DELE 1").await;
+        c.cmd("DELE 2").await;
+        drop(c); // connection reset, no QUIT
+    }
+    // The lock is released promptly and nothing was deleted.
+    let mut c = loop {
+        let mut c = srv.connect().await;
+        c.cmd("USER alice").await;
+        let r = c.cmd("PASS secret").await;
+        if r.starts_with("+OK") {
+            break c;
+        }
+        assert!(r.starts_with("-ERR [IN-USE]"), "{r}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(c.cmd("STAT").await, "+OK 2 80\r\n");
+    c.cmd("DELE 1").await;
+    // Idle past session_timeout: autologout without UPDATE.
+    let rest = c.until_closed().await;
+    assert_eq!(rest, b"-ERR Disconnected for inactivity\r\n");
+    let mut c = srv.login("alice", "secret").await;
+    assert_eq!(c.cmd("STAT").await, "+OK 2 80\r\n");
+}
+
+#[tokio::test]
+async fn unauthenticated_idle_is_cut() {
+    let srv = TestServer::start_with(|c| c.server.unauth_timeout = Duration::from_secs(1)).await;
+    let mut c = srv.connect().await;
+    let started = std::time::Instant::now();
+    assert_eq!(c.until_closed().await, b"-ERR Disconnected for inactivity\r\n");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn second_session_gets_in_use() {
+    let srv = server_with_mail().await;
+    let mut first = srv.login("alice", "secret").await;
+    let mut second = srv.connect().await;
+    second.cmd("USER alice").await;
+    assert_eq!(
+        second.cmd("PASS secret").await,
+        "-ERR [IN-USE] Maildrop is locked by another session\r\n"
+    );
+    // The refused session may try again once the first one quits.
+    first.cmd("QUIT").await;
+    first.until_closed().await;
+    second.cmd("USER alice").await;
+    assert!(second.cmd("PASS secret").await.starts_with("+OK"));
+}
+
+#[tokio::test]
+async fn new_mail_is_invisible_until_next_login() {
+    let srv = server_with_mail().await;
+    let mut c = srv.login("alice", "secret").await;
+    srv.deliver("alice", 4, b"Subject: late\n\nx\n");
+    assert!(c.cmd("STAT").await.starts_with("+OK 3 "));
+    assert!(c.cmd("RETR 4").await.starts_with("-ERR"));
+    let uidls = lines(&c.multi("UIDL").await.1);
+    c.cmd("QUIT").await;
+    let mut c = srv.login("alice", "secret").await;
+    assert!(c.cmd("STAT").await.starts_with("+OK 4 "));
+    let again = lines(&c.multi("UIDL").await.1);
+    assert_eq!(&again[..3], &uidls[..], "UIDLs are stable across sessions");
+    assert!(!uidls.iter().any(|u| u.split(' ').nth(1) == again[3].split(' ').nth(1)));
+}
+
+#[tokio::test]
+async fn uidls_are_never_reused() {
+    let srv = server_with_mail().await;
+    let mut c = srv.login("alice", "secret").await;
+    let before: Vec<String> = lines(&c.multi("UIDL").await.1)
+        .iter()
+        .map(|l| l.split(' ').nth(1).unwrap().to_owned())
+        .collect();
+    c.cmd("DELE 3").await;
+    c.cmd("QUIT").await;
+    c.until_closed().await;
+    srv.deliver("alice", 5, b"Subject: new\n\nx\n");
+    let mut c = srv.login("alice", "secret").await;
+    let after: Vec<String> = lines(&c.multi("UIDL").await.1)
+        .iter()
+        .map(|l| l.split(' ').nth(1).unwrap().to_owned())
+        .collect();
+    assert_eq!(after.len(), 3);
+    assert_eq!(&after[..2], &before[..2]);
+    assert!(!before.contains(&after[2]), "new message got a fresh UIDL");
+}
+
+#[tokio::test]
+async fn message_removed_underneath_gives_err() {
+    let srv = TestServer::start().await;
+    let p1 = srv.deliver("alice", 1, MSG1);
+    let p2 = srv.deliver("alice", 2, MSG2);
+    let mut c = srv.login("alice", "secret").await;
+    std::fs::remove_file(&p1).unwrap();
+    assert_eq!(c.cmd("RETR 1").await, "-ERR Message was removed by another program\r\n");
+    // A message that another client moved to cur/ with flags is still found.
+    let moved = srv.maildir("alice").join("cur").join(format!("{}:2,S", p2.file_name().unwrap().to_str().unwrap()));
+    std::fs::rename(&p2, &moved).unwrap();
+    assert_eq!(c.multi("RETR 2").await.1, [MSG2, b".\r\n"].concat());
+    c.cmd("DELE 1").await;
+    c.cmd("DELE 2").await;
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
+    assert!(!moved.exists());
+}
+
+#[tokio::test]
+async fn sizes_are_cached_and_taken_from_names() {
+    let srv = TestServer::start().await;
+    let p = srv.deliver("alice", 1, b"a\nb\n");
+    let named = srv.maildir("alice").join("cur").join("1700000009.M9P9.test,S=4,W=999:2,S");
+    std::fs::write(&named, b"x\n").unwrap();
+    let mut c = srv.login("alice", "secret").await;
+    assert_eq!(lines(&c.multi("LIST").await.1), vec!["1 6", "2 999"]);
+    c.cmd("QUIT").await;
+    c.until_closed().await;
+    // The index now holds the size: a changed file is not read again.
+    let index = std::fs::read_to_string(srv.maildir("alice").join("pop3d-uidlist")).unwrap();
+    assert!(index.contains(" 6 "), "{index}");
+    std::fs::write(&p, b"a much longer message than before\n").unwrap();
+    let mut c = srv.login("alice", "secret").await;
+    assert_eq!(lines(&c.multi("LIST").await.1), vec!["1 6", "2 999"]);
+}
+
+#[tokio::test]
+async fn dovecot_uidlist_uids_are_served() {
+    let srv = TestServer::start().await;
+    let md = srv.maildir("alice");
+    deliver(&md, 1, MSG1);
+    deliver(&md, 2, MSG2);
+    std::fs::write(
+        md.join("dovecot-uidlist"),
+        "3 V1234567890 N43 G0123\n41 :1700000001.M1P1.test\n42 P0000.custom W99 :1700000002.M2P1.test:2,S\n",
+    )
+    .unwrap();
+    deliver(&md, 3, MSG3); // arrived after the migration
+    let mut c = srv.login("alice", "secret").await;
+    let uidls = lines(&c.multi("UIDL").await.1);
+    assert_eq!(uidls, vec!["1 00000029499602D2", "2 0000.custom", "3 0000002B499602D2"]);
+    assert_eq!(lines(&c.multi("LIST").await.1)[1], "2 99");
+}
+
+#[tokio::test]
+async fn pipelined_commands_are_answered_in_order() {
+    let srv = server_with_mail().await;
+    let mut c = srv.connect().await;
+    c.send(b"USER alice\r\nPASS secret\r\nSTAT\r\nLIST 1\r\nRETR 1\r\nNOOP\r\nBOGUS\r\nDELE 1\r\nQUIT\r\n").await;
+    assert_eq!(c.line().await, "+OK\r\n");
+    assert!(c.line().await.starts_with("+OK alice's maildrop"));
+    assert_eq!(c.line().await, "+OK 3 114\r\n");
+    assert_eq!(c.line().await, "+OK 1 37\r\n");
+    assert_eq!(c.line().await, "+OK 37 octets\r\n");
+    assert_eq!(c.body().await, b"Subject: one\r\n\r\nfirst body\r\n..dotted\r\n.\r\n");
+    assert_eq!(c.line().await, "+OK\r\n");
+    assert_eq!(c.line().await, "-ERR Unknown command\r\n");
+    assert_eq!(c.line().await, "+OK message 1 deleted\r\n");
+    assert!(c.line().await.starts_with("+OK pop.test POP3 server signing off"));
+    assert_eq!(c.until_closed().await, b"");
+}
+
+#[tokio::test]
+async fn many_pipelined_commands_in_one_segment() {
+    let srv = server_with_mail().await;
+    let mut c = srv.login("alice", "secret").await;
+    let batch: String = (0..1000).map(|i| format!("LIST {}\r\n", i % 3 + 1)).collect();
+    c.send(batch.as_bytes()).await;
+    for i in 0..1000 {
+        let r = c.line().await;
+        assert!(r.starts_with(&format!("+OK {} ", i % 3 + 1)), "{i}: {r}");
+    }
+}
+
+#[tokio::test]
+async fn split_packets_and_bare_lf() {
+    let srv = server_with_mail().await;
+    let mut c = srv.connect().await;
+    for b in b"USER alice\nPASS secret\r\nSTAT\r\n" {
+        c.send(&[*b]).await;
+    }
+    assert_eq!(c.line().await, "+OK\r\n");
+    assert!(c.line().await.starts_with("+OK"));
+    assert_eq!(c.line().await, "+OK 3 114\r\n");
+}
+
+#[tokio::test]
+async fn garbage_long_lines_and_nuls_never_kill_the_session() {
+    let srv = server_with_mail().await;
+    let mut c = srv.connect().await;
+    // A 1 MB line with no end for a while, then its end.
+    let big = vec![b'A'; 1 << 20];
+    c.send(&big).await;
+    assert_eq!(c.line().await, "-ERR Line too long\r\n");
+    c.send(b"still the same line\r\n").await;
+    assert_eq!(c.cmd("CAPA").await, "+OK Capability list follows\r\n");
+    c.body().await;
+    // A 300-byte line in one piece.
+    let long = format!("USER {}\r\n", "x".repeat(300));
+    c.send(long.as_bytes()).await;
+    assert_eq!(c.line().await, "-ERR Line too long\r\n");
+    for junk in [&b"\r\n"[..], b":\r\n", b"\0\0\r\n", b"\xff\xfe\r\n", b"GET / HTTP/1.1\r\n", b"\x16\x03\x01\x02\x00\r\n"] {
+        c.send(junk).await;
+        let r = c.line().await;
+        assert!(r.starts_with("-ERR"), "{junk:?}: {r}");
+    }
+    c.cmd("USER alice").await;
+    assert!(c.cmd("PASS secret").await.starts_with("+OK"));
+}
+
+#[tokio::test]
+async fn capa_reflects_state_and_config() {
+    let srv = TestServer::start_with(|c| {
+        c.server.login_delay = Duration::from_secs(0);
+    })
+    .await;
+    let mut c = srv.connect().await;
+    let before = lines(&c.multi("CAPA").await.1);
+    assert_eq!(
+        before,
+        vec![
+            "TOP",
+            "USER",
+            "SASL PLAIN LOGIN",
+            "RESP-CODES",
+            "AUTH-RESP-CODE",
+            "PIPELINING",
+            "UIDL",
+            "EXPIRE NEVER",
+            "UTF8 USER",
+            &format!("IMPLEMENTATION pop3d-{}", env!("CARGO_PKG_VERSION")),
+        ]
+    );
+    c.cmd("USER alice").await;
+    c.cmd("PASS secret").await;
+    let after = lines(&c.multi("CAPA").await.1);
+    assert!(!after.contains(&"USER".to_string()));
+    assert!(!after.iter().any(|l| l.starts_with("SASL")));
+    assert!(after.contains(&"UIDL".to_string()));
+
+    // STLS only on the starttls listener.
+    let mut c = Client::connect(srv.starttls).await;
+    assert!(lines(&c.multi("CAPA").await.1).contains(&"STLS".to_string()));
+    assert_eq!(c.cmd("UTF8").await, "+OK UTF8 enabled\r\n");
+
+    let srv = TestServer::start_with(|c| {
+        c.protocol.enable_top = false;
+        c.protocol.enable_uidl = false;
+        c.protocol.enable_pipelining = false;
+        c.server.enable_utf8 = false;
+        c.server.login_delay = Duration::from_secs(900);
+    })
+    .await;
+    let mut c = srv.connect().await;
+    let caps = lines(&c.multi("CAPA").await.1);
+    for absent in ["TOP", "UIDL", "PIPELINING", "UTF8 USER"] {
+        assert!(!caps.contains(&absent.to_string()), "{absent} in {caps:?}");
+    }
+    assert!(caps.contains(&"LOGIN-DELAY 900".to_string()));
+    assert_eq!(c.cmd("UTF8").await, "-ERR UTF8 is not enabled\r\n");
+    c.cmd("USER alice").await;
+    c.cmd("PASS secret").await;
+    assert_eq!(c.cmd("TOP 1 1").await, "-ERR Command disabled\r\n");
+    assert_eq!(c.cmd("UIDL").await, "-ERR Command disabled\r\n");
+    // UTF8 after login is tolerated (Outlook sends it then).
+    c.cmd("QUIT").await;
+    c.until_closed().await;
+    // LOGIN-DELAY: a second login within the delay is refused.
+    let mut c = srv.connect().await;
+    c.cmd("USER alice").await;
+    assert_eq!(c.cmd("PASS secret").await, "-ERR [LOGIN-DELAY] Wait 900 seconds between logins\r\n");
+}
+
+#[tokio::test]
+async fn utf8_after_login_is_tolerated() {
+    let srv = server_with_mail().await;
+    let mut c = srv.login("alice", "secret").await;
+    assert_eq!(c.cmd("UTF8").await, "+OK UTF8 enabled\r\n");
+    assert!(c.cmd("STAT").await.starts_with("+OK 3"));
+}
+
+#[tokio::test]
+async fn apop_login_and_failures() {
+    let srv = TestServer::start_with(|c| c.server.enable_apop = true).await;
+    srv.deliver("alice", 1, MSG1);
+    let mut c = srv.connect().await;
+    let g = c.greeting.clone();
+    let ts = &g[g.find('<').unwrap()..g.rfind('>').unwrap() + 1];
+    assert!(ts.ends_with("@pop.test>"));
+    // The timestamp is unique per connection.
+    let other = srv.connect().await.greeting;
+    assert_ne!(other, g);
+    let bad = pop3::op::authenticate::compute_apop_digest(ts, "wrong");
+    assert_eq!(c.cmd(&format!("APOP alice {bad}")).await, "-ERR [AUTH] Authentication failed.\r\n");
+    // bob has a hashed secret: APOP cannot work and fails the same way.
+    let d = pop3::op::authenticate::compute_apop_digest(ts, "password");
+    assert_eq!(c.cmd(&format!("APOP bob {d}")).await, "-ERR [AUTH] Authentication failed.\r\n");
+    let good = pop3::op::authenticate::compute_apop_digest(ts, "secret").to_uppercase();
+    assert!(c.cmd(&format!("APOP alice {good}")).await.starts_with("+OK alice's maildrop has 1"));
+
+    // Disabled: no timestamp, APOP refused.
+    let srv = TestServer::start().await;
+    let mut c = srv.connect().await;
+    assert!(!c.greeting.contains('<'));
+    assert_eq!(c.cmd("APOP alice 0123").await, "-ERR APOP is not enabled\r\n");
+}
+
+#[tokio::test]
+async fn auth_plain_and_login() {
+    let srv = TestServer::start_with(|c| c.security.max_auth_attempts = 10).await;
+    srv.deliver("alice", 1, MSG1);
+    let ir = B64.encode(b"\0alice\0secret");
+    // Bare AUTH lists mechanisms (Outlook).
+    let mut c = srv.connect().await;
+    assert_eq!(c.multi("AUTH").await.1, b"PLAIN\r\nLOGIN\r\n.\r\n");
+    // Initial response.
+    assert!(c.cmd(&format!("AUTH PLAIN {ir}")).await.starts_with("+OK alice's maildrop"));
+    c.cmd("QUIT").await;
+    c.until_closed().await;
+    // Continuation.
+    let mut c = srv.connect().await;
+    assert_eq!(c.cmd("AUTH PLAIN").await, "+ \r\n");
+    assert!(c.cmd(&ir).await.starts_with("+OK"));
+    c.cmd("QUIT").await;
+    c.until_closed().await;
+    // Lower-case mechanism name, wrong password.
+    let mut c = srv.connect().await;
+    let bad = B64.encode(b"\0alice\0nope");
+    assert_eq!(c.cmd(&format!("auth plain {bad}")).await, "-ERR [AUTH] Authentication failed.\r\n");
+    // "=" is an empty initial response: malformed for PLAIN.
+    assert!(c.cmd("AUTH PLAIN =").await.starts_with("-ERR"));
+    // Cancel and bad base64.
+    assert_eq!(c.cmd("AUTH PLAIN").await, "+ \r\n");
+    assert_eq!(c.cmd("*").await, "-ERR Authentication cancelled\r\n");
+    assert_eq!(c.cmd("AUTH PLAIN").await, "+ \r\n");
+    assert!(c.cmd("!!notbase64!!").await.starts_with("-ERR"));
+    assert!(c.cmd("AUTH PLAIN !!!").await.starts_with("-ERR Invalid base64"));
+    assert_eq!(c.cmd("AUTH CRAM-SHA9").await, "-ERR Unsupported authentication mechanism\r\n");
+    // A foreign authzid is refused like a wrong password.
+    let mut c = srv.connect().await;
+    let foreign = B64.encode(b"bob\0alice\0secret");
+    assert_eq!(c.cmd(&format!("AUTH PLAIN {foreign}")).await, "-ERR [AUTH] Authentication failed.\r\n");
+    // LOGIN as Outlook speaks it.
+    let mut c = srv.connect().await;
+    assert_eq!(c.cmd("AUTH LOGIN").await, "+ VXNlcm5hbWU6\r\n");
+    assert_eq!(c.cmd(&B64.encode("alice")).await, "+ UGFzc3dvcmQ6\r\n");
+    assert!(c.cmd(&B64.encode("secret")).await.starts_with("+OK alice's maildrop"));
+    c.cmd("QUIT").await;
+    c.until_closed().await;
+    // LOGIN with the user name as initial response.
+    let mut c = srv.connect().await;
+    assert_eq!(c.cmd(&format!("AUTH LOGIN {}", B64.encode("alice"))).await, "+ UGFzc3dvcmQ6\r\n");
+    assert_eq!(c.cmd(&B64.encode("bad")).await, "-ERR [AUTH] Authentication failed.\r\n");
+    // A SASL line longer than 255 octets is read whole.
+    let long = B64.encode(format!("\0alice\0{}", "p".repeat(600)));
+    assert_eq!(c.cmd("AUTH PLAIN").await, "+ \r\n");
+    assert_eq!(c.cmd(&long).await, "-ERR [AUTH] Authentication failed.\r\n");
+}
+
+#[tokio::test]
+async fn plaintext_is_refused_off_loopback_without_tls() {
+    // Serve a connection whose peer is a documentation address through the
+    // embedding API, as a host mail server would.
+    let srv = server_with_mail().await;
+    let (client, server_side) = tokio::io::duplex(64 * 1024);
+    let manager = srv.manager.clone();
+    let peer: std::net::SocketAddr = "192.0.2.7:40000".parse().unwrap();
+    tokio::spawn(async move {
+        manager.serve(server_side, peer, pop3::config::TlsMode::None).await;
+    });
+    let mut c = Client::over(client).await;
+    let caps = lines(&c.multi("CAPA").await.1);
+    assert!(!caps.contains(&"USER".to_string()), "{caps:?}");
+    assert!(!caps.iter().any(|l| l.starts_with("SASL")), "{caps:?}");
+    let refused = "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.\r\n";
+    assert_eq!(c.cmd("USER alice").await, refused);
+    assert_eq!(c.cmd(&format!("AUTH PLAIN {}", B64.encode("\0alice\0secret"))).await, refused);
+
+    // allow_plaintext opens it.
+    let srv = TestServer::start_with(|c| c.auth.allow_plaintext = true).await;
+    let (client, server_side) = tokio::io::duplex(64 * 1024);
+    let manager = srv.manager.clone();
+    tokio::spawn(async move {
+        manager.serve(server_side, peer, pop3::config::TlsMode::None).await;
+    });
+    let mut c = Client::over(client).await;
+    assert_eq!(c.cmd("USER alice").await, "+OK\r\n");
+    assert!(c.cmd("PASS secret").await.starts_with("+OK"));
+}
+
+#[tokio::test]
+async fn connection_limits_apply_before_the_greeting() {
+    let srv = TestServer::start_with(|c| c.security.max_connections_per_ip = 2).await;
+    let a = srv.connect().await;
+    let _b = srv.connect().await;
+    let mut c = Client::raw(tokio::net::TcpStream::connect(srv.plain).await.unwrap());
+    assert_eq!(c.until_closed().await, b"-ERR [SYS/TEMP] Too many connections from your address\r\n");
+    drop(a);
+    // The slot comes back when a session ends.
+    let mut tries = 0;
+    loop {
+        let c = Client::connect(srv.plain).await;
+        if c.greeting.starts_with("+OK") {
+            break;
+        }
+        tries += 1;
+        assert!(tries < 100, "slot never returned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let srv = TestServer::start_with(|c| c.performance.max_concurrent_sessions = 1).await;
+    let _a = srv.connect().await;
+    let mut c = Client::raw(tokio::net::TcpStream::connect(srv.plain).await.unwrap());
+    assert_eq!(c.until_closed().await, b"-ERR [SYS/TEMP] Server busy, try again later\r\n");
+}
+
+#[tokio::test]
+async fn max_message_size_refuses_big_messages() {
+    let srv = TestServer::start_with(|c| c.server.max_message_size = 40).await;
+    srv.deliver("alice", 1, MSG1);
+    srv.deliver("alice", 2, MSG2);
+    let mut c = srv.login("alice", "secret").await;
+    assert!(c.cmd("RETR 1").await.starts_with("+OK 37 octets"));
+    c.body().await;
+    assert_eq!(c.cmd("RETR 2").await, "-ERR [SYS/PERM] Message exceeds the size limit of this server\r\n");
+}
+
+#[tokio::test]
+async fn big_message_streams_exactly() {
+    let srv = TestServer::start().await;
+    // 5 MB with bare LFs and dot lines throughout.
+    let mut msg = b"Subject: big\n\n".to_vec();
+    for i in 0..200_000 {
+        msg.extend_from_slice(if i % 7 == 0 { b".dot line here\n" } else { b"ordinary line\n" });
+    }
+    srv.deliver("alice", 1, &msg);
+    let mut c = srv.login("alice", "secret").await;
+    let size = pop3::protocol::crlf_size(&msg);
+    assert_eq!(c.cmd("RETR 1").await, format!("+OK {size} octets\r\n"));
+    let body = c.body().await;
+    let mut want = Vec::new();
+    let mut enc = pop3::protocol::BodyEncoder::retr();
+    enc.feed(&msg, &mut want);
+    enc.finish(&mut want);
+    assert_eq!(body.len(), want.len());
+    assert!(body == want);
+}
