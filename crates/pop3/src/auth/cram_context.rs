@@ -93,10 +93,11 @@ pub fn contexts(secret: &[u8]) -> (Md5State, Md5State) {
     (pad(0x36), pad(0x5c))
 }
 
-/// Dovecot's hex encoding: both states, each word little-endian.
+/// Dovecot's hex encoding: the outer state, then the inner one, each word
+/// little-endian.
 pub fn encode(inner: &Md5State, outer: &Md5State) -> String {
     let mut s = String::with_capacity(64);
-    for w in inner.iter().chain(outer.iter()) {
+    for w in outer.iter().chain(inner.iter()) {
         for b in w.to_le_bytes() {
             s.push_str(&format!("{b:02x}"));
         }
@@ -104,7 +105,7 @@ pub fn encode(inner: &Md5State, outer: &Md5State) -> String {
     s
 }
 
-/// Parse the 64 hex digits back into the two states.
+/// Parse the 64 hex digits back into the (inner, outer) states.
 pub fn decode(hex: &str) -> Option<(Md5State, Md5State)> {
     let bytes = hex.as_bytes();
     if bytes.len() != 64 {
@@ -120,8 +121,8 @@ pub fn decode(hex: &str) -> Option<(Md5State, Md5State)> {
         *w = u32::from_le_bytes(le);
     }
     Some((
-        [words[0], words[1], words[2], words[3]],
         [words[4], words[5], words[6], words[7]],
+        [words[0], words[1], words[2], words[3]],
     ))
 }
 

@@ -341,9 +341,13 @@ mod tests {
                 "{SHA512-CRYPT}$6$saltsalt$qFmFH.bQmmtXzyBY0s9v7Oicd2z4XSIecDzlB5KiA2/jctKu9YterLp8wwnSq.qc.eoxqOmSuNp2xS0ktL3nh/",
                 "password",
             ),
-            // RFC 2195's secret in Dovecot's CRAM-MD5 form is checked through
-            // cram_context; SSHA of "password" with salt "salt".
+            // SSHA of "password" with salt "salt".
             ("{SSHA}yI6cZwQadOA1e+/f+T+H3eCQQhRzYWx0", "password"),
+            // `doveadm pw -s CRAM-MD5 -p tanstaaf` (Dovecot 2.3).
+            (
+                "{CRAM-MD5}bc85c9a3cb6b88ebf5a19a22a3604ef939585872c1ade1a2bf44087948a852f4",
+                "tanstaaf",
+            ),
         ];
         for (field, pw) in cases {
             let s = StoredSecret::parse(field).unwrap();
