@@ -1,0 +1,134 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! The `pop3d` command line: check-config, hash-password, and a crash in
+//! the middle of a session.
+
+mod common;
+
+use common::*;
+
+fn run(args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = pop3d()
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/pop3d.toml");
+    let (code, out, err) = run(&["check-config", "--config", example], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("[server]") && out.contains("session_timeout = \"10m\""), "{out}");
+    assert!(out.contains("[[listener]]") && out.contains("bind = \"127.0.0.1:1995\""), "{out}");
+}
+
+#[test]
+fn bad_configs_name_file_key_and_reason() {
+    let s = Setup::new(&[]);
+    let cfg = s.config.to_str().unwrap().to_owned();
+    let original = read(&s.config);
+    let cases = [
+        (original.replace("[server]\n", "[server]\ncolour = \"blue\"\n"), "colour"),
+        (original.replace("unauth_timeout = \"30s\"", "unauth_timeout = \"soon\""), "server.unauth_timeout"),
+        (original.replace("tls = \"none\"", "tls = \"sometimes\""), "sometimes"),
+        (original.replace("passwd_file = \"passwd\"", "passwd_file = \"missing\""), "auth.passwd_file"),
+        (original.replace("cert = \"cert.pem\"", "cert = \"nope.pem\""), "tls.cert"),
+        (original.replace("[auth]", "[auth]\nmechanisms = [\"XYZ\"]"), "auth.mechanisms[0]"),
+        ("[server\n".to_owned(), ":1:"),
+    ];
+    for (text, needle) in cases {
+        std::fs::write(&s.config, &text).unwrap();
+        let (code, _, err) = run(&["check-config", "--config", &cfg], "");
+        assert_eq!(code, 2, "{needle}: {err}");
+        assert!(err.contains(&cfg), "names the file: {err}");
+        assert!(err.contains(needle), "names {needle}: {err}");
+        // serve refuses the same file the same way.
+        let (code, _, err) = run(&["serve", "--config", &cfg], "");
+        assert_eq!(code, 2, "{needle}: {err}");
+        assert!(err.contains(needle), "serve names {needle}: {err}");
+    }
+    let (code, _, err) = run(&["check-config", "--config", "/does/not/exist.toml"], "");
+    assert_eq!(code, 2);
+    assert!(err.contains("/does/not/exist.toml") && err.contains("cannot read"), "{err}");
+}
+
+#[test]
+fn inert_keys_are_warned_about() {
+    let s = Setup::new(&[]);
+    let text = read(&s.config) + "\n[performance]\nenable_response_caching = true\n";
+    std::fs::write(&s.config, text).unwrap();
+    let (code, _, err) = run(&["check-config", "--config", s.config.to_str().unwrap()], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning") && err.contains("performance.enable_response_caching"), "{err}");
+}
+
+#[test]
+fn hash_password_makes_fields_that_verify() {
+    for (scheme, prefix) in [
+        (None, "{ARGON2ID}$argon2id$"),
+        (Some("SHA512-CRYPT"), "{SHA512-CRYPT}$6$"),
+        (Some("ssha256"), "{SSHA256}"),
+        (Some("BLF-CRYPT"), "{BLF-CRYPT}$2y$"),
+        (Some("CRAM-MD5"), "{CRAM-MD5}"),
+    ] {
+        let mut args = vec!["hash-password"];
+        if let Some(s) = scheme {
+            args.extend(["--scheme", s]);
+        }
+        let (code, out, err) = run(&args, "pass word\n");
+        assert_eq!(code, 0, "{err}");
+        let field = out.trim_end();
+        assert!(field.starts_with(prefix), "{field}");
+        let secret = pop3::auth::StoredSecret::parse(field).unwrap();
+        assert!(secret.verify(b"pass word"));
+        assert!(!secret.verify(b"pass word\n"));
+    }
+    let (code, _, err) = run(&["hash-password", "--scheme", "ROT13"], "x\n");
+    assert_eq!(code, 2);
+    assert!(err.contains("ROT13") && err.contains("ARGON2ID"), "{err}");
+    let (code, _, _) = run(&["hash-password"], "");
+    assert_eq!(code, 2, "an empty password is refused");
+}
+
+#[test]
+fn help_lists_every_subcommand() {
+    let (code, out, _) = run(&["--help"], "");
+    assert_eq!(code, 0);
+    for sub in ["serve", "check-config", "hash-password"] {
+        assert!(out.contains(sub), "{out}");
+    }
+}
+
+#[test]
+fn a_crash_mid_session_deletes_nothing_and_frees_the_lock() {
+    let s = Setup::new(&[b"Subject: 1\n\none\n", b"Subject: 2\n\ntwo\n"]);
+    let mut server = s.start();
+    let mut c = Client::login(s.plain, "alice", "secret");
+    assert_eq!(c.cmd("DELE 1"), "+OK message 1 deleted\r\n");
+    assert_eq!(c.cmd("DELE 2"), "+OK message 2 deleted\r\n");
+    server.crash();
+    assert_eq!(s.maildir_count(), 2, "nothing deleted by a crash");
+    drop(c);
+    // A new server takes the dead one's lock over at once.
+    let _server = s.start();
+    let mut c = Client::login(s.plain, "alice", "secret");
+    assert_eq!(c.cmd("STAT"), "+OK 2 38\r\n");
+    c.cmd("DELE 1");
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    assert_eq!(s.maildir_count(), 1);
+    // SHA512-CRYPT user through the binary too.
+    let mut c = Client::connect(s.plain);
+    c.cmd("USER bob");
+    assert!(c.cmd("PASS password").starts_with("+OK bob's maildrop has 0 messages"));
+}

@@ -1,0 +1,208 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! Runs the real `pop3d` binary on loopback ports over a temporary Maildir.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn pop3d() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pop3d"))
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub plain: u16,
+    pub starttls: u16,
+    pub implicit: u16,
+}
+
+impl Setup {
+    /// Config, passwd (alice/secret as PLAIN, bob/password as SHA512-CRYPT),
+    /// certificate for localhost and 127.0.0.1, and `messages` in alice's
+    /// Maildir.
+    pub fn new(messages: &[&[u8]]) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        std::fs::write(d.join("cert.pem"), ck.cert.pem()).unwrap();
+        std::fs::write(d.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+        std::fs::write(
+            d.join("passwd"),
+            "alice:{PLAIN}secret::::\n\
+             bob:{SHA512-CRYPT}$6$saltsalt$qFmFH.bQmmtXzyBY0s9v7Oicd2z4XSIecDzlB5KiA2/jctKu9YterLp8wwnSq.qc.eoxqOmSuNp2xS0ktL3nh/::::\n",
+        )
+        .unwrap();
+        let md = d.join("mail/alice");
+        for sub in ["new", "cur", "tmp"] {
+            std::fs::create_dir_all(md.join(sub)).unwrap();
+        }
+        for (i, m) in messages.iter().enumerate() {
+            std::fs::write(md.join("new").join(format!("{}.M{i}P1.test", 1_700_000_000 + i)), m).unwrap();
+        }
+        let (plain, starttls, implicit) = (free_port(), free_port(), free_port());
+        let config = d.join("pop3d.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[server]
+hostname = "pop.test"
+unauth_timeout = "30s"
+
+[[listener]]
+bind = "127.0.0.1:{plain}"
+tls = "none"
+
+[[listener]]
+bind = "127.0.0.1:{starttls}"
+tls = "starttls"
+
+[[listener]]
+bind = "127.0.0.1:{implicit}"
+tls = "implicit"
+
+[tls]
+cert = "cert.pem"
+key = "key.pem"
+
+[storage]
+maildir = "mail/%n"
+
+[auth]
+passwd_file = "passwd"
+"#
+            ),
+        )
+        .unwrap();
+        Setup {
+            dir,
+            config,
+            plain,
+            starttls,
+            implicit,
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn maildir_count(&self) -> usize {
+        ["new", "cur"]
+            .iter()
+            .map(|s| std::fs::read_dir(self.path("mail/alice").join(s)).unwrap().count())
+            .sum()
+    }
+
+    pub fn start(&self) -> Running {
+        let child = pop3d()
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let running = Running { child };
+        wait_for_port(self.plain);
+        wait_for_port(self.implicit);
+        running
+    }
+}
+
+pub struct Running {
+    pub child: Child,
+}
+
+impl Running {
+    /// SIGKILL: no chance to clean up, as in a crash.
+    pub fn crash(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}
+
+pub fn wait_for_port(port: u16) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "pop3d did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A blocking line client.
+pub struct Client {
+    r: BufReader<TcpStream>,
+    pub greeting: String,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> Client {
+        let s = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut c = Client {
+            r: BufReader::new(s),
+            greeting: String::new(),
+        };
+        c.greeting = c.line();
+        c
+    }
+
+    pub fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.r.read_line(&mut l).unwrap();
+        l
+    }
+
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.r.get_mut().write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        self.line()
+    }
+
+    pub fn login(port: u16, user: &str, pass: &str) -> Client {
+        let mut c = Client::connect(port);
+        assert_eq!(c.cmd(&format!("USER {user}")), "+OK\r\n");
+        let r = c.cmd(&format!("PASS {pass}"));
+        assert!(r.starts_with("+OK"), "{r}");
+        c
+    }
+}
+
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Real-client tests need their client installed. In CI (CI=true) a
+/// missing client is a failure; elsewhere the test says so and passes.
+pub fn require(tool: &str) -> bool {
+    if have(tool) {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{tool} is not installed; .ci/run installs it");
+    }
+    eprintln!("SKIP: {tool} is not installed (apt-get install {tool})");
+    false
+}
+
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap()
+}
