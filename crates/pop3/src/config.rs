@@ -343,23 +343,21 @@ impl Pop3Config {
 
     /// Parse and validate TOML text; `file` is used in error messages only.
     pub fn from_toml(text: &str, file: &Path) -> Result<LoadedConfig, ConfigError> {
-        let position = |span: Option<std::ops::Range<usize>>| {
-            span.map(|s| line_col(text, s.start))
-        };
-        let table: toml::Table = toml::from_str(text).map_err(|e: toml::de::Error| ConfigError {
-            file: file.to_owned(),
-            key: None,
-            position: position(e.span()),
-            reason: e.message().to_owned(),
-        })?;
-        let config: Pop3Config = toml::from_str(text).map_err(|e: toml::de::Error| {
-            ConfigError {
+        let position = |span: Option<std::ops::Range<usize>>| span.map(|s| line_col(text, s.start));
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e: toml::de::Error| ConfigError {
+                file: file.to_owned(),
+                key: None,
+                position: position(e.span()),
+                reason: e.message().to_owned(),
+            })?;
+        let config: Pop3Config =
+            toml::from_str(text).map_err(|e: toml::de::Error| ConfigError {
                 file: file.to_owned(),
                 key: key_at(&table, text, e.span()),
                 position: position(e.span()),
                 reason: e.message().to_owned(),
-            }
-        })?;
+            })?;
         config.validate().map_err(|(key, reason)| ConfigError {
             file: file.to_owned(),
             key: Some(key),
@@ -383,8 +381,12 @@ impl Pop3Config {
         fix(&mut self.auth.passwd_file);
         // A template that starts with an escape (%h/Maildir) is absolute
         // or per user already; a plain relative one is anchored here too.
-        if !self.storage.maildir.starts_with('%') && Path::new(&self.storage.maildir).is_relative() {
-            self.storage.maildir = base.join(&self.storage.maildir).to_string_lossy().into_owned();
+        if !self.storage.maildir.starts_with('%') && Path::new(&self.storage.maildir).is_relative()
+        {
+            self.storage.maildir = base
+                .join(&self.storage.maildir)
+                .to_string_lossy()
+                .into_owned();
         }
         if let Some(tls) = &mut self.tls {
             fix(&mut tls.cert);
@@ -402,7 +404,10 @@ impl Pop3Config {
             if l.tls != TlsMode::None && self.tls.is_none() {
                 return fail(
                     &format!("listener[{i}].tls"),
-                    format!("tls = \"{}\" needs a [tls] section with cert and key", l.tls.as_str()),
+                    format!(
+                        "tls = \"{}\" needs a [tls] section with cert and key",
+                        l.tls.as_str()
+                    ),
                 );
             }
         }
@@ -424,7 +429,12 @@ impl Pop3Config {
                 "must be a non-empty host name without spaces or angle brackets".into(),
             );
         }
-        if self.server.greeting.bytes().any(|b| b == b'\r' || b == b'\n') {
+        if self
+            .server
+            .greeting
+            .bytes()
+            .any(|b| b == b'\r' || b == b'\n')
+        {
             return fail("server.greeting", "must be a single line".into());
         }
         if !(255..=1 << 20).contains(&self.protocol.max_line_length) {
@@ -434,10 +444,16 @@ impl Pop3Config {
             );
         }
         if self.protocol.max_arguments < 2 {
-            return fail("protocol.max_arguments", "must be at least 2 (TOP and APOP take two)".into());
+            return fail(
+                "protocol.max_arguments",
+                "must be at least 2 (TOP and APOP take two)".into(),
+            );
         }
         if self.protocol.max_pipelined_commands == 0 {
-            return fail("protocol.max_pipelined_commands", "must be at least 1".into());
+            return fail(
+                "protocol.max_pipelined_commands",
+                "must be at least 1".into(),
+            );
         }
         if !(1024..=1 << 24).contains(&self.performance.io_buffer_size) {
             return fail(
@@ -446,10 +462,16 @@ impl Pop3Config {
             );
         }
         if self.performance.max_concurrent_sessions == 0 {
-            return fail("performance.max_concurrent_sessions", "must be at least 1".into());
+            return fail(
+                "performance.max_concurrent_sessions",
+                "must be at least 1".into(),
+            );
         }
         if self.security.max_connections_per_ip == 0 {
-            return fail("security.max_connections_per_ip", "must be at least 1".into());
+            return fail(
+                "security.max_connections_per_ip",
+                "must be at least 1".into(),
+            );
         }
         if self.security.max_auth_attempts == 0 {
             return fail("security.max_auth_attempts", "must be at least 1".into());
@@ -487,7 +509,10 @@ impl Pop3Config {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
     (line, col)
 }
 
@@ -520,8 +545,12 @@ fn key_at(table: &toml::Table, text: &str, span: Option<std::ops::Range<usize>>)
 
 fn has_key(table: &toml::Table, dotted: &str) -> bool {
     let mut parts = dotted.split('.');
-    let Some(section) = parts.next() else { return false };
-    let Some(key) = parts.next() else { return false };
+    let Some(section) = parts.next() else {
+        return false;
+    };
+    let Some(key) = parts.next() else {
+        return false;
+    };
     table
         .get(section)
         .and_then(|v| v.as_table())
@@ -610,12 +639,21 @@ allow_plaintext = true
     #[test]
     fn validation_errors_name_the_key() {
         let cases = [
-            ("[[listener]]\nbind = \"127.0.0.1:995\"\ntls = \"implicit\"\n", "listener[0].tls"),
-            ("[protocol]\nmax_line_length = 10\n", "protocol.max_line_length"),
+            (
+                "[[listener]]\nbind = \"127.0.0.1:995\"\ntls = \"implicit\"\n",
+                "listener[0].tls",
+            ),
+            (
+                "[protocol]\nmax_line_length = 10\n",
+                "protocol.max_line_length",
+            ),
             ("[auth]\nmechanisms = [\"FOO\"]\n", "auth.mechanisms[0]"),
             ("[storage]\nmaildir = \"%q/x\"\n", "storage.maildir"),
             ("[server]\nhostname = \"a b\"\n", "server.hostname"),
-            ("[server]\nsession_timeout = \"0s\"\n", "server.session_timeout"),
+            (
+                "[server]\nsession_timeout = \"0s\"\n",
+                "server.session_timeout",
+            ),
         ];
         for (text, key) in cases {
             let e = load(text).unwrap_err();
@@ -627,7 +665,9 @@ allow_plaintext = true
 
     #[test]
     fn inert_keys_warn() {
-        let w = load("[performance]\ncache_ttl = \"1m\"\n").unwrap().warnings;
+        let w = load("[performance]\ncache_ttl = \"1m\"\n")
+            .unwrap()
+            .warnings;
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("performance.cache_ttl"));
         assert!(load("").unwrap().warnings.is_empty());

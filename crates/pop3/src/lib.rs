@@ -17,3 +17,8 @@ pub mod session;
 pub mod store;
 
 pub use server::{Pop3SessionManager, Server, ServerError};
+
+/// The README's Rust snippets, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -33,12 +33,18 @@ async fn section_10_example_session() {
     let mut c = srv.connect().await;
     // S: +OK POP3 server ready <1896.697170952@dbc.mtview.ca.us>
     let g = c.greeting.clone();
-    assert!(g.starts_with("+OK POP3 server ready <") && g.ends_with("@dewey>\r\n"), "{g}");
+    assert!(
+        g.starts_with("+OK POP3 server ready <") && g.ends_with("@dewey>\r\n"),
+        "{g}"
+    );
     let ts = &g[g.find('<').unwrap()..g.len() - 2];
     let digest = compute_apop_digest(ts, "tanstaaf");
 
     let script: &[(String, &str)] = &[
-        (format!("APOP mrose {digest}"), "+OK mrose's maildrop has 2 messages (320 octets)\r\n"),
+        (
+            format!("APOP mrose {digest}"),
+            "+OK mrose's maildrop has 2 messages (320 octets)\r\n",
+        ),
         ("STAT".into(), "+OK 2 320\r\n"),
         ("LIST".into(), "+OK 2 messages (320 octets)\r\n"),
     ];
@@ -57,9 +63,14 @@ async fn section_10_example_session() {
     want.extend_from_slice(b".\r\n");
     assert_eq!(c.body().await, want);
     assert_eq!(c.cmd("DELE 2").await, "+OK message 2 deleted\r\n");
-    assert_eq!(c.cmd("QUIT").await, "+OK dewey POP3 server signing off (maildrop empty)\r\n");
+    assert_eq!(
+        c.cmd("QUIT").await,
+        "+OK dewey POP3 server signing off (maildrop empty)\r\n"
+    );
     assert_eq!(c.until_closed().await, b"");
-    let left = std::fs::read_dir(srv.maildir("mrose").join("new")).unwrap().count();
+    let left = std::fs::read_dir(srv.maildir("mrose").join("new"))
+        .unwrap()
+        .count();
     assert_eq!(left, 0, "both messages removed in UPDATE");
 }
 
@@ -71,21 +82,36 @@ async fn command_examples_of_section_5_to_7() {
     let mut c = srv.connect().await;
     // §7 USER/PASS
     assert_eq!(c.cmd("USER mrose").await, "+OK\r\n");
-    assert_eq!(c.cmd("PASS tanstaaf").await, "+OK mrose's maildrop has 2 messages (320 octets)\r\n");
+    assert_eq!(
+        c.cmd("PASS tanstaaf").await,
+        "+OK mrose's maildrop has 2 messages (320 octets)\r\n"
+    );
     // §5 STAT, LIST
     assert_eq!(c.cmd("STAT").await, "+OK 2 320\r\n");
     assert_eq!(c.cmd("LIST 2").await, "+OK 2 200\r\n");
-    assert_eq!(c.cmd("LIST 3").await, "-ERR no such message, only 2 messages in maildrop\r\n");
+    assert_eq!(
+        c.cmd("LIST 3").await,
+        "-ERR no such message, only 2 messages in maildrop\r\n"
+    );
     // §5 DELE
     assert_eq!(c.cmd("DELE 1").await, "+OK message 1 deleted\r\n");
     assert_eq!(c.cmd("DELE 1").await, "-ERR message 1 already deleted\r\n");
     // §5 NOOP, RSET
     assert_eq!(c.cmd("NOOP").await, "+OK\r\n");
-    assert_eq!(c.cmd("RSET").await, "+OK maildrop has 2 messages (320 octets)\r\n");
+    assert_eq!(
+        c.cmd("RSET").await,
+        "+OK maildrop has 2 messages (320 octets)\r\n"
+    );
     // §7 TOP
     assert_eq!(c.cmd("TOP 1 10").await, "+OK\r\n");
-    assert_eq!(c.body().await, [&message(120, "one")[..], b".\r\n"].concat());
-    assert_eq!(c.cmd("TOP 100 3").await, "-ERR no such message, only 2 messages in maildrop\r\n");
+    assert_eq!(
+        c.body().await,
+        [&message(120, "one")[..], b".\r\n"].concat()
+    );
+    assert_eq!(
+        c.cmd("TOP 100 3").await,
+        "-ERR no such message, only 2 messages in maildrop\r\n"
+    );
     // §7 UIDL: stable strings of 0x21-0x7E.
     let (_, body) = c.multi("UIDL").await;
     let uidls = lines(&body);
@@ -94,10 +120,16 @@ async fn command_examples_of_section_5_to_7() {
         let (n, uid) = l.split_once(' ').unwrap();
         assert_eq!(n, (i + 1).to_string());
         assert!((1..=70).contains(&uid.len()) && uid.bytes().all(|b| (0x21..=0x7e).contains(&b)));
-        assert_eq!(c.cmd(&format!("UIDL {n}")).await, format!("+OK {n} {uid}\r\n"));
+        assert_eq!(
+            c.cmd(&format!("UIDL {n}")).await,
+            format!("+OK {n} {uid}\r\n")
+        );
     }
     // §6 QUIT with nothing marked
-    assert_eq!(c.cmd("QUIT").await, "+OK dewey POP3 server signing off (2 messages left)\r\n");
+    assert_eq!(
+        c.cmd("QUIT").await,
+        "+OK dewey POP3 server signing off (2 messages left)\r\n"
+    );
 
     // §6 QUIT in AUTHORIZATION
     let mut c = srv.connect().await;

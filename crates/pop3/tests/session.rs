@@ -26,15 +26,23 @@ async fn greeting_and_wrong_state() {
     let srv = server_with_mail().await;
     let mut c = srv.connect().await;
     assert_eq!(c.greeting, "+OK POP3 server ready\r\n");
-    for cmd in ["STAT", "LIST", "RETR 1", "DELE 1", "NOOP", "RSET", "TOP 1 1", "UIDL"] {
+    for cmd in [
+        "STAT", "LIST", "RETR 1", "DELE 1", "NOOP", "RSET", "TOP 1 1", "UIDL",
+    ] {
         let r = c.cmd(cmd).await;
-        assert!(r.starts_with("-ERR ") && r.contains("before login"), "{cmd}: {r}");
+        assert!(
+            r.starts_with("-ERR ") && r.contains("before login"),
+            "{cmd}: {r}"
+        );
     }
     assert_eq!(c.cmd("PASS secret").await, "-ERR USER first\r\n");
     let mut c = srv.login("alice", "secret").await;
     for cmd in ["USER alice", "PASS x", "APOP a b", "AUTH PLAIN", "STLS"] {
         let r = c.cmd(cmd).await;
-        assert!(r.starts_with("-ERR ") && r.contains("after login"), "{cmd}: {r}");
+        assert!(
+            r.starts_with("-ERR ") && r.contains("after login"),
+            "{cmd}: {r}"
+        );
     }
     // Still usable after all those errors.
     assert_eq!(c.cmd("STAT").await, "+OK 3 114\r\n".to_string());
@@ -45,10 +53,33 @@ async fn bad_arguments_get_err_and_the_session_goes_on() {
     let srv = server_with_mail().await;
     let mut c = srv.login("alice", "secret").await;
     for cmd in [
-        "RETR 0", "RETR -1", "RETR +1", "RETR 4294967296", "RETR 99999999999999999999", "RETR x", "RETR",
-        "RETR 1 2", "LIST 0", "LIST 1 2", "DELE", "DELE 0", "TOP 1", "TOP 1 -1", "TOP 0 1", "TOP 1 2 3",
-        "UIDL 0", "STAT 1", "NOOP x", "QUIT now", "RETR 4", "DELE 4", "LIST 4294967295",
-        "XYZZY", "", ":", "\0\0\0",
+        "RETR 0",
+        "RETR -1",
+        "RETR +1",
+        "RETR 4294967296",
+        "RETR 99999999999999999999",
+        "RETR x",
+        "RETR",
+        "RETR 1 2",
+        "LIST 0",
+        "LIST 1 2",
+        "DELE",
+        "DELE 0",
+        "TOP 1",
+        "TOP 1 -1",
+        "TOP 0 1",
+        "TOP 1 2 3",
+        "UIDL 0",
+        "STAT 1",
+        "NOOP x",
+        "QUIT now",
+        "RETR 4",
+        "DELE 4",
+        "LIST 4294967295",
+        "XYZZY",
+        "",
+        ":",
+        "\0\0\0",
     ] {
         let r = c.cmd(cmd).await;
         assert!(r.starts_with("-ERR"), "{cmd:?}: {r}");
@@ -61,17 +92,25 @@ async fn keywords_are_case_insensitive_and_pass_keeps_spaces() {
     let srv = TestServer::start().await;
     std::fs::write(
         srv.dir.path().join("passwd"),
-        std::fs::read_to_string(srv.dir.path().join("passwd")).unwrap() + "spacey:{PLAIN} two  words :1:1::/dev/null\n",
+        std::fs::read_to_string(srv.dir.path().join("passwd")).unwrap()
+            + "spacey:{PLAIN} two  words :1:1::/dev/null\n",
     )
     .unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await; // passwd re-read interval
     let mut c = srv.connect().await;
     assert_eq!(c.cmd("user spacey").await, "+OK\r\n");
     let r = c.cmd("pAsS  two  words ").await;
-    assert!(r.starts_with("-ERR [SYS/"), "user found, mailbox cannot be created: {r}");
+    assert!(
+        r.starts_with("-ERR [SYS/"),
+        "user found, mailbox cannot be created: {r}"
+    );
     let mut c = srv.connect().await;
     c.cmd("USER alice").await;
-    assert!(c.cmd("pass secret").await.starts_with("+OK alice's maildrop has 0 messages"));
+    assert!(
+        c.cmd("pass secret")
+            .await
+            .starts_with("+OK alice's maildrop has 0 messages")
+    );
     assert_eq!(c.cmd("stat").await, "+OK 0 0\r\n");
 }
 
@@ -79,7 +118,12 @@ async fn keywords_are_case_insensitive_and_pass_keeps_spaces() {
 async fn wrong_password_and_unknown_user_look_the_same() {
     let srv = server_with_mail().await;
     let mut replies = Vec::new();
-    for (user, pass) in [("alice", "wrong"), ("nobody", "secret"), ("nopass", ""), ("bob", "nope")] {
+    for (user, pass) in [
+        ("alice", "wrong"),
+        ("nobody", "secret"),
+        ("nopass", ""),
+        ("bob", "nope"),
+    ] {
         let mut c = srv.connect().await;
         assert_eq!(c.cmd(&format!("USER {user}")).await, "+OK\r\n");
         replies.push(c.cmd(&format!("PASS {pass}x")).await);
@@ -98,9 +142,15 @@ async fn too_many_failures_close_the_connection() {
     let srv = TestServer::start_with(|c| c.security.max_auth_attempts = 2).await;
     let mut c = srv.connect().await;
     c.cmd("USER alice").await;
-    assert_eq!(c.cmd("PASS a").await, "-ERR [AUTH] Authentication failed.\r\n");
+    assert_eq!(
+        c.cmd("PASS a").await,
+        "-ERR [AUTH] Authentication failed.\r\n"
+    );
     c.cmd("USER alice").await;
-    assert_eq!(c.cmd("PASS b").await, "-ERR [AUTH] Too many authentication failures\r\n");
+    assert_eq!(
+        c.cmd("PASS b").await,
+        "-ERR [AUTH] Too many authentication failures\r\n"
+    );
     assert_eq!(c.until_closed().await, b"");
 }
 
@@ -122,9 +172,18 @@ async fn retr_encodes_line_ends_dots_and_final_crlf() {
 async fn top_returns_headers_and_n_lines() {
     let srv = server_with_mail().await;
     let mut c = srv.login("alice", "secret").await;
-    assert_eq!(c.multi("TOP 2 0").await.1, b"Subject: two\r\nX: y\r\n\r\n.\r\n");
-    assert_eq!(c.multi("TOP 2 2").await.1, b"Subject: two\r\nX: y\r\n\r\nline1\r\nline2\r\n.\r\n");
-    assert_eq!(c.multi("TOP 1 5").await.1, b"Subject: one\r\n\r\nfirst body\r\n..dotted\r\n.\r\n");
+    assert_eq!(
+        c.multi("TOP 2 0").await.1,
+        b"Subject: two\r\nX: y\r\n\r\n.\r\n"
+    );
+    assert_eq!(
+        c.multi("TOP 2 2").await.1,
+        b"Subject: two\r\nX: y\r\n\r\nline1\r\nline2\r\n.\r\n"
+    );
+    assert_eq!(
+        c.multi("TOP 1 5").await.1,
+        b"Subject: one\r\n\r\nfirst body\r\n..dotted\r\n.\r\n"
+    );
     assert_eq!(c.multi("TOP 3 0").await.1, b"Subject: three\r\n\r\n.\r\n");
 }
 
@@ -136,16 +195,31 @@ async fn deletions_are_marks_until_quit() {
     assert_eq!(c.cmd("STAT").await, "+OK 2 71\r\n");
     assert_eq!(lines(&c.multi("LIST").await.1), vec!["1 37", "3 34"]);
     assert_eq!(lines(&c.multi("UIDL").await.1).len(), 2);
-    assert!(c.cmd("RETR 2").await.starts_with("-ERR message 2 already deleted"));
+    assert!(
+        c.cmd("RETR 2")
+            .await
+            .starts_with("-ERR message 2 already deleted")
+    );
     assert!(c.cmd("TOP 2 0").await.starts_with("-ERR"));
     assert!(c.cmd("LIST 2").await.starts_with("-ERR"));
     assert!(c.cmd("UIDL 2").await.starts_with("-ERR"));
-    assert_eq!(c.cmd("RSET").await, "+OK maildrop has 3 messages (114 octets)\r\n");
+    assert_eq!(
+        c.cmd("RSET").await,
+        "+OK maildrop has 3 messages (114 octets)\r\n"
+    );
     c.cmd("DELE 1").await;
     c.cmd("DELE 3").await;
     // Nothing removed yet.
-    assert_eq!(std::fs::read_dir(srv.maildir("alice").join("new")).unwrap().count(), 3);
-    assert_eq!(c.cmd("QUIT").await, "+OK pop.test POP3 server signing off (1 messages left)\r\n");
+    assert_eq!(
+        std::fs::read_dir(srv.maildir("alice").join("new"))
+            .unwrap()
+            .count(),
+        3
+    );
+    assert_eq!(
+        c.cmd("QUIT").await,
+        "+OK pop.test POP3 server signing off (1 messages left)\r\n"
+    );
     let mut c = srv.login("alice", "secret").await;
     assert_eq!(c.cmd("STAT").await, "+OK 1 43\r\n");
     assert_eq!(c.multi("RETR 1").await.1, [MSG2, b".\r\n"].concat());
@@ -187,7 +261,10 @@ async fn unauthenticated_idle_is_cut() {
     let srv = TestServer::start_with(|c| c.server.unauth_timeout = Duration::from_secs(1)).await;
     let mut c = srv.connect().await;
     let started = std::time::Instant::now();
-    assert_eq!(c.until_closed().await, b"-ERR Disconnected for inactivity\r\n");
+    assert_eq!(
+        c.until_closed().await,
+        b"-ERR Disconnected for inactivity\r\n"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
@@ -221,7 +298,11 @@ async fn new_mail_is_invisible_until_next_login() {
     assert!(c.cmd("STAT").await.starts_with("+OK 4 "));
     let again = lines(&c.multi("UIDL").await.1);
     assert_eq!(&again[..3], &uidls[..], "UIDLs are stable across sessions");
-    assert!(!uidls.iter().any(|u| u.split(' ').nth(1) == again[3].split(' ').nth(1)));
+    assert!(
+        !uidls
+            .iter()
+            .any(|u| u.split(' ').nth(1) == again[3].split(' ').nth(1))
+    );
 }
 
 #[tokio::test]
@@ -253,9 +334,15 @@ async fn message_removed_underneath_gives_err() {
     let p2 = srv.deliver("alice", 2, MSG2);
     let mut c = srv.login("alice", "secret").await;
     std::fs::remove_file(&p1).unwrap();
-    assert_eq!(c.cmd("RETR 1").await, "-ERR Message was removed by another program\r\n");
+    assert_eq!(
+        c.cmd("RETR 1").await,
+        "-ERR Message was removed by another program\r\n"
+    );
     // A message that another client moved to cur/ with flags is still found.
-    let moved = srv.maildir("alice").join("cur").join(format!("{}:2,S", p2.file_name().unwrap().to_str().unwrap()));
+    let moved = srv
+        .maildir("alice")
+        .join("cur")
+        .join(format!("{}:2,S", p2.file_name().unwrap().to_str().unwrap()));
     std::fs::rename(&p2, &moved).unwrap();
     assert_eq!(c.multi("RETR 2").await.1, [MSG2, b".\r\n"].concat());
     c.cmd("DELE 1").await;
@@ -268,7 +355,10 @@ async fn message_removed_underneath_gives_err() {
 async fn sizes_are_cached_and_taken_from_names() {
     let srv = TestServer::start().await;
     let p = srv.deliver("alice", 1, b"a\nb\n");
-    let named = srv.maildir("alice").join("cur").join("1700000009.M9P9.test,S=4,W=999:2,S");
+    let named = srv
+        .maildir("alice")
+        .join("cur")
+        .join("1700000009.M9P9.test,S=4,W=999:2,S");
     std::fs::write(&named, b"x\n").unwrap();
     let mut c = srv.login("alice", "secret").await;
     assert_eq!(lines(&c.multi("LIST").await.1), vec!["1 6", "2 999"]);
@@ -296,7 +386,10 @@ async fn dovecot_uidlist_uids_are_served() {
     deliver(&md, 3, MSG3); // arrived after the migration
     let mut c = srv.login("alice", "secret").await;
     let uidls = lines(&c.multi("UIDL").await.1);
-    assert_eq!(uidls, vec!["1 00000029499602D2", "2 0000.custom", "3 0000002B499602D2"]);
+    assert_eq!(
+        uidls,
+        vec!["1 00000029499602D2", "2 0000.custom", "3 0000002B499602D2"]
+    );
     assert_eq!(lines(&c.multi("LIST").await.1)[1], "2 99");
 }
 
@@ -310,11 +403,18 @@ async fn pipelined_commands_are_answered_in_order() {
     assert_eq!(c.line().await, "+OK 3 114\r\n");
     assert_eq!(c.line().await, "+OK 1 37\r\n");
     assert_eq!(c.line().await, "+OK 37 octets\r\n");
-    assert_eq!(c.body().await, b"Subject: one\r\n\r\nfirst body\r\n..dotted\r\n.\r\n");
+    assert_eq!(
+        c.body().await,
+        b"Subject: one\r\n\r\nfirst body\r\n..dotted\r\n.\r\n"
+    );
     assert_eq!(c.line().await, "+OK\r\n");
     assert_eq!(c.line().await, "-ERR Unknown command\r\n");
     assert_eq!(c.line().await, "+OK message 1 deleted\r\n");
-    assert!(c.line().await.starts_with("+OK pop.test POP3 server signing off"));
+    assert!(
+        c.line()
+            .await
+            .starts_with("+OK pop.test POP3 server signing off")
+    );
     assert_eq!(c.until_closed().await, b"");
 }
 
@@ -322,7 +422,9 @@ async fn pipelined_commands_are_answered_in_order() {
 async fn many_pipelined_commands_in_one_segment() {
     let srv = server_with_mail().await;
     let mut c = srv.login("alice", "secret").await;
-    let batch: String = (0..1000).map(|i| format!("LIST {}\r\n", i % 3 + 1)).collect();
+    let batch: String = (0..1000)
+        .map(|i| format!("LIST {}\r\n", i % 3 + 1))
+        .collect();
     c.send(batch.as_bytes()).await;
     for i in 0..1000 {
         let r = c.line().await;
@@ -357,7 +459,14 @@ async fn garbage_long_lines_and_nuls_never_kill_the_session() {
     let long = format!("USER {}\r\n", "x".repeat(300));
     c.send(long.as_bytes()).await;
     assert_eq!(c.line().await, "-ERR Line too long\r\n");
-    for junk in [&b"\r\n"[..], b":\r\n", b"\0\0\r\n", b"\xff\xfe\r\n", b"GET / HTTP/1.1\r\n", b"\x16\x03\x01\x02\x00\r\n"] {
+    for junk in [
+        &b"\r\n"[..],
+        b":\r\n",
+        b"\0\0\r\n",
+        b"\xff\xfe\r\n",
+        b"GET / HTTP/1.1\r\n",
+        b"\x16\x03\x01\x02\x00\r\n",
+    ] {
         c.send(junk).await;
         let r = c.line().await;
         assert!(r.starts_with("-ERR"), "{junk:?}: {r}");
@@ -426,7 +535,10 @@ async fn capa_reflects_state_and_config() {
     // LOGIN-DELAY: a second login within the delay is refused.
     let mut c = srv.connect().await;
     c.cmd("USER alice").await;
-    assert_eq!(c.cmd("PASS secret").await, "-ERR [LOGIN-DELAY] Wait 900 seconds between logins\r\n");
+    assert_eq!(
+        c.cmd("PASS secret").await,
+        "-ERR [LOGIN-DELAY] Wait 900 seconds between logins\r\n"
+    );
 }
 
 #[tokio::test]
@@ -449,18 +561,31 @@ async fn apop_login_and_failures() {
     let other = srv.connect().await.greeting;
     assert_ne!(other, g);
     let bad = pop3::op::authenticate::compute_apop_digest(ts, "wrong");
-    assert_eq!(c.cmd(&format!("APOP alice {bad}")).await, "-ERR [AUTH] Authentication failed.\r\n");
+    assert_eq!(
+        c.cmd(&format!("APOP alice {bad}")).await,
+        "-ERR [AUTH] Authentication failed.\r\n"
+    );
     // bob has a hashed secret: APOP cannot work and fails the same way.
     let d = pop3::op::authenticate::compute_apop_digest(ts, "password");
-    assert_eq!(c.cmd(&format!("APOP bob {d}")).await, "-ERR [AUTH] Authentication failed.\r\n");
+    assert_eq!(
+        c.cmd(&format!("APOP bob {d}")).await,
+        "-ERR [AUTH] Authentication failed.\r\n"
+    );
     let good = pop3::op::authenticate::compute_apop_digest(ts, "secret").to_uppercase();
-    assert!(c.cmd(&format!("APOP alice {good}")).await.starts_with("+OK alice's maildrop has 1"));
+    assert!(
+        c.cmd(&format!("APOP alice {good}"))
+            .await
+            .starts_with("+OK alice's maildrop has 1")
+    );
 
     // Disabled: no timestamp, APOP refused.
     let srv = TestServer::start().await;
     let mut c = srv.connect().await;
     assert!(!c.greeting.contains('<'));
-    assert_eq!(c.cmd("APOP alice 0123").await, "-ERR APOP is not enabled\r\n");
+    assert_eq!(
+        c.cmd("APOP alice 0123").await,
+        "-ERR APOP is not enabled\r\n"
+    );
 }
 
 #[tokio::test]
@@ -472,7 +597,11 @@ async fn auth_plain_and_login() {
     let mut c = srv.connect().await;
     assert_eq!(c.multi("AUTH").await.1, b"PLAIN\r\nLOGIN\r\n.\r\n");
     // Initial response.
-    assert!(c.cmd(&format!("AUTH PLAIN {ir}")).await.starts_with("+OK alice's maildrop"));
+    assert!(
+        c.cmd(&format!("AUTH PLAIN {ir}"))
+            .await
+            .starts_with("+OK alice's maildrop")
+    );
     c.cmd("QUIT").await;
     c.until_closed().await;
     // Continuation.
@@ -484,7 +613,10 @@ async fn auth_plain_and_login() {
     // Lower-case mechanism name, wrong password.
     let mut c = srv.connect().await;
     let bad = B64.encode(b"\0alice\0nope");
-    assert_eq!(c.cmd(&format!("auth plain {bad}")).await, "-ERR [AUTH] Authentication failed.\r\n");
+    assert_eq!(
+        c.cmd(&format!("auth plain {bad}")).await,
+        "-ERR [AUTH] Authentication failed.\r\n"
+    );
     // "=" is an empty initial response: malformed for PLAIN.
     assert!(c.cmd("AUTH PLAIN =").await.starts_with("-ERR"));
     // Cancel and bad base64.
@@ -492,23 +624,43 @@ async fn auth_plain_and_login() {
     assert_eq!(c.cmd("*").await, "-ERR Authentication cancelled\r\n");
     assert_eq!(c.cmd("AUTH PLAIN").await, "+ \r\n");
     assert!(c.cmd("!!notbase64!!").await.starts_with("-ERR"));
-    assert!(c.cmd("AUTH PLAIN !!!").await.starts_with("-ERR Invalid base64"));
-    assert_eq!(c.cmd("AUTH CRAM-SHA9").await, "-ERR Unsupported authentication mechanism\r\n");
+    assert!(
+        c.cmd("AUTH PLAIN !!!")
+            .await
+            .starts_with("-ERR Invalid base64")
+    );
+    assert_eq!(
+        c.cmd("AUTH CRAM-SHA9").await,
+        "-ERR Unsupported authentication mechanism\r\n"
+    );
     // A foreign authzid is refused like a wrong password.
     let mut c = srv.connect().await;
     let foreign = B64.encode(b"bob\0alice\0secret");
-    assert_eq!(c.cmd(&format!("AUTH PLAIN {foreign}")).await, "-ERR [AUTH] Authentication failed.\r\n");
+    assert_eq!(
+        c.cmd(&format!("AUTH PLAIN {foreign}")).await,
+        "-ERR [AUTH] Authentication failed.\r\n"
+    );
     // LOGIN as Outlook speaks it.
     let mut c = srv.connect().await;
     assert_eq!(c.cmd("AUTH LOGIN").await, "+ VXNlcm5hbWU6\r\n");
     assert_eq!(c.cmd(&B64.encode("alice")).await, "+ UGFzc3dvcmQ6\r\n");
-    assert!(c.cmd(&B64.encode("secret")).await.starts_with("+OK alice's maildrop"));
+    assert!(
+        c.cmd(&B64.encode("secret"))
+            .await
+            .starts_with("+OK alice's maildrop")
+    );
     c.cmd("QUIT").await;
     c.until_closed().await;
     // LOGIN with the user name as initial response.
     let mut c = srv.connect().await;
-    assert_eq!(c.cmd(&format!("AUTH LOGIN {}", B64.encode("alice"))).await, "+ UGFzc3dvcmQ6\r\n");
-    assert_eq!(c.cmd(&B64.encode("bad")).await, "-ERR [AUTH] Authentication failed.\r\n");
+    assert_eq!(
+        c.cmd(&format!("AUTH LOGIN {}", B64.encode("alice"))).await,
+        "+ UGFzc3dvcmQ6\r\n"
+    );
+    assert_eq!(
+        c.cmd(&B64.encode("bad")).await,
+        "-ERR [AUTH] Authentication failed.\r\n"
+    );
     // A SASL line longer than 255 octets is read whole.
     let long = B64.encode(format!("\0alice\0{}", "p".repeat(600)));
     assert_eq!(c.cmd("AUTH PLAIN").await, "+ \r\n");
@@ -524,22 +676,31 @@ async fn plaintext_is_refused_off_loopback_without_tls() {
     let manager = srv.manager.clone();
     let peer: std::net::SocketAddr = "192.0.2.7:40000".parse().unwrap();
     tokio::spawn(async move {
-        manager.serve(server_side, peer, pop3::config::TlsMode::None).await;
+        manager
+            .serve(server_side, peer, pop3::config::TlsMode::None)
+            .await;
     });
     let mut c = Client::over(client).await;
     let caps = lines(&c.multi("CAPA").await.1);
     assert!(!caps.contains(&"USER".to_string()), "{caps:?}");
     assert!(!caps.iter().any(|l| l.starts_with("SASL")), "{caps:?}");
-    let refused = "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.\r\n";
+    let refused =
+        "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.\r\n";
     assert_eq!(c.cmd("USER alice").await, refused);
-    assert_eq!(c.cmd(&format!("AUTH PLAIN {}", B64.encode("\0alice\0secret"))).await, refused);
+    assert_eq!(
+        c.cmd(&format!("AUTH PLAIN {}", B64.encode("\0alice\0secret")))
+            .await,
+        refused
+    );
 
     // allow_plaintext opens it.
     let srv = TestServer::start_with(|c| c.auth.allow_plaintext = true).await;
     let (client, server_side) = tokio::io::duplex(64 * 1024);
     let manager = srv.manager.clone();
     tokio::spawn(async move {
-        manager.serve(server_side, peer, pop3::config::TlsMode::None).await;
+        manager
+            .serve(server_side, peer, pop3::config::TlsMode::None)
+            .await;
     });
     let mut c = Client::over(client).await;
     assert_eq!(c.cmd("USER alice").await, "+OK\r\n");
@@ -552,7 +713,10 @@ async fn connection_limits_apply_before_the_greeting() {
     let a = srv.connect().await;
     let _b = srv.connect().await;
     let mut c = Client::raw(tokio::net::TcpStream::connect(srv.plain).await.unwrap());
-    assert_eq!(c.until_closed().await, b"-ERR [SYS/TEMP] Too many connections from your address\r\n");
+    assert_eq!(
+        c.until_closed().await,
+        b"-ERR [SYS/TEMP] Too many connections from your address\r\n"
+    );
     drop(a);
     // The slot comes back when a session ends.
     let mut tries = 0;
@@ -569,7 +733,10 @@ async fn connection_limits_apply_before_the_greeting() {
     let srv = TestServer::start_with(|c| c.performance.max_concurrent_sessions = 1).await;
     let _a = srv.connect().await;
     let mut c = Client::raw(tokio::net::TcpStream::connect(srv.plain).await.unwrap());
-    assert_eq!(c.until_closed().await, b"-ERR [SYS/TEMP] Server busy, try again later\r\n");
+    assert_eq!(
+        c.until_closed().await,
+        b"-ERR [SYS/TEMP] Server busy, try again later\r\n"
+    );
 }
 
 #[tokio::test]
@@ -580,7 +747,10 @@ async fn max_message_size_refuses_big_messages() {
     let mut c = srv.login("alice", "secret").await;
     assert!(c.cmd("RETR 1").await.starts_with("+OK 37 octets"));
     c.body().await;
-    assert_eq!(c.cmd("RETR 2").await, "-ERR [SYS/PERM] Message exceeds the size limit of this server\r\n");
+    assert_eq!(
+        c.cmd("RETR 2").await,
+        "-ERR [SYS/PERM] Message exceeds the size limit of this server\r\n"
+    );
 }
 
 #[tokio::test]
@@ -589,7 +759,11 @@ async fn big_message_streams_exactly() {
     // 5 MB with bare LFs and dot lines throughout.
     let mut msg = b"Subject: big\n\n".to_vec();
     for i in 0..200_000 {
-        msg.extend_from_slice(if i % 7 == 0 { b".dot line here\n" } else { b"ordinary line\n" });
+        msg.extend_from_slice(if i % 7 == 0 {
+            b".dot line here\n"
+        } else {
+            b"ordinary line\n"
+        });
     }
     srv.deliver("alice", 1, &msg);
     let mut c = srv.login("alice", "secret").await;

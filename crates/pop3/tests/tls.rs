@@ -22,15 +22,26 @@ async fn stls_upgrades_and_forgets_the_plaintext_state() {
     assert_eq!(c.cmd("STLS").await, "+OK Begin TLS negotiation now\r\n");
     let tcp = c.into_inner();
     let tls = srv.tls_connector().connect(localhost(), tcp).await.unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), None, "no ALPN offered, none chosen");
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        None,
+        "no ALPN offered, none chosen"
+    );
     let mut c = Client::raw(tls);
     assert_eq!(c.cmd("PASS secret").await, "-ERR USER first\r\n");
     let caps = lines(&c.multi("CAPA").await.1);
     assert!(!caps.contains(&"STLS".to_string()), "{caps:?}");
     assert_eq!(c.cmd("STLS").await, "-ERR Already using TLS\r\n");
     c.cmd("USER alice").await;
-    assert!(c.cmd("PASS secret").await.starts_with("+OK alice's maildrop has 1"));
-    assert_eq!(c.multi("RETR 1").await.1, b"Subject: s\r\n\r\nbody\r\n.\r\n");
+    assert!(
+        c.cmd("PASS secret")
+            .await
+            .starts_with("+OK alice's maildrop has 1")
+    );
+    assert_eq!(
+        c.multi("RETR 1").await.1,
+        b"Subject: s\r\n\r\nbody\r\n.\r\n"
+    );
     assert!(c.cmd("QUIT").await.starts_with("+OK"));
 }
 
@@ -53,7 +64,10 @@ async fn stls_where_not_offered() {
     let srv = TestServer::start().await;
     let mut c = srv.connect().await;
     assert!(!lines(&c.multi("CAPA").await.1).contains(&"STLS".to_string()));
-    assert_eq!(c.cmd("STLS").await, "-ERR STLS is not available on this port\r\n");
+    assert_eq!(
+        c.cmd("STLS").await,
+        "-ERR STLS is not available on this port\r\n"
+    );
     let srv = TestServer::start_with(|c| c.server.enable_stls = false).await;
     let mut c = Client::connect(srv.starttls).await;
     assert!(!lines(&c.multi("CAPA").await.1).contains(&"STLS".to_string()));
@@ -85,7 +99,10 @@ async fn implicit_tls_session_with_alpn() {
     assert_eq!(c.cmd("STLS").await, "-ERR Already using TLS\r\n");
     c.cmd("USER alice").await;
     assert!(c.cmd("PASS secret").await.starts_with("+OK"));
-    assert_eq!(c.multi("RETR 1").await.1, b"Subject: i\r\n\r\nimplicit\r\n.\r\n");
+    assert_eq!(
+        c.multi("RETR 1").await.1,
+        b"Subject: i\r\n\r\nimplicit\r\n.\r\n"
+    );
 }
 
 #[tokio::test]
@@ -103,7 +120,10 @@ async fn tls_1_2_works_and_garbage_handshake_is_closed() {
         .connect(localhost(), tcp)
         .await
         .unwrap();
-    assert_eq!(tls.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
     let c = Client::over(tls).await;
     assert!(c.greeting.starts_with("+OK"));
     drop(c);

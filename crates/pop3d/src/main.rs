@@ -4,7 +4,7 @@
 //! passwd-file secret.
 
 use std::io::{IsTerminal, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,11 @@ use pop3::server::CancellationToken;
 use pop3::{Pop3SessionManager, Server};
 
 #[derive(Parser)]
-#[command(name = "pop3d", version, about = "A POP3 server (RFC 1939) over Maildir, with TLS")]
+#[command(
+    name = "pop3d",
+    version,
+    about = "A POP3 server (RFC 1939) over Maildir, with TLS"
+)]
 struct Cli {
     /// Log filter, e.g. "info", "debug" or "pop3=debug,info".
     #[arg(long, global = true, default_value = "info", env = "POP3D_LOG")]
@@ -74,7 +78,7 @@ fn init_logging(filter: &str) {
         .init();
 }
 
-fn load(path: &PathBuf) -> Result<Pop3Config, ExitCode> {
+fn load(path: &Path) -> Result<Pop3Config, ExitCode> {
     match Pop3Config::load(path) {
         Ok(loaded) => {
             for w in &loaded.warnings {
@@ -96,14 +100,15 @@ fn check_config(path: PathBuf) -> ExitCode {
     };
     // Things only the filesystem can tell: the passwd file and TLS files.
     if let Err(e) = pop3::auth::PasswdFile::open(&config.auth.passwd_file) {
-        eprintln!("pop3d: error: {}: key `auth.passwd_file`: {e}", path.display());
+        eprintln!(
+            "pop3d: error: {}: key `auth.passwd_file`: {e}",
+            path.display()
+        );
         return ExitCode::from(2);
     }
-    if let Some(tls) = &config.tls {
-        if let Err(e) = pop3::server::tls::load(tls) {
-            eprintln!("pop3d: error: {}: {e}", path.display());
-            return ExitCode::from(2);
-        }
+    if let Some(Err(e)) = config.tls.as_ref().map(pop3::server::tls::load) {
+        eprintln!("pop3d: error: {}: {e}", path.display());
+        return ExitCode::from(2);
     }
     print!("{}", config.to_toml());
     ExitCode::SUCCESS
@@ -114,7 +119,10 @@ fn serve(path: PathBuf) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("pop3d: cannot start the runtime: {e}");
@@ -150,7 +158,10 @@ fn serve(path: PathBuf) -> ExitCode {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         std::future::pending::<()>().await;
         return;
     };
@@ -163,7 +174,10 @@ async fn wait_for_signal() {
 fn hash(scheme: &str) -> ExitCode {
     let Some(scheme) = Scheme::from_name(scheme) else {
         let names: Vec<&str> = Scheme::ALL.iter().map(|s| s.name()).collect();
-        eprintln!("pop3d: unknown scheme {scheme:?}; choose one of {}", names.join(", "));
+        eprintln!(
+            "pop3d: unknown scheme {scheme:?}; choose one of {}",
+            names.join(", ")
+        );
         return ExitCode::from(2);
     };
     let mut input = zeroize::Zeroizing::new(String::new());

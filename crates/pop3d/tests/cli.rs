@@ -15,7 +15,8 @@ fn run(args: &[&str], stdin: &str) -> (i32, String, String) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    // A child that exits without reading (bad arguments) closes the pipe.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
     let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -29,8 +30,14 @@ fn check_config_prints_the_effective_configuration() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/pop3d.toml");
     let (code, out, err) = run(&["check-config", "--config", example], "");
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("[server]") && out.contains("session_timeout = \"10m\""), "{out}");
-    assert!(out.contains("[[listener]]") && out.contains("bind = \"127.0.0.1:1995\""), "{out}");
+    assert!(
+        out.contains("[server]") && out.contains("session_timeout = \"10m\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("[[listener]]") && out.contains("bind = \"127.0.0.1:1995\""),
+        "{out}"
+    );
 }
 
 #[test]
@@ -39,12 +46,30 @@ fn bad_configs_name_file_key_and_reason() {
     let cfg = s.config.to_str().unwrap().to_owned();
     let original = read(&s.config);
     let cases = [
-        (original.replace("[server]\n", "[server]\ncolour = \"blue\"\n"), "colour"),
-        (original.replace("unauth_timeout = \"30s\"", "unauth_timeout = \"soon\""), "server.unauth_timeout"),
-        (original.replace("tls = \"none\"", "tls = \"sometimes\""), "sometimes"),
-        (original.replace("passwd_file = \"passwd\"", "passwd_file = \"missing\""), "auth.passwd_file"),
-        (original.replace("cert = \"cert.pem\"", "cert = \"nope.pem\""), "tls.cert"),
-        (original.replace("[auth]", "[auth]\nmechanisms = [\"XYZ\"]"), "auth.mechanisms[0]"),
+        (
+            original.replace("[server]\n", "[server]\ncolour = \"blue\"\n"),
+            "colour",
+        ),
+        (
+            original.replace("unauth_timeout = \"30s\"", "unauth_timeout = \"soon\""),
+            "server.unauth_timeout",
+        ),
+        (
+            original.replace("tls = \"none\"", "tls = \"sometimes\""),
+            "sometimes",
+        ),
+        (
+            original.replace("passwd_file = \"passwd\"", "passwd_file = \"missing\""),
+            "auth.passwd_file",
+        ),
+        (
+            original.replace("cert = \"cert.pem\"", "cert = \"nope.pem\""),
+            "tls.cert",
+        ),
+        (
+            original.replace("[auth]", "[auth]\nmechanisms = [\"XYZ\"]"),
+            "auth.mechanisms[0]",
+        ),
         ("[server\n".to_owned(), ":1:"),
     ];
     for (text, needle) in cases {
@@ -60,7 +85,10 @@ fn bad_configs_name_file_key_and_reason() {
     }
     let (code, _, err) = run(&["check-config", "--config", "/does/not/exist.toml"], "");
     assert_eq!(code, 2);
-    assert!(err.contains("/does/not/exist.toml") && err.contains("cannot read"), "{err}");
+    assert!(
+        err.contains("/does/not/exist.toml") && err.contains("cannot read"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -68,9 +96,15 @@ fn inert_keys_are_warned_about() {
     let s = Setup::new(&[]);
     let text = read(&s.config) + "\n[performance]\nenable_response_caching = true\n";
     std::fs::write(&s.config, text).unwrap();
-    let (code, _, err) = run(&["check-config", "--config", s.config.to_str().unwrap()], "");
+    let (code, _, err) = run(
+        &["check-config", "--config", s.config.to_str().unwrap()],
+        "",
+    );
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("warning") && err.contains("performance.enable_response_caching"), "{err}");
+    assert!(
+        err.contains("warning") && err.contains("performance.enable_response_caching"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -130,5 +164,8 @@ fn a_crash_mid_session_deletes_nothing_and_frees_the_lock() {
     // SHA512-CRYPT user through the binary too.
     let mut c = Client::connect(s.plain);
     c.cmd("USER bob");
-    assert!(c.cmd("PASS password").starts_with("+OK bob's maildrop has 0 messages"));
+    assert!(
+        c.cmd("PASS password")
+            .starts_with("+OK bob's maildrop has 0 messages")
+    );
 }

@@ -25,7 +25,12 @@ pub fn compress(state: &mut Md5State, block: &[u8; 64]) {
     let k = constants();
     let mut m = [0u32; 16];
     for (i, w) in m.iter_mut().enumerate() {
-        *w = u32::from_le_bytes([block[4 * i], block[4 * i + 1], block[4 * i + 2], block[4 * i + 3]]);
+        *w = u32::from_le_bytes([
+            block[4 * i],
+            block[4 * i + 1],
+            block[4 * i + 2],
+            block[4 * i + 3],
+        ]);
     }
     let [mut a, mut b, mut c, mut d] = *state;
     for i in 0..64 {
@@ -141,7 +146,10 @@ mod tests {
     fn block_function_matches_md5() {
         for len in [0usize, 1, 55, 56, 63, 64, 65, 200] {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
-            assert_eq!(finish(INIT, 0, &data).as_slice(), md5::Md5::digest(&data).as_slice());
+            assert_eq!(
+                finish(INIT, 0, &data).as_slice(),
+                md5::Md5::digest(&data).as_slice()
+            );
         }
     }
 

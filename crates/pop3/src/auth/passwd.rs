@@ -60,17 +60,24 @@ pub fn parse(text: &str) -> PasswdTable {
         let number = i + 1;
         match parse_line(line) {
             Ok(record) => {
-                let key = record.name.to_lowercase();
-                if table.users.contains_key(&key) {
-                    table.warnings.push(LineWarning {
+                use std::collections::hash_map::Entry;
+                match table.users.entry(record.name.to_lowercase()) {
+                    Entry::Occupied(_) => table.warnings.push(LineWarning {
                         line: number,
-                        reason: format!("duplicate user {:?}; the first entry is used", record.name),
-                    });
-                } else {
-                    table.users.insert(key, Arc::new(record));
+                        reason: format!(
+                            "duplicate user {:?}; the first entry is used",
+                            record.name
+                        ),
+                    }),
+                    Entry::Vacant(slot) => {
+                        slot.insert(Arc::new(record));
+                    }
                 }
             }
-            Err(reason) => table.warnings.push(LineWarning { line: number, reason }),
+            Err(reason) => table.warnings.push(LineWarning {
+                line: number,
+                reason,
+            }),
         }
     }
     table
@@ -79,7 +86,11 @@ pub fn parse(text: &str) -> PasswdTable {
 fn parse_line(line: &str) -> Result<UserRecord, String> {
     let fields: Vec<&str> = line.splitn(8, ':').collect();
     let name = fields[0];
-    if name.is_empty() || name.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+    if name.is_empty()
+        || name
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
         return Err("empty or invalid user name".into());
     }
     let secret = match fields.get(1).copied().unwrap_or("") {
@@ -97,10 +108,7 @@ fn parse_line(line: &str) -> Result<UserRecord, String> {
     };
     let uid = number(2, "uid")?;
     let gid = number(3, "gid")?;
-    let home = fields
-        .get(5)
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from);
+    let home = fields.get(5).filter(|h| !h.is_empty()).map(PathBuf::from);
     let extra = fields.get(7).map(|e| e.to_string()).unwrap_or_default();
     Ok(UserRecord {
         name: name.to_owned(),
@@ -235,7 +243,14 @@ mod tests {
         assert_eq!(alice.uid, Some(1000));
         assert_eq!(alice.extra, "userdb_quota_rule=*:storage=1G");
         assert!(alice.secret.as_ref().unwrap().verify(b"secret"));
-        assert!(t.get("bob").unwrap().secret.as_ref().unwrap().verify(b"password"));
+        assert!(
+            t.get("bob")
+                .unwrap()
+                .secret
+                .as_ref()
+                .unwrap()
+                .verify(b"password")
+        );
         assert!(t.get("erin").unwrap().secret.is_none());
         let lines: Vec<usize> = t.warnings.iter().map(|w| w.line).collect();
         assert_eq!(lines, vec![5, 6, 7, 8]);
@@ -247,7 +262,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("passwd");
         std::fs::write(&path, "a:{PLAIN}1\n").unwrap();
-        let db = PasswdFile::open(&path).unwrap().with_check_interval(Duration::ZERO);
+        let db = PasswdFile::open(&path)
+            .unwrap()
+            .with_check_interval(Duration::ZERO);
         assert!(db.lookup("a").await.unwrap().is_some());
         assert!(db.lookup("b").await.unwrap().is_none());
         std::fs::write(&path, "a:{PLAIN}1\nb:{PLAIN}22\n").unwrap();

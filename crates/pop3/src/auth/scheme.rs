@@ -112,7 +112,8 @@ impl StoredSecret {
     pub fn parse(field: &str) -> Result<StoredSecret, SchemeError> {
         let (scheme, data) = match field.strip_prefix('{').and_then(|r| r.split_once('}')) {
             Some((name, data)) => (
-                Scheme::from_name(name).ok_or_else(|| SchemeError::UnknownScheme(name.to_owned()))?,
+                Scheme::from_name(name)
+                    .ok_or_else(|| SchemeError::UnknownScheme(name.to_owned()))?,
                 data,
             ),
             None => (Scheme::Crypt, field),
@@ -219,7 +220,9 @@ fn crypt_kind(data: &str) -> Option<CryptKind> {
 }
 
 fn is_bcrypt(data: &str) -> bool {
-    ["$2a$", "$2b$", "$2y$", "$2x$"].iter().any(|p| data.starts_with(p))
+    ["$2a$", "$2b$", "$2y$", "$2x$"]
+        .iter()
+        .any(|p| data.starts_with(p))
 }
 
 fn verify_crypt(kind: CryptKind, data: &str, password: &[u8]) -> bool {
@@ -227,7 +230,9 @@ fn verify_crypt(kind: CryptKind, data: &str, password: &[u8]) -> bool {
         CryptKind::Sha512 | CryptKind::Sha256 => {
             // The crypt(3) family hashes text; a password that is not UTF-8
             // cannot match a hash made from text.
-            let Ok(pw) = std::str::from_utf8(password) else { return false };
+            let Ok(pw) = std::str::from_utf8(password) else {
+                return false;
+            };
             match kind {
                 CryptKind::Sha512 => sha_crypt::sha512_check(pw, data).is_ok(),
                 _ => sha_crypt::sha256_check(pw, data).is_ok(),
@@ -236,7 +241,9 @@ fn verify_crypt(kind: CryptKind, data: &str, password: &[u8]) -> bool {
         CryptKind::Argon2 => {
             use argon2::password_hash::{PasswordHash, PasswordVerifier};
             match PasswordHash::new(data) {
-                Ok(hash) => argon2::Argon2::default().verify_password(password, &hash).is_ok(),
+                Ok(hash) => argon2::Argon2::default()
+                    .verify_password(password, &hash)
+                    .is_ok(),
                 Err(_) => false,
             }
         }
@@ -249,7 +256,9 @@ fn salted_ok(data: &str, digest_len: usize) -> bool {
 }
 
 fn verify_salted<D: Digest>(data: &str, password: &[u8], digest_len: usize) -> bool {
-    let Ok(raw) = B64.decode(data) else { return false };
+    let Ok(raw) = B64.decode(data) else {
+        return false;
+    };
     if raw.len() <= digest_len {
         return false;
     }
@@ -287,7 +296,8 @@ pub fn hash_password(scheme: Scheme, password: &str) -> Result<String, SchemeErr
             } else {
                 argon2::Algorithm::Argon2id
             };
-            let salt = SaltString::encode_b64(&random_bytes::<16>()?).map_err(|e| fail(e.to_string()))?;
+            let salt =
+                SaltString::encode_b64(&random_bytes::<16>()?).map_err(|e| fail(e.to_string()))?;
             argon2::Argon2::new(algorithm, argon2::Version::V0x13, argon2::Params::default())
                 .hash_password(password.as_bytes(), &salt)
                 .map_err(|e| fail(e.to_string()))?
@@ -324,7 +334,10 @@ mod tests {
     fn every_scheme_round_trips() {
         for &scheme in Scheme::ALL {
             let field = hash_password(scheme, "correct horse").unwrap();
-            assert!(field.starts_with(&format!("{{{}}}", scheme.name())), "{field}");
+            assert!(
+                field.starts_with(&format!("{{{}}}", scheme.name())),
+                "{field}"
+            );
             let s = StoredSecret::parse(&field).unwrap();
             assert!(s.verify(b"correct horse"), "{}", scheme.name());
             assert!(!s.verify(b"correct horsE"), "{}", scheme.name());

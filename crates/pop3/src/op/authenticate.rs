@@ -17,7 +17,8 @@ use crate::protocol::{Reply, RespCode};
 use crate::services::Services;
 
 const AUTH_FAILED: &str = "Authentication failed.";
-const PLAINTEXT_REFUSED: &str = "Plaintext authentication disallowed on non-secure (SSL/TLS) connections.";
+const PLAINTEXT_REFUSED: &str =
+    "Plaintext authentication disallowed on non-secure (SSL/TLS) connections.";
 
 /// RFC 1939 §7: lowercase hex MD5 of the greeting's timestamp followed by
 /// the shared secret.
@@ -40,7 +41,12 @@ pub fn user(state: &mut State, conn: &Connection, services: &Services, name: Str
 }
 
 /// PASS: check the password for the name given by USER.
-pub async fn pass(state: &mut State, conn: &Connection, services: &Services, password: Vec<u8>) -> Outcome {
+pub async fn pass(
+    state: &mut State,
+    conn: &Connection,
+    services: &Services,
+    password: Vec<u8>,
+) -> Outcome {
     let password = zeroize::Zeroizing::new(password);
     let State::Authorization { user, .. } = state else {
         return Reply::err("PASS is not valid after login").into();
@@ -66,7 +72,13 @@ pub async fn pass(state: &mut State, conn: &Connection, services: &Services, pas
 }
 
 /// APOP: digest of the greeting's timestamp and the plaintext secret.
-pub async fn apop(state: &mut State, conn: &Connection, services: &Services, name: &str, digest: &str) -> Outcome {
+pub async fn apop(
+    state: &mut State,
+    conn: &Connection,
+    services: &Services,
+    name: &str,
+    digest: &str,
+) -> Outcome {
     let Some(timestamp) = conn.apop_timestamp.as_deref() else {
         return Reply::err("APOP is not enabled").into();
     };
@@ -166,13 +178,20 @@ pub async fn sasl_password(
 }
 
 /// A SASL exchange that ended without an identity.
-pub fn sasl_failed(state: &mut State, services: &Services, mechanism: &str, e: &SaslError) -> Outcome {
+pub fn sasl_failed(
+    state: &mut State,
+    services: &Services,
+    mechanism: &str,
+    e: &SaslError,
+) -> Outcome {
     tracing::info!(target: "pop3::security", event = "auth_failed", mechanism, reason = %e);
     match e {
         SaslError::AuthzidRefused => failure(state, services, "", mechanism),
-        _ => {
-            count_failure(state, services, Reply::err(format!("AUTH {mechanism}: {e}")))
-        }
+        _ => count_failure(
+            state,
+            services,
+            Reply::err(format!("AUTH {mechanism}: {e}")),
+        ),
     }
 }
 
@@ -191,7 +210,11 @@ fn failure(state: &mut State, services: &Services, name: &str, mechanism: &str) 
         mechanism,
         reason = "bad credentials"
     );
-    count_failure(state, services, Reply::err_code(RespCode::Auth, AUTH_FAILED))
+    count_failure(
+        state,
+        services,
+        Reply::err_code(RespCode::Auth, AUTH_FAILED),
+    )
 }
 
 fn count_failure(state: &mut State, services: &Services, reply: Reply) -> Outcome {
@@ -199,14 +222,22 @@ fn count_failure(state: &mut State, services: &Services, reply: Reply) -> Outcom
         *failures += 1;
         *user = None;
         if *failures >= services.config.security.max_auth_attempts {
-            return Outcome::Close(Reply::err_code(RespCode::Auth, "Too many authentication failures"));
+            return Outcome::Close(Reply::err_code(
+                RespCode::Auth,
+                "Too many authentication failures",
+            ));
         }
     }
     reply.into()
 }
 
 /// Credentials are good: lock and open the maildrop.
-async fn login(state: &mut State, services: &Services, user: Arc<UserRecord>, mechanism: &str) -> Outcome {
+async fn login(
+    state: &mut State,
+    services: &Services,
+    user: Arc<UserRecord>,
+    mechanism: &str,
+) -> Outcome {
     if let Err(reply) = services.login_delay.check(&user.name) {
         return reply.into();
     }
@@ -225,7 +256,11 @@ async fn login(state: &mut State, services: &Services, user: Arc<UserRecord>, me
                 retrieved: 0,
                 bytes_sent: 0,
             }));
-            Reply::ok(format!("{}'s maildrop has {count} messages ({octets} octets)", t_name)).into()
+            Reply::ok(format!(
+                "{}'s maildrop has {count} messages ({octets} octets)",
+                t_name
+            ))
+            .into()
         }
         Err(e) => {
             tracing::warn!(user = %user.name, "cannot open maildrop: {e}");

@@ -43,12 +43,18 @@ pub fn capabilities(state: &State, conn: &Connection, services: &Services) -> Ve
     if cfg.server.enable_utf8 {
         caps.push("UTF8 USER".to_owned());
     }
-    caps.push(format!("IMPLEMENTATION pop3d-{}", env!("CARGO_PKG_VERSION")));
+    caps.push(format!(
+        "IMPLEMENTATION pop3d-{}",
+        env!("CARGO_PKG_VERSION")
+    ));
     caps
 }
 
 pub fn capa(state: &State, conn: &Connection, services: &Services) -> Reply {
-    Reply::multi("Capability list follows", capabilities(state, conn, services))
+    Reply::multi(
+        "Capability list follows",
+        capabilities(state, conn, services),
+    )
 }
 
 /// STLS: only before login, only once, only where TLS is configured.

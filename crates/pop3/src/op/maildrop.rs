@@ -28,7 +28,9 @@ pub fn list(t: &Transaction, n: Option<u32>) -> Reply {
             let (count, octets) = live(t).fold((0u64, 0u64), |(c, o), (_, m)| (c + 1, o + m.size));
             Reply::multi(
                 format!("{count} messages ({octets} octets)"),
-                live(t).map(|(i, m)| format!("{} {}", i + 1, m.size)).collect(),
+                live(t)
+                    .map(|(i, m)| format!("{} {}", i + 1, m.size))
+                    .collect(),
             )
         }
     }
@@ -40,7 +42,12 @@ pub fn uidl(t: &Transaction, n: Option<u32>) -> Reply {
             Ok(i) => Reply::ok(format!("{n} {}", t.maildrop.messages()[i].uid)),
             Err(r) => r,
         },
-        None => Reply::multi("", live(t).map(|(i, m)| format!("{} {}", i + 1, m.uid)).collect()),
+        None => Reply::multi(
+            "",
+            live(t)
+                .map(|(i, m)| format!("{} {}", i + 1, m.uid))
+                .collect(),
+        ),
     }
 }
 

@@ -111,9 +111,13 @@ impl From<Reply> for Outcome {
 /// The reply for a storage error (RFC 3206 codes).
 pub fn store_error_reply(e: &StoreError) -> Reply {
     match e {
-        StoreError::InUse => Reply::err_code(RespCode::InUse, "Maildrop is locked by another session"),
+        StoreError::InUse => {
+            Reply::err_code(RespCode::InUse, "Maildrop is locked by another session")
+        }
         StoreError::MessageGone => Reply::err("Message was removed by another program"),
-        StoreError::Temporary(_) => Reply::err_code(RespCode::SysTemp, "Mailbox temporarily unavailable"),
+        StoreError::Temporary(_) => {
+            Reply::err_code(RespCode::SysTemp, "Mailbox temporarily unavailable")
+        }
         StoreError::Permanent(_) => Reply::err_code(RespCode::SysPerm, "Mailbox unavailable"),
     }
 }
@@ -132,8 +136,12 @@ pub async fn dispatch(
         (C::Quit, _) => update::quit(state, &services.config.server.hostname).await,
         (C::Utf8, _) => capa::utf8(services).into(),
         (C::Stls, State::Authorization { .. }) => capa::stls(conn, services),
-        (C::User(name), State::Authorization { .. }) => authenticate::user(state, conn, services, name).into(),
-        (C::Pass(pw), State::Authorization { .. }) => authenticate::pass(state, conn, services, pw).await,
+        (C::User(name), State::Authorization { .. }) => {
+            authenticate::user(state, conn, services, name).into()
+        }
+        (C::Pass(pw), State::Authorization { .. }) => {
+            authenticate::pass(state, conn, services, pw).await
+        }
         (C::Apop { user, digest }, State::Authorization { .. }) => {
             authenticate::apop(state, conn, services, &user, &digest).await
         }
@@ -146,7 +154,9 @@ pub async fn dispatch(
         ) => authenticate::auth(conn, services, mechanism, initial_response),
         (C::Stat, State::Transaction(t)) => maildrop::stat(t).into(),
         (C::List(n), State::Transaction(t)) => maildrop::list(t, n).into(),
-        (C::Uidl(n), State::Transaction(t)) if services.config.protocol.enable_uidl => maildrop::uidl(t, n).into(),
+        (C::Uidl(n), State::Transaction(t)) if services.config.protocol.enable_uidl => {
+            maildrop::uidl(t, n).into()
+        }
         (C::Dele(n), State::Transaction(t)) => maildrop::dele(t, n).into(),
         (C::Rset, State::Transaction(t)) => maildrop::rset(t).into(),
         (C::Retr(n), State::Transaction(t)) => retrieve::retr(t, services, n),
@@ -156,7 +166,11 @@ pub async fn dispatch(
         (C::Uidl(_), State::Transaction(_)) | (C::Top(..), State::Transaction(_)) => {
             Reply::err("Command disabled").into()
         }
-        (cmd, State::Authorization { .. }) => Reply::err(format!("{} is not valid before login", cmd.name())).into(),
-        (cmd, State::Transaction(_)) => Reply::err(format!("{} is not valid after login", cmd.name())).into(),
+        (cmd, State::Authorization { .. }) => {
+            Reply::err(format!("{} is not valid before login", cmd.name())).into()
+        }
+        (cmd, State::Transaction(_)) => {
+            Reply::err(format!("{} is not valid after login", cmd.name())).into()
+        }
     }
 }

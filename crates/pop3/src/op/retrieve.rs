@@ -10,7 +10,10 @@ fn check(t: &Transaction, services: &Services, n: u32) -> Result<usize, Reply> {
     let i = t.live_index(n)?;
     let limit = services.config.server.max_message_size;
     if limit > 0 && t.maildrop.messages()[i].size > limit {
-        return Err(Reply::err_code(RespCode::SysPerm, "Message exceeds the size limit of this server"));
+        return Err(Reply::err_code(
+            RespCode::SysPerm,
+            "Message exceeds the size limit of this server",
+        ));
     }
     Ok(i)
 }

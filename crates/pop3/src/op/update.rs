@@ -38,7 +38,10 @@ pub async fn quit(state: &mut State, hostname: &str) -> Outcome {
             tracing::warn!(user = %user, wanted, failed = report.failed, "some messages not deleted");
             Outcome::Close(Reply::err_code(
                 RespCode::SysTemp,
-                format!("{} of {wanted} messages could not be deleted", report.failed),
+                format!(
+                    "{} of {wanted} messages could not be deleted",
+                    report.failed
+                ),
             ))
         }
         Err(e) => {

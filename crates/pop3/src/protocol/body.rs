@@ -22,8 +22,12 @@ enum Part {
     /// RETR: everything.
     Whole,
     /// TOP: still in the header block; then `lines` body lines.
-    Headers { lines: u32 },
-    Body { remaining: u32 },
+    Headers {
+        lines: u32,
+    },
+    Body {
+        remaining: u32,
+    },
 }
 
 impl BodyEncoder {
@@ -126,7 +130,11 @@ impl SizeCounter {
     pub fn feed(&mut self, chunk: &[u8]) {
         self.size += chunk.len() as u64;
         for i in memchr::memchr_iter(b'\n', chunk) {
-            let cr = if i > 0 { chunk[i - 1] == b'\r' } else { self.prev_cr };
+            let cr = if i > 0 {
+                chunk[i - 1] == b'\r'
+            } else {
+                self.prev_cr
+            };
             if !cr {
                 self.size += 1;
             }

@@ -300,7 +300,10 @@ mod tests {
             ("USER", Err(ParseError::MissingArgument("user name"))),
             ("USER a b", Err(ParseError::TooManyArguments)),
             ("PASS secret", Ok(Command::Pass(b"secret".to_vec()))),
-            ("PASS  two words ", Ok(Command::Pass(b" two words ".to_vec()))),
+            (
+                "PASS  two words ",
+                Ok(Command::Pass(b" two words ".to_vec())),
+            ),
             ("PASS", Err(ParseError::MissingArgument("password"))),
             (
                 "APOP mrose c4c9334bac560ecc979e58001b3e22fb",

@@ -44,7 +44,10 @@ pub enum Reply {
         text: String,
     },
     /// `+OK text` followed by lines and the `.` terminator.
-    MultiLine { text: String, lines: Vec<String> },
+    MultiLine {
+        text: String,
+        lines: Vec<String>,
+    },
     /// A SASL challenge: `+ base64`.
     Continue(String),
 }
@@ -136,7 +139,10 @@ mod tests {
     fn wire_forms() {
         assert_eq!(Reply::ok("2 320").to_bytes(), b"+OK 2 320\r\n");
         assert_eq!(Reply::ok("").to_bytes(), b"+OK\r\n");
-        assert_eq!(Reply::err("no such message").to_bytes(), b"-ERR no such message\r\n");
+        assert_eq!(
+            Reply::err("no such message").to_bytes(),
+            b"-ERR no such message\r\n"
+        );
         assert_eq!(
             Reply::err_code(RespCode::InUse, "maildrop locked").to_bytes(),
             b"-ERR [IN-USE] maildrop locked\r\n"
@@ -146,6 +152,9 @@ mod tests {
             b"+OK\r\n1 120\r\n..dot\r\n.\r\n"
         );
         assert_eq!(Reply::Continue(String::new()).to_bytes(), b"+ \r\n");
-        assert_eq!(Reply::Continue("VXNlcm5hbWU6".into()).to_bytes(), b"+ VXNlcm5hbWU6\r\n");
+        assert_eq!(
+            Reply::Continue("VXNlcm5hbWU6".into()).to_bytes(),
+            b"+ VXNlcm5hbWU6\r\n"
+        );
     }
 }

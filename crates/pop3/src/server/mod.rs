@@ -51,7 +51,11 @@ pub struct Pop3SessionManager {
 impl Pop3SessionManager {
     /// A manager over the given user database and store; TLS comes from
     /// `config.tls` when present.
-    pub fn new(config: Pop3Config, users: Arc<dyn UserDb>, store: Arc<dyn MailStore>) -> Result<Self, ServerError> {
+    pub fn new(
+        config: Pop3Config,
+        users: Arc<dyn UserDb>,
+        store: Arc<dyn MailStore>,
+    ) -> Result<Self, ServerError> {
         let tls = config.tls.as_ref().map(tls::load).transpose()?;
         Ok(Self::with_tls(config, users, store, tls))
     }
@@ -103,7 +107,11 @@ impl Pop3SessionManager {
         let mut nonce = [0u8; 8];
         let _ = getrandom::fill(&mut nonce);
         let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
-        Some(format!("<{}.{n}.{nonce}@{}>", std::process::id(), cfg.hostname))
+        Some(format!(
+            "<{}.{n}.{nonce}@{}>",
+            std::process::id(),
+            cfg.hostname
+        ))
     }
 
     /// Serve one accepted connection until it ends. `mode` is the TLS mode
@@ -136,7 +144,10 @@ impl Pop3SessionManager {
                 let Some(acceptor) = services.tls.clone() else {
                     return End::TlsFailed;
                 };
-                let handshake = tokio::time::timeout(services.config.server.unauth_timeout, acceptor.accept(stream));
+                let handshake = tokio::time::timeout(
+                    services.config.server.unauth_timeout,
+                    acceptor.accept(stream),
+                );
                 match handshake.await {
                     Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
                     Ok(Err(e)) => {
@@ -151,7 +162,9 @@ impl Pop3SessionManager {
         let conn = Connection {
             peer,
             secure: transport.is_tls(),
-            stls_available: mode == TlsMode::Starttls && services.config.server.enable_stls && tls_ready,
+            stls_available: mode == TlsMode::Starttls
+                && services.config.server.enable_stls
+                && tls_ready,
             apop_timestamp: self.apop_timestamp(n),
         };
         tracing::debug!(peer = %peer, tls = mode.as_str(), "session start");
@@ -177,7 +190,10 @@ impl Server {
             }
             let listener = TcpListener::bind(l.bind)
                 .await
-                .map_err(|source| ServerError::Bind { addr: l.bind, source })?;
+                .map_err(|source| ServerError::Bind {
+                    addr: l.bind,
+                    source,
+                })?;
             listeners.push((listener, l.tls));
         }
         Ok(Server { manager, listeners })
@@ -228,7 +244,9 @@ impl Server {
         shutdown.cancelled().await;
         tracker.close();
         if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
-            tracing::info!("shutdown deadline reached; remaining sessions are dropped, nothing deleted");
+            tracing::info!(
+                "shutdown deadline reached; remaining sessions are dropped, nothing deleted"
+            );
         }
     }
 }

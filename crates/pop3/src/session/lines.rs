@@ -99,7 +99,10 @@ mod tests {
         lb.extend(b"STAT\r\nLIST\nNO");
         assert_eq!(
             drain(&mut lb, 255),
-            vec![Line::Complete(b"STAT".to_vec()), Line::Complete(b"LIST".to_vec())]
+            vec![
+                Line::Complete(b"STAT".to_vec()),
+                Line::Complete(b"LIST".to_vec())
+            ]
         );
         lb.extend(b"OP\r\n");
         assert_eq!(drain(&mut lb, 255), vec![Line::Complete(b"NOOP".to_vec())]);
@@ -119,7 +122,10 @@ mod tests {
         // A complete overlong line in one read.
         lb.extend(&[b'y'; 300]);
         lb.extend(b"\r\nNOOP\r\n");
-        assert_eq!(drain(&mut lb, 255), vec![Line::TooLong, Line::Complete(b"NOOP".to_vec())]);
+        assert_eq!(
+            drain(&mut lb, 255),
+            vec![Line::TooLong, Line::Complete(b"NOOP".to_vec())]
+        );
     }
 
     #[test]

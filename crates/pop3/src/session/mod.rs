@@ -101,10 +101,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     return end;
                 }
                 answered += 1;
-                if answered % max_batch == 0 || self.output.len() >= read_buf.len() {
-                    if self.flush().await.is_err() {
-                        return End::IoError;
-                    }
+                let batch_full = answered % max_batch == 0 || self.output.len() >= read_buf.len();
+                if batch_full && self.flush().await.is_err() {
+                    return End::IoError;
                 }
             }
             if self.flush().await.is_err() {
@@ -142,7 +141,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.output.clear();
         match result {
             Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "write timed out",
+            )),
         }
     }
 
@@ -182,7 +184,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// Stream one message: status line, encoded chunks, terminator.
-    async fn body(&mut self, status: Reply, index: usize, mut encoder: protocol::BodyEncoder) -> Flow {
+    async fn body(
+        &mut self,
+        status: Reply,
+        index: usize,
+        mut encoder: protocol::BodyEncoder,
+    ) -> Flow {
         let State::Transaction(t) = &self.state else {
             return Flow::Continue;
         };
@@ -242,7 +249,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let Transport::Plain(stream) = std::mem::replace(&mut self.io, Transport::Upgrading) else {
             return Flow::Stop(End::Closed);
         };
-        let handshake = tokio::time::timeout(self.services.config.server.unauth_timeout, acceptor.accept(stream));
+        let handshake = tokio::time::timeout(
+            self.services.config.server.unauth_timeout,
+            acceptor.accept(stream),
+        );
         match handshake.await {
             Ok(Ok(tls)) => {
                 self.io = Transport::Tls(Box::new(tls));
@@ -320,7 +330,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     return Box::pin(self.outcome(outcome)).await;
                 }
                 Step::Fail(e) => {
-                    let outcome = op::authenticate::sasl_failed(&mut self.state, &self.services, name, &e);
+                    let outcome =
+                        op::authenticate::sasl_failed(&mut self.state, &self.services, name, &e);
                     return Box::pin(self.outcome(outcome)).await;
                 }
             }

@@ -43,7 +43,9 @@ impl StoreError {
     /// temporary.
     pub fn from_io(context: &str, e: &std::io::Error) -> StoreError {
         match e.kind() {
-            std::io::ErrorKind::PermissionDenied => StoreError::Permanent(format!("{context}: {e}")),
+            std::io::ErrorKind::PermissionDenied => {
+                StoreError::Permanent(format!("{context}: {e}"))
+            }
             _ => StoreError::Temporary(format!("{context}: {e}")),
         }
     }

@@ -32,7 +32,9 @@ pub struct TestCert {
 }
 
 pub fn test_cert() -> TestCert {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
     TestCert {
         cert: ck.cert.der().clone(),
         key_der: ck.signing_key.serialize_der(),
@@ -84,9 +86,18 @@ impl TestServer {
         });
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         config.listeners = vec![
-            ListenerConfig { bind: any, tls: TlsMode::None },
-            ListenerConfig { bind: any, tls: TlsMode::Starttls },
-            ListenerConfig { bind: any, tls: TlsMode::Implicit },
+            ListenerConfig {
+                bind: any,
+                tls: TlsMode::None,
+            },
+            ListenerConfig {
+                bind: any,
+                tls: TlsMode::Starttls,
+            },
+            ListenerConfig {
+                bind: any,
+                tls: TlsMode::Implicit,
+            },
         ];
         tweak(&mut config);
         config.validate().expect("test config is valid");
@@ -94,7 +105,13 @@ impl TestServer {
         let manager = Arc::new(Pop3SessionManager::from_config(config).unwrap());
         let server = Server::bind(manager.clone()).await.unwrap();
         let addrs = server.local_addrs();
-        let find = |m: TlsMode| addrs.iter().find(|(_, mode)| *mode == m).map(|(a, _)| *a).unwrap_or(any);
+        let find = |m: TlsMode| {
+            addrs
+                .iter()
+                .find(|(_, mode)| *mode == m)
+                .map(|(a, _)| *a)
+                .unwrap_or(any)
+        };
         let shutdown = CancellationToken::new();
         tokio::spawn(server.run(shutdown.clone(), Duration::from_secs(1)));
         TestServer {
@@ -146,7 +163,9 @@ pub fn deliver(maildir: &Path, seq: u32, body: &[u8]) -> PathBuf {
     for sub in ["new", "cur", "tmp"] {
         std::fs::create_dir_all(maildir.join(sub)).unwrap();
     }
-    let path = maildir.join("new").join(format!("{}.M{seq}P1.test", 1_700_000_000 + seq));
+    let path = maildir
+        .join("new")
+        .join(format!("{}.M{seq}P1.test", 1_700_000_000 + seq));
     std::fs::write(&path, body).unwrap();
     path
 }

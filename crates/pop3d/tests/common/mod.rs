@@ -14,7 +14,11 @@ pub fn pop3d() -> Command {
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct Setup {
@@ -32,7 +36,8 @@ impl Setup {
     pub fn new(messages: &[&[u8]]) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .unwrap();
         std::fs::write(d.join("cert.pem"), ck.cert.pem()).unwrap();
         std::fs::write(d.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
         std::fs::write(
@@ -46,7 +51,12 @@ impl Setup {
             std::fs::create_dir_all(md.join(sub)).unwrap();
         }
         for (i, m) in messages.iter().enumerate() {
-            std::fs::write(md.join("new").join(format!("{}.M{i}P1.test", 1_700_000_000 + i)), m).unwrap();
+            std::fs::write(
+                md.join("new")
+                    .join(format!("{}.M{i}P1.test", 1_700_000_000 + i)),
+                m,
+            )
+            .unwrap();
         }
         let (plain, starttls, implicit) = (free_port(), free_port(), free_port());
         let config = d.join("pop3d.toml");
@@ -99,7 +109,11 @@ passwd_file = "passwd"
     pub fn maildir_count(&self) -> usize {
         ["new", "cur"]
             .iter()
-            .map(|s| std::fs::read_dir(self.path("mail/alice").join(s)).unwrap().count())
+            .map(|s| {
+                std::fs::read_dir(self.path("mail/alice").join(s))
+                    .unwrap()
+                    .count()
+            })
             .sum()
     }
 
@@ -139,7 +153,10 @@ impl Drop for Running {
 pub fn wait_for_port(port: u16) {
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "pop3d did not listen on {port}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "pop3d did not listen on {port}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -169,7 +186,10 @@ impl Client {
     }
 
     pub fn cmd(&mut self, line: &str) -> String {
-        self.r.get_mut().write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        self.r
+            .get_mut()
+            .write_all(format!("{line}\r\n").as_bytes())
+            .unwrap();
         self.line()
     }
 

@@ -67,18 +67,29 @@ mod tests {
         assert!(matches!(m.start(), Step::Challenge(c) if c == b"Username:"));
         assert!(matches!(m.step(b"alice"), Step::Challenge(c) if c == b"Password:"));
         match m.step(b"secret word") {
-            Step::Password { authcid, password, .. } => {
+            Step::Password {
+                authcid, password, ..
+            } => {
                 assert_eq!(authcid, "alice");
                 assert_eq!(password.as_slice(), b"secret word");
             }
             s => panic!("{s:?}"),
         }
-        assert!(matches!(m.step(b"again"), Step::Fail(SaslError::OutOfOrder)));
+        assert!(matches!(
+            m.step(b"again"),
+            Step::Fail(SaslError::OutOfOrder)
+        ));
     }
 
     #[test]
     fn bad_user_name() {
-        assert!(matches!(Login::default().step(b""), Step::Fail(SaslError::Malformed)));
-        assert!(matches!(Login::default().step(b"\xff"), Step::Fail(SaslError::Malformed)));
+        assert!(matches!(
+            Login::default().step(b""),
+            Step::Fail(SaslError::Malformed)
+        ));
+        assert!(matches!(
+            Login::default().step(b"\xff"),
+            Step::Fail(SaslError::Malformed)
+        ));
     }
 }

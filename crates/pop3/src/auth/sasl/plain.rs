@@ -62,7 +62,11 @@ mod tests {
     #[test]
     fn rfc4616_forms() {
         match run(b"\0tim\0tanstaaftanstaaf") {
-            Step::Password { authzid, authcid, password } => {
+            Step::Password {
+                authzid,
+                authcid,
+                password,
+            } => {
                 assert_eq!(authzid, None);
                 assert_eq!(authcid, "tim");
                 assert_eq!(password.as_slice(), b"tanstaaftanstaaf");
@@ -70,22 +74,37 @@ mod tests {
             s => panic!("{s:?}"),
         }
         match run(b"Ursel\0Kurt\0xipj3plmq") {
-            Step::Password { authzid, authcid, .. } => {
+            Step::Password {
+                authzid, authcid, ..
+            } => {
                 assert_eq!(authzid.as_deref(), Some("Ursel"));
                 assert_eq!(authcid, "Kurt");
             }
             s => panic!("{s:?}"),
         }
         // An authzid equal to the authcid is no request for another identity.
-        assert!(matches!(run(b"tim\0tim\0pw"), Step::Password { authzid: None, .. }));
+        assert!(matches!(
+            run(b"tim\0tim\0pw"),
+            Step::Password { authzid: None, .. }
+        ));
         // Empty password is allowed in the syntax (it will just not match).
         assert!(matches!(run(b"\0tim\0"), Step::Password { .. }));
     }
 
     #[test]
     fn malformed() {
-        for bad in [&b""[..], b"tim", b"\0tim", b"\0\0pw", b"\0tim\0p\0w", b"\0\xff\0pw"] {
-            assert!(matches!(run(bad), Step::Fail(SaslError::Malformed)), "{bad:?}");
+        for bad in [
+            &b""[..],
+            b"tim",
+            b"\0tim",
+            b"\0\0pw",
+            b"\0tim\0p\0w",
+            b"\0\xff\0pw",
+        ] {
+            assert!(
+                matches!(run(bad), Step::Fail(SaslError::Malformed)),
+                "{bad:?}"
+            );
         }
     }
 
@@ -93,6 +112,9 @@ mod tests {
     fn second_message_is_out_of_order() {
         let mut m = Plain::default();
         assert!(matches!(m.step(b"\0a\0b"), Step::Password { .. }));
-        assert!(matches!(m.step(b"\0a\0b"), Step::Fail(SaslError::OutOfOrder)));
+        assert!(matches!(
+            m.step(b"\0a\0b"),
+            Step::Fail(SaslError::OutOfOrder)
+        ));
     }
 }

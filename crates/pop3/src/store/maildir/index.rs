@@ -114,9 +114,13 @@ impl Index {
     pub fn from_dovecot(text: &str) -> Option<Index> {
         let mut lines = text.lines();
         let header: Vec<&str> = lines.next()?.split(' ').collect();
-        let (validity, next_uid, v3) = match header.first()? {
-            &"1" => (header.get(1)?.parse().ok()?, header.get(2)?.parse().ok()?, false),
-            &"3" => {
+        let (validity, next_uid, v3) = match *header.first()? {
+            "1" => (
+                header.get(1)?.parse().ok()?,
+                header.get(2)?.parse().ok()?,
+                false,
+            ),
+            "3" => {
                 let field = |p: char| {
                     header[1..]
                         .iter()
@@ -137,7 +141,11 @@ impl Index {
             let uid: u32 = uid.parse().ok()?;
             let (exts, name) = if v3 {
                 // `uid [ext ...] :filename`; extensions are a letter then a value.
-                let at = if rest.starts_with(':') { 0 } else { rest.find(" :")? + 1 };
+                let at = if rest.starts_with(':') {
+                    0
+                } else {
+                    rest.find(" :")? + 1
+                };
                 (&rest[..at], &rest[at + 1..])
             } else {
                 ("", rest)
@@ -158,7 +166,9 @@ impl Index {
             }
             let uidl = uidl.unwrap_or_else(|| index.default_uidl(uid));
             index.next_uid = index.next_uid.max(uid.saturating_add(1));
-            index.entries.insert(key.to_owned(), Entry { uid, size, uidl });
+            index
+                .entries
+                .insert(key.to_owned(), Entry { uid, size, uidl });
         }
         Some(index)
     }

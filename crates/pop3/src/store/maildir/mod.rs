@@ -46,7 +46,9 @@ pub fn check_template(template: &str) -> Result<(), String> {
         if c == '%' {
             match chars.next() {
                 Some('u' | 'n' | 'd' | 'h' | '%') => {}
-                Some(other) => return Err(format!("unknown escape %{other}; use %u, %n, %d, %h or %%")),
+                Some(other) => {
+                    return Err(format!("unknown escape %{other}; use %u, %n, %d, %h or %%"));
+                }
                 None => return Err("template ends with a lone %".into()),
             }
         }
@@ -192,7 +194,9 @@ fn load_index(dir: &Path) -> Index {
     if let Ok(text) = std::fs::read_to_string(dir.join(DOVECOT_UIDLIST)) {
         match Index::from_dovecot(&text) {
             Some(index) => return index,
-            None => tracing::warn!(maildir = %dir.display(), "unreadable {DOVECOT_UIDLIST}; ignored"),
+            None => {
+                tracing::warn!(maildir = %dir.display(), "unreadable {DOVECOT_UIDLIST}; ignored")
+            }
         }
     }
     let validity = std::time::SystemTime::now()
@@ -215,7 +219,9 @@ fn open_blocking(dir: &Path) -> Result<MaildirDrop, StoreError> {
     // because next_uid only grows.
     let present: HashMap<&str, &PathBuf> = files.iter().map(|(k, p)| (k.as_str(), p)).collect();
     let before = index.entries.len();
-    index.entries.retain(|k, _| present.contains_key(k.as_str()));
+    index
+        .entries
+        .retain(|k, _| present.contains_key(k.as_str()));
     changed |= index.entries.len() != before;
 
     // New messages get UIDs in delivery order (Maildir names start with the
@@ -237,7 +243,10 @@ fn open_blocking(dir: &Path) -> Result<MaildirDrop, StoreError> {
         if !seen.insert(key.as_str()) {
             continue; // the same message in new/ and cur/ at once
         }
-        let entry = index.entries.get_mut(key).expect("every present key has an entry");
+        let entry = index
+            .entries
+            .get_mut(key)
+            .expect("every present key has an entry");
         let size = match entry.size {
             Some(s) => s,
             None => {
@@ -272,13 +281,11 @@ fn open_blocking(dir: &Path) -> Result<MaildirDrop, StoreError> {
     messages.sort_by_key(|(uid, _)| *uid);
     let messages: Vec<Message> = messages.into_iter().map(|(_, m)| m).collect();
 
-    if changed {
-        if let Err(e) = index.store(dir) {
-            // Serving is still correct; UIDs are recomputed the same way
-            // next time only if the file can be written, so say so loudly.
-            tracing::error!(maildir = %dir.display(), "cannot write {INDEX_FILE}: {e}");
-            return Err(io(&dir.join(INDEX_FILE), e));
-        }
+    // UIDs handed out must be on disk before a client sees them, or the
+    // next login could hand the same UIDs to other messages.
+    if changed && let Err(e) = index.store(dir) {
+        tracing::error!(maildir = %dir.display(), "cannot write {INDEX_FILE}: {e}");
+        return Err(io(&dir.join(INDEX_FILE), e));
     }
     let infos = messages.iter().map(|m| m.info.clone()).collect();
     Ok(MaildirDrop {
@@ -312,7 +319,12 @@ impl Maildrop for MaildirDrop {
     }
 
     async fn open_message(&self, index: usize) -> Result<MessageReader, StoreError> {
-        let first = self.messages.get(index).ok_or(StoreError::MessageGone)?.path.clone();
+        let first = self
+            .messages
+            .get(index)
+            .ok_or(StoreError::MessageGone)?
+            .path
+            .clone();
         match tokio::fs::File::open(&first).await {
             Ok(f) => return Ok(Box::new(f)),
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&first, e)),

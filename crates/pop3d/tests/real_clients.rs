@@ -1,0 +1,182 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! Independent clients against the real `pop3d` binary: curl, Python's
+//! poplib and mpop (GNU SASL and GnuTLS underneath), each over plain TCP,
+//! STLS and implicit TLS, each deleting with QUIT.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+const M1: &[u8] = b"From: a@example.org\nSubject: first\n\nHello one.\n.leading dot\n";
+const M2: &[u8] = b"From: b@example.org\nSubject: second\n\nHello two.\n";
+
+fn deliver(s: &Setup, tag: &str) {
+    for (i, m) in [M1, M2].iter().enumerate() {
+        let name = format!("{}.M{i}{tag}.test", 1_800_000_000 + i);
+        std::fs::write(s.path("mail/alice/new").join(name), m).unwrap();
+    }
+}
+
+fn output(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn curl_fetches_and_deletes_over_plain_stls_and_implicit_tls() {
+    if !require("curl") {
+        return;
+    }
+    let s = Setup::new(&[]);
+    let _server = s.start();
+    let cafile = s.path("cert.pem");
+    let modes: [(&str, Vec<&str>, u16); 3] = [
+        ("pop3", vec![], s.plain),
+        ("pop3", vec!["--ssl-reqd"], s.starttls),
+        ("pop3s", vec![], s.implicit),
+    ];
+    for (scheme, extra, port) in modes {
+        deliver(&s, &port.to_string());
+        let base = format!("{scheme}://127.0.0.1:{port}");
+        let curl = |path: &str, more: &[&str]| {
+            let mut c = Command::new("curl");
+            c.args(["-sS", "--user", "alice:secret", "--cacert"])
+                .arg(&cafile);
+            c.args(&extra).args(more).arg(format!("{base}{path}"));
+            output(&mut c)
+        };
+        assert_eq!(curl("/", &[]), "1 65\r\n2 52\r\n", "{base}");
+        let body = curl("/1", &[]);
+        assert_eq!(
+            body,
+            String::from_utf8_lossy(M1).replace('\n', "\r\n"),
+            "{base}"
+        );
+        curl("/1", &["-X", "DELE", "-I"]);
+        // Numbers are per session: the old message 2 is now message 1.
+        assert_eq!(curl("/", &[]), "1 52\r\n", "{base}");
+        curl("/1", &["-X", "DELE", "-I"]);
+        assert_eq!(s.maildir_count(), 0, "{base}: deleted at QUIT");
+    }
+}
+
+const POPLIB: &str = r#"
+import poplib, ssl, sys
+mode, port, cafile = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=cafile)
+if mode == "implicit":
+    p = poplib.POP3_SSL("127.0.0.1", port, context=ctx)
+else:
+    p = poplib.POP3("127.0.0.1", port)
+    if mode == "stls":
+        caps = p.capa()
+        assert "STLS" in caps, caps
+        p.stls(context=ctx)
+        assert "STLS" not in p.capa()
+p.user("alice")
+p.pass_("secret")
+count, size = p.stat()
+print("stat", count, size)
+for n in range(1, count + 1):
+    resp, lines, octets = p.retr(n)
+    print("msg", n, octets, b"|".join(lines).decode())
+    p.dele(n)
+print("uidl", len(p.uidl()[1]))
+print(p.quit().decode())
+"#;
+
+#[test]
+fn python_poplib_fetches_and_deletes_over_plain_stls_and_implicit_tls() {
+    if !require("python3") {
+        return;
+    }
+    let s = Setup::new(&[]);
+    let _server = s.start();
+    for (mode, port) in [
+        ("plain", s.plain),
+        ("stls", s.starttls),
+        ("implicit", s.implicit),
+    ] {
+        deliver(&s, mode);
+        let out = output(
+            Command::new("python3")
+                .args(["-c", POPLIB, mode, &port.to_string()])
+                .arg(s.path("cert.pem")),
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "stat 2 117", "{mode}: {out}");
+        assert_eq!(
+            lines[1], "msg 1 65 From: a@example.org|Subject: first||Hello one.|.leading dot",
+            "{mode}: poplib removes the dot-stuffing"
+        );
+        assert_eq!(
+            lines[2],
+            "msg 2 52 From: b@example.org|Subject: second||Hello two."
+        );
+        assert_eq!(lines[3], "uidl 0", "deleted messages vanish from UIDL");
+        assert!(
+            lines[4].starts_with("+OK pop.test POP3 server signing off (maildrop empty)"),
+            "{out}"
+        );
+        assert_eq!(s.maildir_count(), 0, "{mode}");
+    }
+}
+
+#[test]
+fn mpop_fetches_and_deletes_over_plain_stls_and_implicit_tls() {
+    if !require("mpop") {
+        return;
+    }
+    let s = Setup::new(&[]);
+    let _server = s.start();
+    let mbox = s.path("fetched.mbox");
+    let rc = s.path("mpoprc");
+    std::fs::write(
+        &rc,
+        format!(
+            "defaults\nhost 127.0.0.1\nuser alice\npassword secret\nkeep off\n\
+             tls_trust_file {cert}\ndelivery mbox {mbox}\nuidls_file {uidls}\n\n\
+             account plain\nport {plain}\ntls off\nauth user\n\n\
+             account stls\nport {starttls}\ntls on\ntls_starttls on\nauth plain\n\n\
+             account implicit\nport {implicit}\ntls on\ntls_starttls off\nauth plain\n",
+            cert = s.path("cert.pem").display(),
+            mbox = mbox.display(),
+            uidls = s.path("mpop-uidls").display(),
+            plain = s.plain,
+            starttls = s.starttls,
+            implicit = s.implicit,
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for (n, account) in ["plain", "stls", "implicit"].iter().enumerate() {
+        deliver(&s, account);
+        output(
+            Command::new("mpop")
+                .arg("-C")
+                .arg(&rc)
+                .args(["-q", account]),
+        );
+        assert_eq!(
+            s.maildir_count(),
+            0,
+            "{account}: mpop deleted what it fetched"
+        );
+        let text = std::fs::read_to_string(&mbox).unwrap();
+        assert_eq!(text.matches("Subject: first").count(), n + 1, "{account}");
+        assert_eq!(text.matches("Subject: second").count(), n + 1, "{account}");
+        assert!(
+            text.contains("\n.leading dot\n"),
+            "dot-stuffing undone by the client"
+        );
+    }
+}
