@@ -99,12 +99,28 @@ fn check_config(path: PathBuf) -> ExitCode {
         Err(code) => return code,
     };
     // Things only the filesystem can tell: the passwd file and TLS files.
-    if let Err(e) = pop3::auth::PasswdFile::open(&config.auth.passwd_file) {
-        eprintln!(
-            "pop3d: error: {}: key `auth.passwd_file`: {e}",
-            path.display()
-        );
-        return ExitCode::from(2);
+    match pop3::auth::PasswdFile::open(&config.auth.passwd_file) {
+        Ok(users) => {
+            let table = users.table();
+            for w in &table.warnings {
+                eprintln!(
+                    "pop3d: warning: {}: {w} (skipped)",
+                    config.auth.passwd_file.display()
+                );
+            }
+            eprintln!(
+                "pop3d: {}: {} users",
+                config.auth.passwd_file.display(),
+                table.len()
+            );
+        }
+        Err(e) => {
+            eprintln!(
+                "pop3d: error: {}: key `auth.passwd_file`: {e}",
+                path.display()
+            );
+            return ExitCode::from(2);
+        }
     }
     if let Some(Err(e)) = config.tls.as_ref().map(pop3::server::tls::load) {
         eprintln!("pop3d: error: {}: {e}", path.display());

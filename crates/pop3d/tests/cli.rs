@@ -108,6 +108,25 @@ fn inert_keys_are_warned_about() {
 }
 
 #[test]
+fn bad_passwd_lines_are_reported_with_their_numbers() {
+    let s = Setup::new(&[]);
+    let passwd =
+        read(&s.path("passwd")) + "carol:{ROT13}x::::\n\n# fine\ndave:{PLAIN}pw:notanumber\n";
+    std::fs::write(s.path("passwd"), passwd).unwrap();
+    let (code, _, err) = run(
+        &["check-config", "--config", s.config.to_str().unwrap()],
+        "",
+    );
+    assert_eq!(code, 0, "bad lines are skipped, not fatal: {err}");
+    assert!(err.contains("line 3:") && err.contains("ROT13"), "{err}");
+    assert!(
+        err.contains("line 6:") && err.contains("notanumber"),
+        "{err}"
+    );
+    assert!(err.contains("2 users"), "{err}");
+}
+
+#[test]
 fn hash_password_makes_fields_that_verify() {
     for (scheme, prefix) in [
         (None, "{ARGON2ID}$argon2id$"),

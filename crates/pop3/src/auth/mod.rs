@@ -83,3 +83,33 @@ impl Default for Verifier {
         Verifier::new(cores)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// On a single-threaded runtime a slow hash checked inline would block
+    /// every other task until it finished; through the verifier, other
+    /// tasks run while it is computed.
+    #[tokio::test(flavor = "current_thread")]
+    async fn slow_hashes_do_not_block_the_runtime() {
+        let field = hash_password(Scheme::Argon2id, "pw").unwrap();
+        let secret = StoredSecret::parse(&field).unwrap();
+        let verifier = Verifier::new(1);
+        let other_ran = Arc::new(AtomicBool::new(false));
+        let flag = other_ran.clone();
+        let other = tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+        let v = verifier.clone();
+        let slow = tokio::spawn(async move {
+            let ok = v.verify(&secret, b"pw").await;
+            let bad = v.verify(&secret, b"nope").await;
+            (ok, bad)
+        });
+        // The other task finishes while the hashes are being computed.
+        other.await.unwrap();
+        assert!(other_ran.load(Ordering::SeqCst));
+        assert!(!slow.is_finished(), "argon2 cannot be done this fast");
+        assert_eq!(slow.await.unwrap(), (true, false));
+    }
+}

@@ -230,6 +230,37 @@ mod tests {
         assert_eq!(c.size(), 6);
     }
 
+    #[test]
+    fn every_one_and_two_cut_split_of_a_tricky_message() {
+        let msg = b"A: b\r\n.hidden: x\n\r\n.\n..\r\nbody\rline\n.\r\nend";
+        for lines in [0, 1, 2, 3, 100] {
+            let whole_top = top(msg, lines);
+            for i in 0..=msg.len() {
+                for j in i..=msg.len() {
+                    assert_eq!(
+                        encode_chunks(BodyEncoder::retr(), msg, &[i, j]),
+                        retr(msg),
+                        "{i} {j}"
+                    );
+                    assert_eq!(
+                        encode_chunks(BodyEncoder::top(lines), msg, &[i, j]),
+                        whole_top,
+                        "{i} {j}"
+                    );
+                }
+            }
+        }
+        // Chunks of 1, 2, 4 ... 64 bytes.
+        for size in [1usize, 2, 4, 8, 16, 32, 64] {
+            let cuts: Vec<usize> = (size..msg.len()).step_by(size).collect();
+            assert_eq!(
+                encode_chunks(BodyEncoder::retr(), msg, &cuts),
+                retr(msg),
+                "chunks of {size}"
+            );
+        }
+    }
+
     /// The body as sent, without dot-stuffing and terminator, is exactly as
     /// long as the size STAT/LIST report for it.
     fn unstuffed_len(wire: &[u8]) -> u64 {
