@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Pop3Config {
+    /// The preset the file starts from; its own keys override it.
+    pub preset: Preset,
     pub server: ServerConfig,
     #[serde(rename = "listener")]
     pub listeners: Vec<ListenerConfig>,
@@ -23,11 +25,22 @@ pub struct Pop3Config {
     pub security: SecurityConfig,
     pub protocol: ProtocolConfig,
     pub performance: PerformanceConfig,
+    /// The HTTP listener for /metrics, /healthz and /readyz; none if absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub bind: SocketAddr,
 }
 
 impl Default for Pop3Config {
     fn default() -> Self {
         Pop3Config {
+            preset: Preset::Default,
             server: ServerConfig::default(),
             listeners: vec![ListenerConfig {
                 bind: SocketAddr::from(([127, 0, 0, 1], 1110)),
@@ -39,7 +52,69 @@ impl Default for Pop3Config {
             security: SecurityConfig::default(),
             protocol: ProtocolConfig::default(),
             performance: PerformanceConfig::default(),
+            metrics: None,
         }
+    }
+}
+
+/// A named starting point for a configuration (`preset = "production"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    #[default]
+    Default,
+    Production,
+    Development,
+}
+
+impl Pop3Config {
+    /// The configuration a named preset stands for.
+    pub fn from_preset(preset: Preset) -> Pop3Config {
+        match preset {
+            Preset::Default => Pop3Config::default(),
+            Preset::Production => Pop3Config::production(),
+            Preset::Development => Pop3Config::development(),
+        }
+    }
+
+    /// For a server on the internet: short unauthenticated timeout, tight
+    /// per-address limits, large buffers, the listing cache on.
+    pub fn production() -> Pop3Config {
+        let mut c = Pop3Config {
+            preset: Preset::Production,
+            ..Pop3Config::default()
+        };
+        c.server.unauth_timeout = Duration::from_secs(30);
+        c.security.max_auth_attempts = 3;
+        c.security.max_connections_per_ip = 10;
+        c.security.suspicious_threshold = 50;
+        c.performance.max_concurrent_sessions = 20_000;
+        c.performance.connection_pool_size = 256;
+        c.performance.io_buffer_size = 32 * 1024;
+        c.performance.enable_response_caching = true;
+        c.performance.cache_ttl = Duration::from_secs(600);
+        c.performance.max_cached_responses = 10_000;
+        c
+    }
+
+    /// For a laptop: generous timers and limits, APOP and plaintext on,
+    /// no cache so that changes to a test Maildir show at once.
+    pub fn development() -> Pop3Config {
+        let mut c = Pop3Config {
+            preset: Preset::Development,
+            ..Pop3Config::default()
+        };
+        c.server.unauth_timeout = Duration::from_secs(300);
+        c.server.session_timeout = Duration::from_secs(1800);
+        c.server.enable_apop = true;
+        c.auth.allow_plaintext = true;
+        c.security.max_auth_attempts = 10;
+        c.security.max_connections_per_ip = 1000;
+        c.security.suspicious_threshold = 1000;
+        c.performance.max_concurrent_sessions = 1000;
+        c.performance.connection_pool_size = 16;
+        c.performance.enable_response_caching = false;
+        c
     }
 }
 
@@ -67,6 +142,10 @@ pub struct ServerConfig {
     /// 0 disables it.
     #[serde(with = "humantime_serde")]
     pub login_delay: Duration,
+    /// On SIGTERM/SIGINT: how long sessions may take to finish before the
+    /// process exits (nothing is deleted for a session cut short).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +160,7 @@ impl Default for ServerConfig {
             enable_utf8: true,
             enable_stls: true,
             login_delay: Duration::ZERO,
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -312,10 +392,6 @@ const INERT_KEYS: &[&str] = &[
     "security.min_command_delay",
     "security.enable_security_logging",
     "security.suspicious_threshold",
-    "performance.connection_pool_size",
-    "performance.enable_response_caching",
-    "performance.cache_ttl",
-    "performance.max_cached_responses",
 ];
 
 /// A loaded configuration plus the warnings found while loading it.
@@ -358,6 +434,29 @@ impl Pop3Config {
                 position: position(e.span()),
                 reason: e.message().to_owned(),
             })?;
+        // Keys in the file override the preset's values.
+        let config =
+            match config.preset {
+                Preset::Default => config,
+                preset => {
+                    let mut merged = toml::Table::try_from(Pop3Config::from_preset(preset))
+                        .map_err(|e| ConfigError {
+                            file: file.to_owned(),
+                            key: Some("preset".into()),
+                            position: None,
+                            reason: e.to_string(),
+                        })?;
+                    merge(&mut merged, table.clone());
+                    merged
+                        .try_into()
+                        .map_err(|e: toml::de::Error| ConfigError {
+                            file: file.to_owned(),
+                            key: None,
+                            position: None,
+                            reason: e.message().to_owned(),
+                        })?
+                }
+            };
         config.validate().map_err(|(key, reason)| ConfigError {
             file: file.to_owned(),
             key: Some(key),
@@ -503,6 +602,19 @@ impl Pop3Config {
             .mechanisms
             .iter()
             .any(|m| m.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Overlay `top` on `base`: tables merge key by key, anything else
+/// (values, arrays such as `[[listener]]`) is replaced whole.
+fn merge(base: &mut toml::Table, top: toml::Table) {
+    for (key, value) in top {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => merge(b, t),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
     }
 }
 
@@ -671,6 +783,25 @@ allow_plaintext = true
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("performance.cache_ttl"));
         assert!(load("").unwrap().warnings.is_empty());
+    }
+
+    #[test]
+    fn presets_and_overrides() {
+        let c = load("preset = \"production\"\n[security]\nmax_connections_per_ip = 3\n")
+            .unwrap()
+            .config;
+        let mut want = Pop3Config::production();
+        want.security.max_connections_per_ip = 3;
+        assert_eq!(c, want);
+        assert!(c.performance.enable_response_caching);
+        let c = load("preset = \"development\"\n").unwrap().config;
+        assert_eq!(c, Pop3Config::development());
+        assert!(c.auth.allow_plaintext);
+        let e = load("preset = \"fast\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("preset"), "{e}");
+        // The effective config of a preset round-trips like any other.
+        let again = load(&Pop3Config::production().to_toml()).unwrap().config;
+        assert_eq!(again, Pop3Config::production());
     }
 
     #[test]

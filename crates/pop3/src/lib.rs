@@ -15,6 +15,7 @@ pub mod server;
 pub mod services;
 pub mod session;
 pub mod store;
+pub mod telemetry;
 
 pub use server::{Pop3SessionManager, Server, ServerError};
 

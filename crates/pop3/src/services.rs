@@ -11,6 +11,8 @@ use crate::auth::{UserDb, Verifier};
 use crate::config::Pop3Config;
 use crate::protocol::{Reply, RespCode};
 use crate::store::MailStore;
+use crate::telemetry::Metrics;
+use tokio_util::sync::CancellationToken;
 
 pub struct Services {
     pub config: Arc<Pop3Config>,
@@ -19,6 +21,11 @@ pub struct Services {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub verifier: Verifier,
     pub login_delay: LoginDelay,
+    /// Shared by every generation of services (reloads keep counting).
+    pub metrics: Arc<Metrics>,
+    /// Fires on shutdown; sessions waiting for a command then close.
+    pub shutdown: CancellationToken,
+    pub buffers: BufferPool,
 }
 
 impl Services {
@@ -27,8 +34,14 @@ impl Services {
         users: Arc<dyn UserDb>,
         store: Arc<dyn MailStore>,
         tls: Option<Arc<rustls::ServerConfig>>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
     ) -> Services {
         let login_delay = LoginDelay::new(config.server.login_delay);
+        let buffers = BufferPool::new(
+            config.performance.io_buffer_size,
+            config.performance.connection_pool_size,
+        );
         Services {
             config,
             users,
@@ -36,7 +49,56 @@ impl Services {
             tls: tls.map(tokio_rustls::TlsAcceptor::from),
             verifier: Verifier::default(),
             login_delay,
+            metrics,
+            shutdown,
+            buffers,
         }
+    }
+}
+
+/// Reusable IO buffers of `io_buffer_size` octets, at most
+/// `connection_pool_size` kept, so a busy server does not allocate and free
+/// two buffers per connection.
+#[derive(Debug)]
+pub struct BufferPool {
+    size: usize,
+    keep: usize,
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+impl BufferPool {
+    pub fn new(size: usize, keep: usize) -> Self {
+        BufferPool {
+            size,
+            keep,
+            free: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn buffer_size(&self) -> usize {
+        self.size
+    }
+
+    /// A zero-filled buffer of `buffer_size()` octets.
+    pub fn take(&self) -> Vec<u8> {
+        let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        reused.unwrap_or_else(|| vec![0u8; self.size])
+    }
+
+    /// Return a buffer; kept if the pool has room, dropped otherwise.
+    pub fn give(&self, buf: Vec<u8>) {
+        if buf.len() != self.size {
+            return;
+        }
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if free.len() < self.keep {
+            free.push(buf);
+        }
+    }
+
+    /// Buffers waiting to be reused.
+    pub fn idle(&self) -> usize {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 
@@ -80,5 +142,25 @@ impl LoginDelay {
             last.retain(|_, t| t.elapsed() < delay);
         }
         last.insert(user.to_owned(), Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_reuses_up_to_its_size() {
+        let pool = BufferPool::new(1024, 2);
+        let bufs: Vec<Vec<u8>> = (0..3).map(|_| pool.take()).collect();
+        assert!(bufs.iter().all(|b| b.len() == 1024));
+        for b in bufs {
+            pool.give(b);
+        }
+        assert_eq!(pool.idle(), 2);
+        pool.give(vec![0; 10]);
+        assert_eq!(pool.idle(), 2, "foreign sizes are not kept");
+        let _ = pool.take();
+        assert_eq!(pool.idle(), 1);
     }
 }

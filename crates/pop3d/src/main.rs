@@ -1,81 +1,118 @@
 // SPDX-License-Identifier: AGPL-3.0-only
 //! `pop3d`: the POP3 daemon. `serve` runs it, `check-config` validates a
 //! file and prints the effective configuration, `hash-password` makes a
-//! passwd-file secret.
+//! passwd-file secret, `deliver` stores a message from an MTA.
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use pop3::auth::{Scheme, hash_password};
+use clap::{Parser, Subcommand, ValueEnum};
+use pop3::auth::{Scheme, UserDb, hash_password};
 use pop3::config::Pop3Config;
-use pop3::server::CancellationToken;
+use pop3::store::{MailStore, StoreError};
 use pop3::{Pop3SessionManager, Server};
+
+/// sysexits(3) codes an MTA understands.
+const EX_USAGE: u8 = 64;
+const EX_NOUSER: u8 = 67;
+const EX_CONFIG: u8 = 78;
+const EX_TEMPFAIL: u8 = 75;
+const EX_NOPERM: u8 = 77;
 
 #[derive(Parser)]
 #[command(
     name = "pop3d",
     version,
-    about = "A POP3 server (RFC 1939) over Maildir, with TLS"
+    about = "A POP3 server (RFC 1939) over Maildir, with TLS",
+    long_about = "A POP3 server (RFC 1939, 2449, 2595, 5034) that serves Maildir mailboxes \
+                  to users from a Dovecot-style passwd file, configured by one TOML file.\n\n\
+                  Signals while serving: SIGHUP reloads the configuration, certificates and \
+                  passwd file for new sessions; SIGTERM and SIGINT shut down gracefully."
 )]
 struct Cli {
-    /// Log filter, e.g. "info", "debug" or "pop3=debug,info".
+    /// Log filter: a level ("info", "debug") or per target ("pop3=debug,info").
     #[arg(long, global = true, default_value = "info", env = "POP3D_LOG")]
     log: String,
+    /// Log format: human-readable text, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "POP3D_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server.
+    /// Run the server until SIGTERM or SIGINT; SIGHUP reloads.
     Serve {
         /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Validate a configuration file and print the effective configuration.
+    /// Validate a configuration file (and the passwd and TLS files it
+    /// names) and print the effective configuration. Exits 2 on errors.
     CheckConfig {
+        /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
     },
     /// Read a password on stdin and print a passwd-file secret for it.
     HashPassword {
-        /// PLAIN, SHA512-CRYPT, SHA256-CRYPT, ARGON2I, ARGON2ID, BLF-CRYPT,
-        /// SSHA, SSHA256, SSHA512 or CRAM-MD5.
+        /// PLAIN, CRYPT, SHA512-CRYPT, SHA256-CRYPT, ARGON2I, ARGON2ID,
+        /// BLF-CRYPT, SSHA, SSHA256, SSHA512 or CRAM-MD5.
         #[arg(long, short, default_value = "ARGON2ID")]
         scheme: String,
+    },
+    /// Read one message on stdin and store it in the user's Maildir
+    /// atomically. Exit codes follow sysexits(3): 0 delivered, 67 unknown
+    /// user, 75 temporary failure (the MTA retries), 77 refused (too
+    /// large), 78 bad configuration.
+    Deliver {
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The recipient, as named in the passwd file.
+        #[arg(long, short)]
+        user: String,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log);
+    init_logging(&cli.log, cli.log_format);
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { config } => check_config(config),
         Command::HashPassword { scheme } => hash(&scheme),
+        Command::Deliver { config, user } => deliver(&config, &user),
     }
 }
 
-fn init_logging(filter: &str) {
+fn init_logging(filter: &str, format: LogFormat) {
     use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
     let targets: Targets = filter.parse().unwrap_or_else(|e| {
         eprintln!("pop3d: bad --log filter {filter:?}: {e}; using info");
         Targets::new().with_default(tracing::Level::INFO)
     });
-    use tracing_subscriber::prelude::*;
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal()),
-        )
-        .with(targets)
-        .init();
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(layer.with_ansi(std::io::stderr().is_terminal()))
+            .with(targets)
+            .init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(layer.json().flatten_event(true).with_current_span(false))
+            .with(targets)
+            .init(),
+    }
 }
 
 fn load(path: &Path) -> Result<Pop3Config, ExitCode> {
@@ -130,22 +167,26 @@ fn check_config(path: PathBuf) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("pop3d: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 fn serve(path: PathBuf) -> ExitCode {
     let config = match load(&path) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("pop3d: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let manager = match Pop3SessionManager::from_config(config) {
             Ok(m) => Arc::new(m),
             Err(e) => {
@@ -153,37 +194,62 @@ fn serve(path: PathBuf) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let server = match Server::bind(manager).await {
+        let server = match Server::bind(manager.clone()).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("pop3d: error: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        let shutdown = CancellationToken::new();
-        let trigger = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down");
-            trigger.cancel();
-        });
-        server.run(shutdown, Duration::from_secs(10)).await;
+        tokio::spawn(signals(manager, path));
+        server.run().await;
+        tracing::info!("stopped");
         ExitCode::SUCCESS
-    })
+    });
+    // Sessions still running past the deadline are dropped here; they
+    // never reached UPDATE, so nothing of theirs is deleted.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    code
 }
 
-async fn wait_for_signal() {
+/// SIGHUP reloads; SIGTERM and SIGINT shut down.
+async fn signals(manager: Arc<Pop3SessionManager>, path: PathBuf) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
-        std::future::pending::<()>().await;
+        tracing::error!("cannot install signal handlers");
         return;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(&manager, &path),
+        }
+    }
+    tracing::info!("shutting down");
+    manager.shutdown();
+}
+
+fn reload(manager: &Pop3SessionManager, path: &Path) {
+    tracing::info!(file = %path.display(), "reloading");
+    match Pop3Config::load(path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                tracing::warn!(file = %path.display(), "{w}");
+            }
+            if let Err(e) = manager.reload(loaded.config) {
+                manager.metrics().reload(false);
+                tracing::error!(file = %path.display(), "reload refused, old configuration stays: {e}");
+            }
+        }
+        Err(e) => {
+            manager.metrics().reload(false);
+            tracing::error!("reload refused, old configuration stays: {e}");
+        }
     }
 }
 
@@ -217,4 +283,58 @@ fn hash(scheme: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn deliver(path: &Path, user: &str) -> ExitCode {
+    let config = match Pop3Config::load(path) {
+        Ok(loaded) => loaded.config,
+        Err(e) => {
+            eprintln!("pop3d: error: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    if user.is_empty() {
+        eprintln!("pop3d: deliver: empty user name");
+        return ExitCode::from(EX_USAGE);
+    }
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(_) => return ExitCode::from(EX_TEMPFAIL),
+    };
+    runtime.block_on(async move {
+        let users = match pop3::auth::PasswdFile::open(&config.auth.passwd_file) {
+            Ok(u) => u,
+            Err(e) => {
+                eprintln!("pop3d: deliver: {e}");
+                return ExitCode::from(EX_TEMPFAIL);
+            }
+        };
+        let record = match users.lookup(user).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                eprintln!("pop3d: deliver: unknown user {user:?}");
+                return ExitCode::from(EX_NOUSER);
+            }
+            Err(e) => {
+                eprintln!("pop3d: deliver: {e}");
+                return ExitCode::from(EX_TEMPFAIL);
+            }
+        };
+        let store = pop3::store::MaildirStore::from_config(&config);
+        let mut stdin = tokio::io::stdin();
+        match store.deliver(&record, &mut stdin).await {
+            Ok(size) => {
+                tracing::info!(user = %record.name, size, "delivered");
+                ExitCode::SUCCESS
+            }
+            Err(e @ StoreError::TooLarge(_)) => {
+                eprintln!("pop3d: deliver: {e}");
+                ExitCode::from(EX_NOPERM)
+            }
+            Err(e) => {
+                eprintln!("pop3d: deliver: {e}");
+                ExitCode::from(EX_TEMPFAIL)
+            }
+        }
+    })
 }

@@ -45,6 +45,9 @@ pub enum UserDbError {
 #[async_trait]
 pub trait UserDb: Send + Sync {
     async fn lookup(&self, name: &str) -> Result<Option<Arc<UserRecord>>, UserDbError>;
+
+    /// Whether the database can answer now (for `/readyz`).
+    async fn health(&self) -> Result<(), String>;
 }
 
 /// Runs password checks; slow schemes go to the blocking pool, at most

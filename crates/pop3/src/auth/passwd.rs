@@ -218,6 +218,15 @@ impl UserDb for PasswdFile {
         self.maybe_refresh();
         Ok(self.table().get(name))
     }
+
+    /// Ready when the file can be read now; the table in memory serves
+    /// logins either way, but an operator must hear that the file is gone.
+    async fn health(&self) -> Result<(), String> {
+        match self.refresh() {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,11 +10,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use md5::{Digest, Md5};
 use subtle::ConstantTimeEq;
 
-use super::{Connection, Outcome, State, Transaction, store_error_reply};
+use super::{Connection, Outcome, SessionStats, State, Transaction, store_error_reply};
 use crate::auth::UserRecord;
 use crate::auth::sasl::{self, SaslError};
 use crate::protocol::{Reply, RespCode};
 use crate::services::Services;
+use crate::store::StoreError;
 
 const AUTH_FAILED: &str = "Authentication failed.";
 const PLAINTEXT_REFUSED: &str =
@@ -45,6 +46,7 @@ pub async fn pass(
     state: &mut State,
     conn: &Connection,
     services: &Services,
+    stats: &mut SessionStats,
     password: Vec<u8>,
 ) -> Outcome {
     let password = zeroize::Zeroizing::new(password);
@@ -66,7 +68,7 @@ pub async fn pass(
         None => false,
     };
     match record {
-        Some(record) if verified => login(state, services, record, "USER").await,
+        Some(record) if verified => login(state, services, stats, record, "USER").await,
         _ => failure(state, services, &name, "USER"),
     }
 }
@@ -76,6 +78,7 @@ pub async fn apop(
     state: &mut State,
     conn: &Connection,
     services: &Services,
+    stats: &mut SessionStats,
     name: &str,
     digest: &str,
 ) -> Outcome {
@@ -99,7 +102,7 @@ pub async fn apop(
             bool::from(want.as_bytes().ct_eq(given.as_bytes()))
         });
     match record {
-        Some(record) if verified => login(state, services, record, "APOP").await,
+        Some(record) if verified => login(state, services, stats, record, "APOP").await,
         _ => failure(state, services, name, "APOP"),
     }
 }
@@ -153,7 +156,8 @@ pub fn auth(
 pub async fn sasl_password(
     state: &mut State,
     services: &Services,
-    mechanism: &str,
+    stats: &mut SessionStats,
+    mechanism: &'static str,
     authzid: Option<String>,
     authcid: String,
     password: &[u8],
@@ -172,7 +176,7 @@ pub async fn sasl_password(
         None => false,
     };
     match record {
-        Some(record) if verified => login(state, services, record, mechanism).await,
+        Some(record) if verified => login(state, services, stats, record, mechanism).await,
         _ => failure(state, services, &authcid, mechanism),
     }
 }
@@ -181,28 +185,28 @@ pub async fn sasl_password(
 pub fn sasl_failed(
     state: &mut State,
     services: &Services,
-    mechanism: &str,
+    mechanism: &'static str,
     e: &SaslError,
 ) -> Outcome {
     tracing::info!(target: "pop3::security", event = "auth_failed", mechanism, reason = %e);
-    match e {
-        SaslError::AuthzidRefused => failure(state, services, "", mechanism),
-        _ => count_failure(
-            state,
-            services,
-            Reply::err(format!("AUTH {mechanism}: {e}")),
-        ),
-    }
+    services.metrics.login(mechanism, false);
+    count_failure(
+        state,
+        services,
+        Reply::err(format!("AUTH {mechanism}: {e}")),
+    )
 }
 
 async fn lookup(services: &Services, name: &str) -> Result<Option<Arc<UserRecord>>, Reply> {
     services.users.lookup(name).await.map_err(|e| {
+        services.metrics.userdb_errors.inc();
         tracing::error!("user database: {e}");
         Reply::err_code(RespCode::SysTemp, "Authentication service unavailable")
     })
 }
 
-fn failure(state: &mut State, services: &Services, name: &str, mechanism: &str) -> Outcome {
+fn failure(state: &mut State, services: &Services, name: &str, mechanism: &'static str) -> Outcome {
+    services.metrics.login(mechanism, false);
     tracing::info!(
         target: "pop3::security",
         event = "auth_failed",
@@ -235,8 +239,9 @@ fn count_failure(state: &mut State, services: &Services, reply: Reply) -> Outcom
 async fn login(
     state: &mut State,
     services: &Services,
+    stats: &mut SessionStats,
     user: Arc<UserRecord>,
-    mechanism: &str,
+    mechanism: &'static str,
 ) -> Outcome {
     if let Err(reply) = services.login_delay.check(&user.name) {
         return reply.into();
@@ -247,22 +252,26 @@ async fn login(
             let count = infos.len();
             let octets: u64 = infos.iter().map(|m| m.size).sum();
             tracing::info!(user = %user.name, mechanism, messages = count, "logged in");
-            let t_name = user.name.clone();
             services.login_delay.record(&user.name);
+            services.metrics.login(mechanism, true);
+            let reply = Reply::ok(format!(
+                "{}'s maildrop has {count} messages ({octets} octets)",
+                user.name
+            ));
+            stats.user = Some(user.name.clone());
             *state = State::Transaction(Box::new(Transaction {
                 user,
                 maildrop,
                 deleted: vec![false; count],
-                retrieved: 0,
-                bytes_sent: 0,
             }));
-            Reply::ok(format!(
-                "{}'s maildrop has {count} messages ({octets} octets)",
-                t_name
-            ))
-            .into()
+            reply.into()
         }
         Err(e) => {
+            let counter = match e {
+                StoreError::InUse => &services.metrics.lock_conflicts,
+                _ => &services.metrics.store_errors,
+            };
+            counter.inc();
             tracing::warn!(user = %user.name, "cannot open maildrop: {e}");
             store_error_reply(&e).into()
         }

@@ -62,8 +62,14 @@ pub struct Transaction {
     pub user: Arc<UserRecord>,
     pub maildrop: Box<dyn Maildrop>,
     pub deleted: Vec<bool>,
-    /// Counters for the session-end log line.
+}
+
+/// What the session-end log line reports (Dovecot's `pop3_logout_format`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    pub user: Option<String>,
     pub retrieved: u64,
+    pub deleted: usize,
     pub bytes_sent: u64,
 }
 
@@ -118,7 +124,9 @@ pub fn store_error_reply(e: &StoreError) -> Reply {
         StoreError::Temporary(_) => {
             Reply::err_code(RespCode::SysTemp, "Mailbox temporarily unavailable")
         }
-        StoreError::Permanent(_) => Reply::err_code(RespCode::SysPerm, "Mailbox unavailable"),
+        StoreError::Permanent(_) | StoreError::TooLarge(_) => {
+            Reply::err_code(RespCode::SysPerm, "Mailbox unavailable")
+        }
     }
 }
 
@@ -128,22 +136,23 @@ pub async fn dispatch(
     state: &mut State,
     conn: &Connection,
     services: &Services,
+    stats: &mut SessionStats,
 ) -> Outcome {
     use Command as C;
     match (cmd, &mut *state) {
         (C::Capa, _) => capa::capa(state, conn, services).into(),
         (C::Noop, State::Transaction(_)) => Reply::ok("").into(),
-        (C::Quit, _) => update::quit(state, &services.config.server.hostname).await,
+        (C::Quit, _) => update::quit(state, &services.config.server.hostname, stats).await,
         (C::Utf8, _) => capa::utf8(services).into(),
         (C::Stls, State::Authorization { .. }) => capa::stls(conn, services),
         (C::User(name), State::Authorization { .. }) => {
             authenticate::user(state, conn, services, name).into()
         }
         (C::Pass(pw), State::Authorization { .. }) => {
-            authenticate::pass(state, conn, services, pw).await
+            authenticate::pass(state, conn, services, stats, pw).await
         }
         (C::Apop { user, digest }, State::Authorization { .. }) => {
-            authenticate::apop(state, conn, services, &user, &digest).await
+            authenticate::apop(state, conn, services, stats, &user, &digest).await
         }
         (
             C::Auth {

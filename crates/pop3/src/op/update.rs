@@ -2,10 +2,10 @@
 //! QUIT and the UPDATE state (RFC 1939 §6): the only place where messages
 //! are removed.
 
-use super::{Outcome, State, store_error_reply};
+use super::{Outcome, SessionStats, State, store_error_reply};
 use crate::protocol::{Reply, RespCode};
 
-pub async fn quit(state: &mut State, hostname: &str) -> Outcome {
+pub async fn quit(state: &mut State, hostname: &str, stats: &mut SessionStats) -> Outcome {
     let State::Transaction(t) = std::mem::take(state) else {
         return Outcome::Close(Reply::ok(format!("{hostname} POP3 server signing off")));
     };
@@ -20,13 +20,7 @@ pub async fn quit(state: &mut State, hostname: &str) -> Outcome {
     let user = t.user.name.clone();
     match t.maildrop.commit(marked).await {
         Ok(report) if report.failed == 0 => {
-            tracing::info!(
-                user = %user,
-                retrieved = t.retrieved,
-                deleted = report.removed,
-                bytes = t.bytes_sent,
-                "logged out"
-            );
+            stats.deleted = report.removed;
             let left = t.deleted.len() - wanted;
             let text = match left {
                 0 => format!("{hostname} POP3 server signing off (maildrop empty)"),
@@ -35,6 +29,7 @@ pub async fn quit(state: &mut State, hostname: &str) -> Outcome {
             Outcome::Close(Reply::ok(text))
         }
         Ok(report) => {
+            stats.deleted = report.removed;
             tracing::warn!(user = %user, wanted, failed = report.failed, "some messages not deleted");
             Outcome::Close(Reply::err_code(
                 RespCode::SysTemp,

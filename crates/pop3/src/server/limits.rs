@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug)]
@@ -16,8 +17,8 @@ struct Counts {
 
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
-    max_total: usize,
-    max_per_ip: u32,
+    max_total: Arc<AtomicUsize>,
+    max_per_ip: Arc<AtomicU32>,
     counts: Arc<Mutex<Counts>>,
 }
 
@@ -38,8 +39,8 @@ pub struct Slot {
 impl ConnectionLimits {
     pub fn new(max_total: usize, max_per_ip: u32) -> Self {
         ConnectionLimits {
-            max_total,
-            max_per_ip,
+            max_total: Arc::new(AtomicUsize::new(max_total)),
+            max_per_ip: Arc::new(AtomicU32::new(max_per_ip)),
             counts: Arc::new(Mutex::new(Counts {
                 total: 0,
                 per_ip: HashMap::new(),
@@ -47,13 +48,21 @@ impl ConnectionLimits {
         }
     }
 
+    /// New maxima (a reload); sessions already admitted stay.
+    pub fn set_maxima(&self, max_total: usize, max_per_ip: u32) {
+        self.max_total.store(max_total, Ordering::Relaxed);
+        self.max_per_ip.store(max_per_ip, Ordering::Relaxed);
+    }
+
     pub fn admit(&self, ip: IpAddr) -> Result<Slot, Refusal> {
+        let max_total = self.max_total.load(Ordering::Relaxed);
+        let max_per_ip = self.max_per_ip.load(Ordering::Relaxed);
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if c.total >= self.max_total {
+        if c.total >= max_total {
             return Err(Refusal::TooManySessions);
         }
         let n = c.per_ip.entry(ip).or_insert(0);
-        if *n >= self.max_per_ip {
+        if *n >= max_per_ip {
             return Err(Refusal::TooManyFromAddress);
         }
         *n += 1;

@@ -8,8 +8,8 @@ pub mod limits;
 pub mod tls;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -17,11 +17,13 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{PasswdFile, UserDb, UserDbError};
-use crate::config::{Pop3Config, StorageBackend, TlsMode};
+use crate::config::{Pop3Config, SecurityConfig, StorageBackend, TlsMode};
 use crate::op::Connection;
 use crate::services::Services;
 use crate::session::{self, End, Session, Transport};
 use crate::store::{MailStore, MaildirStore};
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::ListenerLabels;
 use limits::{ConnectionLimits, Refusal};
 pub use tokio_util::sync::CancellationToken;
 
@@ -42,10 +44,17 @@ pub enum ServerError {
 }
 
 /// Serves POP3 sessions over streams that the caller accepted.
+///
+/// The services (configuration, users, store, TLS) can be replaced at run
+/// time with [`Pop3SessionManager::reload`]: sessions already running keep
+/// the generation they started with.
 pub struct Pop3SessionManager {
-    services: Arc<Services>,
+    services: RwLock<Arc<Services>>,
     limits: ConnectionLimits,
     connections: AtomicU64,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    listeners_bound: AtomicBool,
 }
 
 impl Pop3SessionManager {
@@ -72,35 +81,152 @@ impl Pop3SessionManager {
             config.performance.max_concurrent_sessions,
             config.security.max_connections_per_ip,
         );
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let services = Services::new(
+            Arc::new(config),
+            users,
+            store,
+            tls,
+            metrics.clone(),
+            shutdown.clone(),
+        );
         Pop3SessionManager {
-            services: Arc::new(Services::new(Arc::new(config), users, store, tls)),
+            services: RwLock::new(Arc::new(services)),
             limits,
             connections: AtomicU64::new(0),
+            metrics,
+            shutdown,
+            listeners_bound: AtomicBool::new(false),
         }
+    }
+
+    /// Replace the `[security]` section (limits apply to new connections).
+    pub fn with_security_config(self, security: SecurityConfig) -> Self {
+        let current = self.services();
+        let mut config = (*current.config).clone();
+        config.security = security;
+        self.install(
+            config,
+            current.users.clone(),
+            current.store.clone(),
+            current.tls.clone(),
+        );
+        self
     }
 
     /// The passwd file and Maildir store named in the configuration.
     pub fn from_config(config: Pop3Config) -> Result<Self, ServerError> {
-        let users = PasswdFile::open(&config.auth.passwd_file)?;
-        for w in &users.table().warnings {
-            tracing::warn!(file = %config.auth.passwd_file.display(), "{w}");
-        }
-        let store: Arc<dyn MailStore> = match config.storage.backend {
-            StorageBackend::Maildir => Arc::new(MaildirStore::new(config.storage.maildir.clone())),
-        };
-        Self::new(config, Arc::new(users), store)
+        let (users, store) = backends(&config)?;
+        Self::new(config, users, store)
     }
 
-    pub fn services(&self) -> &Arc<Services> {
-        &self.services
+    /// Swap in a new configuration with its own passwd file, store and TLS
+    /// files. On any error the running configuration stays in force.
+    /// Listener addresses are bound once; changing them needs a restart.
+    pub fn reload(&self, config: Pop3Config) -> Result<(), ServerError> {
+        let result = (|| {
+            let tls = config.tls.as_ref().map(tls::load).transpose()?;
+            let (users, store) = backends(&config)?;
+            Ok::<_, ServerError>((tls, users, store))
+        })();
+        let (tls, users, store) = match result {
+            Ok(parts) => parts,
+            Err(e) => {
+                self.metrics.reload(false);
+                return Err(e);
+            }
+        };
+        if config.listeners != self.services().config.listeners {
+            tracing::warn!("listener changes take effect after a restart");
+        }
+        self.install(
+            config,
+            users,
+            store,
+            tls.map(tokio_rustls::TlsAcceptor::from),
+        );
+        self.metrics.reload(true);
+        tracing::info!("configuration reloaded");
+        Ok(())
+    }
+
+    fn install(
+        &self,
+        config: Pop3Config,
+        users: Arc<dyn UserDb>,
+        store: Arc<dyn MailStore>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) {
+        self.limits.set_maxima(
+            config.performance.max_concurrent_sessions,
+            config.security.max_connections_per_ip,
+        );
+        let mut services = Services::new(
+            Arc::new(config),
+            users,
+            store,
+            None,
+            self.metrics.clone(),
+            self.shutdown.clone(),
+        );
+        services.tls = tls;
+        *self.services.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(services);
+    }
+
+    /// The services new sessions start with.
+    pub fn services(&self) -> Arc<Services> {
+        self.services
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn limits(&self) -> &ConnectionLimits {
         &self.limits
     }
 
-    fn apop_timestamp(&self, n: u64) -> Option<String> {
-        let cfg = &self.services.config.server;
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Start a graceful shutdown: listeners stop accepting, sessions
+    /// waiting for a command are told `-ERR [SYS/TEMP]` and closed, commands
+    /// under way (an UPDATE after QUIT included) run to their end.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Why the server is not ready, if it is not: listeners not bound, user
+    /// database or mail store unreachable, shutting down.
+    pub async fn readiness(&self) -> Result<(), Vec<String>> {
+        let services = self.services();
+        let mut reasons = Vec::new();
+        if !self.listeners_bound.load(Ordering::Acquire) {
+            reasons.push("listeners are not bound".to_owned());
+        }
+        if self.shutdown.is_cancelled() {
+            reasons.push("shutting down".to_owned());
+        }
+        if let Err(e) = services.users.health().await {
+            reasons.push(format!("user database: {e}"));
+        }
+        if let Err(e) = services.store.health().await {
+            reasons.push(format!("mail store: {e}"));
+        }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons)
+        }
+    }
+
+    fn apop_timestamp(&self, services: &Services, n: u64) -> Option<String> {
+        let cfg = &services.config.server;
         if !cfg.enable_apop {
             return None;
         }
@@ -116,18 +242,39 @@ impl Pop3SessionManager {
 
     /// Serve one accepted connection until it ends. `mode` is the TLS mode
     /// of the listener it came from.
-    pub async fn serve<S>(&self, mut stream: S, peer: SocketAddr, mode: TlsMode) -> End
+    pub async fn serve<S>(&self, stream: S, peer: SocketAddr, mode: TlsMode) -> End
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
+        self.serve_on(stream, peer, mode, "embedded").await
+    }
+
+    async fn serve_on<S>(
+        &self,
+        mut stream: S,
+        peer: SocketAddr,
+        mode: TlsMode,
+        listener: &str,
+    ) -> End
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let services = self.services();
+        let metrics = &self.metrics;
         let _slot = match self.limits.admit(peer.ip()) {
             Ok(slot) => slot,
             Err(refusal) => {
-                let text = match refusal {
-                    Refusal::TooManySessions => "Server busy, try again later",
-                    Refusal::TooManyFromAddress => "Too many connections from your address",
+                let (text, reason) = match refusal {
+                    Refusal::TooManySessions => {
+                        ("Server busy, try again later", "max_concurrent_sessions")
+                    }
+                    Refusal::TooManyFromAddress => (
+                        "Too many connections from your address",
+                        "max_connections_per_ip",
+                    ),
                 };
-                tracing::info!(target: "pop3::security", event = "connection_refused", peer = %peer, reason = ?refusal);
+                metrics.refused(reason);
+                tracing::info!(target: "pop3::security", event = "connection_refused", peer = %peer, reason);
                 let _ = tokio::time::timeout(Duration::from_secs(5), async {
                     stream.write_all(&session::refusal(text)).await?;
                     stream.shutdown().await
@@ -136,8 +283,13 @@ impl Pop3SessionManager {
                 return End::Closed;
             }
         };
+        let labels = ListenerLabels {
+            listener: listener.to_owned(),
+            tls: mode.as_str(),
+        };
+        metrics.sessions.get_or_create(&labels).inc();
+        let _active = ActiveGauge::new(metrics.sessions_active.get_or_create(&labels).clone());
         let n = self.connections.fetch_add(1, Ordering::Relaxed);
-        let services = &self.services;
         let tls_ready = services.tls.is_some();
         let transport = match mode {
             TlsMode::Implicit => {
@@ -151,10 +303,14 @@ impl Pop3SessionManager {
                 match handshake.await {
                     Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
                     Ok(Err(e)) => {
+                        metrics.tls_handshake_failures.inc();
                         tracing::info!(target: "pop3::security", event = "tls_failed", peer = %peer, reason = %e);
                         return End::TlsFailed;
                     }
-                    Err(_) => return End::TlsFailed,
+                    Err(_) => {
+                        metrics.tls_handshake_failures.inc();
+                        return End::TlsFailed;
+                    }
                 }
             }
             TlsMode::None | TlsMode::Starttls => Transport::Plain(stream),
@@ -165,27 +321,69 @@ impl Pop3SessionManager {
             stls_available: mode == TlsMode::Starttls
                 && services.config.server.enable_stls
                 && tls_ready,
-            apop_timestamp: self.apop_timestamp(n),
+            apop_timestamp: self.apop_timestamp(&services, n),
         };
-        tracing::debug!(peer = %peer, tls = mode.as_str(), "session start");
-        let end = Session::new(transport, conn, services.clone()).run().await;
-        tracing::debug!(peer = %peer, ?end, "session end");
-        end
+        let started = std::time::Instant::now();
+        let summary = Session::new(transport, conn, services).run().await;
+        tracing::info!(
+            target: "pop3::session",
+            peer = %peer,
+            listener,
+            tls = mode.as_str(),
+            user = summary.stats.user.as_deref().unwrap_or("-"),
+            retrieved = summary.stats.retrieved,
+            deleted = summary.stats.deleted,
+            bytes = summary.stats.bytes_sent,
+            duration_ms = started.elapsed().as_millis() as u64,
+            end = ?summary.end,
+            "session end"
+        );
+        summary.end
     }
+}
+
+/// Decrements the active-sessions gauge however the session ends.
+struct ActiveGauge(prometheus_client::metrics::gauge::Gauge);
+
+impl ActiveGauge {
+    fn new(g: prometheus_client::metrics::gauge::Gauge) -> Self {
+        g.inc();
+        ActiveGauge(g)
+    }
+}
+
+impl Drop for ActiveGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn backends(config: &Pop3Config) -> Result<(Arc<dyn UserDb>, Arc<dyn MailStore>), ServerError> {
+    let users = PasswdFile::open(&config.auth.passwd_file)?;
+    for w in &users.table().warnings {
+        tracing::warn!(file = %config.auth.passwd_file.display(), "{w}");
+    }
+    let store: Arc<dyn MailStore> = match config.storage.backend {
+        StorageBackend::Maildir => Arc::new(MaildirStore::from_config(config)),
+    };
+    Ok((Arc::new(users), store))
 }
 
 /// Bound listeners, ready to accept.
 pub struct Server {
     manager: Arc<Pop3SessionManager>,
     listeners: Vec<(TcpListener, TlsMode)>,
+    http: Option<TcpListener>,
 }
 
 impl Server {
-    /// Bind every `[[listener]]` of the manager's configuration.
+    /// Bind every `[[listener]]` of the manager's configuration, and the
+    /// `[metrics]` listener when configured.
     pub async fn bind(manager: Arc<Pop3SessionManager>) -> Result<Server, ServerError> {
+        let services = manager.services();
         let mut listeners = Vec::new();
-        for l in &manager.services.config.listeners {
-            if l.tls != TlsMode::None && manager.services.tls.is_none() {
+        for l in &services.config.listeners {
+            if l.tls != TlsMode::None && services.tls.is_none() {
                 return Err(ServerError::NoTls(l.tls.as_str()));
             }
             let listener = TcpListener::bind(l.bind)
@@ -196,7 +394,25 @@ impl Server {
                 })?;
             listeners.push((listener, l.tls));
         }
-        Ok(Server { manager, listeners })
+        let http = match &services.config.metrics {
+            Some(m) => {
+                Some(
+                    TcpListener::bind(m.bind)
+                        .await
+                        .map_err(|source| ServerError::Bind {
+                            addr: m.bind,
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        manager.listeners_bound.store(true, Ordering::Release);
+        Ok(Server {
+            manager,
+            listeners,
+            http,
+        })
     }
 
     /// The bound addresses (port 0 resolved) with their TLS modes.
@@ -207,13 +423,32 @@ impl Server {
             .collect()
     }
 
-    /// Accept until `shutdown` fires, then wait up to `drain` for sessions.
-    pub async fn run(self, shutdown: CancellationToken, drain: Duration) {
+    /// The bound address of the metrics listener.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Accept until the manager shuts down, then give sessions up to
+    /// `server.shutdown_timeout` to finish.
+    pub async fn run(self) {
+        let shutdown = self.manager.shutdown_token();
         let tracker = TaskTracker::new();
-        for (listener, mode) in self.listeners {
-            if let Ok(addr) = listener.local_addr() {
-                tracing::info!(%addr, tls = mode.as_str(), "listening");
+        if let Some(http) = self.http {
+            if let Ok(addr) = http.local_addr() {
+                tracing::info!(%addr, "metrics and health listening");
             }
+            tokio::spawn(crate::telemetry::http::serve(
+                http,
+                self.manager.clone(),
+                shutdown.clone(),
+            ));
+        }
+        for (listener, mode) in self.listeners {
+            let Ok(addr) = listener.local_addr() else {
+                continue;
+            };
+            tracing::info!(%addr, tls = mode.as_str(), "listening");
+            let name = addr.to_string();
             let manager = self.manager.clone();
             let shutdown = shutdown.clone();
             let sessions = tracker.clone();
@@ -227,8 +462,9 @@ impl Server {
                         Ok((stream, peer)) => {
                             let _ = stream.set_nodelay(true);
                             let manager = manager.clone();
+                            let name = name.clone();
                             sessions.spawn(async move {
-                                manager.serve(stream, peer, mode).await;
+                                manager.serve_on(stream, peer, mode, &name).await;
                             });
                         }
                         Err(e) => {
@@ -243,8 +479,12 @@ impl Server {
         }
         shutdown.cancelled().await;
         tracker.close();
-        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
-            tracing::info!(
+        let deadline = self.manager.services().config.server.shutdown_timeout;
+        if tokio::time::timeout(deadline, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
                 "shutdown deadline reached; remaining sessions are dropped, nothing deleted"
             );
         }

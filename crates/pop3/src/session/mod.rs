@@ -7,16 +7,17 @@ pub mod lines;
 pub mod transport;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::auth::sasl::{Mechanism, SaslError, Step};
-use crate::op::{self, Connection, Outcome, State};
-use crate::protocol::{self, Reply, RespCode};
+use crate::op::{self, Connection, Outcome, SessionStats, State};
+use crate::protocol::{self, Command, Reply, RespCode};
 use crate::services::Services;
+use crate::store::StoreError;
 use lines::{Line, LineBuffer};
 pub use transport::Transport;
 
@@ -32,6 +33,14 @@ pub enum End {
     Closed,
     IoError,
     TlsFailed,
+    Shutdown,
+}
+
+/// How a session ended and what it did.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub end: End,
+    pub stats: SessionStats,
 }
 
 /// A running session over stream `S`.
@@ -39,9 +48,13 @@ pub struct Session<S> {
     io: Transport<S>,
     input: LineBuffer,
     output: Vec<u8>,
+    /// From the pool; returned when the session ends.
+    read_buf: Vec<u8>,
+    chunk_buf: Vec<u8>,
     state: State,
     conn: Connection,
     services: Arc<Services>,
+    stats: SessionStats,
 }
 
 enum Flow {
@@ -51,19 +64,23 @@ enum Flow {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub fn new(io: Transport<S>, conn: Connection, services: Arc<Services>) -> Self {
-        let capacity = services.config.performance.io_buffer_size;
+        let read_buf = services.buffers.take();
+        let chunk_buf = services.buffers.take();
         Session {
             io,
             input: LineBuffer::default(),
-            output: Vec::with_capacity(capacity),
+            output: Vec::with_capacity(read_buf.len()),
+            read_buf,
+            chunk_buf,
             state: State::default(),
             conn,
             services,
+            stats: SessionStats::default(),
         }
     }
 
     /// Send the greeting and serve commands until the session ends.
-    pub async fn run(mut self) -> End {
+    pub async fn run(mut self) -> Summary {
         let cfg = &self.services.config.server;
         let greeting = match &self.conn.apop_timestamp {
             Some(ts) => format!("{} {ts}", cfg.greeting),
@@ -73,7 +90,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let end = self.serve().await;
         let _ = self.flush().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.io.shutdown()).await;
-        end
+        let services = self.services.clone();
+        services.buffers.give(std::mem::take(&mut self.read_buf));
+        services.buffers.give(std::mem::take(&mut self.chunk_buf));
+        Summary {
+            end,
+            stats: std::mem::take(&mut self.stats),
+        }
     }
 
     fn idle_timeout(&self) -> Duration {
@@ -86,12 +109,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn serve(&mut self) -> End {
         let max_line = self.services.config.protocol.max_line_length;
         let max_batch = self.services.config.protocol.max_pipelined_commands;
-        let mut read_buf = vec![0u8; self.services.config.performance.io_buffer_size];
         loop {
             let mut answered = 0;
             while let Some(line) = self.input.next_line(max_line) {
                 let flow = match line {
                     Line::TooLong => {
+                        self.services.metrics.command("overlong", false);
                         Reply::err("Line too long").encode(&mut self.output);
                         Flow::Continue
                     }
@@ -101,7 +124,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     return end;
                 }
                 answered += 1;
-                let batch_full = answered % max_batch == 0 || self.output.len() >= read_buf.len();
+                let batch_full =
+                    answered % max_batch == 0 || self.output.len() >= self.read_buf.len();
                 if batch_full && self.flush().await.is_err() {
                     return End::IoError;
                 }
@@ -109,17 +133,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if self.flush().await.is_err() {
                 return End::IoError;
             }
-            match self.read(&mut read_buf).await {
-                Ok(0) => return End::ClientClosed,
-                Ok(n) => self.input.extend(&read_buf[..n]),
-                Err(end) => return end,
+            if let Err(end) = self.fill().await {
+                return end;
             }
         }
     }
 
-    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, End> {
-        match tokio::time::timeout(self.idle_timeout(), self.io.read(buf)).await {
-            Ok(Ok(n)) => Ok(n),
+    /// Read more input. Waiting here is "idle": a shutdown or the idle
+    /// timer ends the session (nothing is deleted), a command under way is
+    /// never cut.
+    async fn fill(&mut self) -> Result<(), End> {
+        let timeout = self.idle_timeout();
+        let shutdown = self.services.shutdown.clone();
+        let read = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                Reply::err_code(RespCode::SysTemp, "Server shutting down, try again later").encode(&mut self.output);
+                return Err(End::Shutdown);
+            }
+            r = tokio::time::timeout(timeout, self.io.read(&mut self.read_buf)) => r,
+        };
+        match read {
+            Ok(Ok(0)) => Err(End::ClientClosed),
+            Ok(Ok(n)) => {
+                self.input.extend(&self.read_buf[..n]);
+                Ok(())
+            }
             Ok(Err(_)) => Err(End::IoError),
             Err(_) => {
                 Reply::err("Disconnected for inactivity").encode(&mut self.output);
@@ -138,9 +177,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.io.flush().await
         })
         .await;
+        let n = self.output.len() as u64;
         self.output.clear();
         match result {
-            Ok(r) => r,
+            Ok(Ok(())) => {
+                self.services.metrics.bytes_sent.inc_by(n);
+                self.stats.bytes_sent += n;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "write timed out",
@@ -152,11 +197,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let cmd = match protocol::parse(line, self.services.config.protocol.max_arguments) {
             Ok(cmd) => cmd,
             Err(e) => {
+                self.services.metrics.command("unknown", false);
                 Reply::err(e.to_string()).encode(&mut self.output);
                 return Flow::Continue;
             }
         };
-        let outcome = op::dispatch(cmd, &mut self.state, &self.conn, &self.services).await;
+        let name = cmd.name();
+        let timed = matches!(cmd, Command::Pass(_) | Command::Apop { .. });
+        let started = Instant::now();
+        let outcome = op::dispatch(
+            cmd,
+            &mut self.state,
+            &self.conn,
+            &self.services,
+            &mut self.stats,
+        )
+        .await;
+        if timed {
+            self.services
+                .metrics
+                .login_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        let ok = match &outcome {
+            Outcome::Reply(r)
+            | Outcome::Close(r)
+            | Outcome::Body { status: r, .. }
+            | Outcome::StartTls(r) => r.is_ok(),
+            Outcome::Sasl { .. } => true,
+        };
+        self.services.metrics.command(name, ok);
         self.outcome(outcome).await
     }
 
@@ -174,7 +244,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 status,
                 index,
                 encoder,
-            } => self.body(status, index, encoder).await,
+            } => {
+                let started = Instant::now();
+                let flow = self.body(status, index, encoder).await;
+                self.services
+                    .metrics
+                    .retr_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                flow
+            }
             Outcome::StartTls(r) => self.start_tls(r).await,
             Outcome::Sasl {
                 mechanism,
@@ -196,41 +274,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let mut reader = match t.maildrop.open_message(index).await {
             Ok(r) => r,
             Err(e) => {
+                if !matches!(e, StoreError::MessageGone) {
+                    self.services.metrics.store_errors.inc();
+                }
                 tracing::warn!(user = %t.user.name, "cannot open message {}: {e}", index + 1);
                 op::store_error_reply(&e).encode(&mut self.output);
                 return Flow::Continue;
             }
         };
         status.encode(&mut self.output);
-        let chunk_size = self.services.config.performance.io_buffer_size;
-        let mut chunk = vec![0u8; chunk_size];
-        let mut sent: u64 = 0;
+        let flush_at = self.chunk_buf.len();
         while !encoder.is_done() {
-            let n = match reader.read(&mut chunk).await {
+            let n = match reader.read(&mut self.chunk_buf).await {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) => {
                     // The status line is out: the only honest end is to
                     // close, so the client does not take a truncated body
                     // for a whole one.
+                    self.services.metrics.store_errors.inc();
                     tracing::error!("reading message {} failed mid-stream: {e}", index + 1);
                     return Flow::Stop(End::IoError);
                 }
             };
-            encoder.feed(&chunk[..n], &mut self.output);
-            if self.output.len() >= chunk_size {
-                sent += self.output.len() as u64;
-                if self.flush().await.is_err() {
-                    return Flow::Stop(End::IoError);
-                }
+            encoder.feed(&self.chunk_buf[..n], &mut self.output);
+            if self.output.len() >= flush_at && self.flush().await.is_err() {
+                return Flow::Stop(End::IoError);
             }
         }
         encoder.finish(&mut self.output);
-        sent += self.output.len() as u64;
-        if let State::Transaction(t) = &mut self.state {
-            t.retrieved += 1;
-            t.bytes_sent += sent;
-        }
+        self.stats.retrieved += 1;
         Flow::Continue
     }
 
@@ -263,10 +336,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Flow::Continue
             }
             Ok(Err(e)) => {
+                self.services.metrics.tls_handshake_failures.inc();
                 tracing::info!(target: "pop3::security", event = "tls_failed", peer = %self.conn.peer, reason = %e);
                 Flow::Stop(End::TlsFailed)
             }
-            Err(_) => Flow::Stop(End::TlsFailed),
+            Err(_) => {
+                self.services.metrics.tls_handshake_failures.inc();
+                Flow::Stop(End::TlsFailed)
+            }
         }
     }
 
@@ -277,7 +354,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Some(ir) => mech.step(&ir),
             None => mech.start(),
         };
-        let mut read_buf = vec![0u8; 4096];
         loop {
             match step {
                 Step::Challenge(data) => {
@@ -297,11 +373,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                                 );
                                 return Box::pin(self.outcome(outcome)).await;
                             }
-                            None => match self.read(&mut read_buf).await {
-                                Ok(0) => return Flow::Stop(End::ClientClosed),
-                                Ok(n) => self.input.extend(&read_buf[..n]),
-                                Err(end) => return Flow::Stop(end),
-                            },
+                            None => {
+                                if let Err(end) = self.fill().await {
+                                    return Flow::Stop(end);
+                                }
+                            }
                         }
                     };
                     if line == b"*" {
@@ -318,15 +394,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     authcid,
                     password,
                 } => {
+                    let started = Instant::now();
                     let outcome = op::authenticate::sasl_password(
                         &mut self.state,
                         &self.services,
+                        &mut self.stats,
                         name,
                         authzid,
                         authcid,
                         &password,
                     )
                     .await;
+                    self.services
+                        .metrics
+                        .login_seconds
+                        .observe(started.elapsed().as_secs_f64());
                     return Box::pin(self.outcome(outcome)).await;
                 }
                 Step::Fail(e) => {

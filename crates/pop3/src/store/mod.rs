@@ -36,6 +36,9 @@ pub enum StoreError {
     /// An administrator must act (`[SYS/PERM]`).
     #[error("storage failure: {0}")]
     Permanent(String),
+    /// A delivered message is over the configured size limit.
+    #[error("message larger than the limit of {0} octets")]
+    TooLarge(u64),
 }
 
 impl StoreError {
@@ -67,6 +70,17 @@ pub type MessageReader = Box<dyn AsyncRead + Send + Unpin>;
 pub trait MailStore: Send + Sync {
     /// Lock and snapshot the user's maildrop.
     async fn open(&self, user: &UserRecord) -> Result<Box<dyn Maildrop>, StoreError>;
+
+    /// Store one new message for the user, atomically: it is complete in
+    /// the maildrop or not there at all. Returns its size as POP3 reports it.
+    async fn deliver(
+        &self,
+        user: &UserRecord,
+        message: &mut (dyn AsyncRead + Send + Unpin),
+    ) -> Result<u64, StoreError>;
+
+    /// Whether the store is reachable now (for `/readyz`).
+    async fn health(&self) -> Result<(), String>;
 }
 
 /// A locked snapshot of one maildrop; dropping it releases the lock and

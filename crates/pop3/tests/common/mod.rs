@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pop3::config::{ListenerConfig, Pop3Config, TlsMode};
-use pop3::server::CancellationToken;
 use pop3::{Pop3SessionManager, Server};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -50,12 +49,12 @@ pub struct TestServer {
     pub implicit: SocketAddr,
     pub cert: CertificateDer<'static>,
     pub manager: Arc<Pop3SessionManager>,
-    pub shutdown: CancellationToken,
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        self.shutdown.cancel();
+        self.manager.shutdown();
     }
 }
 
@@ -112,8 +111,8 @@ impl TestServer {
                 .map(|(a, _)| *a)
                 .unwrap_or(any)
         };
-        let shutdown = CancellationToken::new();
-        tokio::spawn(server.run(shutdown.clone(), Duration::from_secs(1)));
+        let metrics = server.metrics_addr();
+        tokio::spawn(server.run());
         TestServer {
             plain: find(TlsMode::None),
             starttls: find(TlsMode::Starttls),
@@ -121,7 +120,7 @@ impl TestServer {
             cert: tc.cert,
             manager,
             dir,
-            shutdown,
+            metrics,
         }
     }
 

@@ -32,8 +32,6 @@ pub enum SaslError {
     Malformed,
     #[error("unexpected client response")]
     OutOfOrder,
-    #[error("authorization identity refused")]
-    AuthzidRefused,
 }
 
 /// A server-side mechanism.

@@ -4,16 +4,22 @@
 //! when a process dies, so a dead session's lock is simply taken over), and
 //! the [`index`] for sizes and UIDLs.
 
+pub mod deliver;
 pub mod index;
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
+use tokio::io::AsyncRead;
 
 use super::{CommitReport, MailStore, Maildrop, MessageInfo, MessageReader, StoreError};
 use crate::auth::UserRecord;
+use crate::config::Pop3Config;
 use crate::protocol::SizeCounter;
 use index::{DOVECOT_UIDLIST, INDEX_FILE, Index};
 
@@ -21,16 +27,50 @@ pub const LOCK_FILE: &str = "pop3d.lock";
 const SUBDIRS: [&str; 2] = ["new", "cur"];
 
 /// Maildirs found by expanding a path template per user.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct MaildirStore {
     template: String,
+    cache: Option<Arc<ListingCache>>,
+    /// Used in the unique names of delivered files.
+    hostname: String,
+    max_message_size: u64,
 }
 
 impl MaildirStore {
+    /// A store without a listing cache.
     pub fn new(template: impl Into<String>) -> Self {
         MaildirStore {
             template: template.into(),
+            cache: None,
+            hostname: "localhost".into(),
+            max_message_size: 0,
         }
+    }
+
+    /// The store `[storage]`, `[server]` and `[performance]` describe.
+    pub fn from_config(config: &Pop3Config) -> Self {
+        let p = &config.performance;
+        MaildirStore {
+            template: config.storage.maildir.clone(),
+            cache: p
+                .enable_response_caching
+                .then(|| Arc::new(ListingCache::new(p.cache_ttl, p.max_cached_responses))),
+            hostname: config.server.hostname.clone(),
+            max_message_size: config.server.max_message_size,
+        }
+    }
+
+    /// Keep listings between sessions (see [`ListingCache`]).
+    pub fn with_cache(mut self, ttl: Duration, max_entries: usize) -> Self {
+        self.cache = Some(Arc::new(ListingCache::new(ttl, max_entries)));
+        self
+    }
+
+    /// Listings served from the cache so far (tests and benchmarks).
+    pub fn cache_hits(&self) -> u64 {
+        self.cache
+            .as_ref()
+            .map_or(0, |c| c.hits.load(Ordering::Relaxed))
     }
 
     /// The Maildir of this user.
@@ -92,10 +132,110 @@ fn expand(template: &str, user: &UserRecord) -> Result<String, StoreError> {
 impl MailStore for MaildirStore {
     async fn open(&self, user: &UserRecord) -> Result<Box<dyn Maildrop>, StoreError> {
         let dir = self.path_for(user)?;
-        let drop = tokio::task::spawn_blocking(move || open_blocking(&dir))
+        let cache = self.cache.clone();
+        let drop = tokio::task::spawn_blocking(move || open_blocking(&dir, cache.as_deref()))
             .await
             .map_err(|e| StoreError::Temporary(format!("maildir task failed: {e}")))??;
         Ok(Box::new(drop))
+    }
+
+    async fn deliver(
+        &self,
+        user: &UserRecord,
+        message: &mut (dyn AsyncRead + Send + Unpin),
+    ) -> Result<u64, StoreError> {
+        let dir = self.path_for(user)?;
+        deliver::deliver(&dir, &self.hostname, self.max_message_size, message).await
+    }
+
+    /// The fixed part of the template (before the first escape) must be a
+    /// directory; a template that starts with `%h` has none to check.
+    async fn health(&self) -> Result<(), String> {
+        let fixed = self.template.split('%').next().unwrap_or("");
+        if fixed.is_empty() {
+            return Ok(());
+        }
+        let root = if fixed.ends_with('/') {
+            Path::new(fixed)
+        } else {
+            Path::new(fixed).parent().unwrap_or(Path::new("/"))
+        };
+        match tokio::fs::metadata(root).await {
+            Ok(md) if md.is_dir() => Ok(()),
+            Ok(_) => Err(format!("mail root {} is not a directory", root.display())),
+            Err(e) => Err(format!("mail root {}: {e}", root.display())),
+        }
+    }
+}
+
+/// Listings (names, sizes, UIDLs) kept between sessions, keyed by Maildir.
+/// An entry is used only while `new/` and `cur/` keep the modification
+/// times they had when it was made, and only if that scan ran at least
+/// [`SETTLE`] after the last change: file systems stamp times from a coarse
+/// clock, so two changes within one tick would otherwise look like one.
+#[derive(Debug)]
+pub struct ListingCache {
+    ttl: Duration,
+    max_entries: usize,
+    entries: Mutex<HashMap<PathBuf, Arc<Listing>>>,
+    hits: AtomicU64,
+}
+
+/// How long a directory must have been quiet before its scan is cached.
+pub const SETTLE: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
+struct Listing {
+    stamps: [SystemTime; 2],
+    made: Instant,
+    messages: Arc<Vec<Message>>,
+    infos: Arc<Vec<MessageInfo>>,
+}
+
+impl ListingCache {
+    pub fn new(ttl: Duration, max_entries: usize) -> Self {
+        ListingCache {
+            ttl,
+            max_entries,
+            entries: Mutex::new(HashMap::new()),
+            hits: AtomicU64::new(0),
+        }
+    }
+
+    fn get(&self, dir: &Path, stamps: [SystemTime; 2]) -> Option<Arc<Listing>> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let hit = entries
+            .get(dir)
+            .filter(|l| l.stamps == stamps && l.made.elapsed() < self.ttl)
+            .cloned();
+        if hit.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        hit
+    }
+
+    fn put(&self, dir: &Path, listing: Listing, scanned_at: SystemTime) {
+        let settled = listing
+            .stamps
+            .iter()
+            .all(|t| scanned_at.duration_since(*t).is_ok_and(|d| d >= SETTLE));
+        if !settled || self.max_entries == 0 {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= self.max_entries && !entries.contains_key(dir) {
+            let ttl = self.ttl;
+            entries.retain(|_, l| l.made.elapsed() < ttl);
+            if entries.len() >= self.max_entries
+                && let Some(oldest) = entries
+                    .iter()
+                    .min_by_key(|(_, l)| l.made)
+                    .map(|(k, _)| k.clone())
+            {
+                entries.remove(&oldest);
+            }
+        }
+        entries.insert(dir.to_owned(), Arc::new(listing));
     }
 }
 
@@ -112,8 +252,8 @@ struct Message {
 #[derive(Debug)]
 pub struct MaildirDrop {
     dir: PathBuf,
-    messages: Vec<Message>,
-    infos: Vec<MessageInfo>,
+    messages: Arc<Vec<Message>>,
+    infos: Arc<Vec<MessageInfo>>,
     /// Held for the life of the session; closing it releases the flock.
     _lock: File,
 }
@@ -205,12 +345,63 @@ fn load_index(dir: &Path) -> Index {
     Index::new(validity.max(1))
 }
 
-fn open_blocking(dir: &Path) -> Result<MaildirDrop, StoreError> {
+fn stamps(dir: &Path) -> Result<[SystemTime; 2], StoreError> {
+    let stamp = |sub: &str| {
+        let p = dir.join(sub);
+        std::fs::metadata(&p)
+            .and_then(|m| m.modified())
+            .map_err(|e| io(&p, e))
+    };
+    Ok([stamp("new")?, stamp("cur")?])
+}
+
+fn open_blocking(dir: &Path, cache: Option<&ListingCache>) -> Result<MaildirDrop, StoreError> {
     for sub in ["cur", "new", "tmp"] {
         let p = dir.join(sub);
         std::fs::create_dir_all(&p).map_err(|e| io(&p, e))?;
     }
     let lock = lock(dir)?;
+    let Some(cache) = cache else {
+        let (messages, infos) = scan_and_index(dir)?;
+        return Ok(MaildirDrop {
+            dir: dir.to_owned(),
+            messages: Arc::new(messages),
+            infos: Arc::new(infos),
+            _lock: lock,
+        });
+    };
+    let before = stamps(dir)?;
+    if let Some(hit) = cache.get(dir, before) {
+        return Ok(MaildirDrop {
+            dir: dir.to_owned(),
+            messages: hit.messages.clone(),
+            infos: hit.infos.clone(),
+            _lock: lock,
+        });
+    }
+    let scanned_at = SystemTime::now();
+    let (messages, infos) = scan_and_index(dir)?;
+    let (messages, infos) = (Arc::new(messages), Arc::new(infos));
+    // Cache only what nobody changed while we scanned.
+    if stamps(dir)? == before {
+        let listing = Listing {
+            stamps: before,
+            made: Instant::now(),
+            messages: messages.clone(),
+            infos: infos.clone(),
+        };
+        cache.put(dir, listing, scanned_at);
+    }
+    Ok(MaildirDrop {
+        dir: dir.to_owned(),
+        messages,
+        infos,
+        _lock: lock,
+    })
+}
+
+/// Read the directory and the index; give new messages UIDs and sizes.
+fn scan_and_index(dir: &Path) -> Result<(Vec<Message>, Vec<MessageInfo>), StoreError> {
     let files = scan(dir)?;
     let mut index = load_index(dir);
     let mut changed = false;
@@ -288,12 +479,7 @@ fn open_blocking(dir: &Path) -> Result<MaildirDrop, StoreError> {
         return Err(io(&dir.join(INDEX_FILE), e));
     }
     let infos = messages.iter().map(|m| m.info.clone()).collect();
-    Ok(MaildirDrop {
-        dir: dir.to_owned(),
-        messages,
-        infos,
-        _lock: lock,
-    })
+    Ok((messages, infos))
 }
 
 impl MaildirDrop {

@@ -1,0 +1,162 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! Delivery into a Maildir (the protocol of maildir(5)): write the message
+//! under `tmp/`, fsync, then rename it into `new/` with its sizes in the
+//! name (`,S=` octets on disk, `,W=` octets as POP3 sends them). A failure
+//! at any step removes the temporary file, so a reader never sees a partial
+//! message.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use crate::protocol::SizeCounter;
+use crate::store::StoreError;
+
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+fn unique_name(hostname: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let host: String = hostname
+        .chars()
+        .map(|c| {
+            if c == '/' || c == ':' || c == ',' {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    format!(
+        "{}.M{}P{}Q{}.{host}",
+        now.as_secs(),
+        now.subsec_micros(),
+        std::process::id(),
+        SEQUENCE.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn io(context: &Path, e: std::io::Error) -> StoreError {
+    StoreError::from_io(&context.display().to_string(), &e)
+}
+
+/// Deliver `message` into the Maildir at `dir`; returns the POP3 size.
+/// `max_size` (octets on disk, 0 for none) refuses larger messages with
+/// [`StoreError::Permanent`].
+pub async fn deliver(
+    dir: &Path,
+    hostname: &str,
+    max_size: u64,
+    message: &mut (dyn AsyncRead + Send + Unpin),
+) -> Result<u64, StoreError> {
+    for sub in ["tmp", "new", "cur"] {
+        let p = dir.join(sub);
+        tokio::fs::create_dir_all(&p).await.map_err(|e| io(&p, e))?;
+    }
+    let name = unique_name(hostname);
+    let tmp = dir.join("tmp").join(&name);
+    match write_tmp(&tmp, max_size, message).await {
+        Ok((octets, pop3_size)) => {
+            let target: PathBuf = dir
+                .join("new")
+                .join(format!("{name},S={octets},W={pop3_size}"));
+            match tokio::fs::rename(&tmp, &target).await {
+                Ok(()) => {
+                    // Make the rename itself durable.
+                    if let Ok(d) = tokio::fs::File::open(dir.join("new")).await {
+                        let _ = d.sync_all().await;
+                    }
+                    Ok(pop3_size)
+                }
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&tmp).await;
+                    Err(io(&target, e))
+                }
+            }
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            Err(e)
+        }
+    }
+}
+
+async fn write_tmp(
+    tmp: &Path,
+    max_size: u64,
+    message: &mut (dyn AsyncRead + Send + Unpin),
+) -> Result<(u64, u64), StoreError> {
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(tmp)
+        .await
+        .map_err(|e| io(tmp, e))?;
+    let mut counter = SizeCounter::default();
+    let mut octets = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = message
+            .read(&mut buf)
+            .await
+            .map_err(|e| StoreError::Temporary(format!("reading the message: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        octets += n as u64;
+        if max_size > 0 && octets > max_size {
+            return Err(StoreError::TooLarge(max_size));
+        }
+        counter.feed(&buf[..n]);
+        file.write_all(&buf[..n]).await.map_err(|e| io(tmp, e))?;
+    }
+    file.sync_all().await.map_err(|e| io(tmp, e))?;
+    Ok((octets, counter.size()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn delivers_atomically_with_sizes_in_the_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let md = dir.path().join("Maildir");
+        let mut msg: &[u8] = b"Subject: x\n\nbody\n";
+        let size = deliver(&md, "mx.example", 0, &mut msg).await.unwrap();
+        assert_eq!(size, 20);
+        let names: Vec<String> = std::fs::read_dir(md.join("new"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 1);
+        assert!(names[0].ends_with(".mx.example,S=17,W=20"), "{}", names[0]);
+        assert_eq!(std::fs::read_dir(md.join("tmp")).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn too_large_or_failing_input_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let md = dir.path().join("Maildir");
+        let mut big: &[u8] = &[b'x'; 1000];
+        let e = deliver(&md, "h", 100, &mut big).await.unwrap_err();
+        assert!(matches!(e, StoreError::TooLarge(100)));
+        struct Broken;
+        impl AsyncRead for Broken {
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                _: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::task::Poll::Ready(Err(std::io::Error::other("pipe broke")))
+            }
+        }
+        let e = deliver(&md, "h", 0, &mut Broken).await.unwrap_err();
+        assert!(matches!(e, StoreError::Temporary(_)));
+        for sub in ["tmp", "new", "cur"] {
+            assert_eq!(std::fs::read_dir(md.join(sub)).unwrap().count(), 0, "{sub}");
+        }
+    }
+}

@@ -1,0 +1,184 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! Prometheus metrics in an explicit registry (no process-global recorder,
+//! so one process can run several servers).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: String,
+    pub tls: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoginLabels {
+    pub mechanism: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    pub command: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+/// Every metric the server exports.
+pub struct Metrics {
+    registry: Registry,
+    pub sessions_active: Family<ListenerLabels, Gauge>,
+    pub sessions: Family<ListenerLabels, Counter>,
+    pub logins: Family<LoginLabels, Counter>,
+    pub commands: Family<CommandLabels, Counter>,
+    pub bytes_sent: Counter,
+    pub retr_seconds: Histogram,
+    pub login_seconds: Histogram,
+    pub lock_conflicts: Counter,
+    pub connections_refused: Family<ReasonLabels, Counter>,
+    pub store_errors: Counter,
+    pub userdb_errors: Counter,
+    pub tls_handshake_failures: Counter,
+    pub reloads: Family<ResultLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let buckets = || exponential_buckets(0.0001, 4.0, 12);
+        let mut m = Metrics {
+            registry: Registry::with_prefix("pop3"),
+            sessions_active: Family::default(),
+            sessions: Family::default(),
+            logins: Family::default(),
+            commands: Family::default(),
+            bytes_sent: Counter::default(),
+            retr_seconds: Histogram::new(buckets()),
+            login_seconds: Histogram::new(buckets()),
+            lock_conflicts: Counter::default(),
+            connections_refused: Family::default(),
+            store_errors: Counter::default(),
+            userdb_errors: Counter::default(),
+            tls_handshake_failures: Counter::default(),
+            reloads: Family::default(),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "sessions_active",
+            "Sessions open now",
+            m.sessions_active.clone(),
+        );
+        r.register("sessions", "Sessions started", m.sessions.clone());
+        r.register(
+            "logins",
+            "Login attempts by mechanism and result",
+            m.logins.clone(),
+        );
+        r.register(
+            "commands",
+            "Commands by name and result",
+            m.commands.clone(),
+        );
+        r.register(
+            "sent_bytes",
+            "Octets written to clients",
+            m.bytes_sent.clone(),
+        );
+        r.register(
+            "retr_duration_seconds",
+            "Time to stream one RETR or TOP reply",
+            m.retr_seconds.clone(),
+        );
+        r.register(
+            "login_duration_seconds",
+            "Time to check credentials and open the maildrop",
+            m.login_seconds.clone(),
+        );
+        r.register(
+            "lock_conflicts",
+            "Logins refused with [IN-USE]",
+            m.lock_conflicts.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections refused before the greeting, by reason",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "store_errors",
+            "Mail store failures",
+            m.store_errors.clone(),
+        );
+        r.register(
+            "userdb_errors",
+            "User database failures",
+            m.userdb_errors.clone(),
+        );
+        r.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed (implicit or STLS)",
+            m.tls_handshake_failures.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Configuration reloads by result",
+            m.reloads.clone(),
+        );
+        m
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn command(&self, command: &'static str, ok: bool) {
+        self.commands
+            .get_or_create(&CommandLabels {
+                command,
+                result: if ok { "ok" } else { "err" },
+            })
+            .inc();
+    }
+
+    pub fn login(&self, mechanism: &'static str, ok: bool) {
+        self.logins
+            .get_or_create(&LoginLabels {
+                mechanism,
+                result: if ok { "ok" } else { "fail" },
+            })
+            .inc();
+    }
+
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub fn refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+}
