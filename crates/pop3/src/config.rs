@@ -777,11 +777,9 @@ allow_plaintext = true
 
     #[test]
     fn inert_keys_warn() {
-        let w = load("[performance]\ncache_ttl = \"1m\"\n")
-            .unwrap()
-            .warnings;
+        let w = load("[security]\nauth_window = \"1m\"\n").unwrap().warnings;
         assert_eq!(w.len(), 1);
-        assert!(w[0].contains("performance.cache_ttl"));
+        assert!(w[0].contains("security.auth_window"));
         assert!(load("").unwrap().warnings.is_empty());
     }
 
