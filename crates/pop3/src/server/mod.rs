@@ -392,6 +392,9 @@ impl Server {
                     addr: l.bind,
                     source,
                 })?;
+            if let Ok(addr) = listener.local_addr() {
+                manager.metrics.listener(&addr.to_string(), l.tls.as_str());
+            }
             listeners.push((listener, l.tls));
         }
         let http = match &services.config.metrics {

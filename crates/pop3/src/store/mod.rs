@@ -4,6 +4,7 @@
 //! commits deletions in the UPDATE state (RFC 1939 §6).
 
 pub mod maildir;
+pub mod memory;
 
 use async_trait::async_trait;
 use tokio::io::AsyncRead;
@@ -11,6 +12,7 @@ use tokio::io::AsyncRead;
 use crate::auth::UserRecord;
 
 pub use maildir::MaildirStore;
+pub use memory::MemoryStore;
 
 /// What STAT, LIST and UIDL need of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]

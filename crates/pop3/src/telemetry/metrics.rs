@@ -37,6 +37,12 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// Command names as counted: the keywords, plus lines that are no command.
+const COMMANDS: &[&str] = &[
+    "USER", "PASS", "APOP", "AUTH", "QUIT", "STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "TOP",
+    "UIDL", "CAPA", "STLS", "UTF8", "unknown", "overlong",
+];
+
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
@@ -142,7 +148,36 @@ impl Metrics {
             "Configuration reloads by result",
             m.reloads.clone(),
         );
+        // Series that exist from the start read 0 instead of being absent,
+        // so rate() and alerts work from the first event.
+        for mechanism in ["USER", "APOP", "PLAIN", "LOGIN"] {
+            for result in ["ok", "fail"] {
+                m.logins.get_or_create(&LoginLabels { mechanism, result });
+            }
+        }
+        for command in COMMANDS {
+            for result in ["ok", "err"] {
+                m.commands.get_or_create(&CommandLabels { command, result });
+            }
+        }
+        for reason in ["max_concurrent_sessions", "max_connections_per_ip"] {
+            m.connections_refused
+                .get_or_create(&ReasonLabels { reason });
+        }
+        for result in ["ok", "failed"] {
+            m.reloads.get_or_create(&ResultLabels { result });
+        }
         m
+    }
+
+    /// Make a listener's session series exist before its first session.
+    pub fn listener(&self, listener: &str, tls: &'static str) {
+        let labels = ListenerLabels {
+            listener: listener.to_owned(),
+            tls,
+        };
+        self.sessions.get_or_create(&labels);
+        self.sessions_active.get_or_create(&labels);
     }
 
     /// The Prometheus text exposition.
@@ -180,5 +215,31 @@ impl Metrics {
         self.connections_refused
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_described_before_any_sample() {
+        let m = Metrics::new();
+        m.listener("127.0.0.1:110", "starttls");
+        let text = m.encode();
+        for name in [
+            "pop3_sessions_active",
+            "pop3_sessions",
+            "pop3_logins",
+            "pop3_commands",
+            "pop3_connections_refused",
+            "pop3_config_reloads",
+            "pop3_retr_duration_seconds",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} in\n{text}"
+            );
+        }
     }
 }

@@ -1,0 +1,325 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! Operating the server: metrics, health, reload, graceful shutdown and
+//! embedding with a host's own store and users.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::*;
+use pop3::Pop3SessionManager;
+use pop3::auth::{StoredSecret, UserDb, UserDbError, UserRecord};
+use pop3::config::{MetricsConfig, Pop3Config, TlsMode};
+use pop3::store::MemoryStore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = raw[9..12].parse().unwrap();
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+async fn with_metrics(tweak: impl FnOnce(&mut Pop3Config)) -> TestServer {
+    TestServer::start_with(|c| {
+        c.metrics = Some(MetricsConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+        });
+        tweak(c);
+    })
+    .await
+}
+
+/// The value of one sample line, e.g. `pop3_logins_total{mechanism="USER",result="ok"}`.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no sample {series} in\n{metrics}"))
+}
+
+#[tokio::test]
+async fn metrics_count_what_happens() {
+    let srv = with_metrics(|_| {}).await;
+    srv.deliver("alice", 1, b"Subject: m\n\nbody\n");
+    let addr = srv.metrics.unwrap();
+    let mut c = srv.connect().await;
+    c.cmd("USER alice").await;
+    c.cmd("PASS wrong").await;
+    c.cmd("USER alice").await;
+    c.cmd("PASS secret").await;
+    c.multi("RETR 1").await;
+    c.cmd("BOGUS").await;
+    let mut other = srv.connect().await;
+    other.cmd("USER alice").await;
+    assert!(other.cmd("PASS secret").await.starts_with("-ERR [IN-USE]"));
+    let (status, m) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    let plain = format!("listener=\"{}\",tls=\"none\"", srv.plain);
+    assert_eq!(sample(&m, &format!("pop3_sessions_active{{{plain}}}")), 2.0);
+    assert_eq!(sample(&m, &format!("pop3_sessions_total{{{plain}}}")), 2.0);
+    assert_eq!(
+        sample(&m, "pop3_logins_total{mechanism=\"USER\",result=\"ok\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "pop3_logins_total{mechanism=\"USER\",result=\"fail\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "pop3_commands_total{command=\"RETR\",result=\"ok\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "pop3_commands_total{command=\"unknown\",result=\"err\"}"
+        ),
+        1.0
+    );
+    assert_eq!(sample(&m, "pop3_lock_conflicts_total"), 1.0);
+    assert_eq!(sample(&m, "pop3_retr_duration_seconds_count"), 1.0);
+    assert!(sample(&m, "pop3_login_duration_seconds_count") >= 3.0);
+    assert!(sample(&m, "pop3_sent_bytes_total") > 100.0);
+    c.cmd("QUIT").await;
+    c.until_closed().await;
+    drop(other);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, m) = http_get(addr, "/metrics").await;
+    assert_eq!(sample(&m, &format!("pop3_sessions_active{{{plain}}}")), 0.0);
+}
+
+#[tokio::test]
+async fn grafana_dashboard_plots_only_exported_metrics() {
+    let srv = with_metrics(|_| {}).await;
+    let (_, exported) = http_get(srv.metrics.unwrap(), "/metrics").await;
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../contrib/grafana-pop3d.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut exprs = Vec::new();
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    if k == "expr" {
+                        out.push(v.as_str().unwrap_or_default().to_owned());
+                    }
+                    walk(v, out);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    walk(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 8, "the dashboard plots something: {exprs:?}");
+    let mut names = Vec::new();
+    for e in &exprs {
+        let mut rest = e.as_str();
+        while let Some(i) = rest.find("pop3_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            names.push(tail[..end].to_owned());
+            rest = &tail[end..];
+        }
+    }
+    for name in names {
+        let family = ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(&name);
+        assert!(
+            exported.contains(&format!("# TYPE {family} ")),
+            "dashboard plots {name}, which /metrics does not export"
+        );
+    }
+}
+
+#[tokio::test]
+async fn health_and_readiness_say_why() {
+    let srv = with_metrics(|_| {}).await;
+    let addr = srv.metrics.unwrap();
+    assert_eq!(http_get(addr, "/healthz").await, (200, "ok\n".into()));
+    assert_eq!(http_get(addr, "/readyz").await, (200, "ready\n".into()));
+    assert_eq!(http_get(addr, "/nope").await.0, 404);
+    // The passwd file disappears: not ready, with the reason.
+    std::fs::rename(
+        srv.dir.path().join("passwd"),
+        srv.dir.path().join("passwd.gone"),
+    )
+    .unwrap();
+    let (status, body) = http_get(addr, "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("user database") && body.contains("passwd"),
+        "{body}"
+    );
+
+    // A mail root that does not exist.
+    let srv = with_metrics(|c| c.storage.maildir = "/nonexistent-mail-root/%d/%n".into()).await;
+    let (status, body) = http_get(srv.metrics.unwrap(), "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("mail store: mail root /nonexistent-mail-root/"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_sessions_and_deletes_nothing() {
+    let srv = TestServer::start().await;
+    srv.deliver("alice", 1, b"Subject: a\n\n1\n");
+    srv.deliver("alice", 2, b"Subject: b\n\n2\n");
+    let mut c = srv.login("alice", "secret").await;
+    assert!(c.cmd("DELE 1").await.starts_with("+OK"));
+    let mut waiting = srv.connect().await;
+    srv.manager.shutdown();
+    assert_eq!(
+        c.until_closed().await,
+        b"-ERR [SYS/TEMP] Server shutting down, try again later\r\n"
+    );
+    assert_eq!(
+        waiting.until_closed().await,
+        b"-ERR [SYS/TEMP] Server shutting down, try again later\r\n"
+    );
+    assert_eq!(
+        std::fs::read_dir(srv.maildir("alice").join("new"))
+            .unwrap()
+            .count(),
+        2
+    );
+    // The listener stopped accepting.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let refused = tokio::net::TcpStream::connect(srv.plain).await;
+    assert!(refused.is_err(), "listener still open after shutdown");
+}
+
+#[tokio::test]
+async fn reload_applies_to_new_sessions_only() {
+    let srv = TestServer::start().await;
+    srv.deliver("alice", 1, b"Subject: a\n\n1\n");
+    let mut old = srv.login("alice", "secret").await;
+    let mut config = (*srv.manager.services().config).clone();
+    config.server.greeting = "reloaded".into();
+    let passwd2 = srv.dir.path().join("passwd2");
+    std::fs::write(
+        &passwd2,
+        format!("zed:{{PLAIN}}z::::{}/zed\n", srv.dir.path().display()),
+    )
+    .unwrap();
+    config.auth.passwd_file = passwd2;
+    srv.manager.reload(config.clone()).unwrap();
+    // The running session goes on with what it had.
+    assert!(old.cmd("STAT").await.starts_with("+OK 1 "));
+    assert_eq!(old.multi("RETR 1").await.1, b"Subject: a\r\n\r\n1\r\n.\r\n");
+    let mut new = srv.connect().await;
+    assert_eq!(new.greeting, "+OK reloaded\r\n");
+    new.cmd("USER zed").await;
+    assert!(new.cmd("PASS z").await.starts_with("+OK zed's maildrop"));
+    // A broken configuration is refused and the last good one stays.
+    config.auth.passwd_file = srv.dir.path().join("missing");
+    config.server.greeting = "broken".into();
+    assert!(srv.manager.reload(config).is_err());
+    assert_eq!(srv.connect().await.greeting, "+OK reloaded\r\n");
+}
+
+struct HostUsers(HashMap<String, Arc<UserRecord>>);
+
+#[async_trait]
+impl UserDb for HostUsers {
+    async fn lookup(&self, name: &str) -> Result<Option<Arc<UserRecord>>, UserDbError> {
+        Ok(self.0.get(name).cloned())
+    }
+    async fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn embedding_with_a_host_store_and_user_database() {
+    let carol = UserRecord {
+        name: "carol".into(),
+        secret: Some(StoredSecret::parse("{PLAIN}wonderland").unwrap()),
+        uid: None,
+        gid: None,
+        home: None,
+        extra: String::new(),
+    };
+    let users = HostUsers(HashMap::from([("carol".to_owned(), Arc::new(carol))]));
+    let store = MemoryStore::new();
+    store.add("carol", "Subject: one\r\n\r\nfirst\r\n");
+    store.add("carol", "Subject: two\n\nsecond\n");
+    let manager = Arc::new(
+        Pop3SessionManager::new(
+            Pop3Config::default(),
+            Arc::new(users),
+            Arc::new(store.clone()),
+        )
+        .unwrap()
+        .with_security_config(pop3::config::SecurityConfig {
+            max_auth_attempts: 1,
+            ..Default::default()
+        }),
+    );
+    let peer: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+    let serve = |m: Arc<Pop3SessionManager>| {
+        let (client, server) = tokio::io::duplex(8192);
+        tokio::spawn(async move { m.serve(server, peer, TlsMode::None).await });
+        client
+    };
+    let mut c = Client::over(serve(manager.clone())).await;
+    c.cmd("USER carol").await;
+    assert!(
+        c.cmd("PASS wonderland")
+            .await
+            .starts_with("+OK carol's maildrop has 2 messages")
+    );
+    assert_eq!(lines(&c.multi("UIDL").await.1), vec!["1 mem1", "2 mem2"]);
+    assert_eq!(
+        c.multi("RETR 2").await.1,
+        b"Subject: two\r\n\r\nsecond\r\n.\r\n"
+    );
+    // One session per maildrop here too.
+    let mut second = Client::over(serve(manager.clone())).await;
+    second.cmd("USER carol").await;
+    assert!(
+        second
+            .cmd("PASS wonderland")
+            .await
+            .starts_with("-ERR [IN-USE]")
+    );
+    c.cmd("DELE 1").await;
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
+    assert_eq!(store.count("carol"), 1);
+    // with_security_config took effect: one failure closes the session.
+    let mut c = Client::over(serve(manager)).await;
+    c.cmd("USER carol").await;
+    assert_eq!(
+        c.cmd("PASS nope").await,
+        "-ERR [AUTH] Too many authentication failures\r\n"
+    );
+}
