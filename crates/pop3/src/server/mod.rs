@@ -358,7 +358,10 @@ impl Drop for ActiveGauge {
     }
 }
 
-fn backends(config: &Pop3Config) -> Result<(Arc<dyn UserDb>, Arc<dyn MailStore>), ServerError> {
+/// The user database and store a configuration names.
+type Backends = (Arc<dyn UserDb>, Arc<dyn MailStore>);
+
+fn backends(config: &Pop3Config) -> Result<Backends, ServerError> {
     let users = PasswdFile::open(&config.auth.passwd_file)?;
     for w in &users.table().warnings {
         tracing::warn!(file = %config.auth.passwd_file.display(), "{w}");

@@ -152,20 +152,21 @@ impl Metrics {
         // so rate() and alerts work from the first event.
         for mechanism in ["USER", "APOP", "PLAIN", "LOGIN"] {
             for result in ["ok", "fail"] {
-                m.logins.get_or_create(&LoginLabels { mechanism, result });
+                let _ = m.logins.get_or_create(&LoginLabels { mechanism, result });
             }
         }
         for command in COMMANDS {
             for result in ["ok", "err"] {
-                m.commands.get_or_create(&CommandLabels { command, result });
+                let _ = m.commands.get_or_create(&CommandLabels { command, result });
             }
         }
         for reason in ["max_concurrent_sessions", "max_connections_per_ip"] {
-            m.connections_refused
+            let _ = m
+                .connections_refused
                 .get_or_create(&ReasonLabels { reason });
         }
         for result in ["ok", "failed"] {
-            m.reloads.get_or_create(&ResultLabels { result });
+            let _ = m.reloads.get_or_create(&ResultLabels { result });
         }
         m
     }
@@ -176,8 +177,8 @@ impl Metrics {
             listener: listener.to_owned(),
             tls,
         };
-        self.sessions.get_or_create(&labels);
-        self.sessions_active.get_or_create(&labels);
+        let _ = self.sessions.get_or_create(&labels);
+        let _ = self.sessions_active.get_or_create(&labels);
     }
 
     /// The Prometheus text exposition.

@@ -592,3 +592,91 @@ mod tests {
         assert_eq!(size_from_name("1.M2.host:2,W=5"), None);
     }
 }
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    fn user(home: &Path) -> UserRecord {
+        UserRecord {
+            name: "u".into(),
+            secret: None,
+            uid: None,
+            gid: None,
+            home: Some(home.to_owned()),
+            extra: String::new(),
+        }
+    }
+
+    /// Pretend the directories last changed a minute ago, so a scan counts
+    /// as settled.
+    fn age(md: &Path) {
+        let past = SystemTime::now() - Duration::from_secs(60);
+        for sub in ["new", "cur"] {
+            File::open(md.join(sub))
+                .unwrap()
+                .set_modified(past)
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn listing_is_reused_until_the_maildir_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let md = dir.path().join("Maildir");
+        for sub in ["new", "cur", "tmp"] {
+            std::fs::create_dir_all(md.join(sub)).unwrap();
+        }
+        std::fs::write(md.join("new/1.a.host"), b"one\n").unwrap();
+        age(&md);
+        let store = MaildirStore::new("%h/Maildir").with_cache(Duration::from_secs(60), 10);
+        let u = user(dir.path());
+        let first: Vec<MessageInfo> = store.open(&u).await.unwrap().messages().to_vec();
+        assert_eq!(store.cache_hits(), 0);
+        let second: Vec<MessageInfo> = store.open(&u).await.unwrap().messages().to_vec();
+        assert_eq!(store.cache_hits(), 1);
+        assert_eq!(first, second);
+        // A delivery changes new/: the next login sees it, from a fresh scan.
+        let mut msg: &[u8] = b"two\n";
+        store.deliver(&u, &mut msg).await.unwrap();
+        let third = store.open(&u).await.unwrap().messages().to_vec();
+        assert_eq!(store.cache_hits(), 1);
+        assert_eq!(third.len(), 2);
+        // Deletions change it too.
+        let drop = store.open(&u).await.unwrap();
+        assert_eq!(
+            store.cache_hits(),
+            1,
+            "a scan right after a change is not cached"
+        );
+        drop.commit(vec![0]).await.unwrap();
+        assert_eq!(store.open(&u).await.unwrap().messages().len(), 1);
+        // A settled, unchanged Maildir is served from the cache again.
+        age(&md);
+        let _ = store.open(&u).await.unwrap();
+        let _ = store.open(&u).await.unwrap();
+        assert_eq!(store.cache_hits(), 2);
+    }
+
+    #[tokio::test]
+    async fn cache_honours_ttl_and_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MaildirStore::new("%h/%n").with_cache(Duration::ZERO, 10);
+        let mut u = user(dir.path());
+        let _ = store.open(&u).await.unwrap();
+        age(&dir.path().join("u"));
+        let _ = store.open(&u).await.unwrap();
+        let _ = store.open(&u).await.unwrap();
+        assert_eq!(store.cache_hits(), 0, "ttl 0 never serves from the cache");
+
+        let store = MaildirStore::new("%h/%n").with_cache(Duration::from_secs(60), 1);
+        for name in ["a", "b"] {
+            u.name = name.into();
+            let _ = store.open(&u).await.unwrap();
+            age(&dir.path().join(name));
+            let _ = store.open(&u).await.unwrap();
+        }
+        let entries = store.cache.as_ref().unwrap().entries.lock().unwrap().len();
+        assert_eq!(entries, 1, "bounded by max_cached_responses");
+    }
+}
