@@ -42,10 +42,10 @@ impl Default for Pop3Config {
         Pop3Config {
             preset: Preset::Default,
             server: ServerConfig::default(),
-            listeners: vec![ListenerConfig {
-                bind: SocketAddr::from(([127, 0, 0, 1], 1110)),
-                tls: TlsMode::None,
-            }],
+            listeners: vec![ListenerConfig::new(
+                SocketAddr::from(([127, 0, 0, 1], 1110)),
+                TlsMode::None,
+            )],
             tls: None,
             storage: StorageConfig::default(),
             auth: AuthConfig::default(),
@@ -109,6 +109,7 @@ impl Pop3Config {
         c.server.enable_apop = true;
         c.auth.allow_plaintext = true;
         c.security.max_auth_attempts = 10;
+        c.security.max_commands_per_minute = 6000;
         c.security.max_connections_per_ip = 1000;
         c.security.suspicious_threshold = 1000;
         c.performance.max_concurrent_sessions = 1000;
@@ -202,6 +203,26 @@ pub struct ListenerConfig {
     pub bind: SocketAddr,
     #[serde(default = "default_tls_mode")]
     pub tls: TlsMode,
+    /// Expect a PROXY protocol header (v1 or v2) before anything else, even
+    /// before the TLS handshake on implicit-TLS listeners.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Addresses allowed to send that header; connections from anywhere
+    /// else are closed.
+    #[serde(default)]
+    pub proxy_trusted_networks: Vec<ipnet::IpNet>,
+}
+
+impl ListenerConfig {
+    /// A listener without PROXY protocol.
+    pub fn new(bind: SocketAddr, tls: TlsMode) -> Self {
+        ListenerConfig {
+            bind,
+            tls,
+            proxy_protocol: false,
+            proxy_trusted_networks: Vec::new(),
+        }
+    }
 }
 
 fn default_tls_mode() -> TlsMode {
@@ -272,29 +293,69 @@ pub const SUPPORTED_MECHANISMS: &[&str] = &["PLAIN", "LOGIN"];
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecurityConfig {
-    /// Failed logins allowed in one session before it is closed.
+    /// Failed logins from one address within `auth_window` before it is
+    /// blocked; also the failures one session may make before it is closed.
     pub max_auth_attempts: u32,
+    /// The window in which failures (and suspicious scores) are counted.
     #[serde(with = "humantime_serde")]
     pub auth_window: Duration,
+    /// How long a blocked address stays blocked.
+    #[serde(with = "humantime_serde")]
+    pub auto_block_duration: Duration,
+    /// Delay before answering a failed login; doubles with each further
+    /// failure from the address within the window, up to 16 times.
+    #[serde(with = "humantime_serde")]
+    pub auth_failure_delay: Duration,
+    /// Failures against one user (from any addresses) within the window
+    /// after which every login attempt for that user is slowed.
+    pub max_user_auth_failures: u32,
+    /// The delay added to each login attempt for such a user.
+    #[serde(with = "humantime_serde")]
+    pub user_throttle_delay: Duration,
+    /// Addresses exempt from blocking, scoring and pacing.
+    pub trusted_networks: Vec<ipnet::IpNet>,
+    /// Where the block list is kept across restarts; none keeps it in memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_list_file: Option<PathBuf>,
     /// Simultaneous connections from one address.
     pub max_connections_per_ip: u32,
+    /// Pace for commands that cost the server without serving mail: every
+    /// command before login, and failing commands after it.
     pub max_commands_per_minute: u32,
+    /// Least time between two such commands.
     #[serde(with = "humantime_serde")]
     pub min_command_delay: Duration,
     pub enable_security_logging: bool,
+    /// Security events as JSON lines to this file; none writes them to
+    /// standard error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security_log_file: Option<PathBuf>,
+    /// Score at which an address is blocked for `auto_block_duration`.
     pub suspicious_threshold: u32,
+    /// The opposite of `auth.allow_plaintext`, for configurations written
+    /// that way; setting both inconsistently is an error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub require_tls_for_auth: Option<bool>,
 }
 
 impl Default for SecurityConfig {
     fn default() -> Self {
         SecurityConfig {
-            max_auth_attempts: 3,
+            max_auth_attempts: 5,
             auth_window: Duration::from_secs(900),
+            auto_block_duration: Duration::from_secs(900),
+            auth_failure_delay: Duration::from_millis(500),
+            max_user_auth_failures: 20,
+            user_throttle_delay: Duration::from_secs(2),
+            trusted_networks: Vec::new(),
+            block_list_file: None,
             max_connections_per_ip: 20,
-            max_commands_per_minute: 600,
+            max_commands_per_minute: 120,
             min_command_delay: Duration::ZERO,
             enable_security_logging: true,
+            security_log_file: None,
             suspicious_threshold: 100,
+            require_tls_for_auth: None,
         }
     }
 }
@@ -384,16 +445,6 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Keys accepted for compatibility that do not change behaviour yet.
-/// `check-config` warns about each one present in the file.
-const INERT_KEYS: &[&str] = &[
-    "security.auth_window",
-    "security.max_commands_per_minute",
-    "security.min_command_delay",
-    "security.enable_security_logging",
-    "security.suspicious_threshold",
-];
-
 /// A loaded configuration plus the warnings found while loading it.
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
@@ -457,17 +508,35 @@ impl Pop3Config {
                         })?
                 }
             };
+        // `require_tls_for_auth` is `allow_plaintext` said the other way.
+        let mut config = config;
+        if let Some(require) = config.security.require_tls_for_auth {
+            if has_key(&table, "auth.allow_plaintext") && config.auth.allow_plaintext == require {
+                return Err(ConfigError {
+                    file: file.to_owned(),
+                    key: Some("security.require_tls_for_auth".into()),
+                    position: None,
+                    reason: "contradicts auth.allow_plaintext; set one of them".into(),
+                });
+            }
+            config.auth.allow_plaintext = !require;
+        }
         config.validate().map_err(|(key, reason)| ConfigError {
             file: file.to_owned(),
             key: Some(key),
             position: None,
             reason,
         })?;
-        let warnings = INERT_KEYS
-            .iter()
-            .filter(|k| has_key(&table, k))
-            .map(|k| format!("{k} is accepted but has no effect in this version"))
-            .collect();
+        let mut warnings = Vec::new();
+        if config.auth.allow_plaintext {
+            warnings.push(
+                "auth.allow_plaintext = true: passwords may cross the network unencrypted"
+                    .to_owned(),
+            );
+        }
+        if config.listeners.iter().all(|l| l.tls == TlsMode::None) {
+            warnings.push("no listener offers TLS (tls = \"starttls\" or \"implicit\")".to_owned());
+        }
         Ok(LoadedConfig { config, warnings })
     }
 
@@ -569,6 +638,23 @@ impl Pop3Config {
         if self.security.max_connections_per_ip == 0 {
             return fail(
                 "security.max_connections_per_ip",
+                "must be at least 1".into(),
+            );
+        }
+        if let Some(require) = self.security.require_tls_for_auth
+            && require == self.auth.allow_plaintext
+        {
+            return fail(
+                "security.require_tls_for_auth",
+                format!(
+                    "contradicts auth.allow_plaintext = {}; set one of them",
+                    self.auth.allow_plaintext
+                ),
+            );
+        }
+        if self.security.max_commands_per_minute == 0 {
+            return fail(
+                "security.max_commands_per_minute",
                 "must be at least 1".into(),
             );
         }
@@ -776,11 +862,26 @@ allow_plaintext = true
     }
 
     #[test]
-    fn inert_keys_warn() {
-        let w = load("[security]\nauth_window = \"1m\"\n").unwrap().warnings;
-        assert_eq!(w.len(), 1);
-        assert!(w[0].contains("security.auth_window"));
-        assert!(load("").unwrap().warnings.is_empty());
+    fn risky_settings_warn() {
+        let w = load("[auth]\nallow_plaintext = true\n").unwrap().warnings;
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("allow_plaintext"));
+        assert!(w[1].contains("no listener offers TLS"));
+    }
+
+    #[test]
+    fn require_tls_for_auth_is_the_same_switch() {
+        let c = load("[security]\nrequire_tls_for_auth = false\n")
+            .unwrap()
+            .config;
+        assert!(c.auth.allow_plaintext);
+        let c = load("[security]\nrequire_tls_for_auth = true\n")
+            .unwrap()
+            .config;
+        assert!(!c.auth.allow_plaintext);
+        let e = load("[security]\nrequire_tls_for_auth = true\n[auth]\nallow_plaintext = true\n")
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("security.require_tls_for_auth"));
     }
 
     #[test]

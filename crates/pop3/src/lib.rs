@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod op;
 pub mod protocol;
+pub mod security;
 pub mod server;
 pub mod services;
 pub mod session;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::auth::{UserDb, Verifier};
 use crate::config::Pop3Config;
 use crate::protocol::{Reply, RespCode};
+use crate::security::Guard;
 use crate::store::MailStore;
 use crate::telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +26,17 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// Fires on shutdown; sessions waiting for a command then close.
     pub shutdown: CancellationToken,
+    /// Brute-force blocking and scoring; shared across reloads too.
+    pub guard: Arc<Guard>,
     pub buffers: BufferPool,
+}
+
+/// What outlives a reload: counters, blocks, the shutdown signal.
+#[derive(Clone)]
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
+    pub guard: Arc<Guard>,
 }
 
 impl Services {
@@ -33,9 +44,8 @@ impl Services {
         config: Arc<Pop3Config>,
         users: Arc<dyn UserDb>,
         store: Arc<dyn MailStore>,
-        tls: Option<Arc<rustls::ServerConfig>>,
-        metrics: Arc<Metrics>,
-        shutdown: CancellationToken,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        shared: &Shared,
     ) -> Services {
         let login_delay = LoginDelay::new(config.server.login_delay);
         let buffers = BufferPool::new(
@@ -46,11 +56,12 @@ impl Services {
             config,
             users,
             store,
-            tls: tls.map(tokio_rustls::TlsAcceptor::from),
+            tls,
             verifier: Verifier::default(),
             login_delay,
-            metrics,
-            shutdown,
+            metrics: shared.metrics.clone(),
+            shutdown: shared.shutdown.clone(),
+            guard: shared.guard.clone(),
             buffers,
         }
     }

@@ -139,7 +139,12 @@ async fn wrong_password_and_unknown_user_look_the_same() {
 
 #[tokio::test]
 async fn too_many_failures_close_the_connection() {
-    let srv = TestServer::start_with(|c| c.security.max_auth_attempts = 2).await;
+    // From a trusted network only the session's own limit applies.
+    let srv = TestServer::start_with(|c| {
+        c.security.max_auth_attempts = 2;
+        c.security.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
     let mut c = srv.connect().await;
     c.cmd("USER alice").await;
     assert_eq!(
@@ -150,6 +155,17 @@ async fn too_many_failures_close_the_connection() {
     assert_eq!(
         c.cmd("PASS b").await,
         "-ERR [AUTH] Too many authentication failures\r\n"
+    );
+    assert_eq!(c.until_closed().await, b"");
+    // Elsewhere the address is blocked as well.
+    let srv = TestServer::start_with(|c| c.security.max_auth_attempts = 2).await;
+    let mut c = srv.connect().await;
+    c.cmd("USER alice").await;
+    c.cmd("PASS a").await;
+    c.cmd("USER alice").await;
+    assert_eq!(
+        c.cmd("PASS b").await,
+        "-ERR [SYS/TEMP] Too many failures from your address, try again later\r\n"
     );
     assert_eq!(c.until_closed().await, b"");
 }

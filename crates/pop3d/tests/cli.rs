@@ -92,9 +92,9 @@ fn bad_configs_name_file_key_and_reason() {
 }
 
 #[test]
-fn inert_keys_are_warned_about() {
+fn risky_settings_are_warned_about() {
     let s = Setup::new(&[]);
-    let text = read(&s.config) + "\n[security]\nsuspicious_threshold = 5\n";
+    let text = read(&s.config).replace("[auth]\n", "[auth]\nallow_plaintext = true\n");
     std::fs::write(&s.config, text).unwrap();
     let (code, _, err) = run(
         &["check-config", "--config", s.config.to_str().unwrap()],
@@ -102,7 +102,7 @@ fn inert_keys_are_warned_about() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(
-        err.contains("warning") && err.contains("security.suspicious_threshold"),
+        err.contains("warning") && err.contains("auth.allow_plaintext"),
         "{err}"
     );
 }

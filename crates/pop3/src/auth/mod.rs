@@ -48,6 +48,13 @@ pub trait UserDb: Send + Sync {
 
     /// Whether the database can answer now (for `/readyz`).
     async fn health(&self) -> Result<(), String>;
+
+    /// A secret of the kind this database's users have, verified when the
+    /// user is unknown so that the answer takes as long as for a wrong
+    /// password. None when the database has no such secret to offer.
+    fn decoy(&self) -> Option<StoredSecret> {
+        None
+    }
 }
 
 /// Runs password checks; slow schemes go to the blocking pool, at most

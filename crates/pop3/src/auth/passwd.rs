@@ -33,6 +33,8 @@ impl std::fmt::Display for LineWarning {
 pub struct PasswdTable {
     users: HashMap<String, Arc<UserRecord>>,
     pub warnings: Vec<LineWarning>,
+    /// A secret in the scheme most users have, for unknown users.
+    decoy: Option<StoredSecret>,
 }
 
 impl PasswdTable {
@@ -80,7 +82,22 @@ pub fn parse(text: &str) -> PasswdTable {
             }),
         }
     }
+    table.decoy = decoy_for(&table.users);
     table
+}
+
+/// Hash a random password with the scheme most of the users have.
+fn decoy_for(users: &HashMap<String, Arc<UserRecord>>) -> Option<StoredSecret> {
+    let mut counts: HashMap<&'static str, (usize, super::Scheme)> = HashMap::new();
+    for s in users.values().filter_map(|u| u.secret.as_ref()) {
+        counts.entry(s.scheme().name()).or_insert((0, s.scheme())).0 += 1;
+    }
+    let (_, scheme) = counts.into_values().max_by_key(|(n, s)| (*n, s.name()))?;
+    let mut noise = [0u8; 16];
+    getrandom::fill(&mut noise).ok()?;
+    let password: String = noise.iter().map(|b| format!("{b:02x}")).collect();
+    let field = super::hash_password(scheme, &password).ok()?;
+    StoredSecret::parse(&field).ok()
 }
 
 fn parse_line(line: &str) -> Result<UserRecord, String> {
@@ -227,6 +244,10 @@ impl UserDb for PasswdFile {
             Err(e) => Err(e.to_string()),
         }
     }
+
+    fn decoy(&self) -> Option<StoredSecret> {
+        self.table().decoy.clone()
+    }
 }
 
 #[cfg(test)]
@@ -264,6 +285,13 @@ mod tests {
         let lines: Vec<usize> = t.warnings.iter().map(|w| w.line).collect();
         assert_eq!(lines, vec![5, 6, 7, 8]);
         assert!(t.warnings[0].reason.contains("ROT13"));
+        // The decoy follows the scheme most users have.
+        let t = parse("a:{PLAIN}1\nb:{PLAIN}2\nc:{SSHA}yI6cZwQadOA1e+/f+T+H3eCQQhRzYWx0\n");
+        assert_eq!(
+            t.decoy.as_ref().map(|d| d.scheme()),
+            Some(super::super::Scheme::Plain)
+        );
+        assert!(parse("x::::\n").decoy.is_none());
     }
 
     #[tokio::test]

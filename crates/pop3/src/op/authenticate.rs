@@ -18,6 +18,7 @@ use crate::services::Services;
 use crate::store::StoreError;
 
 const AUTH_FAILED: &str = "Authentication failed.";
+const BLOCKED: &str = "Too many failures from your address, try again later";
 const PLAINTEXT_REFUSED: &str =
     "Plaintext authentication disallowed on non-secure (SSL/TLS) connections.";
 
@@ -59,18 +60,7 @@ pub async fn pass(
     if !conn.plaintext_allowed(services) {
         return Reply::err_code(RespCode::Auth, PLAINTEXT_REFUSED).into();
     }
-    let record = match lookup(services, &name).await {
-        Ok(r) => r,
-        Err(reply) => return reply.into(),
-    };
-    let verified = match record.as_ref().and_then(|r| r.secret.as_ref()) {
-        Some(secret) => services.verifier.verify(secret, &password).await,
-        None => false,
-    };
-    match record {
-        Some(record) if verified => login(state, services, stats, record, "USER").await,
-        _ => failure(state, services, &name, "USER"),
-    }
+    check_password(state, conn, services, stats, "USER", &name, &password).await
 }
 
 /// APOP: digest of the greeting's timestamp and the plaintext secret.
@@ -88,6 +78,9 @@ pub async fn apop(
     if !conn.plaintext_allowed(services) {
         return Reply::err_code(RespCode::Auth, PLAINTEXT_REFUSED).into();
     }
+    if let Err(outcome) = gate(conn, services, name).await {
+        return outcome;
+    }
     let record = match lookup(services, name).await {
         Ok(r) => r,
         Err(reply) => return reply.into(),
@@ -102,8 +95,8 @@ pub async fn apop(
             bool::from(want.as_bytes().ct_eq(given.as_bytes()))
         });
     match record {
-        Some(record) if verified => login(state, services, stats, record, "APOP").await,
-        _ => failure(state, services, name, "APOP"),
+        Some(record) if verified => login(state, conn, services, stats, record, "APOP").await,
+        _ => failure(state, conn, services, Some(name), "APOP", "bad credentials").await,
     }
 }
 
@@ -153,8 +146,10 @@ pub fn auth(
 }
 
 /// Finish a SASL exchange that produced an identity and a password.
+#[allow(clippy::too_many_arguments)]
 pub async fn sasl_password(
     state: &mut State,
+    conn: &Connection,
     services: &Services,
     stats: &mut SessionStats,
     mechanism: &'static str,
@@ -165,36 +160,95 @@ pub async fn sasl_password(
     if authzid.is_some() {
         // Acting as another user needs a master-user setup this server
         // does not configure; refuse like a wrong password.
-        return failure(state, services, &authcid, mechanism);
+        return failure(
+            state,
+            conn,
+            services,
+            Some(&authcid),
+            mechanism,
+            "authorization identity refused",
+        )
+        .await;
     }
-    let record = match lookup(services, &authcid).await {
+    check_password(state, conn, services, stats, mechanism, &authcid, password).await
+}
+
+/// A SASL exchange that ended without an identity.
+pub async fn sasl_failed(
+    state: &mut State,
+    conn: &Connection,
+    services: &Services,
+    mechanism: &'static str,
+    e: &SaslError,
+) -> Outcome {
+    let reply = Reply::err(format!("AUTH {mechanism}: {e}"));
+    failed(
+        state,
+        conn,
+        services,
+        None,
+        mechanism,
+        &e.to_string(),
+        reply,
+    )
+    .await
+}
+
+/// Refuse at once if the address is blocked; slow down if the user is
+/// being sprayed.
+async fn gate(conn: &Connection, services: &Services, user: &str) -> Result<(), Outcome> {
+    let guard = &services.guard;
+    if guard.blocked(conn.peer.ip()).is_some() {
+        return Err(Outcome::Close(Reply::err_code(RespCode::SysTemp, BLOCKED)));
+    }
+    let delay = guard.user_delay(conn.peer.ip(), user);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    Ok(())
+}
+
+/// Look the user up and verify the password. An unknown user, or one
+/// without a password, costs the same verification as a wrong password.
+async fn check_password(
+    state: &mut State,
+    conn: &Connection,
+    services: &Services,
+    stats: &mut SessionStats,
+    mechanism: &'static str,
+    name: &str,
+    password: &[u8],
+) -> Outcome {
+    if let Err(outcome) = gate(conn, services, name).await {
+        return outcome;
+    }
+    let record = match lookup(services, name).await {
         Ok(r) => r,
         Err(reply) => return reply.into(),
     };
     let verified = match record.as_ref().and_then(|r| r.secret.as_ref()) {
         Some(secret) => services.verifier.verify(secret, password).await,
-        None => false,
+        None => {
+            if let Some(decoy) = services.users.decoy() {
+                let _ = services.verifier.verify(&decoy, password).await;
+            }
+            false
+        }
     };
     match record {
-        Some(record) if verified => login(state, services, stats, record, mechanism).await,
-        _ => failure(state, services, &authcid, mechanism),
+        Some(record) if verified => login(state, conn, services, stats, record, mechanism).await,
+        _ => {
+            failure(
+                state,
+                conn,
+                services,
+                Some(name),
+                mechanism,
+                "bad credentials",
+            )
+            .await
+        }
     }
-}
-
-/// A SASL exchange that ended without an identity.
-pub fn sasl_failed(
-    state: &mut State,
-    services: &Services,
-    mechanism: &'static str,
-    e: &SaslError,
-) -> Outcome {
-    tracing::info!(target: "pop3::security", event = "auth_failed", mechanism, reason = %e);
-    services.metrics.login(mechanism, false);
-    count_failure(
-        state,
-        services,
-        Reply::err(format!("AUTH {mechanism}: {e}")),
-    )
 }
 
 async fn lookup(services: &Services, name: &str) -> Result<Option<Arc<UserRecord>>, Reply> {
@@ -205,23 +259,40 @@ async fn lookup(services: &Services, name: &str) -> Result<Option<Arc<UserRecord
     })
 }
 
-fn failure(state: &mut State, services: &Services, name: &str, mechanism: &'static str) -> Outcome {
-    services.metrics.login(mechanism, false);
-    tracing::info!(
-        target: "pop3::security",
-        event = "auth_failed",
-        user = name,
-        mechanism,
-        reason = "bad credentials"
-    );
-    count_failure(
-        state,
-        services,
-        Reply::err_code(RespCode::Auth, AUTH_FAILED),
-    )
+/// Bad credentials: always the same `-ERR [AUTH]` reply.
+async fn failure(
+    state: &mut State,
+    conn: &Connection,
+    services: &Services,
+    user: Option<&str>,
+    mechanism: &'static str,
+    reason: &str,
+) -> Outcome {
+    let reply = Reply::err_code(RespCode::Auth, AUTH_FAILED);
+    failed(state, conn, services, user, mechanism, reason, reply).await
 }
 
-fn count_failure(state: &mut State, services: &Services, reply: Reply) -> Outcome {
+/// Count a failed login everywhere it counts: metrics, the guard (delay,
+/// block), and the session's own limit.
+async fn failed(
+    state: &mut State,
+    conn: &Connection,
+    services: &Services,
+    user: Option<&str>,
+    mechanism: &'static str,
+    reason: &str,
+    reply: Reply,
+) -> Outcome {
+    services.metrics.login(mechanism, false);
+    let verdict = services
+        .guard
+        .auth_failed(conn.peer.ip(), user, mechanism, reason);
+    if !verdict.delay.is_zero() {
+        tokio::time::sleep(verdict.delay).await;
+    }
+    if verdict.blocked {
+        return Outcome::Close(Reply::err_code(RespCode::SysTemp, BLOCKED));
+    }
     if let State::Authorization { failures, user } = state {
         *failures += 1;
         *user = None;
@@ -238,11 +309,13 @@ fn count_failure(state: &mut State, services: &Services, reply: Reply) -> Outcom
 /// Credentials are good: lock and open the maildrop.
 async fn login(
     state: &mut State,
+    conn: &Connection,
     services: &Services,
     stats: &mut SessionStats,
     user: Arc<UserRecord>,
     mechanism: &'static str,
 ) -> Outcome {
+    services.guard.auth_succeeded(conn.peer.ip());
     if let Err(reply) = services.login_delay.check(&user.name) {
         return reply.into();
     }

@@ -106,6 +106,9 @@ pub enum Outcome {
     },
     /// Send the reply and close the connection.
     Close(Reply),
+    /// A command not valid in this state: send the reply; it counts as a
+    /// protocol violation.
+    WrongState(Reply),
 }
 
 impl From<Reply> for Outcome {
@@ -175,11 +178,13 @@ pub async fn dispatch(
         (C::Uidl(_), State::Transaction(_)) | (C::Top(..), State::Transaction(_)) => {
             Reply::err("Command disabled").into()
         }
-        (cmd, State::Authorization { .. }) => {
-            Reply::err(format!("{} is not valid before login", cmd.name())).into()
-        }
-        (cmd, State::Transaction(_)) => {
-            Reply::err(format!("{} is not valid after login", cmd.name())).into()
-        }
+        (cmd, State::Authorization { .. }) => Outcome::WrongState(Reply::err(format!(
+            "{} is not valid before login",
+            cmd.name()
+        ))),
+        (cmd, State::Transaction(_)) => Outcome::WrongState(Reply::err(format!(
+            "{} is not valid after login",
+            cmd.name()
+        ))),
     }
 }

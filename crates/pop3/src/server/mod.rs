@@ -5,6 +5,7 @@
 //! [`Pop3SessionManager`], which embedding hosts use directly.
 
 pub mod limits;
+pub mod proxy;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -13,13 +14,14 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{PasswdFile, UserDb, UserDbError};
-use crate::config::{Pop3Config, SecurityConfig, StorageBackend, TlsMode};
+use crate::config::{ListenerConfig, Pop3Config, SecurityConfig, StorageBackend, TlsMode};
 use crate::op::Connection;
-use crate::services::Services;
+use crate::security::{Clock, Guard, SecurityLog, SystemClock};
+use crate::services::{Services, Shared};
 use crate::session::{self, End, Session, Transport};
 use crate::store::{MailStore, MaildirStore};
 use crate::telemetry::Metrics;
@@ -41,6 +43,16 @@ pub enum ServerError {
     },
     #[error("listener tls = \"{0}\" but no [tls] section is configured")]
     NoTls(&'static str),
+    #[error("security.security_log_file: {0}")]
+    SecurityLog(std::io::Error),
+}
+
+fn security_log(config: &Pop3Config) -> Result<SecurityLog, ServerError> {
+    SecurityLog::new(
+        config.security.enable_security_logging,
+        config.security.security_log_file.as_deref(),
+    )
+    .map_err(ServerError::SecurityLog)
 }
 
 /// Serves POP3 sessions over streams that the caller accepted.
@@ -52,8 +64,7 @@ pub struct Pop3SessionManager {
     services: RwLock<Arc<Services>>,
     limits: ConnectionLimits,
     connections: AtomicU64,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
+    shared: Shared,
     listeners_bound: AtomicBool,
 }
 
@@ -66,7 +77,7 @@ impl Pop3SessionManager {
         store: Arc<dyn MailStore>,
     ) -> Result<Self, ServerError> {
         let tls = config.tls.as_ref().map(tls::load).transpose()?;
-        Ok(Self::with_tls(config, users, store, tls))
+        Self::with_tls(config, users, store, tls)
     }
 
     /// As [`Pop3SessionManager::new`], with a TLS configuration built by the
@@ -76,43 +87,60 @@ impl Pop3SessionManager {
         users: Arc<dyn UserDb>,
         store: Arc<dyn MailStore>,
         tls: Option<Arc<rustls::ServerConfig>>,
-    ) -> Self {
+    ) -> Result<Self, ServerError> {
+        Self::with_clock(config, users, store, tls, Arc::new(SystemClock))
+    }
+
+    /// As [`Pop3SessionManager::with_tls`], with the clock that security
+    /// windows and blocks are measured by (tests advance one by hand).
+    pub fn with_clock(
+        config: Pop3Config,
+        users: Arc<dyn UserDb>,
+        store: Arc<dyn MailStore>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ServerError> {
         let limits = ConnectionLimits::new(
             config.performance.max_concurrent_sessions,
             config.security.max_connections_per_ip,
         );
         let metrics = Arc::new(Metrics::new());
-        let shutdown = CancellationToken::new();
-        let services = Services::new(
-            Arc::new(config),
-            users,
-            store,
-            tls,
+        let guard = Guard::new(
+            config.security.clone(),
+            clock,
+            security_log(&config)?,
             metrics.clone(),
-            shutdown.clone(),
         );
-        Pop3SessionManager {
+        let shared = Shared {
+            metrics,
+            shutdown: CancellationToken::new(),
+            guard: Arc::new(guard),
+        };
+        let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+        let services = Services::new(Arc::new(config), users, store, tls, &shared);
+        Ok(Pop3SessionManager {
             services: RwLock::new(Arc::new(services)),
             limits,
             connections: AtomicU64::new(0),
-            metrics,
-            shutdown,
+            shared,
             listeners_bound: AtomicBool::new(false),
-        }
+        })
     }
 
     /// Replace the `[security]` section (limits apply to new connections).
-    pub fn with_security_config(self, security: SecurityConfig) -> Self {
+    pub fn with_security_config(self, security: SecurityConfig) -> Result<Self, ServerError> {
         let current = self.services();
         let mut config = (*current.config).clone();
         config.security = security;
+        let log = security_log(&config)?;
         self.install(
             config,
             current.users.clone(),
             current.store.clone(),
             current.tls.clone(),
+            log,
         );
-        self
+        Ok(self)
     }
 
     /// The passwd file and Maildir store named in the configuration.
@@ -128,12 +156,13 @@ impl Pop3SessionManager {
         let result = (|| {
             let tls = config.tls.as_ref().map(tls::load).transpose()?;
             let (users, store) = backends(&config)?;
-            Ok::<_, ServerError>((tls, users, store))
+            let log = security_log(&config)?;
+            Ok::<_, ServerError>((tls, users, store, log))
         })();
-        let (tls, users, store) = match result {
+        let (tls, users, store, log) = match result {
             Ok(parts) => parts,
             Err(e) => {
-                self.metrics.reload(false);
+                self.shared.metrics.reload(false);
                 return Err(e);
             }
         };
@@ -145,8 +174,9 @@ impl Pop3SessionManager {
             users,
             store,
             tls.map(tokio_rustls::TlsAcceptor::from),
+            log,
         );
-        self.metrics.reload(true);
+        self.shared.metrics.reload(true);
         tracing::info!("configuration reloaded");
         Ok(())
     }
@@ -157,20 +187,14 @@ impl Pop3SessionManager {
         users: Arc<dyn UserDb>,
         store: Arc<dyn MailStore>,
         tls: Option<tokio_rustls::TlsAcceptor>,
+        log: SecurityLog,
     ) {
         self.limits.set_maxima(
             config.performance.max_concurrent_sessions,
             config.security.max_connections_per_ip,
         );
-        let mut services = Services::new(
-            Arc::new(config),
-            users,
-            store,
-            None,
-            self.metrics.clone(),
-            self.shutdown.clone(),
-        );
-        services.tls = tls;
+        self.shared.guard.reconfigure(config.security.clone(), log);
+        let services = Services::new(Arc::new(config), users, store, tls, &self.shared);
         *self.services.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(services);
     }
 
@@ -187,18 +211,22 @@ impl Pop3SessionManager {
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+        &self.shared.metrics
+    }
+
+    pub fn guard(&self) -> &Arc<Guard> {
+        &self.shared.guard
     }
 
     /// Start a graceful shutdown: listeners stop accepting, sessions
     /// waiting for a command are told `-ERR [SYS/TEMP]` and closed, commands
     /// under way (an UPDATE after QUIT included) run to their end.
     pub fn shutdown(&self) {
-        self.shutdown.cancel();
+        self.shared.shutdown.cancel();
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+        self.shared.shutdown.clone()
     }
 
     /// Why the server is not ready, if it is not: listeners not bound, user
@@ -209,7 +237,7 @@ impl Pop3SessionManager {
         if !self.listeners_bound.load(Ordering::Acquire) {
             reasons.push("listeners are not bound".to_owned());
         }
-        if self.shutdown.is_cancelled() {
+        if self.shared.shutdown.is_cancelled() {
             reasons.push("shutting down".to_owned());
         }
         if let Err(e) = services.users.health().await {
@@ -249,6 +277,43 @@ impl Pop3SessionManager {
         self.serve_on(stream, peer, mode, "embedded").await
     }
 
+    /// A connection from one of our listeners: the PROXY header first when
+    /// the listener wants one, then the session.
+    async fn accept(
+        &self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        lc: &ListenerConfig,
+        name: &str,
+    ) {
+        let peer = if lc.proxy_protocol {
+            let guard = &self.shared.guard;
+            if !lc
+                .proxy_trusted_networks
+                .iter()
+                .any(|n| n.contains(&peer.ip()))
+            {
+                self.shared.metrics.refused("proxy");
+                guard
+                    .log()
+                    .proxy_rejected(peer.ip(), &proxy::ProxyError::Untrusted.to_string());
+                return;
+            }
+            let timeout = self.services().config.server.unauth_timeout;
+            match proxy::read_header(&mut stream, peer, timeout).await {
+                Ok(client) => client,
+                Err(e) => {
+                    self.shared.metrics.refused("proxy");
+                    guard.log().proxy_rejected(peer.ip(), &e.to_string());
+                    return;
+                }
+            }
+        } else {
+            peer
+        };
+        self.serve_on(stream, peer, lc.tls, name).await;
+    }
+
     async fn serve_on<S>(
         &self,
         mut stream: S,
@@ -260,7 +325,18 @@ impl Pop3SessionManager {
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let services = self.services();
-        let metrics = &self.metrics;
+        let metrics = &self.shared.metrics;
+        let guard = &self.shared.guard;
+        if let Some(left) = guard.blocked(peer.ip()) {
+            metrics.refused("blocked");
+            guard.log().connection_refused(peer.ip(), "address blocked");
+            let text = format!(
+                "Too many failures from your address, try again in {} seconds",
+                left.as_secs().max(1)
+            );
+            refuse(&mut stream, &text).await;
+            return End::Closed;
+        }
         let _slot = match self.limits.admit(peer.ip()) {
             Ok(slot) => slot,
             Err(refusal) => {
@@ -274,12 +350,8 @@ impl Pop3SessionManager {
                     ),
                 };
                 metrics.refused(reason);
-                tracing::info!(target: "pop3::security", event = "connection_refused", peer = %peer, reason);
-                let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                    stream.write_all(&session::refusal(text)).await?;
-                    stream.shutdown().await
-                })
-                .await;
+                guard.log().connection_refused(peer.ip(), reason);
+                refuse(&mut stream, text).await;
                 return End::Closed;
             }
         };
@@ -304,11 +376,12 @@ impl Pop3SessionManager {
                     Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
                     Ok(Err(e)) => {
                         metrics.tls_handshake_failures.inc();
-                        tracing::info!(target: "pop3::security", event = "tls_failed", peer = %peer, reason = %e);
+                        guard.log().tls_failed(peer.ip(), &e.to_string());
                         return End::TlsFailed;
                     }
                     Err(_) => {
                         metrics.tls_handshake_failures.inc();
+                        guard.log().tls_failed(peer.ip(), "handshake timed out");
                         return End::TlsFailed;
                     }
                 }
@@ -340,6 +413,15 @@ impl Pop3SessionManager {
         );
         summary.end
     }
+}
+
+/// Answer `-ERR [SYS/TEMP] text` before the greeting and close.
+async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, text: &str) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        stream.write_all(&session::refusal(text)).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
 
 /// Decrements the active-sessions gauge however the session ends.
@@ -375,7 +457,7 @@ fn backends(config: &Pop3Config) -> Result<Backends, ServerError> {
 /// Bound listeners, ready to accept.
 pub struct Server {
     manager: Arc<Pop3SessionManager>,
-    listeners: Vec<(TcpListener, TlsMode)>,
+    listeners: Vec<(TcpListener, ListenerConfig)>,
     http: Option<TcpListener>,
 }
 
@@ -396,9 +478,11 @@ impl Server {
                     source,
                 })?;
             if let Ok(addr) = listener.local_addr() {
-                manager.metrics.listener(&addr.to_string(), l.tls.as_str());
+                manager
+                    .metrics()
+                    .listener(&addr.to_string(), l.tls.as_str());
             }
-            listeners.push((listener, l.tls));
+            listeners.push((listener, l.clone()));
         }
         let http = match &services.config.metrics {
             Some(m) => {
@@ -425,7 +509,7 @@ impl Server {
     pub fn local_addrs(&self) -> Vec<(SocketAddr, TlsMode)> {
         self.listeners
             .iter()
-            .filter_map(|(l, m)| l.local_addr().ok().map(|a| (a, *m)))
+            .filter_map(|(l, c)| l.local_addr().ok().map(|a| (a, c.tls)))
             .collect()
     }
 
@@ -449,15 +533,17 @@ impl Server {
                 shutdown.clone(),
             ));
         }
-        for (listener, mode) in self.listeners {
+        for (listener, lc) in self.listeners {
             let Ok(addr) = listener.local_addr() else {
                 continue;
             };
-            tracing::info!(%addr, tls = mode.as_str(), "listening");
+            let mode = lc.tls;
+            tracing::info!(%addr, tls = mode.as_str(), proxy_protocol = lc.proxy_protocol, "listening");
             let name = addr.to_string();
             let manager = self.manager.clone();
             let shutdown = shutdown.clone();
             let sessions = tracker.clone();
+            let lc = Arc::new(lc);
             tracker.spawn(async move {
                 loop {
                     let accepted = tokio::select! {
@@ -469,8 +555,9 @@ impl Server {
                             let _ = stream.set_nodelay(true);
                             let manager = manager.clone();
                             let name = name.clone();
+                            let lc = lc.clone();
                             sessions.spawn(async move {
-                                manager.serve_on(stream, peer, mode, &name).await;
+                                manager.accept(stream, peer, &lc, &name).await;
                             });
                         }
                         Err(e) => {

@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::auth::sasl::{Mechanism, SaslError, Step};
 use crate::op::{self, Connection, Outcome, SessionStats, State};
 use crate::protocol::{self, Command, Reply, RespCode};
+use crate::security::{Pacer, Rule};
 use crate::services::Services;
 use crate::store::StoreError;
 use lines::{Line, LineBuffer};
@@ -55,6 +56,10 @@ pub struct Session<S> {
     conn: Connection,
     services: Arc<Services>,
     stats: SessionStats,
+    /// None for trusted addresses.
+    pacer: Option<Pacer>,
+    /// No command line has been read yet.
+    fresh: bool,
 }
 
 enum Flow {
@@ -66,6 +71,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub fn new(io: Transport<S>, conn: Connection, services: Arc<Services>) -> Self {
         let read_buf = services.buffers.take();
         let chunk_buf = services.buffers.take();
+        let sec = &services.config.security;
+        let pacer = (!services.guard.is_trusted(conn.peer.ip()))
+            .then(|| Pacer::new(sec.max_commands_per_minute, sec.min_command_delay));
         Session {
             io,
             input: LineBuffer::default(),
@@ -76,6 +84,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             conn,
             services,
             stats: SessionStats::default(),
+            pacer,
+            fresh: true,
         }
     }
 
@@ -116,7 +126,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     Line::TooLong => {
                         self.services.metrics.command("overlong", false);
                         Reply::err("Line too long").encode(&mut self.output);
-                        Flow::Continue
+                        match self.suspicious(Rule::ProtocolViolation) {
+                            Flow::Continue => self.pace("overlong").await,
+                            stop => stop,
+                        }
                     }
                     Line::Complete(bytes) => self.command(&bytes).await,
                 };
@@ -156,6 +169,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         match read {
             Ok(Ok(0)) => Err(End::ClientClosed),
             Ok(Ok(n)) => {
+                // A TLS ClientHello where plain text was due: a scanner or
+                // a client configured for the wrong port.
+                if self.fresh
+                    && !self.conn.secure
+                    && self.input.pending() == 0
+                    && self.read_buf[..n].starts_with(&[0x16, 0x03])
+                {
+                    self.fresh = false;
+                    return match self.suspicious(Rule::TlsOnPlainPort) {
+                        Flow::Stop(end) => Err(end),
+                        Flow::Continue => Err(End::Closed),
+                    };
+                }
                 self.input.extend(&self.read_buf[..n]);
                 Ok(())
             }
@@ -194,15 +220,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     async fn command(&mut self, line: &[u8]) -> Flow {
+        let fresh = std::mem::replace(&mut self.fresh, false);
+        let before_login = matches!(self.state, State::Authorization { .. });
         let cmd = match protocol::parse(line, self.services.config.protocol.max_arguments) {
             Ok(cmd) => cmd,
             Err(e) => {
                 self.services.metrics.command("unknown", false);
-                Reply::err(e.to_string()).encode(&mut self.output);
-                return Flow::Continue;
+                // A web scanner's first line; later in a session it is just
+                // an unknown command.
+                let rule = if fresh && looks_like_http(line) {
+                    Some(Rule::HttpRequest)
+                } else if before_login && is_garbage(line) {
+                    Some(Rule::Garbage)
+                } else if e == protocol::ParseError::UnknownCommand {
+                    Some(Rule::UnknownCommand)
+                } else {
+                    None
+                };
+                if rule == Some(Rule::HttpRequest) {
+                    Reply::err("This is a POP3 server").encode(&mut self.output);
+                } else {
+                    Reply::err(e.to_string()).encode(&mut self.output);
+                }
+                if let Some(rule) = rule
+                    && let Flow::Stop(end) = self.suspicious(rule)
+                {
+                    return Flow::Stop(end);
+                }
+                return self.pace("unknown").await;
             }
         };
         let name = cmd.name();
+        if matches!(cmd, Command::Stls)
+            && self.conn.secure
+            && let Flow::Stop(end) = self.suspicious(Rule::RepeatedStls)
+        {
+            return Flow::Stop(end);
+        }
         let timed = matches!(cmd, Command::Pass(_) | Command::Apop { .. });
         let started = Instant::now();
         let outcome = op::dispatch(
@@ -223,16 +277,74 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Outcome::Reply(r)
             | Outcome::Close(r)
             | Outcome::Body { status: r, .. }
-            | Outcome::StartTls(r) => r.is_ok(),
+            | Outcome::StartTls(r)
+            | Outcome::WrongState(r) => r.is_ok(),
             Outcome::Sasl { .. } => true,
         };
         self.services.metrics.command(name, ok);
-        self.outcome(outcome).await
+        let wrong_state = matches!(outcome, Outcome::WrongState(_));
+        let flow = self.outcome(outcome).await;
+        if let Flow::Stop(end) = flow {
+            return Flow::Stop(end);
+        }
+        if wrong_state && let Flow::Stop(end) = self.suspicious(Rule::ProtocolViolation) {
+            return Flow::Stop(end);
+        }
+        if before_login || !ok {
+            return self.pace(name).await;
+        }
+        Flow::Continue
+    }
+
+    /// Score a rule against the client's address; stop if that blocked it
+    /// or if the rule closes the connection by itself.
+    fn suspicious(&mut self, rule: Rule) -> Flow {
+        let blocked = self.services.guard.score(self.conn.peer.ip(), rule);
+        if blocked {
+            Reply::err_code(
+                RespCode::SysTemp,
+                "Too many errors from your address, try again later",
+            )
+            .encode(&mut self.output);
+            return Flow::Stop(End::Closed);
+        }
+        if rule.closes() {
+            return Flow::Stop(End::Closed);
+        }
+        Flow::Continue
+    }
+
+    /// Charge a paced command (before login, or failing); when over the
+    /// pace, flush what is answered and wait before reading on.
+    async fn pace(&mut self, command: &str) -> Flow {
+        let Some(pacer) = self.pacer.as_mut() else {
+            return Flow::Continue;
+        };
+        let wait = pacer.charge(Instant::now());
+        if wait.is_zero() {
+            return Flow::Continue;
+        }
+        let ip = self.conn.peer.ip();
+        self.services.metrics.rate_limited.inc();
+        self.services.guard.log().rate_limited(
+            ip,
+            self.stats.user.as_deref(),
+            command,
+            wait.as_millis() as u64,
+        );
+        if let Flow::Stop(end) = self.suspicious(Rule::Flood) {
+            return Flow::Stop(end);
+        }
+        if self.flush().await.is_err() {
+            return Flow::Stop(End::IoError);
+        }
+        tokio::time::sleep(wait).await;
+        Flow::Continue
     }
 
     async fn outcome(&mut self, outcome: Outcome) -> Flow {
         match outcome {
-            Outcome::Reply(r) => {
+            Outcome::Reply(r) | Outcome::WrongState(r) => {
                 r.encode(&mut self.output);
                 Flow::Continue
             }
@@ -337,11 +449,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Ok(Err(e)) => {
                 self.services.metrics.tls_handshake_failures.inc();
-                tracing::info!(target: "pop3::security", event = "tls_failed", peer = %self.conn.peer, reason = %e);
+                self.services
+                    .guard
+                    .log()
+                    .tls_failed(self.conn.peer.ip(), &e.to_string());
                 Flow::Stop(End::TlsFailed)
             }
             Err(_) => {
                 self.services.metrics.tls_handshake_failures.inc();
+                self.services
+                    .guard
+                    .log()
+                    .tls_failed(self.conn.peer.ip(), "handshake timed out");
                 Flow::Stop(End::TlsFailed)
             }
         }
@@ -367,10 +486,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                             Some(Line::TooLong) => {
                                 let outcome = op::authenticate::sasl_failed(
                                     &mut self.state,
+                                    &self.conn,
                                     &self.services,
                                     name,
                                     &SaslError::Malformed,
-                                );
+                                )
+                                .await;
                                 return Box::pin(self.outcome(outcome)).await;
                             }
                             None => {
@@ -397,6 +518,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     let started = Instant::now();
                     let outcome = op::authenticate::sasl_password(
                         &mut self.state,
+                        &self.conn,
                         &self.services,
                         &mut self.stats,
                         name,
@@ -412,13 +534,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     return Box::pin(self.outcome(outcome)).await;
                 }
                 Step::Fail(e) => {
-                    let outcome =
-                        op::authenticate::sasl_failed(&mut self.state, &self.services, name, &e);
+                    let outcome = op::authenticate::sasl_failed(
+                        &mut self.state,
+                        &self.conn,
+                        &self.services,
+                        name,
+                        &e,
+                    )
+                    .await;
                     return Box::pin(self.outcome(outcome)).await;
                 }
             }
         }
     }
+}
+
+/// A web client's request line (a scanner on the wrong port).
+fn looks_like_http(line: &[u8]) -> bool {
+    const METHODS: [&[u8]; 8] = [
+        b"GET ",
+        b"POST ",
+        b"HEAD ",
+        b"PUT ",
+        b"DELETE ",
+        b"OPTIONS ",
+        b"CONNECT ",
+        b"PATCH ",
+    ];
+    METHODS.iter().any(|m| line.starts_with(m)) && memchr::memmem::find(line, b" HTTP/").is_some()
+}
+
+/// Bytes no POP3 client sends in a command: controls other than tab, and
+/// text that is not UTF-8.
+fn is_garbage(line: &[u8]) -> bool {
+    std::str::from_utf8(line).is_err() || line.iter().any(|b| b.is_ascii_control() && *b != b'\t')
 }
 
 /// The reply sent when a connection is refused before the greeting.

@@ -59,6 +59,9 @@ pub struct Metrics {
     pub userdb_errors: Counter,
     pub tls_handshake_failures: Counter,
     pub reloads: Family<ResultLabels, Counter>,
+    pub blocked_addresses: Gauge,
+    pub suspicious_events: Family<ReasonLabels, Counter>,
+    pub rate_limited: Counter,
 }
 
 impl Default for Metrics {
@@ -85,6 +88,9 @@ impl Metrics {
             userdb_errors: Counter::default(),
             tls_handshake_failures: Counter::default(),
             reloads: Family::default(),
+            blocked_addresses: Gauge::default(),
+            suspicious_events: Family::default(),
+            rate_limited: Counter::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -148,6 +154,21 @@ impl Metrics {
             "Configuration reloads by result",
             m.reloads.clone(),
         );
+        r.register(
+            "blocked_addresses",
+            "Addresses blocked now",
+            m.blocked_addresses.clone(),
+        );
+        r.register(
+            "suspicious_events",
+            "Suspicious-activity rules that fired, by rule",
+            m.suspicious_events.clone(),
+        );
+        r.register(
+            "rate_limited_commands",
+            "Commands delayed by the command pace",
+            m.rate_limited.clone(),
+        );
         // Series that exist from the start read 0 instead of being absent,
         // so rate() and alerts work from the first event.
         for mechanism in ["USER", "APOP", "PLAIN", "LOGIN"] {
@@ -160,7 +181,24 @@ impl Metrics {
                 let _ = m.commands.get_or_create(&CommandLabels { command, result });
             }
         }
-        for reason in ["max_concurrent_sessions", "max_connections_per_ip"] {
+        for reason in [
+            "http_request",
+            "tls_on_plain_port",
+            "garbage_before_login",
+            "unknown_command",
+            "protocol_violation",
+            "repeated_stls",
+            "command_flood",
+            "auth_failure",
+        ] {
+            let _ = m.suspicious_events.get_or_create(&ReasonLabels { reason });
+        }
+        for reason in [
+            "max_concurrent_sessions",
+            "max_connections_per_ip",
+            "blocked",
+            "proxy",
+        ] {
             let _ = m
                 .connections_refused
                 .get_or_create(&ReasonLabels { reason });
@@ -210,6 +248,12 @@ impl Metrics {
     pub fn reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
         self.reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub fn suspicious(&self, reason: &'static str) {
+        self.suspicious_events
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     pub fn refused(&self, reason: &'static str) {

@@ -85,19 +85,15 @@ impl TestServer {
         });
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         config.listeners = vec![
-            ListenerConfig {
-                bind: any,
-                tls: TlsMode::None,
-            },
-            ListenerConfig {
-                bind: any,
-                tls: TlsMode::Starttls,
-            },
-            ListenerConfig {
-                bind: any,
-                tls: TlsMode::Implicit,
-            },
+            ListenerConfig::new(any, TlsMode::None),
+            ListenerConfig::new(any, TlsMode::Starttls),
+            ListenerConfig::new(any, TlsMode::Implicit),
         ];
+        // Tests that are not about abuse make no delays and are not paced;
+        // the abuse tests set their own values.
+        config.security.auth_failure_delay = Duration::ZERO;
+        config.security.max_commands_per_minute = 100_000;
+        config.security.enable_security_logging = false;
         tweak(&mut config);
         config.validate().expect("test config is valid");
 

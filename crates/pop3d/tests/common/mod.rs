@@ -84,6 +84,10 @@ tls = "implicit"
 cert = "cert.pem"
 key = "key.pem"
 
+[security]
+auth_failure_delay = "0s"
+enable_security_logging = false
+
 [storage]
 maildir = "mail/%n"
 

@@ -1,0 +1,528 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! Brute-force blocking and abuse scoring, per address and per user.
+//!
+//! - An address with `max_auth_attempts` failed logins within
+//!   `auth_window` is blocked for `auto_block_duration`; before that each
+//!   failure is answered after a delay that doubles per failure.
+//! - A user with `max_user_auth_failures` failures within the window, from
+//!   any addresses (password spraying), has every login attempt slowed by
+//!   `user_throttle_delay`; the user is never locked out.
+//! - Suspicious behaviour adds points per [`Rule`]; an address reaching
+//!   `suspicious_threshold` within the window is blocked.
+//! - Addresses in `trusted_networks` are exempt from all of it.
+//! - The block list is written to `block_list_file` on every change and
+//!   read back at start, so a restart does not lift blocks.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use super::clock::Clock;
+use super::events::SecurityLog;
+use crate::config::SecurityConfig;
+use crate::telemetry::Metrics;
+
+/// A scoring rule and its points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// An HTTP request line on a POP3 port (a web scanner).
+    HttpRequest,
+    /// A TLS ClientHello on a plaintext port.
+    TlsOnPlainPort,
+    /// Bytes that are not text before login.
+    Garbage,
+    UnknownCommand,
+    /// A command in the wrong state, an overlong line.
+    ProtocolViolation,
+    /// STLS again after TLS is up.
+    RepeatedStls,
+    /// The command pace was exceeded.
+    Flood,
+    /// A failed login.
+    AuthFailure,
+}
+
+impl Rule {
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::HttpRequest => "http_request",
+            Rule::TlsOnPlainPort => "tls_on_plain_port",
+            Rule::Garbage => "garbage_before_login",
+            Rule::UnknownCommand => "unknown_command",
+            Rule::ProtocolViolation => "protocol_violation",
+            Rule::RepeatedStls => "repeated_stls",
+            Rule::Flood => "command_flood",
+            Rule::AuthFailure => "auth_failure",
+        }
+    }
+
+    pub fn points(self) -> u32 {
+        match self {
+            Rule::HttpRequest | Rule::TlsOnPlainPort => 50,
+            Rule::RepeatedStls => 20,
+            Rule::Garbage => 10,
+            Rule::UnknownCommand | Rule::ProtocolViolation | Rule::Flood | Rule::AuthFailure => 5,
+        }
+    }
+
+    /// Rules after which the connection is closed at once.
+    pub fn closes(self) -> bool {
+        matches!(self, Rule::HttpRequest | Rule::TlsOnPlainPort)
+    }
+}
+
+/// What a failed login leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureVerdict {
+    /// Wait this long before answering.
+    pub delay: Duration,
+    /// The address is now blocked: answer and close.
+    pub blocked: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    ip_failures: HashMap<IpAddr, VecDeque<u64>>,
+    user_failures: HashMap<String, VecDeque<u64>>,
+    scores: HashMap<IpAddr, VecDeque<(u64, u32)>>,
+    /// Address -> end of block (ms).
+    blocked: HashMap<IpAddr, u64>,
+    events: u64,
+}
+
+/// Most entries kept per key: enough to decide, bounded whatever happens.
+const MAX_PER_KEY: usize = 256;
+
+pub struct Guard {
+    config: RwLock<SecurityConfig>,
+    state: Mutex<State>,
+    clock: Arc<dyn Clock>,
+    log: RwLock<Arc<SecurityLog>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Guard {
+    pub fn new(
+        config: SecurityConfig,
+        clock: Arc<dyn Clock>,
+        log: SecurityLog,
+        metrics: Arc<Metrics>,
+    ) -> Guard {
+        let guard = Guard {
+            config: RwLock::new(config),
+            state: Mutex::new(State::default()),
+            clock,
+            log: RwLock::new(Arc::new(log)),
+            metrics,
+        };
+        guard.load_block_list();
+        guard
+    }
+
+    /// New settings (a reload); counters and blocks carry over.
+    pub fn reconfigure(&self, config: SecurityConfig, log: SecurityLog) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+        *self.log.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(log);
+        self.load_block_list();
+    }
+
+    pub fn log(&self) -> Arc<SecurityLog> {
+        self.log.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn cfg(&self) -> SecurityConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let cfg = self.config.read().unwrap_or_else(|p| p.into_inner());
+        cfg.trusted_networks.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Time left on this address's block, if it is blocked.
+    pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
+        let now = self.clock.now_ms();
+        let mut st = self.lock();
+        let until = *st.blocked.get(&ip)?;
+        if until > now {
+            return Some(Duration::from_millis(until - now));
+        }
+        st.blocked.remove(&ip);
+        self.metrics.blocked_addresses.set(st.blocked.len() as i64);
+        drop(st);
+        self.log().unblocked(ip);
+        self.save_block_list();
+        None
+    }
+
+    /// Record a failed login and say how to answer it.
+    pub fn auth_failed(
+        &self,
+        ip: IpAddr,
+        user: Option<&str>,
+        mechanism: &str,
+        reason: &str,
+    ) -> FailureVerdict {
+        self.log().auth_failed(ip, user, mechanism, reason);
+        if self.is_trusted(ip) {
+            return FailureVerdict {
+                delay: Duration::ZERO,
+                blocked: false,
+            };
+        }
+        let cfg = self.cfg();
+        let now = self.clock.now_ms();
+        let window = cfg.auth_window.as_millis() as u64;
+        let count = {
+            let mut st = self.lock();
+            if let Some(user) = user {
+                push(
+                    st.user_failures.entry(user.to_lowercase()).or_default(),
+                    now,
+                    window,
+                    now,
+                );
+            }
+            let q = st.ip_failures.entry(ip).or_default();
+            push(q, now, window, now);
+            let count = q.len() as u32;
+            self.tidy(&mut st, now, window);
+            count
+        };
+        let blocked_by_score = self.score(ip, Rule::AuthFailure);
+        if count >= cfg.max_auth_attempts || blocked_by_score {
+            if !blocked_by_score {
+                self.block(ip, "too many failed logins");
+            }
+            return FailureVerdict {
+                delay: cfg.auth_failure_delay,
+                blocked: true,
+            };
+        }
+        let factor = 1u32 << (count.saturating_sub(1)).min(4);
+        FailureVerdict {
+            delay: cfg.auth_failure_delay * factor,
+            blocked: false,
+        }
+    }
+
+    /// A login succeeded: the address's failures are forgiven.
+    pub fn auth_succeeded(&self, ip: IpAddr) {
+        self.lock().ip_failures.remove(&ip);
+    }
+
+    /// The delay to add before checking a password for this user: non-zero
+    /// while the user is the target of many failures.
+    pub fn user_delay(&self, ip: IpAddr, user: &str) -> Duration {
+        if self.is_trusted(ip) {
+            return Duration::ZERO;
+        }
+        let cfg = self.cfg();
+        let now = self.clock.now_ms();
+        let window = cfg.auth_window.as_millis() as u64;
+        let mut st = self.lock();
+        let Some(q) = st.user_failures.get_mut(&user.to_lowercase()) else {
+            return Duration::ZERO;
+        };
+        expire(q, now, window);
+        if q.len() as u32 >= cfg.max_user_auth_failures {
+            cfg.user_throttle_delay
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Add a rule's points to the address; true if that blocked it.
+    pub fn score(&self, ip: IpAddr, rule: Rule) -> bool {
+        if self.is_trusted(ip) {
+            return false;
+        }
+        let cfg = self.cfg();
+        let now = self.clock.now_ms();
+        let window = cfg.auth_window.as_millis() as u64;
+        let total = {
+            let mut st = self.lock();
+            let q = st.scores.entry(ip).or_default();
+            q.retain(|(t, _)| now.saturating_sub(*t) < window);
+            if q.len() >= MAX_PER_KEY {
+                q.pop_front();
+            }
+            q.push_back((now, rule.points()));
+            q.iter().map(|(_, p)| p).sum::<u32>()
+        };
+        self.metrics.suspicious(rule.name());
+        self.log().suspicious(ip, rule.name(), rule.points(), total);
+        if total >= cfg.suspicious_threshold {
+            self.lock().scores.remove(&ip);
+            self.block(ip, "suspicious activity");
+            return true;
+        }
+        false
+    }
+
+    /// Block an address for `auto_block_duration`.
+    pub fn block(&self, ip: IpAddr, reason: &str) {
+        if self.is_trusted(ip) {
+            return;
+        }
+        let duration = self.cfg().auto_block_duration;
+        let until = self.clock.now_ms() + duration.as_millis() as u64;
+        {
+            let mut st = self.lock();
+            st.blocked.insert(ip, until);
+            st.ip_failures.remove(&ip);
+            self.metrics.blocked_addresses.set(st.blocked.len() as i64);
+        }
+        self.log().blocked(ip, reason, duration.as_secs());
+        tracing::warn!(target: "pop3::security", %ip, reason, "address blocked");
+        self.save_block_list();
+    }
+
+    /// Drop stale entries now and then, so memory follows the window.
+    fn tidy(&self, st: &mut State, now: u64, window: u64) {
+        st.events += 1;
+        if !st.events.is_multiple_of(1024) {
+            return;
+        }
+        st.ip_failures.retain(|_, q| {
+            expire(q, now, window);
+            !q.is_empty()
+        });
+        st.user_failures.retain(|_, q| {
+            expire(q, now, window);
+            !q.is_empty()
+        });
+        st.scores.retain(|_, q| {
+            q.retain(|(t, _)| now.saturating_sub(*t) < window);
+            !q.is_empty()
+        });
+    }
+
+    fn block_list_path(&self) -> Option<PathBuf> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .block_list_file
+            .clone()
+    }
+
+    fn save_block_list(&self) {
+        let Some(path) = self.block_list_path() else {
+            return;
+        };
+        let now = self.clock.now_ms();
+        let text: String = self
+            .lock()
+            .blocked
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .map(|(ip, until)| format!("{ip} {until}\n"))
+            .collect();
+        if let Err(e) = write_atomically(&path, &text) {
+            tracing::error!(file = %path.display(), "cannot save the block list: {e}");
+        }
+    }
+
+    fn load_block_list(&self) {
+        let Some(path) = self.block_list_path() else {
+            return;
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::error!(file = %path.display(), "cannot read the block list: {e}");
+                return;
+            }
+        };
+        let now = self.clock.now_ms();
+        let mut st = self.lock();
+        for (n, line) in text.lines().enumerate() {
+            let parsed = line.split_once(' ').and_then(|(ip, until)| {
+                Some((ip.parse::<IpAddr>().ok()?, until.parse::<u64>().ok()?))
+            });
+            match parsed {
+                Some((ip, until)) if until > now => {
+                    st.blocked.insert(ip, until);
+                }
+                Some(_) => {}
+                None => {
+                    tracing::warn!(file = %path.display(), "line {}: not `address until-ms`; skipped", n + 1)
+                }
+            }
+        }
+        self.metrics.blocked_addresses.set(st.blocked.len() as i64);
+    }
+
+    /// Addresses blocked now.
+    pub fn blocked_count(&self) -> usize {
+        let now = self.clock.now_ms();
+        self.lock().blocked.values().filter(|u| **u > now).count()
+    }
+}
+
+fn expire(q: &mut VecDeque<u64>, now: u64, window: u64) {
+    while q.front().is_some_and(|t| now.saturating_sub(*t) >= window) {
+        q.pop_front();
+    }
+}
+
+fn push(q: &mut VecDeque<u64>, t: u64, window: u64, now: u64) {
+    expire(q, now, window);
+    if q.len() >= MAX_PER_KEY {
+        q.pop_front();
+    }
+    q.push_back(t);
+}
+
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::security::clock::ManualClock;
+
+    fn guard(tweak: impl FnOnce(&mut SecurityConfig)) -> (Guard, Arc<ManualClock>) {
+        let mut cfg = SecurityConfig {
+            max_auth_attempts: 3,
+            auth_failure_delay: Duration::from_millis(100),
+            max_user_auth_failures: 4,
+            ..SecurityConfig::default()
+        };
+        tweak(&mut cfg);
+        let clock = Arc::new(ManualClock::new());
+        let g = Guard::new(
+            cfg,
+            clock.clone(),
+            SecurityLog::off(),
+            Arc::new(Metrics::new()),
+        );
+        (g, clock)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn failures_grow_the_delay_then_block_until_it_expires() {
+        let (g, clock) = guard(|_| {});
+        let a = ip("192.0.2.1");
+        let v1 = g.auth_failed(a, Some("alice"), "USER", "x");
+        let v2 = g.auth_failed(a, Some("alice"), "USER", "x");
+        assert_eq!((v1.delay, v1.blocked), (Duration::from_millis(100), false));
+        assert_eq!((v2.delay, v2.blocked), (Duration::from_millis(200), false));
+        assert!(g.auth_failed(a, Some("alice"), "USER", "x").blocked);
+        assert!(g.blocked(a).is_some());
+        assert!(
+            g.blocked(ip("192.0.2.2")).is_none(),
+            "other addresses are not affected"
+        );
+        clock.advance(Duration::from_secs(899));
+        assert!(g.blocked(a).is_some());
+        clock.advance(Duration::from_secs(2));
+        assert!(
+            g.blocked(a).is_none(),
+            "the block ends after auto_block_duration"
+        );
+        // The window forgets old failures.
+        g.auth_failed(a, None, "USER", "x");
+        g.auth_failed(a, None, "USER", "x");
+        clock.advance(Duration::from_secs(901));
+        assert!(!g.auth_failed(a, None, "USER", "x").blocked);
+    }
+
+    #[test]
+    fn success_forgives_and_trusted_networks_are_exempt() {
+        let (g, _) = guard(|c| c.trusted_networks = vec!["10.0.0.0/8".parse().unwrap()]);
+        let a = ip("192.0.2.1");
+        g.auth_failed(a, None, "USER", "x");
+        g.auth_failed(a, None, "USER", "x");
+        g.auth_succeeded(a);
+        assert!(!g.auth_failed(a, None, "USER", "x").blocked);
+        let t = ip("10.1.2.3");
+        for _ in 0..50 {
+            assert_eq!(g.auth_failed(t, None, "USER", "x").delay, Duration::ZERO);
+        }
+        assert!(g.blocked(t).is_none());
+        assert!(!g.score(t, Rule::HttpRequest));
+    }
+
+    #[test]
+    fn spraying_slows_the_user_without_locking_it_out() {
+        let (g, clock) = guard(|c| c.max_auth_attempts = 100);
+        for i in 0..4 {
+            g.auth_failed(ip(&format!("198.51.100.{i}")), Some("Alice"), "PLAIN", "x");
+        }
+        let home = ip("203.0.113.5");
+        assert_eq!(g.user_delay(home, "alice"), Duration::from_secs(2));
+        assert_eq!(g.user_delay(home, "bob"), Duration::ZERO);
+        clock.advance(Duration::from_secs(901));
+        assert_eq!(g.user_delay(home, "alice"), Duration::ZERO);
+    }
+
+    #[test]
+    fn scores_add_up_to_a_block() {
+        let (g, _) = guard(|c| c.suspicious_threshold = 65);
+        let a = ip("192.0.2.7");
+        assert!(!g.score(a, Rule::HttpRequest));
+        assert!(!g.score(a, Rule::Garbage));
+        assert!(g.score(a, Rule::UnknownCommand));
+        assert!(g.blocked(a).is_some());
+    }
+
+    #[test]
+    fn block_list_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("blocked");
+        let (g, clock) = guard(|c| c.block_list_file = Some(file.clone()));
+        g.block(ip("192.0.2.3"), "test");
+        g.block(ip("2001:db8::1"), "test");
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        let again = Guard::new(
+            SecurityConfig {
+                block_list_file: Some(file.clone()),
+                ..SecurityConfig::default()
+            },
+            clock.clone(),
+            SecurityLog::off(),
+            Arc::new(Metrics::new()),
+        );
+        assert!(again.blocked(ip("192.0.2.3")).is_some());
+        assert!(again.blocked(ip("2001:db8::1")).is_some());
+        assert_eq!(again.blocked_count(), 2);
+    }
+
+    #[test]
+    fn memory_is_bounded_per_key() {
+        let (g, _) = guard(|c| {
+            c.max_auth_attempts = u32::MAX;
+            c.suspicious_threshold = u32::MAX;
+        });
+        let a = ip("192.0.2.8");
+        for _ in 0..10_000 {
+            g.auth_failed(a, Some("x"), "USER", "x");
+        }
+        let st = g.lock();
+        assert!(st.ip_failures[&a].len() <= MAX_PER_KEY);
+        assert!(st.user_failures["x"].len() <= MAX_PER_KEY);
+        assert!(st.scores[&a].len() <= MAX_PER_KEY);
+    }
+}

@@ -1,0 +1,13 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! Abuse resistance: the brute-force and scoring [`Guard`], per-session
+//! command [`Pacer`], the structured security log, and the clock they use.
+
+pub mod clock;
+pub mod events;
+pub mod guard;
+pub mod pacer;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use events::SecurityLog;
+pub use guard::{FailureVerdict, Guard, Rule};
+pub use pacer::Pacer;
