@@ -145,8 +145,18 @@ impl Pop3SessionManager {
 
     /// The passwd file and Maildir store named in the configuration.
     pub fn from_config(config: Pop3Config) -> Result<Self, ServerError> {
+        Self::from_config_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// As [`Pop3SessionManager::from_config`], measuring security windows
+    /// with `clock`.
+    pub fn from_config_with_clock(
+        config: Pop3Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ServerError> {
         let (users, store) = backends(&config)?;
-        Self::new(config, users, store)
+        let tls = config.tls.as_ref().map(tls::load).transpose()?;
+        Self::with_clock(config, users, store, tls, clock)
     }
 
     /// Swap in a new configuration with its own passwd file, store and TLS

@@ -66,6 +66,14 @@ impl TestServer {
     /// Start with a config adjusted by `tweak` (listeners and paths are set
     /// by the harness).
     pub async fn start_with(tweak: impl FnOnce(&mut Pop3Config)) -> TestServer {
+        Self::start_with_clock(tweak, Arc::new(pop3::security::SystemClock)).await
+    }
+
+    /// As `start_with`, with a clock the test controls.
+    pub async fn start_with_clock(
+        tweak: impl FnOnce(&mut Pop3Config),
+        clock: Arc<dyn pop3::security::Clock>,
+    ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
         std::fs::create_dir_all(&home).unwrap();
@@ -97,7 +105,7 @@ impl TestServer {
         tweak(&mut config);
         config.validate().expect("test config is valid");
 
-        let manager = Arc::new(Pop3SessionManager::from_config(config).unwrap());
+        let manager = Arc::new(Pop3SessionManager::from_config_with_clock(config, clock).unwrap());
         let server = Server::bind(manager.clone()).await.unwrap();
         let addrs = server.local_addrs();
         let find = |m: TlsMode| {
@@ -180,6 +188,20 @@ impl Client<TcpStream> {
         let s = TcpStream::connect(addr).await.unwrap();
         Client::over(s).await
     }
+
+    /// Connect from a chosen loopback address (127.0.0.2, 127.0.0.3 ...), so
+    /// one test can be several clients.
+    pub async fn connect_from(from: &str, addr: SocketAddr) -> Self {
+        Client::over(connect_from(from, addr).await).await
+    }
+}
+
+pub async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(from.parse().unwrap(), 0))
+        .unwrap();
+    socket.connect(addr).await.unwrap()
 }
 
 const WAIT: Duration = Duration::from_secs(10);
