@@ -404,11 +404,7 @@ async fn production_pace_lets_a_big_mailbox_through() {
     assert!(!events(&srv).iter().any(|e| e["event"] == "rate_limited"));
 }
 
-async fn proxied(
-    srv: &TestServer,
-    addr: SocketAddr,
-    header: &[u8],
-) -> Client<tokio::net::TcpStream> {
+async fn proxied(addr: SocketAddr, header: &[u8]) -> Client<tokio::net::TcpStream> {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(header).await.unwrap();
     Client::over(s).await
@@ -434,19 +430,9 @@ async fn proxy_protocol_gives_limits_and_logs_the_client_address() {
     let addrs: Vec<SocketAddr> = vec![srv.plain, srv.implicit];
     let (plain, implicit) = (addrs[0], addrs[1]);
     // v1: two clients behind the same proxy address are counted apart.
-    let a = proxied(
-        &srv,
-        plain,
-        b"PROXY TCP4 198.51.100.1 127.0.0.1 5000 110\r\n",
-    )
-    .await;
+    let a = proxied(plain, b"PROXY TCP4 198.51.100.1 127.0.0.1 5000 110\r\n").await;
     assert!(a.greeting.starts_with("+OK"));
-    let b = proxied(
-        &srv,
-        plain,
-        b"PROXY TCP4 198.51.100.2 127.0.0.1 5001 110\r\n",
-    )
-    .await;
+    let b = proxied(plain, b"PROXY TCP4 198.51.100.2 127.0.0.1 5001 110\r\n").await;
     assert!(b.greeting.starts_with("+OK"));
     let mut again = Client::raw(tokio::net::TcpStream::connect(plain).await.unwrap());
     again
@@ -465,7 +451,7 @@ async fn proxy_protocol_gives_limits_and_logs_the_client_address() {
     )
     .build()
     .unwrap();
-    let mut c = proxied(&srv, plain, &v2).await;
+    let mut c = proxied(plain, &v2).await;
     assert_eq!(fail_login(&mut c, "alice").await, BLOCKED);
     let ev = events(&srv);
     assert!(
@@ -522,7 +508,7 @@ async fn unknown_users_take_as_long_as_wrong_passwords() {
     config.security.max_auth_attempts = 1000;
     config.security.suspicious_threshold = 100_000;
     srv.manager.reload(config).unwrap();
-    let mut time = |user: &'static str| {
+    let time = |user: &'static str| {
         let addr = srv.plain;
         async move {
             let mut samples = Vec::new();
