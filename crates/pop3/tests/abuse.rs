@@ -252,7 +252,7 @@ async fn scanners_are_closed_and_scored() {
     let last = ev
         .iter()
         .filter(|e| e["event"] == "suspicious")
-        .last()
+        .next_back()
         .unwrap();
     assert_eq!(last["score"], 100);
     // That reached the threshold of 100: the address is blocked.
@@ -315,7 +315,7 @@ async fn each_rule_adds_its_points() {
     assert_eq!(
         ev.iter()
             .filter(|e| e["event"] == "suspicious")
-            .last()
+            .next_back()
             .unwrap()["score"],
         45
     );
