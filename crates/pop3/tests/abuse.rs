@@ -249,11 +249,7 @@ async fn scanners_are_closed_and_scored() {
         .map(|e| e["reason"].as_str().unwrap())
         .collect();
     assert_eq!(rules, vec!["http_request", "tls_on_plain_port"]);
-    let last = ev
-        .iter()
-        .filter(|e| e["event"] == "suspicious")
-        .next_back()
-        .unwrap();
+    let last = ev.iter().rfind(|e| e["event"] == "suspicious").unwrap();
     assert_eq!(last["score"], 100);
     // That reached the threshold of 100: the address is blocked.
     assert!(
@@ -313,10 +309,7 @@ async fn each_rule_adds_its_points() {
     .collect();
     assert_eq!(got, want);
     assert_eq!(
-        ev.iter()
-            .filter(|e| e["event"] == "suspicious")
-            .next_back()
-            .unwrap()["score"],
+        ev.iter().rfind(|e| e["event"] == "suspicious").unwrap()["score"],
         45
     );
 }
