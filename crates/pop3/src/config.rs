@@ -547,6 +547,15 @@ impl Pop3Config {
             }
         };
         fix(&mut self.auth.passwd_file);
+        for p in [
+            &mut self.security.block_list_file,
+            &mut self.security.security_log_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
         // A template that starts with an escape (%h/Maildir) is absolute
         // or per user already; a plain relative one is anchored here too.
         if !self.storage.maildir.starts_with('%') && Path::new(&self.storage.maildir).is_relative()

@@ -183,6 +183,17 @@ impl Client {
         c
     }
 
+    /// Wrap a connected stream and read the greeting.
+    pub fn from_stream(s: TcpStream) -> Client {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut c = Client {
+            r: BufReader::new(s),
+            greeting: String::new(),
+        };
+        c.greeting = c.line();
+        c
+    }
+
     pub fn line(&mut self) -> String {
         let mut l = String::new();
         self.r.read_line(&mut l).unwrap();
