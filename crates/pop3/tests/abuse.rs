@@ -528,3 +528,19 @@ async fn unknown_users_take_as_long_as_wrong_passwords() {
         "unknown {unknown:?} vs wrong {wrong:?}"
     );
 }
+
+#[tokio::test]
+async fn tls_failures_are_logged() {
+    let srv = start(|_| {}).await;
+    let mut c = Client::raw(tokio::net::TcpStream::connect(srv.implicit).await.unwrap());
+    c.send(b"USER alice\r\n").await;
+    c.until_closed().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ev = events(&srv);
+    let tls = ev
+        .iter()
+        .find(|e| e["event"] == "tls_failed")
+        .expect("a tls_failed event");
+    assert_eq!(tls["ip"], "127.0.0.1");
+    assert!(!tls["reason"].as_str().unwrap().is_empty());
+}

@@ -363,6 +363,34 @@ impl Guard {
         self.metrics.blocked_addresses.set(st.blocked.len() as i64);
     }
 
+    /// End blocks that ran out and log them, whether or not the address
+    /// comes back; returns how many ended.
+    pub fn sweep(&self) -> usize {
+        let now = self.clock.now_ms();
+        let ended: Vec<IpAddr> = {
+            let mut st = self.lock();
+            let ended: Vec<IpAddr> = st
+                .blocked
+                .iter()
+                .filter(|(_, u)| **u <= now)
+                .map(|(ip, _)| *ip)
+                .collect();
+            for ip in &ended {
+                st.blocked.remove(ip);
+            }
+            self.metrics.blocked_addresses.set(st.blocked.len() as i64);
+            ended
+        };
+        if !ended.is_empty() {
+            let log = self.log();
+            for ip in &ended {
+                log.unblocked(*ip);
+            }
+            self.save_block_list();
+        }
+        ended.len()
+    }
+
     /// Addresses blocked now.
     pub fn blocked_count(&self) -> usize {
         let now = self.clock.now_ms();
@@ -437,6 +465,7 @@ mod tests {
         clock.advance(Duration::from_secs(899));
         assert!(g.blocked(a).is_some());
         clock.advance(Duration::from_secs(2));
+        assert_eq!(g.sweep(), 1, "the sweeper ends it without a new connection");
         assert!(
             g.blocked(a).is_none(),
             "the block ends after auto_block_duration"

@@ -580,6 +580,19 @@ impl Server {
                 }
             });
         }
+        // Blocks end on time and say so in the log even if the address
+        // never comes back.
+        let guard = self.manager.guard().clone();
+        let sweeping = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    _ = sweeping.cancelled() => break,
+                    _ = tick.tick() => { guard.sweep(); }
+                }
+            }
+        });
         shutdown.cancelled().await;
         tracker.close();
         let deadline = self.manager.services().config.server.shutdown_timeout;
