@@ -397,8 +397,9 @@ impl Default for ProtocolConfig {
 pub struct PerformanceConfig {
     /// Sessions served at once; more connections get `-ERR [SYS/TEMP]`.
     pub max_concurrent_sessions: usize,
+    /// Chunk buffers kept for reuse between message transfers.
     pub connection_pool_size: usize,
-    /// Read size and write-flush threshold per session, in octets.
+    /// Chunk size for streaming messages and the write-flush threshold.
     pub io_buffer_size: usize,
     pub enable_response_caching: bool,
     #[serde(with = "humantime_serde")]

@@ -22,6 +22,9 @@ use crate::store::StoreError;
 use lines::{Line, LineBuffer};
 pub use transport::Transport;
 
+/// Bytes read per call while waiting for commands.
+const READ_SIZE: usize = 4096;
+
 /// Longest SASL continuation line (OAuth tokens exceed 255 octets).
 const MAX_SASL_LINE: usize = 64 * 1024;
 
@@ -50,8 +53,8 @@ pub struct Session<S> {
     input: LineBuffer,
     output: Vec<u8>,
     /// From the pool; returned when the session ends.
-    read_buf: Vec<u8>,
-    chunk_buf: Vec<u8>,
+    /// Command input: small, since an idle session should cost little.
+    read_buf: Box<[u8; READ_SIZE]>,
     state: State,
     conn: Connection,
     services: Arc<Services>,
@@ -69,17 +72,15 @@ enum Flow {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub fn new(io: Transport<S>, conn: Connection, services: Arc<Services>) -> Self {
-        let read_buf = services.buffers.take();
-        let chunk_buf = services.buffers.take();
+
         let sec = &services.config.security;
         let pacer = (!services.guard.is_trusted(conn.peer.ip()))
             .then(|| Pacer::new(sec.max_commands_per_minute, sec.min_command_delay));
         Session {
             io,
             input: LineBuffer::default(),
-            output: Vec::with_capacity(read_buf.len()),
-            read_buf,
-            chunk_buf,
+            output: Vec::new(),
+            read_buf: Box::new([0u8; READ_SIZE]),
             state: State::default(),
             conn,
             services,
@@ -100,9 +101,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let end = self.serve().await;
         let _ = self.flush().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.io.shutdown()).await;
-        let services = self.services.clone();
-        services.buffers.give(std::mem::take(&mut self.read_buf));
-        services.buffers.give(std::mem::take(&mut self.chunk_buf));
         Summary {
             end,
             stats: std::mem::take(&mut self.stats),
@@ -138,7 +136,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
                 answered += 1;
                 let batch_full =
-                    answered % max_batch == 0 || self.output.len() >= self.read_buf.len();
+                    answered % max_batch == 0 || self.output.len() >= self.services.buffers.buffer_size();
                 if batch_full && self.flush().await.is_err() {
                     return End::IoError;
                 }
@@ -158,13 +156,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn fill(&mut self) -> Result<(), End> {
         let timeout = self.idle_timeout();
         let shutdown = self.services.shutdown.clone();
+        // Waiting for the client: give back what a big reply made the
+        // output buffer grow to.
+        if self.output.is_empty() && self.output.capacity() > READ_SIZE {
+            self.output = Vec::new();
+        }
         let read = tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
                 Reply::err_code(RespCode::SysTemp, "Server shutting down, try again later").encode(&mut self.output);
                 return Err(End::Shutdown);
             }
-            r = tokio::time::timeout(timeout, self.io.read(&mut self.read_buf)) => r,
+            r = tokio::time::timeout(timeout, self.io.read(&mut self.read_buf[..])) => r,
         };
         match read {
             Ok(Ok(0)) => Err(End::ClientClosed),
@@ -395,9 +398,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         };
         status.encode(&mut self.output);
-        let flush_at = self.chunk_buf.len();
+        // A chunk buffer from the pool, only while a body is streamed.
+        let mut chunk = self.services.buffers.take();
+        let flow = self.stream(&mut *reader, &mut encoder, &mut chunk, index).await;
+        self.services.buffers.give(chunk);
+        if let Flow::Stop(end) = flow {
+            return Flow::Stop(end);
+        }
+        encoder.finish(&mut self.output);
+        self.stats.retrieved += 1;
+        Flow::Continue
+    }
+
+    async fn stream(
+        &mut self,
+        reader: &mut (dyn AsyncRead + Send + Unpin),
+        encoder: &mut protocol::BodyEncoder,
+        chunk: &mut [u8],
+        index: usize,
+    ) -> Flow {
+        let flush_at = chunk.len();
         while !encoder.is_done() {
-            let n = match reader.read(&mut self.chunk_buf).await {
+            let n = match reader.read(chunk).await {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) => {
@@ -409,13 +431,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     return Flow::Stop(End::IoError);
                 }
             };
-            encoder.feed(&self.chunk_buf[..n], &mut self.output);
+            encoder.feed(&chunk[..n], &mut self.output);
             if self.output.len() >= flush_at && self.flush().await.is_err() {
                 return Flow::Stop(End::IoError);
             }
         }
-        encoder.finish(&mut self.output);
-        self.stats.retrieved += 1;
         Flow::Continue
     }
 
