@@ -6,6 +6,7 @@
 
 pub mod deliver;
 pub mod index;
+pub mod reader;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -356,9 +357,12 @@ fn stamps(dir: &Path) -> Result<[SystemTime; 2], StoreError> {
 }
 
 fn open_blocking(dir: &Path, cache: Option<&ListingCache>) -> Result<MaildirDrop, StoreError> {
-    for sub in ["cur", "new", "tmp"] {
-        let p = dir.join(sub);
-        std::fs::create_dir_all(&p).map_err(|e| io(&p, e))?;
+    // A user's first login creates the Maildir, as Dovecot does.
+    if !dir.join("cur").is_dir() || !dir.join("new").is_dir() {
+        for sub in ["cur", "new", "tmp"] {
+            let p = dir.join(sub);
+            std::fs::create_dir_all(&p).map_err(|e| io(&p, e))?;
+        }
     }
     let lock = lock(dir)?;
     let Some(cache) = cache else {
@@ -490,12 +494,17 @@ impl MaildirDrop {
         if m.path.exists() {
             return Ok(m.path.clone());
         }
-        scan(&self.dir)?
-            .into_iter()
-            .find(|(k, _)| *k == m.key)
-            .map(|(_, p)| p)
-            .ok_or(StoreError::MessageGone)
+        find_by_key(&self.dir, &m.key)
     }
+}
+
+/// Where a message is now, by its base name.
+fn find_by_key(dir: &Path, key: &str) -> Result<PathBuf, StoreError> {
+    scan(dir)?
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, p)| p)
+        .ok_or(StoreError::MessageGone)
 }
 
 #[async_trait]
@@ -505,26 +514,30 @@ impl Maildrop for MaildirDrop {
     }
 
     async fn open_message(&self, index: usize) -> Result<MessageReader, StoreError> {
-        let first = self
-            .messages
-            .get(index)
-            .ok_or(StoreError::MessageGone)?
-            .path
-            .clone();
-        match tokio::fs::File::open(&first).await {
-            Ok(f) => return Ok(Box::new(f)),
+        let first = self.messages.get(index).ok_or(StoreError::MessageGone)?.path.clone();
+        match reader::FileReader::open(first.clone()).await {
+            Ok(r) => return Ok(Box::new(r)),
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&first, e)),
             Err(_) => {}
         }
-        let path = self.locate(index)?;
-        match tokio::fs::File::open(&path).await {
-            Ok(f) => Ok(Box::new(f)),
+        // Renamed by another program (flags changed, moved to cur/)?
+        let dir = self.dir.clone();
+        let key = self.messages[index].key.clone();
+        let path = tokio::task::spawn_blocking(move || find_by_key(&dir, &key))
+        .await
+        .map_err(|e| StoreError::Temporary(format!("maildir task failed: {e}")))??;
+        match reader::FileReader::open(path.clone()).await {
+            Ok(r) => Ok(Box::new(r)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::MessageGone),
             Err(e) => Err(io(&path, e)),
         }
     }
 
     async fn commit(self: Box<Self>, deleted: Vec<usize>) -> Result<CommitReport, StoreError> {
+        if deleted.is_empty() {
+            // Nothing to remove: releasing the lock needs no blocking hop.
+            return Ok(CommitReport::default());
+        }
         tokio::task::spawn_blocking(move || {
             let mut report = CommitReport::default();
             for i in deleted {

@@ -1,0 +1,392 @@
+# SPDX-License-Identifier: AGPL-3.0-only
+"""Run the same POP3 loads against pop3d, Dovecot and the ceiling responder,
+alternating between them, and print medians, spreads and ratios.
+
+Everything listens on 127.0.0.1; every load is bounded in time. See
+BENCHMARKS.md for the method."""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "target/release/pop3-bench")
+POP3D = os.path.join(ROOT, "target/release/pop3d")
+
+PORTS = {"pop3d": 41110, "pop3d-tls": 41995, "dovecot": 42110, "ceiling": 43110, "ceiling-big": 43111}
+
+
+def sh(*cmd, **kw):
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw).stdout
+
+
+def wait_port(port, timeout=20):
+    import socket
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def message(size, n):
+    head = f"From: bench@example.org\r\nSubject: message {n}\r\n\r\n".encode()
+    line = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n"
+    body = bytearray(head)
+    while len(body) + len(line) <= size:
+        body += line
+    body += b"x" * (size - len(body) - 2) + b"\r\n" if size - len(body) >= 2 else b""
+    return bytes(body)
+
+
+def make_maildir(home, messages):
+    md = os.path.join(home, "Maildir")
+    for sub in ("new", "cur", "tmp"):
+        os.makedirs(os.path.join(md, sub), exist_ok=True)
+    for i, data in enumerate(messages):
+        with open(os.path.join(md, "cur", f"{1700000000 + i}.M{i}P1.bench:2,S"), "wb") as f:
+            f.write(data)
+    return md
+
+
+def setup(work, quick):
+    """Users, passwd file and Maildirs shared by pop3d and Dovecot."""
+    homes = os.path.join(work, "home")
+    lines = []
+    small = [message(4096, i) for i in range(20)]
+    for u in range(64):
+        make_maildir(os.path.join(homes, f"u{u}"), small)
+        lines.append(f"u{u}:{{PLAIN}}pw::::{homes}/u{u}")
+    big = bytearray()
+    chunk = message(1 << 20, 0)
+    for _ in range(50):
+        big += chunk
+    make_maildir(os.path.join(homes, "big"), [bytes(big)])
+    lines.append(f"big:{{PLAIN}}pw::::{homes}/big")
+    huge_n = 5000 if quick else 50000
+    make_maildir(os.path.join(homes, "huge"), [message(2048, i) for i in range(huge_n)])
+    lines.append(f"huge:{{PLAIN}}pw::::{homes}/huge")
+    for u in range(10000):
+        lines.append(f"i{u}:{{PLAIN}}pw::::{homes}/i{u}")
+    argon = sh(POP3D, "hash-password", input="pw\n").strip()
+    for u in range(8):
+        lines.append(f"a{u}:{argon}::::{homes}/a{u}")
+    lines.append(f"probe:{{PLAIN}}pw::::{homes}/probe")
+    with open(os.path.join(work, "passwd"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+       "-days", "30", "-subj", "/CN=localhost", "-keyout", f"{work}/key.pem", "-out", f"{work}/cert.pem")
+    return huge_n
+
+
+def pop3d_config(work):
+    path = os.path.join(work, "pop3d.toml")
+    with open(path, "w") as f:
+        f.write(f"""preset = "production"
+[server]
+hostname = "bench"
+[[listener]]
+bind = "127.0.0.1:{PORTS['pop3d']}"
+[[listener]]
+bind = "127.0.0.1:{PORTS['pop3d-tls']}"
+tls = "implicit"
+[tls]
+cert = "cert.pem"
+key = "key.pem"
+[storage]
+maildir = "%h/Maildir"
+[auth]
+passwd_file = "passwd"
+[security]
+# The load generator is one address making thousands of sessions.
+trusted_networks = ["127.0.0.0/8"]
+max_connections_per_ip = 100000
+enable_security_logging = false
+[performance]
+max_concurrent_sessions = 100000
+""")
+    return path
+
+
+def dovecot_config(work):
+    run = os.path.join(work, "dovecot")
+    os.makedirs(run, exist_ok=True)
+    path = os.path.join(work, "dovecot.conf")
+    with open(path, "w") as f:
+        f.write(f"""protocols = pop3
+listen = 127.0.0.1
+base_dir = {run}/run
+state_dir = {run}/state
+log_path = {run}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+first_valid_uid = 0
+mail_location = maildir:~/Maildir
+pop3_uidl_format = %08Xu%08Xv
+# Fair tuning: login processes reused ("high-performance mode"), an auth
+# cache, and process limits high enough for every load here.
+default_process_limit = 12000
+default_client_limit = 15000
+auth_cache_size = 10M
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {work}/passwd
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {work}/passwd
+  default_fields = uid=root gid=root
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = {PORTS['dovecot']}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+  service_count = 0
+  process_min_avail = 2
+  client_limit = 15000
+}}
+service pop3 {{
+  process_limit = 12000
+}}
+service auth {{
+  client_limit = 15000
+}}
+""")
+    return path
+
+
+class Server:
+    def __init__(self, name, cmd, port, cwd=None):
+        self.name, self.cmd, self.port, self.cwd = name, cmd, port, cwd
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        wait_port(self.port)
+        return self
+
+    def stop(self):
+        if self.proc:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc = None
+
+
+def pss_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                m = re.search(r"^Pss:\s+(\d+) kB", f.read(), re.M)
+                total += int(m.group(1)) if m else 0
+        except OSError:
+            pass
+    return total
+
+
+def dovecot_pids():
+    out = subprocess.run(["pgrep", "-f", "dovecot"], text=True, capture_output=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def bench(port, mode, conns, duration, user="u{}", users=0, tls=False):
+    cmd = [BENCH, "run", "--mode", mode, "--addr", f"127.0.0.1:{port}", "-c", str(conns), "-d", str(duration),
+           "--user", user, "--password", "pw", "--csv"]
+    if users:
+        cmd += ["--users", str(users)]
+    if tls:
+        cmd.append("--tls")
+    out = subprocess.run(cmd, text=True, capture_output=True, timeout=duration + 600)
+    line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "0,0,0,0,1,0"
+    rate, mib, p50, p99, errors, sessions = line.split(",")
+    return {"rate": float(rate), "mib": float(mib), "p50": float(p50), "p99": float(p99),
+            "errors": int(errors), "sessions": int(sessions)}
+
+
+def ratio(a, b):
+    return a / b if b else float("nan")
+
+
+def med(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def spread(values):
+    return (max(values) - min(values)) if values else float("nan")
+
+
+def idle_memory(server, pids_fn, n, tls=False):
+    """PSS growth per idle authenticated session, KiB."""
+    base = pss_kib(pids_fn())
+    port = PORTS["pop3d-tls"] if tls else server.port
+    cmd = [BENCH, "run", "--mode", "idle", "--addr", f"127.0.0.1:{port}", "-c", str(n), "-d", "8",
+           "--user", "i{}", "--users", "10000", "--password", "pw", "--csv"]
+    if tls:
+        cmd.append("--tls")
+    p = subprocess.Popen(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    held = None
+    for line in p.stdout:
+        if "sessions open" in line:
+            held = int(line.split()[1])
+            time.sleep(3)
+            after = pss_kib(pids_fn())
+            break
+    rest = p.stdout.read()
+    p.wait(timeout=300)
+    fields = rest.strip().splitlines()[-1].split(",") if rest.strip() else ["0"] * 6
+    errors = int(fields[4])
+    if not held:
+        return float("nan"), 0, errors
+    return (after - base) / held, held, errors
+
+
+def login_stat_ms(port):
+    r = bench(port, "login", 1, 0.001, user="huge")
+    return r["p50"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--quick", action="store_true", help="smaller loads, for a smoke run")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: Dovecot serves the same Maildirs as root here")
+    subprocess.run(["sh", "-c", "ulimit -n 200000"], check=False)
+    try:
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200000, 200000))
+    except (ValueError, OSError):
+        pass
+    work = tempfile.mkdtemp(prefix="pop3-bench-")
+    os.chmod(work, 0o755)  # Dovecot's auth process runs as "dovecot"
+    print(f"work dir {work}; building users and Maildirs ...", flush=True)
+    huge_n = setup(work, args.quick)
+    servers = {
+        "pop3d": Server("pop3d", [POP3D, "--log", "warn", "serve", "--config", pop3d_config(work)], PORTS["pop3d"], work),
+        "dovecot": Server("dovecot", ["dovecot", "-F", "-c", dovecot_config(work)], PORTS["dovecot"]),
+        "ceiling": Server("ceiling", [BENCH, "ceiling", "--listen", f"127.0.0.1:{PORTS['ceiling']}",
+                                      "--messages", "20", "--size", "4096"], PORTS["ceiling"]),
+    }
+    ceiling_big = Server("ceiling-big", [BENCH, "ceiling", "--listen", f"127.0.0.1:{PORTS['ceiling-big']}",
+                                         "--messages", "1", "--size", str(50 << 20)], PORTS["ceiling-big"])
+    d = args.duration
+    loads = {
+        "logins/s (PLAIN)": lambda port: bench(port, "login", 8, d, users=64),
+        "small RETR sessions/s (20 x 4 KiB)": lambda port: bench(port, "retr", 8, d, users=64),
+        "one 50 MiB message, MiB/s": lambda port: bench(port, "retr", 1, d, user="big"),
+    }
+    results = {}
+    try:
+        for s in list(servers.values()) + [ceiling_big]:
+            s.start()
+        # Warm the caches once (Dovecot indexes, our listing cache).
+        for name in ("pop3d", "dovecot"):
+            bench(servers[name].port, "retr", 8, 1, users=64)
+            bench(servers[name].port, "retr", 1, 1, user="big")
+        for rep in range(args.reps):
+            for load, fn in loads.items():
+                for name in ("pop3d", "dovecot", "ceiling"):
+                    port = servers[name].port
+                    if "50 MiB" in load and name == "ceiling":
+                        port = ceiling_big.port
+                    r = fn(port)
+                    results.setdefault((load, name), []).append(r)
+                    print(f"rep {rep + 1} {load:38} {name:8} {r}", flush=True)
+        # Memory per idle authenticated session.
+        pop3d_pid = servers["pop3d"].proc.pid
+        n_idle = 1000 if args.quick else 10000
+        mem_pop3d, held, err = idle_memory(servers["pop3d"], lambda: [pop3d_pid], n_idle)
+        mem_tls, held_tls, err_tls = idle_memory(servers["pop3d"], lambda: [pop3d_pid], 2000, tls=True)
+        mem_dovecot, held_d, err_d = idle_memory(servers["dovecot"], dovecot_pids, 1000)
+        print(f"idle: pop3d {mem_pop3d:.1f} KiB x {held} ({err} errors), TLS {mem_tls:.1f} KiB x {held_tls}, "
+              f"dovecot {mem_dovecot:.1f} KiB x {held_d} ({err_d} errors)", flush=True)
+        # Login + STAT on a large Maildir, cold (no index) and warm.
+        huge = os.path.join(work, "home/huge/Maildir")
+        cold = {}
+        warm = {}
+        for name in ("pop3d", "dovecot"):
+            for f in os.listdir(huge):
+                if f.startswith("dovecot") or f.startswith("pop3d-uidlist"):
+                    os.remove(os.path.join(huge, f))
+            servers[name].stop()
+            subprocess.run(["sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches"], check=False)
+            servers[name].start()
+            cold[name] = login_stat_ms(servers[name].port)
+            warm[name] = med([login_stat_ms(servers[name].port) for _ in range(7)])
+            print(f"{name}: login+STAT on {huge_n} messages cold {cold[name]:.1f} ms warm {warm[name]:.1f} ms",
+                  flush=True)
+        pop3d_pid = servers["pop3d"].proc.pid
+        # Slow hashes under a login flood: the probe's NOOP latency.
+        flood = bench(servers["pop3d"].port, "mixed", 8, d, user="a{}", users=8)
+        # One 1 GiB message: growth of the server's peak memory.
+        gib_dir = os.path.join(work, "home/gib/Maildir")
+        os.makedirs(os.path.join(gib_dir, "cur"), exist_ok=True)
+        with open(os.path.join(gib_dir, "cur", "1.M1P1.gib:2,S"), "wb") as f:
+            block = message(1 << 20, 0)
+            for _ in range(1024):
+                f.write(block)
+        with open(os.path.join(work, "passwd"), "a") as f:
+            f.write(f"gib:{{PLAIN}}pw::::{work}/home/gib\n")
+        servers["pop3d"].stop()
+        servers["pop3d"].start()
+        pid = servers["pop3d"].proc.pid
+
+        def hwm():
+            with open(f"/proc/{pid}/status") as f:
+                return int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1))
+
+        before = hwm()
+        gib = bench(servers["pop3d"].port, "retr", 1, 0.001, user="gib")
+        growth_mib = (hwm() - before) / 1024
+    finally:
+        for s in list(servers.values()) + [ceiling_big]:
+            s.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    print()
+    print(f"{'load':40} {'pop3d':>12} {'dovecot':>12} {'ceiling':>12} {'vs dovecot':>11} {'of ceiling':>11}")
+    for load in loads:
+        key = "mib" if "MiB/s" in load else "rate"
+        vals = {n: [r[key] for r in results[(load, n)]] for n in ("pop3d", "dovecot", "ceiling")}
+        m = {n: med(v) for n, v in vals.items()}
+        print(f"{load:40} {m['pop3d']:12.1f} {m['dovecot']:12.1f} {m['ceiling']:12.1f} "
+              f"{ratio(m['pop3d'], m['dovecot']):10.1f}x {100 * ratio(m['pop3d'], m['ceiling']):10.0f}%")
+        print(f"{'  spread (max-min)':40} {spread(vals['pop3d']):12.1f} {spread(vals['dovecot']):12.1f} "
+              f"{spread(vals['ceiling']):12.1f}")
+        p99 = {n: med([r['p99'] for r in results[(load, n)]]) for n in ("pop3d", "dovecot", "ceiling")}
+        print(f"{'  p99 latency ms':40} {p99['pop3d']:12.2f} {p99['dovecot']:12.2f} {p99['ceiling']:12.2f}")
+        errs = {n: sum(r['errors'] for r in results[(load, n)]) for n in ("pop3d", "dovecot", "ceiling")}
+        print(f"{'  errors':40} {errs['pop3d']:12} {errs['dovecot']:12} {errs['ceiling']:12}")
+    print()
+    print(f"idle sessions: pop3d {held} held ({err} errors), {mem_pop3d:.1f} KiB PSS each; "
+          f"with TLS {held_tls} held ({err_tls} errors), {mem_tls:.1f} KiB each; "
+          f"dovecot {held_d} held ({err_d} errors), {mem_dovecot:.1f} KiB each")
+    print(f"login+STAT on {huge_n} messages: pop3d cold {cold['pop3d']:.1f} ms, warm {warm['pop3d']:.1f} ms; "
+          f"dovecot cold {cold['dovecot']:.1f} ms, warm {warm['dovecot']:.1f} ms")
+    print(f"ARGON2ID login flood ({flood['sessions']} logins): probe NOOP p50 {flood['p50']:.2f} ms, "
+          f"p99 {flood['p99']:.2f} ms, errors {flood['errors']}")
+    print(f"1 GiB message: {gib['mib']:.0f} MiB/s, errors {gib['errors']}, server peak memory grew {growth_mib:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()

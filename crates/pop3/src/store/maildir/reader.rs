@@ -1,0 +1,132 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! Reading a message file without a blocking-pool hop per small read: the
+//! first read (open included) fetches up to [`FIRST`] octets, which is the
+//! whole of most messages; larger files continue in [`NEXT`]-octet reads,
+//! each one hop to the blocking pool.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::task::JoinHandle;
+
+/// Octets read together with the open.
+pub const FIRST: usize = 128 * 1024;
+/// Octets read per later hop.
+pub const NEXT: usize = 256 * 1024;
+
+/// Fill `buf` as far as the file allows; a short count means end of file.
+fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+type Chunk = (File, io::Result<Vec<u8>>);
+
+pub struct FileReader {
+    buf: Vec<u8>,
+    pos: usize,
+    /// The file, while more of it may follow.
+    file: Option<File>,
+    pending: Option<JoinHandle<Chunk>>,
+}
+
+impl FileReader {
+    /// Open `path` and read its beginning, on the blocking pool.
+    pub async fn open(path: PathBuf) -> io::Result<FileReader> {
+        tokio::task::spawn_blocking(move || {
+            let mut file = File::open(&path)?;
+            let mut buf = vec![0u8; FIRST];
+            let n = read_full(&mut file, &mut buf)?;
+            buf.truncate(n);
+            Ok(FileReader {
+                buf,
+                pos: 0,
+                file: (n == FIRST).then_some(file),
+                pending: None,
+            })
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}
+
+impl AsyncRead for FileReader {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.pos < this.buf.len() {
+                let n = (this.buf.len() - this.pos).min(out.remaining());
+                out.put_slice(&this.buf[this.pos..this.pos + n]);
+                this.pos += n;
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(handle) = this.pending.as_mut() {
+                let joined = ready!(Pin::new(handle).poll(cx));
+                this.pending = None;
+                let (file, data) = joined.map_err(io::Error::other)?;
+                let data = data?;
+                if data.len() == NEXT {
+                    this.file = Some(file);
+                }
+                if data.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                this.buf = data;
+                this.pos = 0;
+                continue;
+            }
+            let Some(mut file) = this.file.take() else {
+                return Poll::Ready(Ok(()));
+            };
+            this.pending = Some(tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; NEXT];
+                let r = read_full(&mut file, &mut buf).map(|n| {
+                    buf.truncate(n);
+                    buf
+                });
+                (file, r)
+            }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn reads_small_and_large_files_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        for size in [0usize, 10, FIRST - 1, FIRST, FIRST + 1, FIRST + NEXT, FIRST + 2 * NEXT + 7] {
+            let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let path = dir.path().join(format!("m{size}"));
+            std::fs::write(&path, &data).unwrap();
+            let mut r = FileReader::open(path).await.unwrap();
+            let mut got = Vec::new();
+            let mut small = [0u8; 1000];
+            loop {
+                let n = r.read(&mut small).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&small[..n]);
+            }
+            assert_eq!(got.len(), size);
+            assert!(got == data, "size {size}");
+        }
+        assert!(FileReader::open(dir.path().join("missing")).await.is_err());
+    }
+}
