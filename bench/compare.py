@@ -60,7 +60,10 @@ def make_maildir(home, messages):
 
 
 def setup(work, quick):
-    """Users, passwd file and Maildirs shared by pop3d and Dovecot."""
+    """Users, passwd file and Maildirs shared by pop3d and Dovecot (whose
+    mail processes refuse to run as root: the files belong to "vmail")."""
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "vmail"],
+                   capture_output=True)
     homes = os.path.join(work, "home")
     lines = []
     small = [message(4096, i) for i in range(20)]
@@ -78,12 +81,14 @@ def setup(work, quick):
     lines.append(f"huge:{{PLAIN}}pw::::{homes}/huge")
     for u in range(10000):
         lines.append(f"i{u}:{{PLAIN}}pw::::{homes}/i{u}")
+        make_maildir(os.path.join(homes, f"i{u}"), [])
     argon = sh(POP3D, "hash-password", input="pw\n").strip()
     for u in range(8):
         lines.append(f"a{u}:{argon}::::{homes}/a{u}")
     lines.append(f"probe:{{PLAIN}}pw::::{homes}/probe")
     with open(os.path.join(work, "passwd"), "w") as f:
         f.write("\n".join(lines) + "\n")
+    subprocess.run(["chown", "-R", "vmail:vmail", homes], check=True)
     sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
        "-days", "30", "-subj", "/CN=localhost", "-keyout", f"{work}/key.pem", "-out", f"{work}/cert.pem")
     return huge_n
@@ -131,7 +136,7 @@ log_path = {run}/dovecot.log
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
-first_valid_uid = 0
+first_valid_uid = 1
 mail_location = maildir:~/Maildir
 pop3_uidl_format = %08Xu%08Xv
 # Fair tuning: login processes reused ("high-performance mode"), an auth
@@ -146,7 +151,7 @@ passdb {{
 userdb {{
   driver = passwd-file
   args = username_format=%u {work}/passwd
-  default_fields = uid=root gid=root
+  default_fields = uid=vmail gid=vmail
 }}
 service pop3-login {{
   inet_listener pop3 {{
@@ -175,9 +180,15 @@ class Server:
         self.proc = None
 
     def start(self):
-        self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, stdout=self.log, stderr=self.log,
                                      start_new_session=True)
-        wait_port(self.port)
+        try:
+            wait_port(self.port)
+        except SystemExit:
+            self.log.seek(0)
+            sys.stderr.write(self.log.read().decode(errors="replace")[-2000:])
+            raise
         return self
 
     def stop(self):
@@ -325,6 +336,7 @@ def main():
         cold = {}
         warm = {}
         for name in ("pop3d", "dovecot"):
+            subprocess.run(["chown", "-R", "vmail:vmail", os.path.dirname(huge)], check=True)
             for f in os.listdir(huge):
                 if f.startswith("dovecot") or f.startswith("pop3d-uidlist"):
                     os.remove(os.path.join(huge, f))

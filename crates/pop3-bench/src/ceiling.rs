@@ -31,7 +31,9 @@ pub async fn serve(listen: SocketAddr, messages: usize, size: usize) {
     let retr: Arc<[u8]> = Arc::from(retr);
     let stat: Arc<[u8]> = Arc::from(stat);
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let (retr, stat) = (retr.clone(), stat.clone());
         tokio::spawn(async move {

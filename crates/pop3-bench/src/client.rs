@@ -18,13 +18,22 @@ pub struct Conn {
 pub type Outcome<T> = Result<T, String>;
 
 impl Conn {
-    pub async fn connect(addr: SocketAddr, tls: Option<&tokio_rustls::TlsConnector>) -> Outcome<Conn> {
-        let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    pub async fn connect(
+        addr: SocketAddr,
+        tls: Option<&tokio_rustls::TlsConnector>,
+    ) -> Outcome<Conn> {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
         let _ = tcp.set_nodelay(true);
         let io: Box<dyn Stream> = match tls {
             Some(t) => {
                 let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-                Box::new(t.connect(name, tcp).await.map_err(|e| format!("tls: {e}"))?)
+                Box::new(
+                    t.connect(name, tcp)
+                        .await
+                        .map_err(|e| format!("tls: {e}"))?,
+                )
             }
             None => Box::new(tcp),
         };
@@ -41,7 +50,11 @@ impl Conn {
 
     async fn read_line(&mut self) -> Outcome<Vec<u8>> {
         self.line.clear();
-        let n = self.io.read_until(b'\n', &mut self.line).await.map_err(|e| format!("read: {e}"))?;
+        let n = self
+            .io
+            .read_until(b'\n', &mut self.line)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
         if n == 0 {
             return Err("connection closed".into());
         }
@@ -50,8 +63,12 @@ impl Conn {
 
     async fn send(&mut self, cmd: &str) -> Outcome<()> {
         let w = self.io.get_mut();
-        w.write_all(cmd.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
-        w.write_all(b"\r\n").await.map_err(|e| format!("write: {e}"))?;
+        w.write_all(cmd.as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        w.write_all(b"\r\n")
+            .await
+            .map_err(|e| format!("write: {e}"))?;
         w.flush().await.map_err(|e| format!("write: {e}"))
     }
 
@@ -69,12 +86,17 @@ impl Conn {
         // Pipelined, as PIPELINING allows.
         let w = self.io.get_mut();
         let both = format!("USER {user}\r\nPASS {password}\r\n");
-        w.write_all(both.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+        w.write_all(both.as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
         w.flush().await.map_err(|e| format!("write: {e}"))?;
         for what in ["USER", "PASS"] {
             let r = self.read_line().await?;
             if !r.starts_with(b"+OK") {
-                return Err(format!("{what} {user}: {}", String::from_utf8_lossy(&r).trim_end()));
+                return Err(format!(
+                    "{what} {user}: {}",
+                    String::from_utf8_lossy(&r).trim_end()
+                ));
             }
         }
         Ok(())
@@ -85,7 +107,10 @@ impl Conn {
         let r = self.read_line().await?;
         let text = String::from_utf8_lossy(&r);
         let mut parts = text.trim_end().split(' ').skip(1);
-        match (parts.next().and_then(|n| n.parse().ok()), parts.next().and_then(|n| n.parse().ok())) {
+        match (
+            parts.next().and_then(|n| n.parse().ok()),
+            parts.next().and_then(|n| n.parse().ok()),
+        ) {
             (Some(n), Some(o)) if text.starts_with("+OK") => Ok((n, o)),
             _ => Err(format!("STAT: {}", text.trim_end())),
         }
@@ -96,7 +121,10 @@ impl Conn {
         self.send(&format!("RETR {n}")).await?;
         let r = self.read_line().await?;
         if !r.starts_with(b"+OK") {
-            return Err(format!("RETR {n}: {}", String::from_utf8_lossy(&r).trim_end()));
+            return Err(format!(
+                "RETR {n}: {}",
+                String::from_utf8_lossy(&r).trim_end()
+            ));
         }
         // Find "\r\n.\r\n" in the buffered bytes without copying lines; the
         // status line's CRLF counts as the first "\r\n".
@@ -151,7 +179,12 @@ pub fn tls_connector() -> tokio_rustls::TlsConnector {
             cert: &rustls::pki_types::CertificateDer<'_>,
             dss: &rustls::DigitallySignedStruct,
         ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
         }
         fn verify_tls13_signature(
             &self,
@@ -159,7 +192,12 @@ pub fn tls_connector() -> tokio_rustls::TlsConnector {
             cert: &rustls::pki_types::CertificateDer<'_>,
             dss: &rustls::DigitallySignedStruct,
         ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
         }
         fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
             self.0.signature_verification_algorithms.supported_schemes()

@@ -19,7 +19,11 @@ use client::Conn;
 use report::{Report, Totals};
 
 #[derive(Parser)]
-#[command(name = "pop3-bench", version, about = "POP3 load generator (loopback only)")]
+#[command(
+    name = "pop3-bench",
+    version,
+    about = "POP3 load generator (loopback only)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -85,11 +89,17 @@ struct RunArgs {
 
 fn main() {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     match cli.command {
         Cmd::Run(args) => {
             if !args.addr.ip().is_loopback() {
-                eprintln!("pop3-bench: refusing {}: loads only target loopback", args.addr);
+                eprintln!(
+                    "pop3-bench: refusing {}: loads only target loopback",
+                    args.addr
+                );
                 std::process::exit(2);
             }
             let report = rt.block_on(run(args.clone()));
@@ -102,12 +112,20 @@ fn main() {
                 std::process::exit(1);
             }
         }
-        Cmd::Ceiling { listen, messages, size } => rt.block_on(ceiling::serve(listen, messages, size)),
+        Cmd::Ceiling {
+            listen,
+            messages,
+            size,
+        } => rt.block_on(ceiling::serve(listen, messages, size)),
     }
 }
 
 fn user_for(args: &RunArgs, n: usize) -> String {
-    let users = if args.users == 0 { args.connections } else { args.users };
+    let users = if args.users == 0 {
+        args.connections
+    } else {
+        args.users
+    };
     args.user.replace("{}", &(n % users.max(1)).to_string())
 }
 
@@ -160,7 +178,11 @@ async fn run(args: RunArgs) -> Report {
 }
 
 /// One whole session; returns the message octets received.
-async fn session(args: &RunArgs, tls: Option<&tokio_rustls::TlsConnector>, user: &str) -> Result<u64, String> {
+async fn session(
+    args: &RunArgs,
+    tls: Option<&tokio_rustls::TlsConnector>,
+    user: &str,
+) -> Result<u64, String> {
     let mut c = Conn::connect(args.addr, tls).await?;
     c.login(user, &args.password).await?;
     let (count, _) = c.stat().await?;
@@ -175,7 +197,11 @@ async fn session(args: &RunArgs, tls: Option<&tokio_rustls::TlsConnector>, user:
 }
 
 /// Hold `connections` authenticated sessions, then check each still answers.
-async fn idle(args: Arc<RunArgs>, tls: Option<tokio_rustls::TlsConnector>, hold: Duration) -> Report {
+async fn idle(
+    args: Arc<RunArgs>,
+    tls: Option<tokio_rustls::TlsConnector>,
+    hold: Duration,
+) -> Report {
     let started = Instant::now();
     let mut open = Vec::with_capacity(args.connections);
     let mut totals = Totals::default();
@@ -207,7 +233,11 @@ async fn idle(args: Arc<RunArgs>, tls: Option<tokio_rustls::TlsConnector>, hold:
             }
         }
     }
-    println!("pop3-bench: {} sessions open, holding {:.0}s", open.len(), hold.as_secs_f64());
+    println!(
+        "pop3-bench: {} sessions open, holding {:.0}s",
+        open.len(),
+        hold.as_secs_f64()
+    );
     tokio::time::sleep(hold).await;
     for c in &mut open {
         match c.expect_ok("NOOP").await {
@@ -223,19 +253,38 @@ async fn idle(args: Arc<RunArgs>, tls: Option<tokio_rustls::TlsConnector>, hold:
 
 /// A login flood on `connections` workers plus one probe session that
 /// sends NOOP every 10 ms; the report's latencies are the probe's.
-async fn mixed(args: Arc<RunArgs>, tls: Option<tokio_rustls::TlsConnector>, duration: Duration) -> Report {
+async fn mixed(
+    args: Arc<RunArgs>,
+    tls: Option<tokio_rustls::TlsConnector>,
+    duration: Duration,
+) -> Report {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut probe = match Conn::connect(args.addr, tls.as_ref()).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("pop3-bench: probe: {e}");
-            return Report::new(Totals { errors: 1, ..Totals::default() }, started.elapsed());
+            return Report::new(
+                Totals {
+                    errors: 1,
+                    ..Totals::default()
+                },
+                started.elapsed(),
+            );
         }
     };
-    if let Err(e) = probe.login(&args.user.replace("{}", "probe"), &args.password).await {
+    if let Err(e) = probe
+        .login(&args.user.replace("{}", "probe"), &args.password)
+        .await
+    {
         eprintln!("pop3-bench: probe login: {e}");
-        return Report::new(Totals { errors: 1, ..Totals::default() }, started.elapsed());
+        return Report::new(
+            Totals {
+                errors: 1,
+                ..Totals::default()
+            },
+            started.elapsed(),
+        );
     }
     let mut flood = Vec::new();
     for n in 0..args.connections {

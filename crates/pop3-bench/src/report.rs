@@ -70,7 +70,15 @@ impl fmt::Display for Report {
         writeln!(f, "elapsed      {:.2} s", self.elapsed.as_secs_f64())?;
         writeln!(f, "sessions/s   {:.1}", self.per_second())?;
         writeln!(f, "MiB/s        {:.1}", self.mib_per_second())?;
-        writeln!(f, "p50 latency  {:.3} ms", self.percentile(0.5).as_secs_f64() * 1000.0)?;
-        write!(f, "p99 latency  {:.3} ms", self.percentile(0.99).as_secs_f64() * 1000.0)
+        writeln!(
+            f,
+            "p50 latency  {:.3} ms",
+            self.percentile(0.5).as_secs_f64() * 1000.0
+        )?;
+        write!(
+            f,
+            "p99 latency  {:.3} ms",
+            self.percentile(0.99).as_secs_f64() * 1000.0
+        )
     }
 }

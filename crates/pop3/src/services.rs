@@ -67,9 +67,9 @@ impl Services {
     }
 }
 
-/// Reusable IO buffers of `io_buffer_size` octets, at most
-/// `connection_pool_size` kept, so a busy server does not allocate and free
-/// two buffers per connection.
+/// Reusable output buffers of `io_buffer_size` octets' capacity, at most
+/// `connection_pool_size` kept, so streaming messages does not allocate and
+/// free a buffer per message.
 #[derive(Debug)]
 pub struct BufferPool {
     size: usize,
@@ -90,17 +90,20 @@ impl BufferPool {
         self.size
     }
 
-    /// A zero-filled buffer of `buffer_size()` octets.
+    /// An empty buffer with room for `buffer_size()` octets (and a little
+    /// more, as encoding may grow a chunk).
     pub fn take(&self) -> Vec<u8> {
         let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        reused.unwrap_or_else(|| vec![0u8; self.size])
+        reused.unwrap_or_else(|| Vec::with_capacity(self.size + self.size / 8))
     }
 
-    /// Return a buffer; kept if the pool has room, dropped otherwise.
-    pub fn give(&self, buf: Vec<u8>) {
-        if buf.len() != self.size {
+    /// Return a buffer; kept if the pool has room and it did not grow far
+    /// past the usual size, dropped otherwise.
+    pub fn give(&self, mut buf: Vec<u8>) {
+        if buf.capacity() < self.size || buf.capacity() > 4 * self.size {
             return;
         }
+        buf.clear();
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         if free.len() < self.keep {
             free.push(buf);
@@ -164,7 +167,7 @@ mod tests {
     fn pool_reuses_up_to_its_size() {
         let pool = BufferPool::new(1024, 2);
         let bufs: Vec<Vec<u8>> = (0..3).map(|_| pool.take()).collect();
-        assert!(bufs.iter().all(|b| b.len() == 1024));
+        assert!(bufs.iter().all(|b| b.is_empty() && b.capacity() >= 1024));
         for b in bufs {
             pool.give(b);
         }

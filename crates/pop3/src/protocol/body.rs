@@ -58,6 +58,10 @@ impl BodyEncoder {
 
     /// Encode one chunk, appending to `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        if matches!(self.part, Part::Whole) {
+            self.feed_whole(chunk, out);
+            return;
+        }
         let mut rest = chunk;
         while !rest.is_empty() && !self.done {
             if self.at_line_start && rest[0] == b'.' {
@@ -91,6 +95,37 @@ impl BodyEncoder {
                 }
             }
         }
+    }
+
+    /// RETR: copy long spans at once, breaking them only where a bare LF
+    /// needs its CR or a line starts with a dot.
+    fn feed_whole(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let Some(&last) = chunk.last() else { return };
+        out.reserve(chunk.len() + chunk.len() / 64 + 2);
+        if self.at_line_start && chunk[0] == b'.' {
+            out.push(b'.');
+        }
+        let mut start = 0;
+        for i in memchr::memchr_iter(b'\n', chunk) {
+            let cr = if i > 0 {
+                chunk[i - 1] == b'\r'
+            } else {
+                self.prev_cr
+            };
+            if !cr {
+                out.extend_from_slice(&chunk[start..i]);
+                out.extend_from_slice(b"\r\n");
+                start = i + 1;
+            }
+            if chunk.get(i + 1) == Some(&b'.') {
+                out.extend_from_slice(&chunk[start..=i]);
+                out.push(b'.');
+                start = i + 1;
+            }
+        }
+        out.extend_from_slice(&chunk[start..]);
+        self.at_line_start = last == b'\n';
+        self.prev_cr = last == b'\r';
     }
 
     fn end_of_line(&mut self, empty: bool) {

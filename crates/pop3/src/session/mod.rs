@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt,
+};
 
 use crate::auth::sasl::{Mechanism, SaslError, Step};
 use crate::op::{self, Connection, Outcome, SessionStats, State};
@@ -72,7 +74,6 @@ enum Flow {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub fn new(io: Transport<S>, conn: Connection, services: Arc<Services>) -> Self {
-
         let sec = &services.config.security;
         let pacer = (!services.guard.is_trusted(conn.peer.ip()))
             .then(|| Pacer::new(sec.max_commands_per_minute, sec.min_command_delay));
@@ -135,8 +136,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     return end;
                 }
                 answered += 1;
-                let batch_full =
-                    answered % max_batch == 0 || self.output.len() >= self.services.buffers.buffer_size();
+                let batch_full = answered % max_batch == 0
+                    || self.output.len() >= self.services.buffers.buffer_size();
                 if batch_full && self.flush().await.is_err() {
                     return End::IoError;
                 }
@@ -397,31 +398,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return Flow::Continue;
             }
         };
+        // Stream into a pooled buffer; the small one idle sessions keep
+        // comes back afterwards.
+        let pooled = self.services.buffers.take();
+        let mut idle = std::mem::replace(&mut self.output, pooled);
+        self.output.extend_from_slice(&idle);
+        idle.clear();
         status.encode(&mut self.output);
-        // A chunk buffer from the pool, only while a body is streamed.
-        let mut chunk = self.services.buffers.take();
-        let flow = self.stream(&mut *reader, &mut encoder, &mut chunk, index).await;
-        self.services.buffers.give(chunk);
-        if let Flow::Stop(end) = flow {
-            return Flow::Stop(end);
+        let flow = self.stream(&mut *reader, &mut encoder, index).await;
+        if let Flow::Continue = flow {
+            encoder.finish(&mut self.output);
+            self.stats.retrieved += 1;
         }
-        encoder.finish(&mut self.output);
-        self.stats.retrieved += 1;
-        Flow::Continue
+        // Keep what is still unsent; the pooled buffer goes back.
+        idle.extend_from_slice(&self.output);
+        let pooled = std::mem::replace(&mut self.output, idle);
+        self.services.buffers.give(pooled);
+        flow
     }
 
     async fn stream(
         &mut self,
-        reader: &mut (dyn AsyncRead + Send + Unpin),
+        reader: &mut (dyn AsyncBufRead + Send + Unpin),
         encoder: &mut protocol::BodyEncoder,
-        chunk: &mut [u8],
         index: usize,
     ) -> Flow {
-        let flush_at = chunk.len();
+        let flush_at = self.services.buffers.buffer_size();
         while !encoder.is_done() {
-            let n = match reader.read(chunk).await {
-                Ok(0) => break,
-                Ok(n) => n,
+            let data = match reader.fill_buf().await {
+                Ok([]) => break,
+                Ok(data) => data,
                 Err(e) => {
                     // The status line is out: the only honest end is to
                     // close, so the client does not take a truncated body
@@ -431,7 +437,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     return Flow::Stop(End::IoError);
                 }
             };
-            encoder.feed(&chunk[..n], &mut self.output);
+            // Encode straight from the store's buffer, at most one flush's
+            // worth at a time so the output stays near io_buffer_size.
+            let take = data.len().min(flush_at);
+            encoder.feed(&data[..take], &mut self.output);
+            reader.consume(take);
             if self.output.len() >= flush_at && self.flush().await.is_err() {
                 return Flow::Stop(End::IoError);
             }

@@ -7,7 +7,7 @@ pub mod maildir;
 pub mod memory;
 
 use async_trait::async_trait;
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncBufRead, AsyncRead};
 
 use crate::auth::UserRecord;
 
@@ -64,8 +64,9 @@ pub struct CommitReport {
     pub failed: usize,
 }
 
-/// A stream over one message's bytes as stored.
-pub type MessageReader = Box<dyn AsyncRead + Send + Unpin>;
+/// A stream over one message's bytes as stored. Buffered, so the session
+/// encodes straight from the store's buffer without another copy.
+pub type MessageReader = Box<dyn AsyncBufRead + Send + Unpin>;
 
 /// Where maildrops live.
 #[async_trait]

@@ -25,6 +25,8 @@ use crate::protocol::SizeCounter;
 use index::{DOVECOT_UIDLIST, INDEX_FILE, Index};
 
 pub const LOCK_FILE: &str = "pop3d.lock";
+/// Messages up to this size are read on the session's own task.
+const INLINE_READ_MAX: u64 = 16 * 1024;
 const SUBDIRS: [&str; 2] = ["new", "cur"];
 
 /// Maildirs found by expanding a path template per user.
@@ -296,18 +298,54 @@ fn size_from_name(name: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn measure(path: &Path) -> Result<u64, StoreError> {
+fn measure(path: &Path, buf: &mut [u8]) -> Result<u64, StoreError> {
     use std::io::Read;
     let mut f = File::open(path).map_err(|e| io(path, e))?;
     let mut counter = SizeCounter::default();
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = f.read(&mut buf).map_err(|e| io(path, e))?;
+        let n = f.read(buf).map_err(|e| io(path, e))?;
         if n == 0 {
             return Ok(counter.size());
         }
         counter.feed(&buf[..n]);
     }
+}
+
+/// Sizes of messages never measured before, read on several threads: a
+/// mailbox moved in from elsewhere has thousands, and on a cold disk the
+/// reads overlap. `None` for a file that vanished meanwhile.
+fn measure_all(paths: &[&Path]) -> Vec<Result<Option<u64>, StoreError>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8)
+        * 2;
+    let per = paths.len().div_ceil(threads).max(64);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = paths
+            .chunks(per)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    chunk
+                        .iter()
+                        .map(|p| match measure(p, &mut buf) {
+                            Ok(s) => Ok(Some(s)),
+                            Err(_) if !p.exists() => Ok(None),
+                            Err(e) => Err(e),
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    vec![Err(StoreError::Temporary("size worker failed".into()))]
+                })
+            })
+            .collect()
+    })
 }
 
 fn lock(dir: &Path) -> Result<File, StoreError> {
@@ -432,35 +470,46 @@ fn scan_and_index(dir: &Path) -> Result<(Vec<Message>, Vec<MessageInfo>), StoreE
         changed = true;
     }
 
-    let mut messages = Vec::with_capacity(files.len());
+    // One entry per message (the same message may sit in new/ and cur/
+    // for a moment).
     let mut seen = std::collections::HashSet::with_capacity(files.len());
+    let files: Vec<&(String, PathBuf)> = files
+        .iter()
+        .filter(|(k, _)| seen.insert(k.as_str()))
+        .collect();
+
+    // Sizes: from the index, else from `,W=` in the name, else measured.
+    let mut unmeasured = Vec::new();
     for (key, path) in &files {
-        if !seen.insert(key.as_str()) {
-            continue; // the same message in new/ and cur/ at once
-        }
         let entry = index
             .entries
             .get_mut(key)
             .expect("every present key has an entry");
-        let size = match entry.size {
-            Some(s) => s,
-            None => {
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                let s = match size_from_name(name) {
-                    Some(s) => s,
-                    None => match measure(path) {
-                        Ok(s) => s,
-                        // Vanished between scan and measure: leave it for
-                        // the next login.
-                        Err(_) if !path.exists() => continue,
-                        Err(e) => return Err(e),
-                    },
-                };
-                entry.size = Some(s);
-                changed = true;
-                s
+        if entry.size.is_none() {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            match size_from_name(name) {
+                Some(s) => {
+                    entry.size = Some(s);
+                    changed = true;
+                }
+                None => unmeasured.push((key.as_str(), path.as_path())),
             }
-        };
+        }
+    }
+    let paths: Vec<&Path> = unmeasured.iter().map(|(_, p)| *p).collect();
+    for ((key, _), size) in unmeasured.iter().zip(measure_all(&paths)) {
+        if let Some(s) = size? {
+            index.entries.get_mut(*key).expect("present").size = Some(s);
+            changed = true;
+        }
+    }
+
+    let mut messages = Vec::with_capacity(files.len());
+    for (key, path) in files {
+        let entry = &index.entries[key];
+        // A file that vanished before it could be measured waits for the
+        // next login.
+        let Some(size) = entry.size else { continue };
         messages.push((
             entry.uid,
             Message {
@@ -514,7 +563,15 @@ impl Maildrop for MaildirDrop {
     }
 
     async fn open_message(&self, index: usize) -> Result<MessageReader, StoreError> {
-        let first = self.messages.get(index).ok_or(StoreError::MessageGone)?.path.clone();
+        let message = self.messages.get(index).ok_or(StoreError::MessageGone)?;
+        // Small messages are read right here: one open and one read from
+        // the page cache cost less than a trip to the blocking pool.
+        if message.info.size <= INLINE_READ_MAX
+            && let Ok(data) = std::fs::read(&message.path)
+        {
+            return Ok(Box::new(std::io::Cursor::new(data)));
+        }
+        let first = message.path.clone();
         match reader::FileReader::open(first.clone()).await {
             Ok(r) => return Ok(Box::new(r)),
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&first, e)),
@@ -524,8 +581,8 @@ impl Maildrop for MaildirDrop {
         let dir = self.dir.clone();
         let key = self.messages[index].key.clone();
         let path = tokio::task::spawn_blocking(move || find_by_key(&dir, &key))
-        .await
-        .map_err(|e| StoreError::Temporary(format!("maildir task failed: {e}")))??;
+            .await
+            .map_err(|e| StoreError::Temporary(format!("maildir task failed: {e}")))??;
         match reader::FileReader::open(path.clone()).await {
             Ok(r) => Ok(Box::new(r)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::MessageGone),

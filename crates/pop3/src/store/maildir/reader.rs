@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, ReadBuf};
 use tokio::task::JoinHandle;
 
 /// Octets read together with the open.
@@ -34,12 +34,25 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 
 type Chunk = (File, io::Result<Vec<u8>>);
 
+/// Read the next block on the blocking pool, into `buf`'s allocation.
+fn read_next(mut file: File, mut buf: Vec<u8>) -> JoinHandle<Chunk> {
+    tokio::task::spawn_blocking(move || {
+        buf.resize(NEXT, 0);
+        let r = read_full(&mut file, &mut buf).map(|n| {
+            buf.truncate(n);
+            buf
+        });
+        (file, r)
+    })
+}
+
 pub struct FileReader {
     buf: Vec<u8>,
     pos: usize,
     /// The file, while more of it may follow.
     file: Option<File>,
     pending: Option<JoinHandle<Chunk>>,
+    spare: Option<Vec<u8>>,
 }
 
 impl FileReader {
@@ -55,6 +68,7 @@ impl FileReader {
                 pos: 0,
                 file: (n == FIRST).then_some(file),
                 pending: None,
+                spare: None,
             })
         })
         .await
@@ -62,15 +76,19 @@ impl FileReader {
     }
 }
 
-impl AsyncRead for FileReader {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+impl AsyncBufRead for FileReader {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
         let this = self.get_mut();
         loop {
             if this.pos < this.buf.len() {
-                let n = (this.buf.len() - this.pos).min(out.remaining());
-                out.put_slice(&this.buf[this.pos..this.pos + n]);
-                this.pos += n;
-                return Poll::Ready(Ok(()));
+                // Read ahead: the next block is fetched while this one is
+                // encoded and sent.
+                if this.pending.is_none()
+                    && let Some(file) = this.file.take()
+                {
+                    this.pending = Some(read_next(file, this.spare.take().unwrap_or_default()));
+                }
+                return Poll::Ready(Ok(&this.buf[this.pos..]));
             }
             if let Some(handle) = this.pending.as_mut() {
                 let joined = ready!(Pin::new(handle).poll(cx));
@@ -80,25 +98,38 @@ impl AsyncRead for FileReader {
                 if data.len() == NEXT {
                     this.file = Some(file);
                 }
-                if data.is_empty() {
-                    return Poll::Ready(Ok(()));
-                }
-                this.buf = data;
+                // The spent buffer serves the read after next.
+                this.spare = Some(std::mem::replace(&mut this.buf, data));
                 this.pos = 0;
+                if this.buf.is_empty() {
+                    return Poll::Ready(Ok(&[]));
+                }
                 continue;
             }
-            let Some(mut file) = this.file.take() else {
-                return Poll::Ready(Ok(()));
+            let Some(file) = this.file.take() else {
+                return Poll::Ready(Ok(&[]));
             };
-            this.pending = Some(tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0u8; NEXT];
-                let r = read_full(&mut file, &mut buf).map(|n| {
-                    buf.truncate(n);
-                    buf
-                });
-                (file, r)
-            }));
+            this.pending = Some(read_next(file, std::mem::take(&mut this.buf)));
         }
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        let this = self.get_mut();
+        this.pos = (this.pos + amt).min(this.buf.len());
+    }
+}
+
+impl AsyncRead for FileReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let data = ready!(self.as_mut().poll_fill_buf(cx))?;
+        let n = data.len().min(out.remaining());
+        out.put_slice(&data[..n]);
+        self.consume(n);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -110,7 +141,15 @@ mod tests {
     #[tokio::test]
     async fn reads_small_and_large_files_whole() {
         let dir = tempfile::tempdir().unwrap();
-        for size in [0usize, 10, FIRST - 1, FIRST, FIRST + 1, FIRST + NEXT, FIRST + 2 * NEXT + 7] {
+        for size in [
+            0usize,
+            10,
+            FIRST - 1,
+            FIRST,
+            FIRST + 1,
+            FIRST + NEXT,
+            FIRST + 2 * NEXT + 7,
+        ] {
             let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
             let path = dir.path().join(format!("m{size}"));
             std::fs::write(&path, &data).unwrap();
