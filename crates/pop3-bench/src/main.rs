@@ -79,6 +79,9 @@ struct RunArgs {
     user: String,
     #[arg(long, default_value = "pw")]
     password: String,
+    /// The probe session's user in `mixed` mode.
+    #[arg(long, default_value = "probe")]
+    probe_user: String,
     /// Users to spread connections over (user numbers 0..users).
     #[arg(long, default_value_t = 0)]
     users: usize,
