@@ -49,12 +49,16 @@ def message(size, n):
     return bytes(body)
 
 
-def make_maildir(home, messages):
+def make_maildir(home, messages, sizes_in_names=False):
     md = os.path.join(home, "Maildir")
     for sub in ("new", "cur", "tmp"):
         os.makedirs(os.path.join(md, sub), exist_ok=True)
     for i, data in enumerate(messages):
-        with open(os.path.join(md, "cur", f"{1700000000 + i}.M{i}P1.bench:2,S"), "wb") as f:
+        name = f"{1700000000 + i}.M{i}P1.bench"
+        if sizes_in_names:
+            # As Dovecot's LDA and `pop3d deliver` name files.
+            name += f",S={len(data)},W={len(data) + data.count(b'\n') - data.count(b'\r\n')}"
+        with open(os.path.join(md, "cur", name + ":2,S"), "wb") as f:
             f.write(data)
     return md
 
@@ -79,6 +83,8 @@ def setup(work, quick):
     huge_n = 5000 if quick else 50000
     make_maildir(os.path.join(homes, "huge"), [message(2048, i) for i in range(huge_n)])
     lines.append(f"huge:{{PLAIN}}pw::::{homes}/huge")
+    make_maildir(os.path.join(homes, "hugew"), [message(2048, i) for i in range(huge_n)], sizes_in_names=True)
+    lines.append(f"hugew:{{PLAIN}}pw::::{homes}/hugew")
     for u in range(10000):
         lines.append(f"i{u}:{{PLAIN}}pw::::{homes}/i{u}")
         make_maildir(os.path.join(homes, f"i{u}"), [])
@@ -269,8 +275,8 @@ def idle_memory(server, pids_fn, n, tls=False):
     return (after - base) / held, held, errors
 
 
-def login_stat_ms(port):
-    r = bench(port, "login", 1, 0.001, user="huge")
+def login_stat_ms(port, user="huge"):
+    r = bench(port, "login", 1, 0.001, user=user)
     return r["p50"]
 
 
@@ -323,10 +329,15 @@ def main():
                     r = fn(port)
                     results.setdefault((load, name), []).append(r)
                     print(f"rep {rep + 1} {load:38} {name:8} {r}", flush=True)
-        # Memory per idle authenticated session.
-        pop3d_pid = servers["pop3d"].proc.pid
+        # Memory per idle authenticated session, each from a fresh process.
         n_idle = 1000 if args.quick else 10000
+        servers["pop3d"].stop()
+        servers["pop3d"].start()
+        pop3d_pid = servers["pop3d"].proc.pid
         mem_pop3d, held, err = idle_memory(servers["pop3d"], lambda: [pop3d_pid], n_idle)
+        servers["pop3d"].stop()
+        servers["pop3d"].start()
+        pop3d_pid = servers["pop3d"].proc.pid
         mem_tls, held_tls, err_tls = idle_memory(servers["pop3d"], lambda: [pop3d_pid], 2000, tls=True)
         mem_dovecot, held_d, err_d = idle_memory(servers["dovecot"], dovecot_pids, 1000)
         print(f"idle: pop3d {mem_pop3d:.1f} KiB x {held} ({err} errors), TLS {mem_tls:.1f} KiB x {held_tls}, "
@@ -347,6 +358,12 @@ def main():
             warm[name] = med([login_stat_ms(servers[name].port) for _ in range(7)])
             print(f"{name}: login+STAT on {huge_n} messages cold {cold[name]:.1f} ms warm {warm[name]:.1f} ms",
                   flush=True)
+        # The same with sizes in the file names.
+        servers["pop3d"].stop()
+        subprocess.run(["sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches"], check=False)
+        servers["pop3d"].start()
+        cold_w = login_stat_ms(servers["pop3d"].port, "hugew")
+        print(f"pop3d: login+STAT on {huge_n} messages with ,W= names, cold {cold_w:.1f} ms", flush=True)
         pop3d_pid = servers["pop3d"].proc.pid
         # Slow hashes under a login flood: the probe's NOOP latency.
         flood = bench(servers["pop3d"].port, "mixed", 8, d, user="a{}", users=8)
@@ -394,7 +411,8 @@ def main():
           f"with TLS {held_tls} held ({err_tls} errors), {mem_tls:.1f} KiB each; "
           f"dovecot {held_d} held ({err_d} errors), {mem_dovecot:.1f} KiB each")
     print(f"login+STAT on {huge_n} messages: pop3d cold {cold['pop3d']:.1f} ms, warm {warm['pop3d']:.1f} ms; "
-          f"dovecot cold {cold['dovecot']:.1f} ms, warm {warm['dovecot']:.1f} ms")
+          f"dovecot cold {cold['dovecot']:.1f} ms, warm {warm['dovecot']:.1f} ms; "
+          f"pop3d cold with ,W= names {cold_w:.1f} ms")
     print(f"ARGON2ID login flood ({flood['sessions']} logins): probe NOOP p50 {flood['p50']:.2f} ms, "
           f"p99 {flood['p99']:.2f} ms, errors {flood['errors']}")
     print(f"1 GiB message: {gib['mib']:.0f} MiB/s, errors {gib['errors']}, server peak memory grew {growth_mib:.1f} MiB")

@@ -276,10 +276,7 @@ async fn mixed(
             );
         }
     };
-    if let Err(e) = probe
-        .login(&args.user.replace("{}", "probe"), &args.password)
-        .await
-    {
+    if let Err(e) = probe.login(&args.probe_user, &args.password).await {
         eprintln!("pop3-bench: probe login: {e}");
         return Report::new(
             Totals {

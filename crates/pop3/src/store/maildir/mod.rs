@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: AGPL-3.0-only
 //! Maildir as a [`MailStore`]: messages in `new/` and `cur/`, an exclusive
-//! `flock` on `pop3d.lock` per maildrop (RFC 1939 §8: released by the kernel
-//! when a process dies, so a dead session's lock is simply taken over), and
+//! lock per maildrop ([`lock`]; a dead session's lock is taken over), and
 //! the [`index`] for sizes and UIDLs.
 
 pub mod deliver;
 pub mod index;
+pub mod lock;
 pub mod reader;
 
 use std::collections::HashMap;
@@ -24,7 +24,7 @@ use crate::config::Pop3Config;
 use crate::protocol::SizeCounter;
 use index::{DOVECOT_UIDLIST, INDEX_FILE, Index};
 
-pub const LOCK_FILE: &str = "pop3d.lock";
+pub use lock::LOCK_FILE;
 /// Messages up to this size are read on the session's own task.
 const INLINE_READ_MAX: u64 = 16 * 1024;
 const SUBDIRS: [&str; 2] = ["new", "cur"];
@@ -33,6 +33,7 @@ const SUBDIRS: [&str; 2] = ["new", "cur"];
 #[derive(Debug)]
 pub struct MaildirStore {
     template: String,
+    locks: lock::LockTable,
     cache: Option<Arc<ListingCache>>,
     /// Used in the unique names of delivered files.
     hostname: String,
@@ -44,6 +45,7 @@ impl MaildirStore {
     pub fn new(template: impl Into<String>) -> Self {
         MaildirStore {
             template: template.into(),
+            locks: lock::LockTable::default(),
             cache: None,
             hostname: "localhost".into(),
             max_message_size: 0,
@@ -55,6 +57,7 @@ impl MaildirStore {
         let p = &config.performance;
         MaildirStore {
             template: config.storage.maildir.clone(),
+            locks: lock::LockTable::default(),
             cache: p
                 .enable_response_caching
                 .then(|| Arc::new(ListingCache::new(p.cache_ttl, p.max_cached_responses))),
@@ -136,9 +139,11 @@ impl MailStore for MaildirStore {
     async fn open(&self, user: &UserRecord) -> Result<Box<dyn Maildrop>, StoreError> {
         let dir = self.path_for(user)?;
         let cache = self.cache.clone();
-        let drop = tokio::task::spawn_blocking(move || open_blocking(&dir, cache.as_deref()))
-            .await
-            .map_err(|e| StoreError::Temporary(format!("maildir task failed: {e}")))??;
+        let locks = self.locks.clone();
+        let drop =
+            tokio::task::spawn_blocking(move || open_blocking(&dir, &locks, cache.as_deref()))
+                .await
+                .map_err(|e| StoreError::Temporary(format!("maildir task failed: {e}")))??;
         Ok(Box::new(drop))
     }
 
@@ -257,8 +262,8 @@ pub struct MaildirDrop {
     dir: PathBuf,
     messages: Arc<Vec<Message>>,
     infos: Arc<Vec<MessageInfo>>,
-    /// Held for the life of the session; closing it releases the flock.
-    _lock: File,
+    /// Held for the life of the session.
+    _lock: lock::MaildropLock,
 }
 
 fn io(context: &Path, e: std::io::Error) -> StoreError {
@@ -348,21 +353,6 @@ fn measure_all(paths: &[&Path]) -> Vec<Result<Option<u64>, StoreError>> {
     })
 }
 
-fn lock(dir: &Path) -> Result<File, StoreError> {
-    let path = dir.join(LOCK_FILE);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| io(&path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse),
-        Err(std::fs::TryLockError::Error(e)) => Err(io(&path, e)),
-    }
-}
-
 fn load_index(dir: &Path) -> Index {
     if let Ok(text) = std::fs::read_to_string(dir.join(INDEX_FILE)) {
         match Index::parse(&text) {
@@ -394,7 +384,11 @@ fn stamps(dir: &Path) -> Result<[SystemTime; 2], StoreError> {
     Ok([stamp("new")?, stamp("cur")?])
 }
 
-fn open_blocking(dir: &Path, cache: Option<&ListingCache>) -> Result<MaildirDrop, StoreError> {
+fn open_blocking(
+    dir: &Path,
+    locks: &lock::LockTable,
+    cache: Option<&ListingCache>,
+) -> Result<MaildirDrop, StoreError> {
     // A user's first login creates the Maildir, as Dovecot does.
     if !dir.join("cur").is_dir() || !dir.join("new").is_dir() {
         for sub in ["cur", "new", "tmp"] {
@@ -402,7 +396,7 @@ fn open_blocking(dir: &Path, cache: Option<&ListingCache>) -> Result<MaildirDrop
             std::fs::create_dir_all(&p).map_err(|e| io(&p, e))?;
         }
     }
-    let lock = lock(dir)?;
+    let lock = locks.lock(dir)?;
     let Some(cache) = cache else {
         let (messages, infos) = scan_and_index(dir)?;
         return Ok(MaildirDrop {
