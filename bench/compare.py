@@ -57,7 +57,8 @@ def make_maildir(home, messages, sizes_in_names=False):
         name = f"{1700000000 + i}.M{i}P1.bench"
         if sizes_in_names:
             # As Dovecot's LDA and `pop3d deliver` name files.
-            name += f",S={len(data)},W={len(data) + data.count(b'\n') - data.count(b'\r\n')}"
+            crlf_size = len(data) + data.count(b"\n") - data.count(b"\r\n")
+            name += f",S={len(data)},W={crlf_size}"
         with open(os.path.join(md, "cur", name + ":2,S"), "wb") as f:
             f.write(data)
     return md

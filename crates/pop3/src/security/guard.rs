@@ -226,16 +226,25 @@ impl Guard {
         if self.is_trusted(ip) {
             return Duration::ZERO;
         }
-        let cfg = self.cfg();
+        let (window, limit, delay) = {
+            let cfg = self.config.read().unwrap_or_else(|p| p.into_inner());
+            (
+                cfg.auth_window.as_millis() as u64,
+                cfg.max_user_auth_failures,
+                cfg.user_throttle_delay,
+            )
+        };
         let now = self.clock.now_ms();
-        let window = cfg.auth_window.as_millis() as u64;
         let mut st = self.lock();
+        if st.user_failures.is_empty() {
+            return Duration::ZERO;
+        }
         let Some(q) = st.user_failures.get_mut(&user.to_lowercase()) else {
             return Duration::ZERO;
         };
         expire(q, now, window);
-        if q.len() as u32 >= cfg.max_user_auth_failures {
-            cfg.user_throttle_delay
+        if q.len() as u32 >= limit {
+            delay
         } else {
             Duration::ZERO
         }

@@ -26,7 +26,6 @@ pub struct LockTable(Arc<Mutex<HashSet<PathBuf>>>);
 pub struct MaildropLock {
     dir: PathBuf,
     table: LockTable,
-    stamp: String,
 }
 
 /// This process's identity in lock files: pid and start time.
@@ -69,7 +68,6 @@ impl LockTable {
             Ok(()) => Ok(MaildropLock {
                 dir: dir.to_owned(),
                 table: self.clone(),
-                stamp,
             }),
             Err(e) => {
                 self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(dir);
@@ -108,11 +106,9 @@ fn claim(dir: &Path, stamp: &str) -> Result<(), StoreError> {
 
 impl Drop for MaildropLock {
     fn drop(&mut self) {
-        let path = self.dir.join(LOCK_FILE);
-        // Remove the file only if it is still ours.
-        if std::fs::read_to_string(&path).is_ok_and(|c| c.trim() == self.stamp) {
-            let _ = std::fs::remove_file(&path);
-        }
+        // While this process runs nobody takes the lock over (it is not
+        // stale), so the file is still ours to remove.
+        let _ = std::fs::remove_file(self.dir.join(LOCK_FILE));
         self.table
             .0
             .lock()

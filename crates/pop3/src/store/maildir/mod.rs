@@ -138,6 +138,16 @@ fn expand(template: &str, user: &UserRecord) -> Result<String, StoreError> {
 impl MailStore for MaildirStore {
     async fn open(&self, user: &UserRecord) -> Result<Box<dyn Maildrop>, StoreError> {
         let dir = self.path_for(user)?;
+        // A Maildir the cache knows is opened here: a lock file and two
+        // stats cost less than a trip to the blocking pool. Anything that
+        // needs a directory read goes to the pool.
+        if let Some(cache) = self.cache.as_deref() {
+            match open_cached(&dir, &self.locks, cache) {
+                Ok(Some(drop)) => return Ok(Box::new(drop)),
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let cache = self.cache.clone();
         let locks = self.locks.clone();
         let drop =
@@ -208,6 +218,15 @@ impl ListingCache {
             entries: Mutex::new(HashMap::new()),
             hits: AtomicU64::new(0),
         }
+    }
+
+    /// Whether a usable entry exists, without counting a hit.
+    fn peek(&self, dir: &Path, stamps: [SystemTime; 2]) -> Option<()> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(dir)
+            .filter(|l| l.stamps == stamps && l.made.elapsed() < self.ttl)
+            .map(|_| ())
     }
 
     fn get(&self, dir: &Path, stamps: [SystemTime; 2]) -> Option<Arc<Listing>> {
@@ -382,6 +401,32 @@ fn stamps(dir: &Path) -> Result<[SystemTime; 2], StoreError> {
             .map_err(|e| io(&p, e))
     };
     Ok([stamp("new")?, stamp("cur")?])
+}
+
+/// The cached listing of an unchanged Maildir, locked; `None` when the
+/// cache cannot answer (the lock is not kept then).
+fn open_cached(
+    dir: &Path,
+    locks: &lock::LockTable,
+    cache: &ListingCache,
+) -> Result<Option<MaildirDrop>, StoreError> {
+    let Ok(before) = stamps(dir) else {
+        return Ok(None);
+    };
+    if cache.peek(dir, before).is_none() {
+        return Ok(None);
+    }
+    let lock = locks.lock(dir)?;
+    // Checked again under the lock: a delivery may have come in between.
+    let Some(hit) = stamps(dir).ok().and_then(|now| cache.get(dir, now)) else {
+        return Ok(None);
+    };
+    Ok(Some(MaildirDrop {
+        dir: dir.to_owned(),
+        messages: hit.messages.clone(),
+        infos: hit.infos.clone(),
+        _lock: lock,
+    }))
 }
 
 fn open_blocking(
