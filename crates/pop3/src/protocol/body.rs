@@ -5,6 +5,16 @@
 //! and for TOP the header block plus `n` body lines only. Pure code: the
 //! session feeds it chunks read from the store.
 
+/// Whether the LF at `chunk[i]` ends a CRLF; `prev_cr` says whether the
+/// previous chunk ended in CR.
+fn cr_before(chunk: &[u8], i: usize, prev_cr: bool) -> bool {
+    if i > 0 {
+        chunk[i - 1] == b'\r'
+    } else {
+        prev_cr
+    }
+}
+
 /// Streaming encoder; one per RETR or TOP.
 #[derive(Debug, Clone)]
 pub struct BodyEncoder {
@@ -70,18 +80,14 @@ impl BodyEncoder {
             match memchr::memchr(b'\n', rest) {
                 Some(i) => {
                     let content = &rest[..i];
-                    let cr_before = if i > 0 {
-                        content[i - 1] == b'\r'
-                    } else {
-                        self.prev_cr
-                    };
+                    let cr = cr_before(rest, i, self.prev_cr);
                     out.extend_from_slice(content);
-                    if !cr_before {
+                    if !cr {
                         out.push(b'\r');
                     }
                     out.push(b'\n');
                     let line_len = self.line_len + i as u64;
-                    let empty = line_len == 0 || (line_len == 1 && cr_before);
+                    let empty = line_len == 0 || (line_len == 1 && cr);
                     self.end_of_line(empty);
                     self.prev_cr = false;
                     rest = &rest[i + 1..];
@@ -107,11 +113,7 @@ impl BodyEncoder {
         }
         let mut start = 0;
         for i in memchr::memchr_iter(b'\n', chunk) {
-            let cr = if i > 0 {
-                chunk[i - 1] == b'\r'
-            } else {
-                self.prev_cr
-            };
+            let cr = cr_before(chunk, i, self.prev_cr);
             if !cr {
                 out.extend_from_slice(&chunk[start..i]);
                 out.extend_from_slice(b"\r\n");
@@ -165,11 +167,7 @@ impl SizeCounter {
     pub fn feed(&mut self, chunk: &[u8]) {
         self.size += chunk.len() as u64;
         for i in memchr::memchr_iter(b'\n', chunk) {
-            let cr = if i > 0 {
-                chunk[i - 1] == b'\r'
-            } else {
-                self.prev_cr
-            };
+            let cr = cr_before(chunk, i, self.prev_cr);
             if !cr {
                 self.size += 1;
             }
