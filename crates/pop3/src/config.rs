@@ -482,7 +482,7 @@ impl Pop3Config {
         let config: Pop3Config =
             toml::from_str(text).map_err(|e: toml::de::Error| ConfigError {
                 file: file.to_owned(),
-                key: key_at(&table, text, e.span()),
+                key: key_at(text, e.span()),
                 position: position(e.span()),
                 reason: e.message().to_owned(),
             })?;
@@ -725,7 +725,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// Best effort: the dotted key whose value or name starts at `span`.
-fn key_at(table: &toml::Table, text: &str, span: Option<std::ops::Range<usize>>) -> Option<String> {
+fn key_at(text: &str, span: Option<std::ops::Range<usize>>) -> Option<String> {
     let span = span?;
     let (line, _) = line_col(text, span.start);
     let source_line = text.lines().nth(line - 1)?;
@@ -744,7 +744,6 @@ fn key_at(table: &toml::Table, text: &str, span: Option<std::ops::Range<usize>>)
                 .or_else(|| l.strip_prefix('[').and_then(|s| s.strip_suffix(']')))
         })
         .last();
-    let _ = table;
     Some(match section {
         Some(s) => format!("{}.{name}", s.trim()),
         None => name.to_owned(),
