@@ -99,7 +99,7 @@ pub enum Outcome {
     },
     /// Send `+OK`, drop buffered plaintext and start TLS.
     StartTls(Reply),
-    /// Run a SASL exchange; `first` is the mechanism's first step.
+    /// Run a SASL exchange, starting from the initial response if any.
     Sasl {
         mechanism: Box<dyn Mechanism>,
         initial_response: Option<Vec<u8>>,
