@@ -86,7 +86,7 @@ fn hydra_is_blocked_and_the_real_user_still_logs_in() {
     let mut list: String = (1..=20).map(|i| format!("wrong{i}\n")).collect();
     list.push_str("secret\n");
     std::fs::write(&words, list).unwrap();
-    let out = Command::new("hydra")
+    let out = Command::new(tool_path("hydra").unwrap())
         .args(["-I", "-l", "alice", "-P"])
         .arg(&words)
         .args(["-t", "1", "-s", &s.plain.to_string(), "127.0.0.1", "pop3"])
@@ -153,7 +153,7 @@ fn haproxy_v1_and_v2_give_pop3d_the_client_address() {
     let _server = s.start();
     let (v1, v2) = (free_port(), free_port());
     let cfg = haproxy_config(&s, v1, v2, backend);
-    let mut haproxy = Command::new("haproxy")
+    let mut haproxy = Command::new(tool_path("haproxy").unwrap())
         .args(["-db", "-f"])
         .arg(&cfg)
         .stdout(Stdio::null())

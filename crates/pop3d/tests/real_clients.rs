@@ -47,7 +47,7 @@ fn curl_fetches_and_deletes_over_plain_stls_and_implicit_tls() {
         deliver(&s, &port.to_string());
         let base = format!("{scheme}://127.0.0.1:{port}");
         let curl = |path: &str, more: &[&str]| {
-            let mut c = Command::new("curl");
+            let mut c = Command::new(tool_path("curl").unwrap());
             c.args(["-sS", "--user", "alice:secret", "--cacert"])
                 .arg(&cafile);
             c.args(&extra).args(more).arg(format!("{base}{path}"));
@@ -107,7 +107,7 @@ fn python_poplib_fetches_and_deletes_over_plain_stls_and_implicit_tls() {
     ] {
         deliver(&s, mode);
         let out = output(
-            Command::new("python3")
+            Command::new(tool_path("python3").unwrap())
                 .args(["-c", POPLIB, mode, &port.to_string()])
                 .arg(s.path("cert.pem")),
         );
@@ -161,7 +161,7 @@ fn mpop_fetches_and_deletes_over_plain_stls_and_implicit_tls() {
     for (n, account) in ["plain", "stls", "implicit"].iter().enumerate() {
         deliver(&s, account);
         output(
-            Command::new("mpop")
+            Command::new(tool_path("mpop").unwrap())
                 .arg("-C")
                 .arg(&rc)
                 .args(["-q", account]),

@@ -217,12 +217,18 @@ impl Client {
     }
 }
 
+/// Where a program is: on PATH, or in the sbin folders root's PATH may
+/// lack (haproxy lives in /usr/sbin).
+pub fn tool_path(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"])
+        .map(|dir| Path::new(dir).join(tool))
+        .find(|p| p.is_file())
+}
+
 pub fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    tool_path(tool).is_some()
 }
 
 /// Real-client tests need their client installed. In CI (CI=true) a
