@@ -287,7 +287,7 @@ impl Default for AuthConfig {
 }
 
 /// Mechanisms this build can run.
-pub const SUPPORTED_MECHANISMS: &[&str] = &["PLAIN", "LOGIN"];
+pub const SUPPORTED_MECHANISMS: &[&str] = &["PLAIN", "LOGIN", "CRAM-MD5"];
 
 /// `[security]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -793,3 +793,61 @@ async fn big_message_streams_exactly() {
     assert_eq!(body.len(), want.len());
     assert!(body == want);
 }
+
+#[tokio::test]
+async fn auth_cram_md5() {
+    use pop3::auth::cram_context;
+    let srv = TestServer::start_with(|c| {
+        c.auth.mechanisms = vec!["PLAIN".into(), "CRAM-MD5".into()];
+        c.security.max_auth_attempts = 10;
+    })
+    .await;
+    srv.deliver("alice", 1, MSG1);
+    let mut c = srv.connect().await;
+    assert!(lines(&c.multi("CAPA").await.1).contains(&"SASL PLAIN CRAM-MD5".to_string()));
+    let answer = |challenge_line: &str, user: &str, secret: &str| {
+        let challenge = B64
+            .decode(challenge_line.trim_end().strip_prefix("+ ").unwrap())
+            .unwrap();
+        assert!(challenge.starts_with(b"<") && challenge.ends_with(b"@pop.test>"));
+        let (i, o) = cram_context::contexts(secret.as_bytes());
+        let mac: String = cram_context::hmac(&i, &o, &challenge)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        B64.encode(format!("{user} {mac}"))
+    };
+    // Wrong secret, then a user whose secret is hashed (bob, SSHA): both fail alike.
+    let ch = c.cmd("AUTH CRAM-MD5").await;
+    assert_eq!(
+        c.cmd(&answer(&ch, "alice", "nope")).await,
+        "-ERR [AUTH] Authentication failed.\r\n"
+    );
+    let ch = c.cmd("AUTH CRAM-MD5").await;
+    assert_eq!(
+        c.cmd(&answer(&ch, "bob", "password")).await,
+        "-ERR [AUTH] Authentication failed.\r\n"
+    );
+    // Each challenge is new.
+    let first = c.cmd("AUTH CRAM-MD5").await;
+    assert_eq!(c.cmd("*").await, "-ERR Authentication cancelled\r\n");
+    let ch = c.cmd("AUTH CRAM-MD5").await;
+    assert_ne!(first, ch);
+    assert!(
+        c.cmd(&answer(&ch, "alice", "secret"))
+            .await
+            .starts_with("+OK alice's maildrop has 1")
+    );
+    // Not configured: not offered.
+    let srv = TestServer::start().await;
+    let mut c = srv.connect().await;
+    assert!(
+        !lines(&c.multi("CAPA").await.1)
+            .iter()
+            .any(|l| l.contains("CRAM-MD5"))
+    );
+    assert_eq!(
+        c.cmd("AUTH CRAM-MD5").await,
+        "-ERR Unsupported authentication mechanism\r\n"
+    );
+}

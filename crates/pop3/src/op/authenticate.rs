@@ -128,7 +128,7 @@ pub fn auth(
         }
         return Reply::err("Unsupported authentication mechanism").into();
     }
-    let Some(mech) = sasl::new_mechanism(&mechanism) else {
+    let Some(mech) = sasl::new_mechanism(&mechanism, &services.config.server.hostname) else {
         return Reply::err("Unsupported authentication mechanism").into();
     };
     let initial_response = match initial_response.as_deref() {
@@ -171,6 +171,43 @@ pub async fn sasl_password(
         .await;
     }
     check_password(state, conn, services, stats, mechanism, &authcid, password).await
+}
+
+/// Finish a SASL exchange whose proof needs the user's secret (CRAM-MD5).
+pub async fn sasl_proof(
+    state: &mut State,
+    conn: &Connection,
+    services: &Services,
+    stats: &mut SessionStats,
+    mechanism: &dyn sasl::Mechanism,
+    authcid: String,
+) -> Outcome {
+    let name = mechanism.name();
+    if let Err(outcome) = gate(conn, services, &authcid).await {
+        return outcome;
+    }
+    let record = match lookup(services, &authcid).await {
+        Ok(r) => r,
+        Err(reply) => return reply.into(),
+    };
+    let verified = record
+        .as_ref()
+        .and_then(|r| r.secret.as_ref())
+        .is_some_and(|secret| mechanism.check(secret));
+    match record {
+        Some(record) if verified => login(state, conn, services, stats, record, name).await,
+        _ => {
+            failure(
+                state,
+                conn,
+                services,
+                Some(&authcid),
+                name,
+                "bad credentials",
+            )
+            .await
+        }
+    }
 }
 
 /// A SASL exchange that ended without an identity.

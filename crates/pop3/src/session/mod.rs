@@ -563,6 +563,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         .observe(started.elapsed().as_secs_f64());
                     return Box::pin(self.outcome(outcome)).await;
                 }
+                Step::Proof { authcid } => {
+                    let started = Instant::now();
+                    let outcome = op::authenticate::sasl_proof(
+                        &mut self.state,
+                        &self.conn,
+                        &self.services,
+                        &mut self.stats,
+                        mech.as_ref(),
+                        authcid,
+                    )
+                    .await;
+                    self.services
+                        .metrics
+                        .login_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    return Box::pin(self.outcome(outcome)).await;
+                }
                 Step::Fail(e) => {
                     let outcome = op::authenticate::sasl_failed(
                         &mut self.state,

@@ -3,10 +3,13 @@
 //! the `+ ` continuation lines, base64 and `*` cancel (RFC 5034); a
 //! mechanism only sees decoded client data and answers with a [`Step`].
 
+pub mod cram_md5;
 pub mod login;
 pub mod plain;
 
 use zeroize::Zeroizing;
+
+use crate::auth::StoredSecret;
 
 /// What a mechanism wants next.
 #[derive(Debug)]
@@ -21,6 +24,9 @@ pub enum Step {
         authcid: String,
         password: Zeroizing<Vec<u8>>,
     },
+    /// The client proved knowledge of a secret: look up `authcid`'s
+    /// secret and ask the mechanism to [`Mechanism::check`] it.
+    Proof { authcid: String },
     /// The exchange failed; the client gets `-ERR`.
     Fail(SaslError),
 }
@@ -35,7 +41,7 @@ pub enum SaslError {
 }
 
 /// A server-side mechanism.
-pub trait Mechanism: Send {
+pub trait Mechanism: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// The first challenge when the client sent no initial response.
@@ -43,13 +49,21 @@ pub trait Mechanism: Send {
 
     /// Feed one decoded client response.
     fn step(&mut self, input: &[u8]) -> Step;
+
+    /// After [`Step::Proof`]: does the client's proof match this secret?
+    /// Mechanisms that end in [`Step::Password`] never get here.
+    fn check(&self, _secret: &StoredSecret) -> bool {
+        false
+    }
 }
 
-/// A new instance of the named mechanism, if this build knows it.
-pub fn new_mechanism(name: &str) -> Option<Box<dyn Mechanism>> {
+/// A new instance of the named mechanism, if this build knows it;
+/// `hostname` goes into challenges that name the server.
+pub fn new_mechanism(name: &str, hostname: &str) -> Option<Box<dyn Mechanism>> {
     match name.to_ascii_uppercase().as_str() {
         "PLAIN" => Some(Box::new(plain::Plain::default())),
         "LOGIN" => Some(Box::new(login::Login::default())),
+        "CRAM-MD5" => Some(Box::new(cram_md5::CramMd5::new(hostname))),
         _ => None,
     }
 }

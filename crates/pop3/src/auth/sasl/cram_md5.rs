@@ -1,0 +1,146 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! CRAM-MD5 (RFC 2195): a unique challenge per exchange, answered with
+//! `user SP hex(HMAC-MD5(secret, challenge))`. Works from a `{PLAIN}` secret
+//! or Dovecot's stored `{CRAM-MD5}` HMAC states, so no plaintext is needed.
+
+use subtle::ConstantTimeEq;
+
+use super::{Mechanism, SaslError, Step, utf8};
+use crate::auth::StoredSecret;
+use crate::auth::cram_context;
+
+#[derive(Debug)]
+pub struct CramMd5 {
+    challenge: String,
+    digest: Option<[u8; 16]>,
+    answered: bool,
+}
+
+impl CramMd5 {
+    /// A fresh challenge `<random.time@hostname>`.
+    pub fn new(hostname: &str) -> Self {
+        let mut nonce = [0u8; 8];
+        let _ = getrandom::fill(&mut nonce);
+        let nonce = u64::from_le_bytes(nonce);
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Self::with_challenge(format!("<{nonce}.{time}@{hostname}>"))
+    }
+
+    /// A given challenge (RFC examples, tests).
+    pub fn with_challenge(challenge: String) -> Self {
+        CramMd5 {
+            challenge,
+            digest: None,
+            answered: false,
+        }
+    }
+}
+
+fn parse_hex(s: &str) -> Option<[u8; 16]> {
+    if s.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl Mechanism for CramMd5 {
+    fn name(&self) -> &'static str {
+        "CRAM-MD5"
+    }
+
+    fn start(&mut self) -> Step {
+        Step::Challenge(self.challenge.clone().into_bytes())
+    }
+
+    fn step(&mut self, input: &[u8]) -> Step {
+        if std::mem::replace(&mut self.answered, true) {
+            return Step::Fail(SaslError::OutOfOrder);
+        }
+        let Ok(text) = utf8(input) else {
+            return Step::Fail(SaslError::Malformed);
+        };
+        let Some((user, hex)) = text.rsplit_once(' ') else {
+            return Step::Fail(SaslError::Malformed);
+        };
+        let Some(digest) = parse_hex(&hex.to_ascii_lowercase()) else {
+            return Step::Fail(SaslError::Malformed);
+        };
+        if user.is_empty() || user.len() > 255 {
+            return Step::Fail(SaslError::Malformed);
+        }
+        self.digest = Some(digest);
+        Step::Proof {
+            authcid: user.to_owned(),
+        }
+    }
+
+    fn check(&self, secret: &StoredSecret) -> bool {
+        let (Some(digest), Some((inner, outer))) = (self.digest, secret.cram_md5_states()) else {
+            return false;
+        };
+        let want = cram_context::hmac(&inner, &outer, self.challenge.as_bytes());
+        bool::from(want.ct_eq(&digest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc2195_example() {
+        let mut m = CramMd5::with_challenge("<1896.697170952@postoffice.reston.mci.net>".into());
+        assert!(
+            matches!(m.start(), Step::Challenge(c) if c == b"<1896.697170952@postoffice.reston.mci.net>")
+        );
+        match m.step(b"tim b913a602c7eda7a495b4e6e7334d3890") {
+            Step::Proof { authcid } => assert_eq!(authcid, "tim"),
+            s => panic!("{s:?}"),
+        }
+        assert!(m.check(&StoredSecret::parse("{PLAIN}tanstaaftanstaaf").unwrap()));
+        let stored =
+            crate::auth::hash_password(crate::auth::Scheme::CramMd5, "tanstaaftanstaaf").unwrap();
+        assert!(m.check(&StoredSecret::parse(&stored).unwrap()));
+        assert!(!m.check(&StoredSecret::parse("{PLAIN}wrong").unwrap()));
+        // A hashed secret cannot answer CRAM-MD5: a failure like a wrong one.
+        let sha =
+            crate::auth::hash_password(crate::auth::Scheme::Ssha256, "tanstaaftanstaaf").unwrap();
+        assert!(!m.check(&StoredSecret::parse(&sha).unwrap()));
+        assert!(matches!(
+            m.step(b"tim b913a602c7eda7a495b4e6e7334d3890"),
+            Step::Fail(SaslError::OutOfOrder)
+        ));
+    }
+
+    #[test]
+    fn malformed_answers() {
+        for bad in [
+            &b"tim"[..],
+            b"tim xyz",
+            b" b913a602c7eda7a495b4e6e7334d3890",
+            b"tim b913a602c7eda7a495b4e6e7334d389",
+            b"\xff x",
+        ] {
+            assert!(
+                matches!(
+                    CramMd5::new("h").step(bad),
+                    Step::Fail(SaslError::Malformed)
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn challenges_are_unique() {
+        let (a, b) = (CramMd5::new("pop.test"), CramMd5::new("pop.test"));
+        assert_ne!(a.challenge, b.challenge);
+        assert!(a.challenge.starts_with('<') && a.challenge.ends_with("@pop.test>"));
+    }
+}
