@@ -182,38 +182,44 @@ fn mpop_fetches_and_deletes_over_plain_stls_and_implicit_tls() {
 }
 
 #[test]
-fn curl_logs_in_with_cram_md5() {
+fn curl_logs_in_with_each_sasl_mechanism() {
     if !require("curl") {
         return;
     }
     let s = Setup::new(&[M1]);
     let text = read(&s.config).replace(
         "[auth]\n",
-        "[auth]\nmechanisms = [\"PLAIN\", \"CRAM-MD5\"]\n",
+        "[auth]\nmechanisms = [\"PLAIN\", \"LOGIN\", \"CRAM-MD5\"]\n",
     );
     std::fs::write(&s.config, text).unwrap();
     let _server = s.start();
     let url = format!("pop3://127.0.0.1:{}/", s.plain);
-    let curl = |user: &str| {
-        Command::new(tool_path("curl").unwrap())
-            .args([
-                "-sS",
-                "--login-options",
-                "AUTH=CRAM-MD5",
-                "--user",
-                user,
-                &url,
-            ])
-            .output()
-            .unwrap()
-    };
-    let ok = curl("alice:secret");
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&ok.stdout), "1 65\r\n");
-    let bad = curl("alice:wrong");
-    assert!(!bad.status.success(), "a wrong secret fails");
+    for mech in ["PLAIN", "LOGIN", "CRAM-MD5"] {
+        let curl = |user: &str| {
+            Command::new(tool_path("curl").unwrap())
+                .args([
+                    "-sS",
+                    "--login-options",
+                    &format!("AUTH={mech}"),
+                    "--user",
+                    user,
+                    &url,
+                ])
+                .output()
+                .unwrap()
+        };
+        let ok = curl("alice:secret");
+        assert!(
+            ok.status.success(),
+            "{mech}: {}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&ok.stdout), "1 65\r\n", "{mech}");
+        assert!(
+            !curl("alice:wrong").status.success(),
+            "{mech}: a wrong secret fails"
+        );
+    }
+    let ev_log = read(&s.config);
+    assert!(ev_log.contains("CRAM-MD5"));
 }
