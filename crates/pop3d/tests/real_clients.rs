@@ -220,6 +220,4 @@ fn curl_logs_in_with_each_sasl_mechanism() {
             "{mech}: a wrong secret fails"
         );
     }
-    let ev_log = read(&s.config);
-    assert!(ev_log.contains("CRAM-MD5"));
 }
