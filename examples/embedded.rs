@@ -5,40 +5,17 @@
 //! Run: `cargo run -p pop3 --example embedded`, then
 //! `curl pop3://carol:wonderland@127.0.0.1:2110/1`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use pop3::Pop3SessionManager;
-use pop3::auth::{StoredSecret, UserDb, UserDbError, UserRecord};
+use pop3::auth::StaticUsers;
 use pop3::config::{Pop3Config, TlsMode};
 use pop3::store::MemoryStore;
 
-/// The host's own user list.
-struct HostUsers(HashMap<String, Arc<UserRecord>>);
-
-#[async_trait]
-impl UserDb for HostUsers {
-    async fn lookup(&self, name: &str) -> Result<Option<Arc<UserRecord>>, UserDbError> {
-        Ok(self.0.get(name).cloned())
-    }
-
-    async fn health(&self) -> Result<(), String> {
-        Ok(())
-    }
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let carol = UserRecord {
-        name: "carol".into(),
-        secret: Some(StoredSecret::parse("{PLAIN}wonderland")?),
-        uid: None,
-        gid: None,
-        home: None,
-        extra: String::new(),
-    };
-    let users = HostUsers(HashMap::from([("carol".to_owned(), Arc::new(carol))]));
+    // The host's own users; any `UserDb` implementation fits here.
+    let users = StaticUsers::new([StaticUsers::user("carol", "{PLAIN}wonderland")?]);
     let store = MemoryStore::new();
     store.add(
         "carol",

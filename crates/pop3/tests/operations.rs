@@ -4,15 +4,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use common::*;
 use pop3::Pop3SessionManager;
-use pop3::auth::{StoredSecret, UserDb, UserDbError, UserRecord};
+use pop3::auth::StaticUsers;
 use pop3::config::{MetricsConfig, Pop3Config, TlsMode};
 use pop3::store::MemoryStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -247,29 +245,9 @@ async fn reload_applies_to_new_sessions_only() {
     assert_eq!(srv.connect().await.greeting, "+OK reloaded\r\n");
 }
 
-struct HostUsers(HashMap<String, Arc<UserRecord>>);
-
-#[async_trait]
-impl UserDb for HostUsers {
-    async fn lookup(&self, name: &str) -> Result<Option<Arc<UserRecord>>, UserDbError> {
-        Ok(self.0.get(name).cloned())
-    }
-    async fn health(&self) -> Result<(), String> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn embedding_with_a_host_store_and_user_database() {
-    let carol = UserRecord {
-        name: "carol".into(),
-        secret: Some(StoredSecret::parse("{PLAIN}wonderland").unwrap()),
-        uid: None,
-        gid: None,
-        home: None,
-        extra: String::new(),
-    };
-    let users = HostUsers(HashMap::from([("carol".to_owned(), Arc::new(carol))]));
+    let users = StaticUsers::new([StaticUsers::user("carol", "{PLAIN}wonderland").unwrap()]);
     let store = MemoryStore::new();
     store.add("carol", "Subject: one\r\n\r\nfirst\r\n");
     store.add("carol", "Subject: two\n\nsecond\n");

@@ -6,6 +6,7 @@ pub mod cram_context;
 pub mod passwd;
 pub mod sasl;
 pub mod scheme;
+pub mod static_users;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tokio::sync::Semaphore;
 
 pub use passwd::PasswdFile;
 pub use scheme::{Scheme, StoredSecret, hash_password};
+pub use static_users::StaticUsers;
 
 /// One user as the user database knows it.
 #[derive(Debug, Clone)]

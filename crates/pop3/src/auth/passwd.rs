@@ -87,7 +87,7 @@ pub fn parse(text: &str) -> PasswdTable {
 }
 
 /// Hash a random password with the scheme most of the users have.
-fn decoy_for(users: &HashMap<String, Arc<UserRecord>>) -> Option<StoredSecret> {
+pub(crate) fn decoy_for(users: &HashMap<String, Arc<UserRecord>>) -> Option<StoredSecret> {
     let mut counts: HashMap<&'static str, (usize, super::Scheme)> = HashMap::new();
     for s in users.values().filter_map(|u| u.secret.as_ref()) {
         counts.entry(s.scheme().name()).or_insert((0, s.scheme())).0 += 1;
