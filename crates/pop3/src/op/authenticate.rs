@@ -96,7 +96,18 @@ pub async fn apop(
         });
     match record {
         Some(record) if verified => login(state, conn, services, stats, record, "APOP").await,
-        _ => failure(state, conn, services, Some(name), "APOP", "bad credentials").await,
+        _ => {
+            failed(
+                state,
+                conn,
+                services,
+                Some(name),
+                "APOP",
+                "bad credentials",
+                bad_credentials(),
+            )
+            .await
+        }
     }
 }
 
@@ -160,13 +171,14 @@ pub async fn sasl_password(
     if authzid.is_some() {
         // Acting as another user needs a master-user setup this server
         // does not configure; refuse like a wrong password.
-        return failure(
+        return failed(
             state,
             conn,
             services,
             Some(&authcid),
             mechanism,
             "authorization identity refused",
+            bad_credentials(),
         )
         .await;
     }
@@ -197,13 +209,14 @@ pub async fn sasl_proof(
     match record {
         Some(record) if verified => login(state, conn, services, stats, record, name).await,
         _ => {
-            failure(
+            failed(
                 state,
                 conn,
                 services,
                 Some(&authcid),
                 name,
                 "bad credentials",
+                bad_credentials(),
             )
             .await
         }
@@ -275,13 +288,14 @@ async fn check_password(
     match record {
         Some(record) if verified => login(state, conn, services, stats, record, mechanism).await,
         _ => {
-            failure(
+            failed(
                 state,
                 conn,
                 services,
                 Some(name),
                 mechanism,
                 "bad credentials",
+                bad_credentials(),
             )
             .await
         }
@@ -297,16 +311,8 @@ async fn lookup(services: &Services, name: &str) -> Result<Option<Arc<UserRecord
 }
 
 /// Bad credentials: always the same `-ERR [AUTH]` reply.
-async fn failure(
-    state: &mut State,
-    conn: &Connection,
-    services: &Services,
-    user: Option<&str>,
-    mechanism: &'static str,
-    reason: &str,
-) -> Outcome {
-    let reply = Reply::err_code(RespCode::Auth, AUTH_FAILED);
-    failed(state, conn, services, user, mechanism, reason, reply).await
+fn bad_credentials() -> Reply {
+    Reply::err_code(RespCode::Auth, AUTH_FAILED)
 }
 
 /// Count a failed login everywhere it counts: metrics, the guard (delay,

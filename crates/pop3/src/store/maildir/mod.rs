@@ -272,7 +272,6 @@ struct Message {
     key: String,
     /// Where it was at snapshot time (may move when flags change).
     path: PathBuf,
-    info: MessageInfo,
 }
 
 /// A locked Maildir snapshot.
@@ -543,26 +542,25 @@ fn scan_and_index(dir: &Path) -> Result<(Vec<Message>, Vec<MessageInfo>), StoreE
         }
     }
 
-    let mut messages = Vec::with_capacity(files.len());
+    let mut listed = Vec::with_capacity(files.len());
     for (key, path) in files {
         let entry = &index.entries[key];
         // A file that vanished before it could be measured waits for the
         // next login.
         let Some(size) = entry.size else { continue };
-        messages.push((
-            entry.uid,
-            Message {
-                key: key.clone(),
-                path: path.clone(),
-                info: MessageInfo {
-                    size,
-                    uid: entry.uidl.clone(),
-                },
-            },
-        ));
+        let info = MessageInfo {
+            size,
+            uid: entry.uidl.clone(),
+        };
+        let message = Message {
+            key: key.clone(),
+            path: path.clone(),
+        };
+        listed.push((entry.uid, message, info));
     }
-    messages.sort_by_key(|(uid, _)| *uid);
-    let messages: Vec<Message> = messages.into_iter().map(|(_, m)| m).collect();
+    listed.sort_by_key(|(uid, ..)| *uid);
+    let (messages, infos): (Vec<Message>, Vec<MessageInfo>) =
+        listed.into_iter().map(|(_, m, i)| (m, i)).unzip();
 
     // UIDs handed out must be on disk before a client sees them, or the
     // next login could hand the same UIDs to other messages.
@@ -570,7 +568,6 @@ fn scan_and_index(dir: &Path) -> Result<(Vec<Message>, Vec<MessageInfo>), StoreE
         tracing::error!(maildir = %dir.display(), "cannot write {INDEX_FILE}: {e}");
         return Err(io(&dir.join(INDEX_FILE), e));
     }
-    let infos = messages.iter().map(|m| m.info.clone()).collect();
     Ok((messages, infos))
 }
 
@@ -605,7 +602,7 @@ impl Maildrop for MaildirDrop {
         let message = self.messages.get(index).ok_or(StoreError::MessageGone)?;
         // Small messages are read right here: one open and one read from
         // the page cache cost less than a trip to the blocking pool.
-        if message.info.size <= INLINE_READ_MAX
+        if self.infos[index].size <= INLINE_READ_MAX
             && let Ok(data) = std::fs::read(&message.path)
         {
             return Ok(Box::new(std::io::Cursor::new(data)));
