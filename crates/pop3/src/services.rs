@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::auth::bearer::BearerValidator;
 use crate::auth::{UserDb, Verifier};
 use crate::config::Pop3Config;
 use crate::protocol::{Reply, RespCode};
@@ -29,6 +30,7 @@ pub struct Services {
     /// Brute-force blocking and scoring; shared across reloads too.
     pub guard: Arc<Guard>,
     pub buffers: BufferPool,
+    pub sasl: SaslServices,
 }
 
 /// What outlives a reload: counters, blocks, the shutdown signal.
@@ -37,6 +39,55 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
     pub guard: Arc<Guard>,
+    /// Key for SCRAM's made-up salts, stable across reloads.
+    pub salt_key: Arc<[u8; 32]>,
+}
+
+impl Shared {
+    pub fn new(metrics: Arc<Metrics>, guard: Arc<Guard>) -> Shared {
+        let mut key = [0u8; 32];
+        let _ = getrandom::fill(&mut key);
+        Shared {
+            metrics,
+            shutdown: CancellationToken::new(),
+            guard,
+            salt_key: Arc::new(key),
+        }
+    }
+}
+
+/// What SASL mechanisms need beyond the user database.
+pub struct SaslServices {
+    pub salt_key: Arc<[u8; 32]>,
+    /// Token validation for OAUTHBEARER and XOAUTH2, when configured.
+    pub bearer: Option<Arc<BearerValidator>>,
+    /// The Kerberos acceptor for GSSAPI, when configured.
+    #[cfg(feature = "gssapi")]
+    pub gssapi: Option<Arc<crate::auth::sasl::gssapi::Acceptor>>,
+}
+
+impl SaslServices {
+    /// Load what `[auth]` names. Errors are (key, reason).
+    fn new(config: &Pop3Config, salt_key: Arc<[u8; 32]>) -> Result<Self, (String, String)> {
+        let bearer = match &config.auth.oauth {
+            Some(o) => Some(Arc::new(BearerValidator::from_config(o)?)),
+            None => None,
+        };
+        #[cfg(feature = "gssapi")]
+        let gssapi = match &config.auth.gssapi {
+            Some(g) => Some(Arc::new(
+                crate::auth::sasl::gssapi::Acceptor::new(g, &config.server.hostname)
+                    .map_err(|e| ("auth.gssapi".to_owned(), e))?,
+            )),
+            None => None,
+        };
+        Ok(SaslServices {
+            salt_key,
+            bearer,
+            #[cfg(feature = "gssapi")]
+            gssapi,
+        })
+    }
 }
 
 impl Services {
@@ -46,13 +97,14 @@ impl Services {
         store: Arc<dyn MailStore>,
         tls: Option<tokio_rustls::TlsAcceptor>,
         shared: &Shared,
-    ) -> Services {
+    ) -> Result<Services, (String, String)> {
+        let sasl = SaslServices::new(&config, shared.salt_key.clone())?;
         let login_delay = LoginDelay::new(config.server.login_delay);
         let buffers = BufferPool::new(
             config.performance.io_buffer_size,
             config.performance.connection_pool_size,
         );
-        Services {
+        Ok(Services {
             config,
             users,
             store,
@@ -63,7 +115,8 @@ impl Services {
             shutdown: shared.shutdown.clone(),
             guard: shared.guard.clone(),
             buffers,
-        }
+            sasl,
+        })
     }
 }
 

@@ -804,7 +804,7 @@ async fn auth_cram_md5() {
     .await;
     srv.deliver("alice", 1, MSG1);
     let mut c = srv.connect().await;
-    assert!(lines(&c.multi("CAPA").await.1).contains(&"SASL PLAIN CRAM-MD5".to_string()));
+    assert!(lines(&c.multi("CAPA").await.1).contains(&"SASL CRAM-MD5 PLAIN".to_string()));
     let answer = |challenge_line: &str, user: &str, secret: &str| {
         let challenge = B64
             .decode(challenge_line.trim_end().strip_prefix("+ ").unwrap())

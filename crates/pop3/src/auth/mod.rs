@@ -2,6 +2,7 @@
 //! Users and credentials: the [`UserDb`] trait, password schemes, SASL
 //! mechanisms, and verification that keeps slow hashes off the async workers.
 
+pub mod bearer;
 pub mod cram_context;
 pub mod passwd;
 pub mod sasl;
@@ -55,6 +56,14 @@ pub trait UserDb: Send + Sync {
     /// user is unknown so that the answer takes as long as for a wrong
     /// password. None when the database has no such secret to offer.
     fn decoy(&self) -> Option<StoredSecret> {
+        None
+    }
+
+    /// The password schemes this database's secrets are stored in, so
+    /// that CAPA offers only mechanisms that can succeed (CRAM-MD5 needs
+    /// plaintext or CRAM-MD5 secrets, and so on). None: unknown, offer
+    /// every enabled mechanism.
+    fn schemes(&self) -> Option<Vec<Scheme>> {
         None
     }
 }

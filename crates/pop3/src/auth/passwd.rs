@@ -35,6 +35,8 @@ pub struct PasswdTable {
     pub warnings: Vec<LineWarning>,
     /// A secret in the scheme most users have, for unknown users.
     decoy: Option<StoredSecret>,
+    /// The schemes that occur, for the mechanisms CAPA offers.
+    schemes: Vec<super::Scheme>,
 }
 
 impl PasswdTable {
@@ -83,7 +85,19 @@ pub fn parse(text: &str) -> PasswdTable {
         }
     }
     table.decoy = decoy_for(&table.users);
+    table.schemes = schemes_of(&table.users);
     table
+}
+
+/// Every scheme the users' secrets are stored in.
+pub(crate) fn schemes_of(users: &HashMap<String, Arc<UserRecord>>) -> Vec<super::Scheme> {
+    let mut out: Vec<super::Scheme> = Vec::new();
+    for s in users.values().filter_map(|u| u.secret.as_ref()) {
+        if !out.contains(&s.scheme()) {
+            out.push(s.scheme());
+        }
+    }
+    out
 }
 
 /// Hash a random password with the scheme most of the users have.
@@ -243,6 +257,10 @@ impl UserDb for PasswdFile {
             Ok(_) => Ok(()),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    fn schemes(&self) -> Option<Vec<super::Scheme>> {
+        Some(self.table().schemes.clone())
     }
 
     fn decoy(&self) -> Option<StoredSecret> {

@@ -10,6 +10,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::cram_context;
+use super::sasl::scram::{Hash, Keys, MIN_ITERATIONS};
 
 /// A scheme this server can verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,11 @@ pub enum Scheme {
     Ssha256,
     Ssha512,
     CramMd5,
+    /// `{SCRAM-SHA-1}iter,salt,StoredKey,ServerKey` (Dovecot, GNU SASL).
+    ScramSha1,
+    ScramSha256,
+    /// `{NTLM}`: hex MD4 of the UTF-16LE password (the NT hash).
+    Ntlm,
 }
 
 impl Scheme {
@@ -41,6 +47,9 @@ impl Scheme {
         Scheme::Ssha256,
         Scheme::Ssha512,
         Scheme::CramMd5,
+        Scheme::ScramSha1,
+        Scheme::ScramSha256,
+        Scheme::Ntlm,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +65,9 @@ impl Scheme {
             Scheme::Ssha256 => "SSHA256",
             Scheme::Ssha512 => "SSHA512",
             Scheme::CramMd5 => "CRAM-MD5",
+            Scheme::ScramSha1 => "SCRAM-SHA-1",
+            Scheme::ScramSha256 => "SCRAM-SHA-256",
+            Scheme::Ntlm => "NTLM",
         }
     }
 
@@ -78,6 +90,8 @@ impl Scheme {
                 | Scheme::Argon2i
                 | Scheme::Argon2id
                 | Scheme::BlfCrypt
+                | Scheme::ScramSha1
+                | Scheme::ScramSha256
         )
     }
 }
@@ -131,6 +145,9 @@ impl StoredSecret {
             Scheme::Ssha256 => salted_ok(data, 32),
             Scheme::Ssha512 => salted_ok(data, 64),
             Scheme::CramMd5 => cram_context::decode(data).is_some(),
+            Scheme::ScramSha1 => Keys::parse(Hash::Sha1, data).is_some(),
+            Scheme::ScramSha256 => Keys::parse(Hash::Sha256, data).is_some(),
+            Scheme::Ntlm => parse_nt_hash(data).is_some(),
         };
         if !ok {
             return Err(bad());
@@ -156,6 +173,26 @@ impl StoredSecret {
         match self.scheme {
             Scheme::Plain => Some(cram_context::contexts(self.data.as_bytes())),
             Scheme::CramMd5 => cram_context::decode(&self.data),
+            _ => None,
+        }
+    }
+
+    /// SCRAM keys for `hash`, when this secret is stored as such.
+    pub fn scram_keys(&self, hash: Hash) -> Option<Keys> {
+        match (self.scheme, hash) {
+            (Scheme::ScramSha1, Hash::Sha1) | (Scheme::ScramSha256, Hash::Sha256) => {
+                Keys::parse(hash, &self.data)
+            }
+            _ => None,
+        }
+    }
+
+    /// The NT hash (MD4 of the UTF-16LE password) for NTLM, from a
+    /// plaintext or a stored `{NTLM}` secret.
+    pub fn nt_hash(&self) -> Option<[u8; 16]> {
+        match self.scheme {
+            Scheme::Plain => Some(nt_hash(&self.data)),
+            Scheme::Ntlm => parse_nt_hash(&self.data),
             _ => None,
         }
     }
@@ -189,8 +226,41 @@ impl StoredSecret {
                 }
                 None => false,
             },
+            Scheme::ScramSha1 | Scheme::ScramSha256 => {
+                let hash = if self.scheme == Scheme::ScramSha1 {
+                    Hash::Sha1
+                } else {
+                    Hash::Sha256
+                };
+                Keys::parse(hash, data).is_some_and(|k| k.verify_password(hash, password))
+            }
+            Scheme::Ntlm => match (parse_nt_hash(data), std::str::from_utf8(password)) {
+                (Some(stored), Ok(pw)) => ct_eq(&stored, &nt_hash(pw)),
+                _ => false,
+            },
         }
     }
+}
+
+/// MD4 of the UTF-16LE password.
+pub fn nt_hash(password: &str) -> [u8; 16] {
+    use md4::{Digest as _, Md4};
+    let mut h = Md4::new();
+    for unit in password.encode_utf16() {
+        h.update(unit.to_le_bytes());
+    }
+    h.finalize().into()
+}
+
+fn parse_nt_hash(data: &str) -> Option<[u8; 16]> {
+    if data.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(data.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
@@ -313,6 +383,17 @@ pub fn hash_password(scheme: Scheme, password: &str) -> Result<String, SchemeErr
             let (i, o) = cram_context::contexts(password.as_bytes());
             cram_context::encode(&i, &o)
         }
+        Scheme::ScramSha1 => {
+            Keys::derive(Hash::Sha1, password, &random_bytes::<16>()?, MIN_ITERATIONS).encode()
+        }
+        Scheme::ScramSha256 => Keys::derive(
+            Hash::Sha256,
+            password,
+            &random_bytes::<16>()?,
+            MIN_ITERATIONS,
+        )
+        .encode(),
+        Scheme::Ntlm => super::sasl::hex(&nt_hash(password)),
     };
     Ok(format!("{{{name}}}{data}"))
 }
@@ -361,6 +442,19 @@ mod tests {
                 "{CRAM-MD5}bc85c9a3cb6b88ebf5a19a22a3604ef939585872c1ade1a2bf44087948a852f4",
                 "tanstaaf",
             ),
+            // `gsasl --mkpasswd -m SCRAM-SHA-256 -p pencil` with the salt
+            // and count of RFC 7677's example (GNU SASL 2.2).
+            (
+                "{SCRAM-SHA-256}4096,W22ZaJ0SNY7soEsUEjb6gQ==,WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=,wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=",
+                "pencil",
+            ),
+            // The same for SCRAM-SHA-1 with RFC 5802's salt.
+            (
+                "{SCRAM-SHA-1}4096,QSXCR+Q6sek8bf92,6dlGYMOdZcOPutkcNY8U2g7vK9Y=,D+CSWLOshSulAsxiupA+qs2/fTE=",
+                "pencil",
+            ),
+            // NT hash of "password" (MD4 of its UTF-16LE form).
+            ("{NTLM}8846f7eaee8fb117ad06bdd830b7586c", "password"),
         ];
         for (field, pw) in cases {
             let s = StoredSecret::parse(field).unwrap();
@@ -388,6 +482,14 @@ mod tests {
         assert!(StoredSecret::parse("{SHA512-CRYPT}nope").is_err());
         assert!(StoredSecret::parse("{CRAM-MD5}abc").is_err());
         assert!(StoredSecret::parse("plainjunk").is_err());
+        // SCRAM keys below RFC 7677's minimum iteration count are refused.
+        assert!(
+            StoredSecret::parse(
+                "{SCRAM-SHA-1}1024,QSXCR+Q6sek8bf92,6dlGYMOdZcOPutkcNY8U2g7vK9Y=,D+CSWLOshSulAsxiupA+qs2/fTE="
+            )
+            .is_err()
+        );
+        assert!(StoredSecret::parse("{NTLM}8846f7ea").is_err());
     }
 
     #[test]

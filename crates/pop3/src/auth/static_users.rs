@@ -13,6 +13,7 @@ use super::{StoredSecret, UserDb, UserDbError, UserRecord};
 pub struct StaticUsers {
     users: HashMap<String, Arc<UserRecord>>,
     decoy: Option<StoredSecret>,
+    schemes: Vec<super::Scheme>,
 }
 
 impl StaticUsers {
@@ -23,7 +24,12 @@ impl StaticUsers {
             .map(|r| (r.name.to_lowercase(), Arc::new(r)))
             .collect();
         let decoy = super::passwd::decoy_for(&users);
-        StaticUsers { users, decoy }
+        let schemes = super::passwd::schemes_of(&users);
+        StaticUsers {
+            users,
+            decoy,
+            schemes,
+        }
     }
 
     /// A user with a password and nothing else.
@@ -47,6 +53,10 @@ impl UserDb for StaticUsers {
 
     async fn health(&self) -> Result<(), String> {
         Ok(())
+    }
+
+    fn schemes(&self) -> Option<Vec<super::Scheme>> {
+        Some(self.schemes.clone())
     }
 
     fn decoy(&self) -> Option<StoredSecret> {

@@ -11,8 +11,8 @@ use md5::{Digest, Md5};
 use subtle::ConstantTimeEq;
 
 use super::{Connection, Outcome, SessionStats, State, Transaction, store_error_reply};
-use crate::auth::UserRecord;
 use crate::auth::sasl::{self, SaslError};
+use crate::auth::{Scheme, UserRecord};
 use crate::protocol::{Reply, RespCode};
 use crate::services::Services;
 use crate::store::StoreError;
@@ -60,7 +60,7 @@ pub async fn pass(
     if !conn.plaintext_allowed(services) {
         return Reply::err_code(RespCode::Auth, PLAINTEXT_REFUSED).into();
     }
-    check_password(state, conn, services, stats, "USER", &name, &password).await
+    check_password(state, conn, services, stats, "USER", &name, &password, None).await
 }
 
 /// APOP: digest of the greeting's timestamp and the plaintext secret.
@@ -95,7 +95,9 @@ pub async fn apop(
             bool::from(want.as_bytes().ct_eq(given.as_bytes()))
         });
     match record {
-        Some(record) if verified => login(state, conn, services, stats, record, "APOP").await,
+        Some(record) if verified => {
+            login(state, conn, services, stats, record, "APOP", false).await
+        }
         _ => {
             failed(
                 state,
@@ -111,13 +113,35 @@ pub async fn apop(
     }
 }
 
-/// The mechanisms AUTH accepts on this connection.
+/// The mechanisms AUTH accepts on this connection: enabled, and able to
+/// succeed here (TLS where needed, a channel binding for -PLUS, a client
+/// certificate for EXTERNAL, secrets of a usable kind in the user database).
 pub fn offered_mechanisms(conn: &Connection, services: &Services) -> Vec<&'static str> {
-    crate::config::SUPPORTED_MECHANISMS
+    let schemes = services.users.schemes();
+    let has = |wanted: &[Scheme]| {
+        schemes
+            .as_ref()
+            .is_none_or(|have| wanted.iter().any(|w| have.contains(w)))
+    };
+    sasl::ALL
         .iter()
         .copied()
         .filter(|m| services.config.mechanism_enabled(m))
         .filter(|m| !sasl::is_plaintext(m) || conn.plaintext_allowed(services))
+        .filter(|m| !sasl::is_plus(m) || conn.channel_binding.is_some())
+        .filter(|m| match *m {
+            "CRAM-MD5" => has(&[Scheme::Plain, Scheme::CramMd5]),
+            "DIGEST-MD5" => has(&[Scheme::Plain]),
+            "NTLM" => has(&[Scheme::Plain, Scheme::Ntlm]),
+            "SCRAM-SHA-1" | "SCRAM-SHA-1-PLUS" => has(&[Scheme::Plain, Scheme::ScramSha1]),
+            "SCRAM-SHA-256" | "SCRAM-SHA-256-PLUS" => has(&[Scheme::Plain, Scheme::ScramSha256]),
+            "EXTERNAL" => conn.client_identity.is_some(),
+            "OAUTHBEARER" | "XOAUTH2" => services.sasl.bearer.is_some(),
+            "ANONYMOUS" => services.config.auth.anonymous_user.is_some(),
+            #[cfg(feature = "gssapi")]
+            "GSSAPI" => services.sasl.gssapi.is_some(),
+            _ => true,
+        })
         .collect()
 }
 
@@ -139,7 +163,7 @@ pub fn auth(
         }
         return Reply::err("Unsupported authentication mechanism").into();
     }
-    let Some(mech) = sasl::new_mechanism(&mechanism, &services.config.server.hostname) else {
+    let Some(mech) = sasl::new_mechanism(&mechanism, &mechanism_context(conn, services)) else {
         return Reply::err("Unsupported authentication mechanism").into();
     };
     let initial_response = match initial_response.as_deref() {
@@ -156,6 +180,25 @@ pub fn auth(
     }
 }
 
+/// What mechanisms know of this server and this connection.
+fn mechanism_context(conn: &Connection, services: &Services) -> sasl::Context {
+    let auth = &services.config.auth;
+    let hostname = &services.config.server.hostname;
+    sasl::Context {
+        hostname: hostname.clone(),
+        realm: auth.realm.clone().unwrap_or_else(|| hostname.clone()),
+        ntlm_domain: auth.ntlm_domain.clone(),
+        channel_binding: conn.channel_binding.clone(),
+        plus_offered: offered_mechanisms(conn, services)
+            .iter()
+            .any(|m| sasl::is_plus(m)),
+        external_identity: conn.client_identity.clone(),
+        salt_key: services.sasl.salt_key.clone(),
+        #[cfg(feature = "gssapi")]
+        gssapi: services.sasl.gssapi.clone(),
+    }
+}
+
 /// Finish a SASL exchange that produced an identity and a password.
 #[allow(clippy::too_many_arguments)]
 pub async fn sasl_password(
@@ -168,80 +211,158 @@ pub async fn sasl_password(
     authcid: String,
     password: &[u8],
 ) -> Outcome {
-    if authzid.is_some() {
-        // Acting as another user needs a master-user setup this server
-        // does not configure; refuse like a wrong password.
+    if authzid.is_some() && !is_master(services, &authcid) {
+        return refuse_authzid(state, conn, services, mechanism, &authcid).await;
+    }
+    let target = authzid.as_deref();
+    check_password(
+        state, conn, services, stats, mechanism, &authcid, password, target,
+    )
+    .await
+}
+
+fn is_master(services: &Services, user: &str) -> bool {
+    services.config.auth.master_users.iter().any(|m| m == user)
+}
+
+/// A client asked to act as another user without being a master user.
+async fn refuse_authzid(
+    state: &mut State,
+    conn: &Connection,
+    services: &Services,
+    mechanism: &'static str,
+    authcid: &str,
+) -> Outcome {
+    failed(
+        state,
+        conn,
+        services,
+        Some(authcid),
+        mechanism,
+        "authorization identity refused",
+        bad_credentials(),
+    )
+    .await
+}
+
+/// Look a user up for a mechanism that needs the secret, after the same
+/// gate as a password login. `Err` is the outcome to end the exchange with.
+pub async fn sasl_lookup(
+    conn: &Connection,
+    services: &Services,
+    authcid: &str,
+) -> Result<Option<Arc<UserRecord>>, Outcome> {
+    gate(conn, services, authcid).await?;
+    lookup(services, authcid).await.map_err(Outcome::from)
+}
+
+/// Finish a SASL exchange in which the mechanism proved `authcid`
+/// (`record` is what [`sasl_lookup`] found, if it was asked).
+#[allow(clippy::too_many_arguments)]
+pub async fn sasl_verified(
+    state: &mut State,
+    conn: &Connection,
+    services: &Services,
+    stats: &mut SessionStats,
+    mechanism: &'static str,
+    authzid: Option<String>,
+    authcid: String,
+    record: Option<Arc<UserRecord>>,
+) -> Outcome {
+    if authzid.is_some() && !is_master(services, &authcid) {
+        return refuse_authzid(state, conn, services, mechanism, &authcid).await;
+    }
+    // Identities proved outside the user database (a token, a certificate,
+    // a ticket) must still name a user it knows.
+    let record = match record.filter(|r| r.name == authcid) {
+        Some(r) => Some(r),
+        None => match sasl_lookup(conn, services, &authcid).await {
+            Ok(r) => r,
+            Err(outcome) => return outcome,
+        },
+    };
+    let Some(record) = record else {
         return failed(
             state,
             conn,
             services,
             Some(&authcid),
             mechanism,
-            "authorization identity refused",
+            "no such user",
             bad_credentials(),
         )
         .await;
-    }
-    check_password(state, conn, services, stats, mechanism, &authcid, password).await
-}
-
-/// Finish a SASL exchange whose proof needs the user's secret (CRAM-MD5).
-pub async fn sasl_proof(
-    state: &mut State,
-    conn: &Connection,
-    services: &Services,
-    stats: &mut SessionStats,
-    mechanism: &dyn sasl::Mechanism,
-    authcid: String,
-) -> Outcome {
-    let name = mechanism.name();
-    if let Err(outcome) = gate(conn, services, &authcid).await {
-        return outcome;
-    }
-    let record = match lookup(services, &authcid).await {
-        Ok(r) => r,
-        Err(reply) => return reply.into(),
     };
-    let verified = record
-        .as_ref()
-        .and_then(|r| r.secret.as_ref())
-        .is_some_and(|secret| mechanism.check(secret));
-    match record {
-        Some(record) if verified => login(state, conn, services, stats, record, name).await,
-        _ => {
-            failed(
-                state,
-                conn,
-                services,
-                Some(&authcid),
-                name,
-                "bad credentials",
-                bad_credentials(),
-            )
-            .await
-        }
-    }
+    let record = match authzid {
+        None => record,
+        Some(target) => match lookup(services, &target).await {
+            Ok(Some(t)) => {
+                tracing::info!(master = %authcid, user = %target, mechanism, "master user login");
+                t
+            }
+            Ok(None) => {
+                return failed(
+                    state,
+                    conn,
+                    services,
+                    Some(&authcid),
+                    mechanism,
+                    "no such authorization identity",
+                    bad_credentials(),
+                )
+                .await;
+            }
+            Err(reply) => return reply.into(),
+        },
+    };
+    login(state, conn, services, stats, record, mechanism, false).await
 }
 
-/// A SASL exchange that ended without an identity.
+/// A SASL exchange that ended without a login.
 pub async fn sasl_failed(
     state: &mut State,
     conn: &Connection,
     services: &Services,
     mechanism: &'static str,
+    user: Option<&str>,
     e: &SaslError,
 ) -> Outcome {
-    let reply = Reply::err(format!("AUTH {mechanism}: {e}"));
+    let reply = match e {
+        SaslError::Credentials => bad_credentials(),
+        e => Reply::err(format!("AUTH {mechanism}: {e}")),
+    };
     failed(
         state,
         conn,
         services,
-        None,
+        user,
         mechanism,
         &e.to_string(),
         reply,
     )
     .await
+}
+
+/// ANONYMOUS: log the trace and open the configured mailbox read-only.
+pub async fn anonymous(
+    state: &mut State,
+    conn: &Connection,
+    services: &Services,
+    stats: &mut SessionStats,
+    trace: &str,
+) -> Outcome {
+    let Some(name) = services.config.auth.anonymous_user.as_deref() else {
+        return Reply::err("Unsupported authentication mechanism").into();
+    };
+    tracing::info!(peer = %conn.peer.ip(), trace = %trace.escape_debug(), mailbox = name, "anonymous login");
+    match lookup(services, name).await {
+        Ok(Some(record)) => login(state, conn, services, stats, record, "ANONYMOUS", true).await,
+        Ok(None) => {
+            tracing::error!("auth.anonymous_user {name:?} is not in the user database");
+            Reply::err_code(RespCode::SysPerm, "Anonymous access is not available").into()
+        }
+        Err(reply) => reply.into(),
+    }
 }
 
 /// Refuse at once if the address is blocked; slow down if the user is
@@ -260,6 +381,8 @@ async fn gate(conn: &Connection, services: &Services, user: &str) -> Result<(), 
 
 /// Look the user up and verify the password. An unknown user, or one
 /// without a password, costs the same verification as a wrong password.
+/// `acting_as`: a master user's target.
+#[allow(clippy::too_many_arguments)]
 async fn check_password(
     state: &mut State,
     conn: &Connection,
@@ -268,6 +391,7 @@ async fn check_password(
     mechanism: &'static str,
     name: &str,
     password: &[u8],
+    acting_as: Option<&str>,
 ) -> Outcome {
     if let Err(outcome) = gate(conn, services, name).await {
         return outcome;
@@ -286,7 +410,19 @@ async fn check_password(
         }
     };
     match record {
-        Some(record) if verified => login(state, conn, services, stats, record, mechanism).await,
+        Some(record) if verified => {
+            sasl_verified(
+                state,
+                conn,
+                services,
+                stats,
+                mechanism,
+                acting_as.map(str::to_owned),
+                record.name.clone(),
+                Some(record),
+            )
+            .await
+        }
         _ => {
             failed(
                 state,
@@ -357,6 +493,7 @@ async fn login(
     stats: &mut SessionStats,
     user: Arc<UserRecord>,
     mechanism: &'static str,
+    read_only: bool,
 ) -> Outcome {
     services.guard.auth_succeeded(conn.peer.ip());
     if let Err(reply) = services.login_delay.check(&user.name) {
@@ -379,6 +516,7 @@ async fn login(
                 user,
                 maildrop,
                 deleted: vec![false; count],
+                read_only,
             }));
             reply.into()
         }

@@ -52,6 +52,9 @@ pub fn uidl(t: &Transaction, n: Option<u32>) -> Reply {
 }
 
 pub fn dele(t: &mut Transaction, n: u32) -> Reply {
+    if t.read_only {
+        return Reply::err("Mailbox is read-only");
+    }
     match t.live_index(n) {
         Ok(i) => {
             t.deleted[i] = true;

@@ -28,9 +28,22 @@ pub struct Connection {
     pub stls_available: bool,
     /// The `<...>` of the greeting, when APOP is enabled.
     pub apop_timestamp: Option<String>,
+    /// `tls-exporter` channel binding (RFC 9266) for SCRAM -PLUS; only on
+    /// TLS 1.3, where the exporter is safe without extended master secret.
+    pub channel_binding: Option<Vec<u8>>,
+    /// The user a verified TLS client certificate maps to (EXTERNAL).
+    pub client_identity: Option<String>,
 }
 
 impl Connection {
+    /// Take what SASL needs from a finished TLS handshake.
+    pub fn learn_tls(&mut self, tls: &rustls::ServerConnection, services: &Services) {
+        use crate::server::client_cert;
+        self.channel_binding = client_cert::channel_binding(tls);
+        self.client_identity =
+            client_cert::client_identity(tls, services.config.auth.external_identity);
+    }
+
     /// May passwords travel in the clear here? Always over TLS and from
     /// loopback; elsewhere only when the operator allows it.
     pub fn plaintext_allowed(&self, services: &Services) -> bool {
@@ -62,6 +75,8 @@ pub struct Transaction {
     pub user: Arc<UserRecord>,
     pub maildrop: Box<dyn Maildrop>,
     pub deleted: Vec<bool>,
+    /// ANONYMOUS sessions: DELE is refused, so UPDATE removes nothing.
+    pub read_only: bool,
 }
 
 /// What the session-end log line reports (Dovecot's `pop3_logout_format`).

@@ -4,6 +4,7 @@
 //! hands each connection to a [`Session`](crate::session::Session) through
 //! [`Pop3SessionManager`], which embedding hosts use directly.
 
+pub mod client_cert;
 pub mod limits;
 pub mod proxy;
 pub mod tls;
@@ -45,6 +46,14 @@ pub enum ServerError {
     NoTls(&'static str),
     #[error("security.security_log_file: {0}")]
     SecurityLog(std::io::Error),
+    #[error("{key}: {reason}")]
+    Auth { key: String, reason: String },
+}
+
+impl From<(String, String)> for ServerError {
+    fn from((key, reason): (String, String)) -> Self {
+        ServerError::Auth { key, reason }
+    }
 }
 
 fn security_log(config: &Pop3Config) -> Result<SecurityLog, ServerError> {
@@ -111,13 +120,9 @@ impl Pop3SessionManager {
             security_log(&config)?,
             metrics.clone(),
         );
-        let shared = Shared {
-            metrics,
-            shutdown: CancellationToken::new(),
-            guard: Arc::new(guard),
-        };
+        let shared = Shared::new(metrics, Arc::new(guard));
         let tls = tls.map(tokio_rustls::TlsAcceptor::from);
-        let services = Services::new(Arc::new(config), users, store, tls, &shared);
+        let services = Services::new(Arc::new(config), users, store, tls, &shared)?;
         Ok(Pop3SessionManager {
             services: RwLock::new(Arc::new(services)),
             limits,
@@ -139,7 +144,7 @@ impl Pop3SessionManager {
             current.store.clone(),
             current.tls.clone(),
             log,
-        );
+        )?;
         Ok(self)
     }
 
@@ -163,29 +168,26 @@ impl Pop3SessionManager {
     /// files. On any error the running configuration stays in force.
     /// Listener addresses are bound once; changing them needs a restart.
     pub fn reload(&self, config: Pop3Config) -> Result<(), ServerError> {
+        let listeners_changed = config.listeners != self.services().config.listeners;
         let result = (|| {
             let tls = config.tls.as_ref().map(tls::load).transpose()?;
             let (users, store) = backends(&config)?;
             let log = security_log(&config)?;
-            Ok::<_, ServerError>((tls, users, store, log))
+            self.install(
+                config,
+                users,
+                store,
+                tls.map(tokio_rustls::TlsAcceptor::from),
+                log,
+            )
         })();
-        let (tls, users, store, log) = match result {
-            Ok(parts) => parts,
-            Err(e) => {
-                self.shared.metrics.reload(false);
-                return Err(e);
-            }
-        };
-        if config.listeners != self.services().config.listeners {
+        if let Err(e) = result {
+            self.shared.metrics.reload(false);
+            return Err(e);
+        }
+        if listeners_changed {
             tracing::warn!("listener changes take effect after a restart");
         }
-        self.install(
-            config,
-            users,
-            store,
-            tls.map(tokio_rustls::TlsAcceptor::from),
-            log,
-        );
         self.shared.metrics.reload(true);
         tracing::info!("configuration reloaded");
         Ok(())
@@ -198,14 +200,17 @@ impl Pop3SessionManager {
         store: Arc<dyn MailStore>,
         tls: Option<tokio_rustls::TlsAcceptor>,
         log: SecurityLog,
-    ) {
-        self.limits.set_maxima(
+    ) -> Result<(), ServerError> {
+        let (max_sessions, max_per_ip) = (
             config.performance.max_concurrent_sessions,
             config.security.max_connections_per_ip,
         );
-        self.shared.guard.reconfigure(config.security.clone(), log);
-        let services = Services::new(Arc::new(config), users, store, tls, &self.shared);
+        let security = config.security.clone();
+        let services = Services::new(Arc::new(config), users, store, tls, &self.shared)?;
+        self.limits.set_maxima(max_sessions, max_per_ip);
+        self.shared.guard.reconfigure(security, log);
         *self.services.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(services);
+        Ok(())
     }
 
     /// The services new sessions start with.
@@ -398,14 +403,19 @@ impl Pop3SessionManager {
             }
             TlsMode::None | TlsMode::Starttls => Transport::Plain(stream),
         };
-        let conn = Connection {
+        let mut conn = Connection {
             peer,
             secure: transport.is_tls(),
             stls_available: mode == TlsMode::Starttls
                 && services.config.server.enable_stls
                 && tls_ready,
             apop_timestamp: self.apop_timestamp(&services, n),
+            channel_binding: None,
+            client_identity: None,
         };
+        if let Transport::Tls(tls) = &transport {
+            conn.learn_tls(tls.get_ref().1, &services);
+        }
         let started = std::time::Instant::now();
         let summary = Session::new(transport, conn, services).run().await;
         tracing::info!(

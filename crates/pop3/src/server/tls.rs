@@ -20,6 +20,8 @@ pub enum TlsError {
     Key { path: String, reason: String },
     #[error("tls: certificate and key do not fit together: {0}")]
     Config(String),
+    #[error("tls.client_ca_file {path}: {reason}")]
+    ClientCa { path: String, reason: String },
 }
 
 /// The crypto provider every TLS object of this crate uses.
@@ -34,7 +36,21 @@ pub fn load(cfg: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
         path: cfg.key.display().to_string(),
         reason: e.to_string(),
     })?;
-    server_config(certs, key)
+    let clients = match &cfg.client_ca_file {
+        None => None,
+        Some(path) => {
+            let err = |reason: String| TlsError::ClientCa {
+                path: path.display().to_string(),
+                reason,
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in load_certs(path).map_err(|e| err(e.to_string()))? {
+                roots.add(cert).map_err(|e| err(e.to_string()))?;
+            }
+            Some(roots)
+        }
+    };
+    server_config_with_clients(certs, key, clients)
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -57,10 +73,33 @@ pub fn server_config(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(provider())
+    server_config_with_clients(certs, key, None)
+}
+
+/// As [`server_config`], also asking for client certificates signed by
+/// `client_roots` (for EXTERNAL). A client without one still connects.
+pub fn server_config_with_clients(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_roots: Option<rustls::RootCertStore>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match client_roots {
+        None => builder.with_no_client_auth(),
+        Some(roots) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     config.alpn_protocols = vec![b"pop3".to_vec()];

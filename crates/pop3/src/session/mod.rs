@@ -15,7 +15,7 @@ use tokio::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt,
 };
 
-use crate::auth::sasl::{Mechanism, SaslError, Step};
+use crate::auth::sasl::{Mechanism, SaslError, Step, TokenError};
 use crate::op::{self, Connection, Outcome, SessionStats, State};
 use crate::protocol::{self, Command, Reply, RespCode};
 use crate::security::{Pacer, Rule};
@@ -470,6 +470,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         );
         match handshake.await {
             Ok(Ok(tls)) => {
+                self.conn.learn_tls(tls.get_ref().1, &self.services);
                 self.io = Transport::Tls(Box::new(tls));
                 self.conn.secure = true;
                 self.conn.stls_available = false;
@@ -499,54 +500,94 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// One SASL exchange (RFC 5034 §4).
     async fn sasl(&mut self, mut mech: Box<dyn Mechanism>, initial: Option<Vec<u8>>) -> Flow {
         let name = mech.name();
+        let started = Instant::now();
+        // The user named so far, and what the user database said of them.
+        let mut user: Option<String> = None;
+        let mut record = None;
         let mut step = match initial {
             Some(ir) => mech.step(&ir),
             None => mech.start(),
         };
-        loop {
-            match step {
-                Step::Challenge(data) => {
-                    Reply::Continue(B64.encode(&data)).encode(&mut self.output);
-                    if self.flush().await.is_err() {
-                        return Flow::Stop(End::IoError);
+        let outcome = loop {
+            step = match step {
+                Step::Challenge(data) => match self.sasl_round(&data).await {
+                    Ok(Some(input)) => mech.step(&input),
+                    Ok(None) => Step::Fail(SaslError::Malformed),
+                    Err(flow) => return flow,
+                },
+                Step::Lookup { authcid } => {
+                    match op::authenticate::sasl_lookup(&self.conn, &self.services, &authcid).await
+                    {
+                        Ok(found) => record = found,
+                        Err(outcome) => break outcome,
                     }
-                    let line = loop {
-                        match self.input.next_line(MAX_SASL_LINE) {
-                            Some(Line::Complete(l)) => break l,
-                            Some(Line::TooLong) => {
-                                let outcome = op::authenticate::sasl_failed(
-                                    &mut self.state,
-                                    &self.conn,
-                                    &self.services,
-                                    name,
-                                    &SaslError::Malformed,
-                                )
-                                .await;
-                                return Box::pin(self.outcome(outcome)).await;
-                            }
-                            None => {
-                                if let Err(end) = self.fill().await {
-                                    return Flow::Stop(end);
-                                }
-                            }
+                    user = Some(authcid);
+                    let secret = record.as_ref().and_then(|r| r.secret.clone());
+                    // Key stretching (SCRAM from a plaintext secret) stays
+                    // off the async workers.
+                    let resumed = tokio::task::spawn_blocking(move || {
+                        let step = mech.resume_secret(secret.as_ref());
+                        (mech, step)
+                    })
+                    .await;
+                    match resumed {
+                        Ok((m, next)) => {
+                            mech = m;
+                            next
                         }
-                    };
-                    if line == b"*" {
-                        Reply::err("Authentication cancelled").encode(&mut self.output);
-                        return Flow::Continue;
+                        Err(e) => {
+                            tracing::error!("SASL {name}: {e}");
+                            return Flow::Stop(End::Closed);
+                        }
                     }
-                    step = match B64.decode(&line) {
-                        Ok(data) => mech.step(&data),
-                        Err(_) => Step::Fail(SaslError::Malformed),
+                }
+                Step::Bearer { authzid, token } => {
+                    user = authzid;
+                    let verdict = match &self.services.sasl.bearer {
+                        Some(v) => v.validate(&token).await,
+                        None => Err(TokenError::Unavailable("no validator".into())),
                     };
+                    if let Err(e) = &verdict {
+                        tracing::info!(mechanism = name, "bearer token refused: {e}");
+                    }
+                    mech.resume_token(verdict)
+                }
+                Step::Verified {
+                    authzid,
+                    authcid,
+                    final_data,
+                } => {
+                    // Data with success goes out as one more challenge,
+                    // answered with an empty line.
+                    if let Some(data) = final_data {
+                        match self.sasl_round(&data).await {
+                            Ok(Some(input)) if input.is_empty() => {}
+                            Ok(_) => {
+                                user = Some(authcid);
+                                step = Step::Fail(SaslError::Malformed);
+                                continue;
+                            }
+                            Err(flow) => return flow,
+                        }
+                    }
+                    break op::authenticate::sasl_verified(
+                        &mut self.state,
+                        &self.conn,
+                        &self.services,
+                        &mut self.stats,
+                        name,
+                        authzid,
+                        authcid,
+                        record.take(),
+                    )
+                    .await;
                 }
                 Step::Password {
                     authzid,
                     authcid,
                     password,
                 } => {
-                    let started = Instant::now();
-                    let outcome = op::authenticate::sasl_password(
+                    break op::authenticate::sasl_password(
                         &mut self.state,
                         &self.conn,
                         &self.services,
@@ -557,42 +598,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         &password,
                     )
                     .await;
-                    self.services
-                        .metrics
-                        .login_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    return Box::pin(self.outcome(outcome)).await;
                 }
-                Step::Proof { authcid } => {
-                    let started = Instant::now();
-                    let outcome = op::authenticate::sasl_proof(
+                Step::Anonymous { trace } => {
+                    break op::authenticate::anonymous(
                         &mut self.state,
                         &self.conn,
                         &self.services,
                         &mut self.stats,
-                        mech.as_ref(),
-                        authcid,
+                        &trace,
                     )
                     .await;
-                    self.services
-                        .metrics
-                        .login_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    return Box::pin(self.outcome(outcome)).await;
                 }
                 Step::Fail(e) => {
-                    let outcome = op::authenticate::sasl_failed(
+                    break op::authenticate::sasl_failed(
                         &mut self.state,
                         &self.conn,
                         &self.services,
                         name,
+                        user.as_deref(),
                         &e,
                     )
                     .await;
-                    return Box::pin(self.outcome(outcome)).await;
                 }
-            }
+            };
+        };
+        self.services
+            .metrics
+            .login_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Box::pin(self.outcome(outcome)).await
+    }
+
+    /// Send one `+ ` challenge and read the client's answer, decoded.
+    /// `Ok(None)`: the answer was not base64 or too long. A `*` cancels the
+    /// exchange (`Err(Continue)` after the `-ERR`).
+    async fn sasl_round(&mut self, challenge: &[u8]) -> Result<Option<Vec<u8>>, Flow> {
+        Reply::Continue(B64.encode(challenge)).encode(&mut self.output);
+        if self.flush().await.is_err() {
+            return Err(Flow::Stop(End::IoError));
         }
+        let line = loop {
+            match self.input.next_line(MAX_SASL_LINE) {
+                Some(Line::Complete(l)) => break l,
+                Some(Line::TooLong) => return Ok(None),
+                None => self.fill().await.map_err(Flow::Stop)?,
+            }
+        };
+        if line == b"*" {
+            Reply::err("Authentication cancelled").encode(&mut self.output);
+            return Err(Flow::Continue);
+        }
+        Ok(B64.decode(&line).ok())
     }
 }
 

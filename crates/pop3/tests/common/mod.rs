@@ -90,6 +90,7 @@ impl TestServer {
         config.tls = Some(pop3::config::TlsConfig {
             cert: dir.path().join("cert.pem"),
             key: dir.path().join("key.pem"),
+            client_ca_file: None,
         });
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         config.listeners = vec![

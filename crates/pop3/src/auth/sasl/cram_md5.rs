@@ -13,6 +13,7 @@ use crate::auth::cram_context;
 pub struct CramMd5 {
     challenge: String,
     digest: Option<[u8; 16]>,
+    user: String,
     answered: bool,
 }
 
@@ -33,6 +34,7 @@ impl CramMd5 {
         CramMd5 {
             challenge,
             digest: None,
+            user: String::new(),
             answered: false,
         }
     }
@@ -75,17 +77,27 @@ impl Mechanism for CramMd5 {
             return Step::Fail(SaslError::Malformed);
         }
         self.digest = Some(digest);
-        Step::Proof {
+        self.user = user.to_owned();
+        Step::Lookup {
             authcid: user.to_owned(),
         }
     }
 
-    fn check(&self, secret: &StoredSecret) -> bool {
-        let (Some(digest), Some((inner, outer))) = (self.digest, secret.cram_md5_states()) else {
-            return false;
+    fn resume_secret(&mut self, secret: Option<&StoredSecret>) -> Step {
+        let states = secret.and_then(StoredSecret::cram_md5_states);
+        let (Some(digest), Some((inner, outer))) = (self.digest.take(), states) else {
+            return Step::Fail(SaslError::Credentials);
         };
         let want = cram_context::hmac(&inner, &outer, self.challenge.as_bytes());
-        bool::from(want.ct_eq(&digest))
+        if bool::from(want.ct_eq(&digest)) {
+            Step::Verified {
+                authzid: None,
+                authcid: std::mem::take(&mut self.user),
+                final_data: None,
+            }
+        } else {
+            Step::Fail(SaslError::Credentials)
+        }
     }
 }
 
@@ -99,23 +111,35 @@ mod tests {
         assert!(
             matches!(m.start(), Step::Challenge(c) if c == b"<1896.697170952@postoffice.reston.mci.net>")
         );
-        match m.step(b"tim b913a602c7eda7a495b4e6e7334d3890") {
-            Step::Proof { authcid } => assert_eq!(authcid, "tim"),
-            s => panic!("{s:?}"),
-        }
-        assert!(m.check(&StoredSecret::parse("{PLAIN}tanstaaftanstaaf").unwrap()));
+        let check = |secret: Option<&str>| {
+            let mut m =
+                CramMd5::with_challenge("<1896.697170952@postoffice.reston.mci.net>".into());
+            match m.step(b"tim b913a602c7eda7a495b4e6e7334d3890") {
+                Step::Lookup { authcid } => assert_eq!(authcid, "tim"),
+                s => panic!("{s:?}"),
+            }
+            let secret = secret.map(|s| StoredSecret::parse(s).unwrap());
+            let verdict = m.resume_secret(secret.as_ref());
+            assert!(matches!(
+                m.step(b"tim b913a602c7eda7a495b4e6e7334d3890"),
+                Step::Fail(SaslError::OutOfOrder)
+            ));
+            match verdict {
+                Step::Verified { authcid, .. } => authcid == "tim",
+                Step::Fail(SaslError::Credentials) => false,
+                s => panic!("{s:?}"),
+            }
+        };
+        assert!(check(Some("{PLAIN}tanstaaftanstaaf")));
         let stored =
             crate::auth::hash_password(crate::auth::Scheme::CramMd5, "tanstaaftanstaaf").unwrap();
-        assert!(m.check(&StoredSecret::parse(&stored).unwrap()));
-        assert!(!m.check(&StoredSecret::parse("{PLAIN}wrong").unwrap()));
+        assert!(check(Some(&stored)));
+        assert!(!check(Some("{PLAIN}wrong")));
+        assert!(!check(None));
         // A hashed secret cannot answer CRAM-MD5: a failure like a wrong one.
         let sha =
             crate::auth::hash_password(crate::auth::Scheme::Ssha256, "tanstaaftanstaaf").unwrap();
-        assert!(!m.check(&StoredSecret::parse(&sha).unwrap()));
-        assert!(matches!(
-            m.step(b"tim b913a602c7eda7a495b4e6e7334d3890"),
-            Step::Fail(SaslError::OutOfOrder)
-        ));
+        assert!(!check(Some(&sha)));
     }
 
     #[test]

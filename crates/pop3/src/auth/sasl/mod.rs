@@ -2,10 +2,22 @@
 //! SASL mechanisms (RFC 4422) as sans-IO state machines. The session owns
 //! the `+ ` continuation lines, base64 and `*` cancel (RFC 5034); a
 //! mechanism only sees decoded client data and answers with a [`Step`].
+//! Anything that needs I/O (the user's secret, a token's validity) is asked
+//! for with a step and handed back through a `resume_*` call.
 
+pub mod anonymous;
 pub mod cram_md5;
+pub mod digest_md5;
+pub mod external;
+#[cfg(feature = "gssapi")]
+pub mod gssapi;
 pub mod login;
+pub mod ntlm;
+pub mod oauth;
 pub mod plain;
+pub mod scram;
+
+use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
@@ -24,9 +36,24 @@ pub enum Step {
         authcid: String,
         password: Zeroizing<Vec<u8>>,
     },
-    /// The client proved knowledge of a secret: look up `authcid`'s
-    /// secret and ask the mechanism to [`Mechanism::check`] it.
-    Proof { authcid: String },
+    /// Look up `authcid` and call [`Mechanism::resume_secret`] with its
+    /// secret (None when the user is unknown or has none).
+    Lookup { authcid: String },
+    /// Validate this bearer token and call [`Mechanism::resume_token`].
+    Bearer {
+        authzid: Option<String>,
+        token: Zeroizing<String>,
+    },
+    /// The mechanism proved `authcid`. `final_data`, when present, is sent
+    /// as a last challenge that the client answers with an empty line
+    /// before the `+OK` (RFC 5034 §4).
+    Verified {
+        authzid: Option<String>,
+        authcid: String,
+        final_data: Option<Vec<u8>>,
+    },
+    /// ANONYMOUS: log the trace and open the anonymous mailbox read-only.
+    Anonymous { trace: String },
     /// The exchange failed; the client gets `-ERR`.
     Fail(SaslError),
 }
@@ -38,6 +65,24 @@ pub enum SaslError {
     Malformed,
     #[error("unexpected client response")]
     OutOfOrder,
+    /// Wrong password, proof, ticket or token: answered like every other
+    /// bad credential.
+    #[error("bad credentials")]
+    Credentials,
+    /// Channel binding missing, of the wrong type, or a downgrade.
+    #[error("channel binding mismatch")]
+    ChannelBinding,
+    #[error("mechanism failure: {0}")]
+    Internal(String),
+}
+
+/// Why a bearer token was refused (RFC 6750 §3.1 error codes).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    #[error("token validation unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A server-side mechanism.
@@ -45,37 +90,139 @@ pub trait Mechanism: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// The first challenge when the client sent no initial response.
-    fn start(&mut self) -> Step;
+    fn start(&mut self) -> Step {
+        Step::Challenge(Vec::new())
+    }
 
     /// Feed one decoded client response.
     fn step(&mut self, input: &[u8]) -> Step;
 
-    /// After [`Step::Proof`]: does the client's proof match this secret?
-    /// Mechanisms that end in [`Step::Password`] never get here.
-    fn check(&self, _secret: &StoredSecret) -> bool {
-        false
+    /// After [`Step::Lookup`]: the user's secret, None when the user is
+    /// unknown or has no secret. Runs on a blocking thread (key stretching).
+    fn resume_secret(&mut self, _secret: Option<&StoredSecret>) -> Step {
+        Step::Fail(SaslError::OutOfOrder)
+    }
+
+    /// After [`Step::Bearer`]: the user the token names, or why not.
+    fn resume_token(&mut self, _user: Result<String, TokenError>) -> Step {
+        Step::Fail(SaslError::OutOfOrder)
     }
 }
 
-/// A new instance of the named mechanism, if this build knows it;
-/// `hostname` goes into challenges that name the server.
-pub fn new_mechanism(name: &str, hostname: &str) -> Option<Box<dyn Mechanism>> {
-    match name.to_ascii_uppercase().as_str() {
-        "PLAIN" => Some(Box::new(plain::Plain::default())),
-        "LOGIN" => Some(Box::new(login::Login::default())),
-        "CRAM-MD5" => Some(Box::new(cram_md5::CramMd5::new(hostname))),
-        _ => None,
+/// What a mechanism may know of the server and of this connection.
+#[derive(Clone)]
+pub struct Context {
+    /// The server's name, as in challenges and `pop@host`.
+    pub hostname: String,
+    /// DIGEST-MD5 realm.
+    pub realm: String,
+    /// NTLM target (domain) name.
+    pub ntlm_domain: String,
+    /// The connection's `tls-exporter` channel binding (RFC 9266), when
+    /// -PLUS mechanisms can be offered (TLS 1.3).
+    pub channel_binding: Option<Vec<u8>>,
+    /// Whether a -PLUS mechanism is offered here, for SCRAM's downgrade
+    /// check.
+    pub plus_offered: bool,
+    /// The user that a verified TLS client certificate maps to.
+    pub external_identity: Option<String>,
+    /// Key for the made-up salts of users that do not exist.
+    pub salt_key: Arc<[u8; 32]>,
+    /// The Kerberos acceptor, when GSSAPI is configured.
+    #[cfg(feature = "gssapi")]
+    pub gssapi: Option<Arc<gssapi::Acceptor>>,
+}
+
+impl Context {
+    pub fn new(hostname: &str) -> Self {
+        let mut key = [0u8; 32];
+        let _ = getrandom::fill(&mut key);
+        Context {
+            hostname: hostname.to_owned(),
+            realm: hostname.to_owned(),
+            ntlm_domain: "POP3".to_owned(),
+            channel_binding: None,
+            plus_offered: false,
+            external_identity: None,
+            salt_key: Arc::new(key),
+            #[cfg(feature = "gssapi")]
+            gssapi: None,
+        }
     }
 }
 
-/// Mechanisms that send the password itself and so fall under the
-/// plaintext policy.
+/// Every mechanism this build can run, in the order CAPA lists them.
+pub const ALL: &[&str] = &[
+    "SCRAM-SHA-256-PLUS",
+    "SCRAM-SHA-256",
+    "SCRAM-SHA-1-PLUS",
+    "SCRAM-SHA-1",
+    #[cfg(feature = "gssapi")]
+    "GSSAPI",
+    "EXTERNAL",
+    "OAUTHBEARER",
+    "XOAUTH2",
+    "CRAM-MD5",
+    "DIGEST-MD5",
+    "NTLM",
+    "PLAIN",
+    "LOGIN",
+    "ANONYMOUS",
+];
+
+/// Mechanisms a configuration may name though this build lacks them.
+pub const NEEDS_FEATURE: &[(&str, &str)] = &[("GSSAPI", "gssapi")];
+
+/// A new instance of the named mechanism, if this build knows it.
+pub fn new_mechanism(name: &str, ctx: &Context) -> Option<Box<dyn Mechanism>> {
+    use scram::{Hash, Scram};
+    Some(match name.to_ascii_uppercase().as_str() {
+        "PLAIN" => Box::new(plain::Plain::default()),
+        "LOGIN" => Box::new(login::Login::default()),
+        "CRAM-MD5" => Box::new(cram_md5::CramMd5::new(&ctx.hostname)),
+        "DIGEST-MD5" => Box::new(digest_md5::DigestMd5::new(ctx)),
+        "SCRAM-SHA-1" => Box::new(Scram::new(Hash::Sha1, false, ctx)),
+        "SCRAM-SHA-256" => Box::new(Scram::new(Hash::Sha256, false, ctx)),
+        "SCRAM-SHA-1-PLUS" => Box::new(Scram::new(Hash::Sha1, true, ctx)),
+        "SCRAM-SHA-256-PLUS" => Box::new(Scram::new(Hash::Sha256, true, ctx)),
+        "NTLM" => Box::new(ntlm::Ntlm::new(ctx)),
+        "OAUTHBEARER" => Box::new(oauth::OAuth::oauthbearer()),
+        "XOAUTH2" => Box::new(oauth::OAuth::xoauth2()),
+        "EXTERNAL" => Box::new(external::External::new(ctx.external_identity.clone())),
+        "ANONYMOUS" => Box::new(anonymous::Anonymous::default()),
+        #[cfg(feature = "gssapi")]
+        "GSSAPI" => Box::new(gssapi::Gssapi::new(ctx.gssapi.clone()?)),
+        _ => return None,
+    })
+}
+
+/// Mechanisms that send the password (or a bearer token) itself and so
+/// fall under the plaintext policy.
 pub fn is_plaintext(name: &str) -> bool {
-    name.eq_ignore_ascii_case("PLAIN") || name.eq_ignore_ascii_case("LOGIN")
+    ["PLAIN", "LOGIN", "OAUTHBEARER", "XOAUTH2"]
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(name))
+}
+
+/// Channel-bound variants, offered only where a binding exists.
+pub fn is_plus(name: &str) -> bool {
+    name.to_ascii_uppercase().ends_with("-PLUS")
 }
 
 fn utf8(bytes: &[u8]) -> Result<String, SaslError> {
     std::str::from_utf8(bytes)
         .map(str::to_owned)
         .map_err(|_| SaslError::Malformed)
+}
+
+/// Random bytes for nonces and challenges.
+fn nonce<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    let _ = getrandom::fill(&mut b);
+    b
+}
+
+/// Lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

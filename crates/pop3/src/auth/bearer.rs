@@ -1,0 +1,567 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! Bearer tokens for OAUTHBEARER and XOAUTH2: JWTs checked against the
+//! configured keys (a JWKS file, a PEM public key, an HMAC secret), with
+//! issuer, audience, expiry and signature; or, for other tokens, an RFC 7662
+//! introspection endpoint. The user is the configured claim.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+use super::sasl::TokenError;
+use crate::config::OAuthConfig;
+
+/// How long an introspection request may take.
+const INTROSPECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Family {
+    Rsa,
+    Ec,
+    Hmac,
+}
+
+fn family(alg: Algorithm) -> Family {
+    use Algorithm::*;
+    match alg {
+        HS256 | HS384 | HS512 => Family::Hmac,
+        ES256 | ES384 => Family::Ec,
+        _ => Family::Rsa,
+    }
+}
+
+struct Key {
+    kid: Option<String>,
+    family: Family,
+    key: DecodingKey,
+}
+
+/// Validates bearer tokens; built from `[auth.oauth]`.
+pub struct BearerValidator {
+    cfg: OAuthConfig,
+    algorithms: Vec<Algorithm>,
+    keys: Vec<Key>,
+    introspection: Option<Introspection>,
+}
+
+impl std::fmt::Debug for BearerValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BearerValidator")
+            .field("keys", &self.keys.len())
+            .field("introspection", &self.introspection.is_some())
+            .finish()
+    }
+}
+
+struct Introspection {
+    url: hyper::Uri,
+    /// `Basic` credentials of this server as the endpoint's client.
+    authorization: Option<String>,
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
+}
+
+fn read(path: &Path, key: &str) -> Result<Vec<u8>, (String, String)> {
+    std::fs::read(path).map_err(|e| (key.to_owned(), format!("{}: {e}", path.display())))
+}
+
+impl BearerValidator {
+    /// Load the keys the configuration names. Errors are (key, reason).
+    pub fn from_config(cfg: &OAuthConfig) -> Result<BearerValidator, (String, String)> {
+        let mut keys = Vec::new();
+        if let Some(path) = &cfg.jwks_file {
+            let text = read(path, "auth.oauth.jwks_file")?;
+            let set: JwkSet = serde_json::from_slice(&text).map_err(|e| {
+                (
+                    "auth.oauth.jwks_file".to_owned(),
+                    format!("{}: not a JWKS: {e}", path.display()),
+                )
+            })?;
+            for jwk in &set.keys {
+                let family = match jwk.algorithm {
+                    AlgorithmParameters::RSA(_) => Family::Rsa,
+                    AlgorithmParameters::EllipticCurve(_) => Family::Ec,
+                    AlgorithmParameters::OctetKey(_) => Family::Hmac,
+                    AlgorithmParameters::OctetKeyPair(_) => continue,
+                };
+                let key = DecodingKey::from_jwk(jwk).map_err(|e| {
+                    (
+                        "auth.oauth.jwks_file".to_owned(),
+                        format!("{}: unusable key: {e}", path.display()),
+                    )
+                })?;
+                keys.push(Key {
+                    kid: jwk.common.key_id.clone(),
+                    family,
+                    key,
+                });
+            }
+        }
+        if let Some(path) = &cfg.public_key_file {
+            let pem = read(path, "auth.oauth.public_key_file")?;
+            let (family, key) = match DecodingKey::from_rsa_pem(&pem) {
+                Ok(k) => (Family::Rsa, k),
+                Err(_) => (
+                    Family::Ec,
+                    DecodingKey::from_ec_pem(&pem).map_err(|e| {
+                        (
+                            "auth.oauth.public_key_file".to_owned(),
+                            format!(
+                                "{}: neither an RSA nor an EC public key: {e}",
+                                path.display()
+                            ),
+                        )
+                    })?,
+                ),
+            };
+            keys.push(Key {
+                kid: None,
+                family,
+                key,
+            });
+        }
+        if let Some(path) = &cfg.hmac_secret_file {
+            let secret = read(path, "auth.oauth.hmac_secret_file")?;
+            let secret = secret.trim_ascii();
+            if secret.len() < 32 {
+                return Err((
+                    "auth.oauth.hmac_secret_file".to_owned(),
+                    "an HS256 secret needs at least 32 bytes".to_owned(),
+                ));
+            }
+            keys.push(Key {
+                kid: None,
+                family: Family::Hmac,
+                key: DecodingKey::from_secret(secret),
+            });
+        }
+        let mut algorithms = Vec::new();
+        for (i, name) in cfg.algorithms.iter().enumerate() {
+            let alg: Algorithm = name.parse().map_err(|_| {
+                (
+                    format!("auth.oauth.algorithms[{i}]"),
+                    format!("unknown JWT algorithm {name:?}"),
+                )
+            })?;
+            algorithms.push(alg);
+        }
+        let introspection = match &cfg.introspection_url {
+            None => None,
+            Some(url) => Some(Introspection::from_config(cfg, url)?),
+        };
+        if keys.is_empty() && introspection.is_none() {
+            return Err((
+                "auth.oauth".to_owned(),
+                "set jwks_file, public_key_file, hmac_secret_file or introspection_url".to_owned(),
+            ));
+        }
+        Ok(BearerValidator {
+            cfg: cfg.clone(),
+            algorithms,
+            keys,
+            introspection,
+        })
+    }
+
+    /// The user a valid token names.
+    pub async fn validate(&self, token: &str) -> Result<String, TokenError> {
+        match jsonwebtoken::decode_header(token) {
+            Ok(header) if !self.keys.is_empty() => self.validate_jwt(token, header),
+            _ => match &self.introspection {
+                Some(i) => i.introspect(token, &self.cfg).await,
+                None => Err(TokenError::Invalid("not a JWT".into())),
+            },
+        }
+    }
+
+    fn validate_jwt(
+        &self,
+        token: &str,
+        header: jsonwebtoken::Header,
+    ) -> Result<String, TokenError> {
+        let invalid = |s: &str| TokenError::Invalid(s.to_owned());
+        if !self.algorithms.contains(&header.alg) {
+            return Err(invalid("algorithm not accepted"));
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = self.cfg.leeway.as_secs();
+        validation.validate_nbf = true;
+        match &self.cfg.issuer {
+            Some(iss) => {
+                validation.set_issuer(&[iss]);
+                validation.required_spec_claims.insert("iss".into());
+            }
+            None => validation.iss = None,
+        }
+        match &self.cfg.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                validation.required_spec_claims.insert("aud".into());
+            }
+            None => validation.validate_aud = false,
+        }
+        let wanted = family(header.alg);
+        let candidates = self.keys.iter().filter(|k| {
+            k.family == wanted
+                && match (&header.kid, &k.kid) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => true,
+                }
+        });
+        let mut last = invalid("no key for this token");
+        for k in candidates {
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &k.key, &validation) {
+                Ok(data) => return self.user_from(&data.claims),
+                Err(e) => last = TokenError::Invalid(e.to_string()),
+            }
+        }
+        Err(last)
+    }
+
+    fn user_from(&self, claims: &Map<String, Value>) -> Result<String, TokenError> {
+        claims
+            .get(&self.cfg.user_claim)
+            .and_then(Value::as_str)
+            .filter(|u| !u.is_empty() && u.len() <= 255)
+            .map(str::to_owned)
+            .ok_or_else(|| TokenError::Invalid(format!("no {:?} claim", self.cfg.user_claim)))
+    }
+}
+
+impl Introspection {
+    fn from_config(cfg: &OAuthConfig, url: &str) -> Result<Introspection, (String, String)> {
+        let bad = |reason: String| ("auth.oauth.introspection_url".to_owned(), reason);
+        let uri: hyper::Uri = url.parse().map_err(|e| bad(format!("{e}")))?;
+        let host = uri.host().ok_or_else(|| bad("no host".into()))?.to_owned();
+        let tls = match uri.scheme_str() {
+            Some("http") => None,
+            Some("https") => {
+                let mut roots = rustls::RootCertStore::empty();
+                match &cfg.introspection_ca_file {
+                    Some(path) => {
+                        use rustls_pki_types::pem::PemObject;
+                        let pem = read(path, "auth.oauth.introspection_ca_file")?;
+                        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+                            let cert = cert.map_err(|e| {
+                                ("auth.oauth.introspection_ca_file".to_owned(), e.to_string())
+                            })?;
+                            let _ = roots.add(cert);
+                        }
+                    }
+                    None => {
+                        for cert in rustls_native_certs::load_native_certs().certs {
+                            let _ = roots.add(cert);
+                        }
+                    }
+                }
+                let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| bad(e.to_string()))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+                let name =
+                    rustls_pki_types::ServerName::try_from(host).map_err(|e| bad(e.to_string()))?;
+                Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+            }
+            _ => return Err(bad("must be an http:// or https:// URL".into())),
+        };
+        let authorization = match (
+            &cfg.introspection_client_id,
+            &cfg.introspection_client_secret_file,
+        ) {
+            (Some(id), Some(path)) => {
+                use base64::Engine;
+                let secret = read(path, "auth.oauth.introspection_client_secret_file")?;
+                let secret = String::from_utf8_lossy(secret.trim_ascii()).into_owned();
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("{}:{secret}", form_encode(id)))
+                ))
+            }
+            (None, None) => None,
+            _ => {
+                return Err((
+                    "auth.oauth.introspection_client_id".to_owned(),
+                    "set both introspection_client_id and introspection_client_secret_file"
+                        .to_owned(),
+                ));
+            }
+        };
+        Ok(Introspection {
+            url: uri,
+            authorization,
+            tls,
+        })
+    }
+
+    async fn introspect(&self, token: &str, cfg: &OAuthConfig) -> Result<String, TokenError> {
+        let unavailable = |e: String| TokenError::Unavailable(e);
+        let answer = tokio::time::timeout(INTROSPECTION_TIMEOUT, self.post(token))
+            .await
+            .map_err(|_| unavailable("introspection timed out".into()))?
+            .map_err(unavailable)?;
+        let claims: Map<String, Value> = serde_json::from_slice(&answer)
+            .map_err(|e| unavailable(format!("introspection answer: {e}")))?;
+        let invalid = |s: &str| TokenError::Invalid(s.to_owned());
+        if claims.get("active") != Some(&Value::Bool(true)) {
+            return Err(invalid("token is not active"));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .is_some_and(|exp| exp + cfg.leeway.as_secs() < now)
+        {
+            return Err(invalid("token expired"));
+        }
+        if let (Some(want), Some(iss)) = (&cfg.issuer, claims.get("iss").and_then(Value::as_str))
+            && want != iss
+        {
+            return Err(invalid("wrong issuer"));
+        }
+        if let (Some(want), Some(aud)) = (&cfg.audience, claims.get("aud")) {
+            let ok = match aud {
+                Value::String(a) => a == want,
+                Value::Array(list) => list.iter().any(|a| a.as_str() == Some(want)),
+                _ => false,
+            };
+            if !ok {
+                return Err(invalid("wrong audience"));
+            }
+        }
+        let user = claims
+            .get(&cfg.user_claim)
+            .or_else(|| claims.get("username"))
+            .and_then(Value::as_str)
+            .filter(|u| !u.is_empty() && u.len() <= 255);
+        user.map(str::to_owned)
+            .ok_or_else(|| invalid("no user claim in the introspection answer"))
+    }
+
+    async fn post(&self, token: &str) -> Result<Vec<u8>, String> {
+        use http_body_util::{BodyExt, Full};
+        use hyper_util::rt::TokioIo;
+        let host = self.url.host().unwrap_or_default();
+        let port = self
+            .url
+            .port_u16()
+            .unwrap_or(if self.tls.is_some() { 443 } else { 80 });
+        let tcp = tokio::net::TcpStream::connect((host, port))
+            .await
+            .map_err(|e| format!("introspection endpoint: {e}"))?;
+        let body = format!("token={}&token_type_hint=access_token", form_encode(token));
+        let mut request =
+            hyper::Request::post(self.url.path_and_query().map_or("/", |p| p.as_str()))
+                .header(hyper::header::HOST, host)
+                .header(
+                    hyper::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .header(hyper::header::ACCEPT, "application/json");
+        if let Some(a) = &self.authorization {
+            request = request.header(hyper::header::AUTHORIZATION, a);
+        }
+        let request = request
+            .body(Full::new(hyper::body::Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let response = match &self.tls {
+            Some((connector, name)) => {
+                let tls = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| format!("introspection TLS: {e}"))?;
+                send(TokioIo::new(tls), request).await?
+            }
+            None => send(TokioIo::new(tcp), request).await?,
+        };
+        if !response.status().is_success() {
+            return Err(format!(
+                "introspection endpoint answered {}",
+                response.status()
+            ));
+        }
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(body.to_bytes().to_vec())
+    }
+}
+
+async fn send<T>(
+    io: T,
+    request: hyper::Request<http_body_util::Full<hyper::body::Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// `application/x-www-form-urlencoded` value encoding.
+fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        validator: BearerValidator,
+        ec_private: Vec<u8>,
+        hmac: Vec<u8>,
+    }
+
+    /// A JWKS with one ES256 key (kid "k1") and an HMAC secret file.
+    fn fixture() -> Fixture {
+        use base64::Engine;
+        let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let dir = tempfile::tempdir().unwrap();
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let raw = pair.public_key_raw();
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
+            "x": b64url.encode(&raw[1..33]), "y": b64url.encode(&raw[33..65]),
+        }]});
+        std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).unwrap();
+        let hmac = b"0123456789abcdef0123456789abcdef-hs256".to_vec();
+        std::fs::write(dir.path().join("hmac"), &hmac).unwrap();
+        let cfg = OAuthConfig {
+            issuer: Some("https://idp.test".into()),
+            audience: Some("pop3".into()),
+            jwks_file: Some(dir.path().join("jwks.json")),
+            hmac_secret_file: Some(dir.path().join("hmac")),
+            user_claim: "email".into(),
+            ..OAuthConfig::default()
+        };
+        Fixture {
+            validator: BearerValidator::from_config(&cfg).unwrap(),
+            ec_private: pair.serialize_pem().into_bytes(),
+            hmac,
+            _dir: dir,
+        }
+    }
+
+    fn claims(email: &str, iss: &str, aud: &str, exp: u64) -> Value {
+        serde_json::json!({"email": email, "iss": iss, "aud": aud, "exp": exp, "sub": "1"})
+    }
+
+    #[tokio::test]
+    async fn es256_and_hs256_tokens() {
+        let f = fixture();
+        let good = claims("alice", "https://idp.test", "pop3", now() + 600);
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("k1".into());
+        let es = EncodingKey::from_ec_pem(&f.ec_private).unwrap();
+        let token = jsonwebtoken::encode(&header, &good, &es).unwrap();
+        assert_eq!(f.validator.validate(&token).await.unwrap(), "alice");
+        let hs = EncodingKey::from_secret(&f.hmac);
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &good, &hs).unwrap();
+        assert_eq!(f.validator.validate(&token).await.unwrap(), "alice");
+
+        let refused = [
+            claims("alice", "https://evil.test", "pop3", now() + 600),
+            claims("alice", "https://idp.test", "imap", now() + 600),
+            claims("alice", "https://idp.test", "pop3", now() - 3600),
+            serde_json::json!({"iss": "https://idp.test", "aud": "pop3", "exp": now() + 600}),
+            serde_json::json!({"email": "alice", "aud": "pop3", "exp": now() + 600}),
+        ];
+        for c in refused {
+            let token = jsonwebtoken::encode(&header, &c, &es).unwrap();
+            assert!(
+                matches!(
+                    f.validator.validate(&token).await,
+                    Err(TokenError::Invalid(_))
+                ),
+                "{c}"
+            );
+        }
+        // Signed by another key; an unknown kid; not a JWT at all.
+        let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let other = EncodingKey::from_ec_pem(other.serialize_pem().as_bytes()).unwrap();
+        let token = jsonwebtoken::encode(&header, &good, &other).unwrap();
+        assert!(f.validator.validate(&token).await.is_err());
+        header.kid = Some("k2".into());
+        let token = jsonwebtoken::encode(&header, &good, &es).unwrap();
+        assert!(f.validator.validate(&token).await.is_err());
+        assert!(f.validator.validate("opaque-token").await.is_err());
+        // HS256 with the wrong secret.
+        let wrong = EncodingKey::from_secret(b"another secret of thirty-two bytes!!");
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &good, &wrong).unwrap();
+        assert!(f.validator.validate(&token).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn algorithms_can_be_narrowed() {
+        let mut f = fixture();
+        f.validator.algorithms = vec![Algorithm::ES256];
+        let good = claims("alice", "https://idp.test", "pop3", now() + 600);
+        let hs = EncodingKey::from_secret(&f.hmac);
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &good, &hs).unwrap();
+        assert!(f.validator.validate(&token).await.is_err());
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let cfg = OAuthConfig::default();
+        assert_eq!(
+            BearerValidator::from_config(&cfg).unwrap_err().0,
+            "auth.oauth"
+        );
+        let cfg = OAuthConfig {
+            jwks_file: Some("/nonexistent/jwks.json".into()),
+            ..OAuthConfig::default()
+        };
+        assert_eq!(
+            BearerValidator::from_config(&cfg).unwrap_err().0,
+            "auth.oauth.jwks_file"
+        );
+        let cfg = OAuthConfig {
+            introspection_url: Some("ftp://x/".into()),
+            ..OAuthConfig::default()
+        };
+        assert_eq!(
+            BearerValidator::from_config(&cfg).unwrap_err().0,
+            "auth.oauth.introspection_url"
+        );
+    }
+}
