@@ -125,10 +125,8 @@ fn curl_logs_in_with_a_kerberos_ticket() {
     let s = Setup::new(&[M1]);
     let dir = s.dir.path();
     let _kdc = start_kdc(dir);
-    let text = read(&s.config).replace(
-        "[auth]\n",
-        &format!("[auth]\nmechanisms = [\"GSSAPI\", \"PLAIN\"]\n"),
-    );
+    let text =
+        read(&s.config).replace("[auth]\n", "[auth]\nmechanisms = [\"GSSAPI\", \"PLAIN\"]\n");
     std::fs::write(
         &s.config,
         format!("{text}\n[auth.gssapi]\nkeytab = \"pop.keytab\"\nrealm = \"{REALM}\"\n"),

@@ -29,7 +29,7 @@ pub enum Hash {
 }
 
 impl Hash {
-    pub fn len(self) -> usize {
+    pub fn output_len(self) -> usize {
         match self {
             Hash::Sha1 => 20,
             Hash::Sha256 => 32,
@@ -56,7 +56,7 @@ impl Hash {
     }
 
     fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Zeroizing<Vec<u8>> {
-        let mut out = Zeroizing::new(vec![0u8; self.len()]);
+        let mut out = Zeroizing::new(vec![0u8; self.output_len()]);
         match self {
             Hash::Sha1 => pbkdf2::pbkdf2_hmac::<Sha1>(password, salt, iterations, &mut out),
             Hash::Sha256 => pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out),
@@ -99,8 +99,8 @@ impl Keys {
         if parts.count() > 1
             || iterations < MIN_ITERATIONS
             || salt.is_empty()
-            || stored_key.len() != hash.len()
-            || server_key.len() != hash.len()
+            || stored_key.len() != hash.output_len()
+            || server_key.len() != hash.output_len()
         {
             return None;
         }
@@ -266,7 +266,7 @@ impl Scram {
             .and_then(|a| a.strip_prefix("r="))
             .ok_or(SaslError::Malformed)?;
         let proof = B64.decode(proof).map_err(|_| SaslError::Malformed)?;
-        if proof.len() != self.hash.len() {
+        if proof.len() != self.hash.output_len() {
             return Err(SaslError::Malformed);
         }
         if echoed != nonce {
