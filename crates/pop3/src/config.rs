@@ -1045,6 +1045,34 @@ allow_plaintext = true
     }
 
     #[test]
+    fn mechanisms_name_what_they_need() {
+        let need = |mech: &str, extra: &str| {
+            let e = load(&format!(
+                "[auth]\nmechanisms = [\"PLAIN\", \"{mech}\"]\n{extra}"
+            ))
+            .unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("auth.mechanisms[1]"), "{e}");
+            e.reason
+        };
+        assert!(need("OAUTHBEARER", "").contains("[auth.oauth]"));
+        assert!(need("ANONYMOUS", "").contains("anonymous_user"));
+        assert!(need("EXTERNAL", "").contains("client_ca_file"));
+        assert!(need("SCRAM-SHA-256-PLUS", "").contains("[tls]"));
+        #[cfg(not(feature = "gssapi"))]
+        assert!(need("GSSAPI", "").contains("feature"));
+        #[cfg(feature = "gssapi")]
+        assert!(need("GSSAPI", "").contains("[auth.gssapi]"));
+        let c = load("[auth]\nmechanisms = [\"scram-sha-256\", \"NTLM\", \"DIGEST-MD5\"]\nmaster_users = [\"admin\"]\n[auth.oauth]\nissuer = \"i\"\n")
+            .unwrap()
+            .config;
+        assert!(c.mechanism_enabled("SCRAM-SHA-256"));
+        assert_eq!(c.auth.master_users, ["admin"]);
+        assert_eq!(c.auth.oauth.unwrap().user_claim, "email");
+        let e = load("[auth.oauth]\nleeway = \"soon\"\n").unwrap_err();
+        assert!(e.to_string().contains("leeway"), "{e}");
+    }
+
+    #[test]
     fn risky_settings_warn() {
         let w = load("[auth]\nallow_plaintext = true\n").unwrap().warnings;
         assert_eq!(w.len(), 2, "{w:?}");

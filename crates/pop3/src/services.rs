@@ -67,6 +67,12 @@ pub struct SaslServices {
 }
 
 impl SaslServices {
+    /// Check that what `[auth]` names (token keys, the keytab) can be
+    /// loaded, as `pop3d check-config` does. Errors are (key, reason).
+    pub fn check(config: &Pop3Config) -> Result<(), (String, String)> {
+        SaslServices::new(config, Arc::new([0; 32])).map(drop)
+    }
+
     /// Load what `[auth]` names. Errors are (key, reason).
     fn new(config: &Pop3Config, salt_key: Arc<[u8; 32]>) -> Result<Self, (String, String)> {
         let bearer = match &config.auth.oauth {

@@ -304,3 +304,92 @@ async fn embedding_with_a_host_store_and_user_database() {
     );
     assert!(manager.guard().blocked(peer.ip()).is_some());
 }
+
+/// docs/configuration.md names every key the server accepts, nested
+/// sections such as `[auth.oauth]` included.
+#[test]
+fn configuration_reference_covers_every_key() {
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/configuration.md"
+    ))
+    .unwrap();
+    let mut config = Pop3Config::default();
+    config.tls = Some(pop3::config::TlsConfig {
+        cert: "c".into(),
+        key: "k".into(),
+        client_ca_file: Some("ca".into()),
+    });
+    config.metrics = Some(pop3::config::MetricsConfig {
+        bind: "127.0.0.1:9110".parse().unwrap(),
+    });
+    config.auth.realm = Some("r".into());
+    config.auth.anonymous_user = Some("a".into());
+    config.auth.oauth = Some(pop3::config::OAuthConfig {
+        issuer: Some("i".into()),
+        audience: Some("a".into()),
+        jwks_file: Some("j".into()),
+        public_key_file: Some("p".into()),
+        hmac_secret_file: Some("h".into()),
+        introspection_url: Some("http://x/".into()),
+        introspection_client_id: Some("c".into()),
+        introspection_client_secret_file: Some("s".into()),
+        introspection_ca_file: Some("ca".into()),
+        ..Default::default()
+    });
+    config.auth.gssapi = Some(pop3::config::GssapiConfig {
+        realm: Some("R".into()),
+        ..Default::default()
+    });
+    let table: toml::Table = toml::from_str(&config.to_toml()).unwrap();
+    let section_of = |heading: &str| {
+        let at = docs
+            .find(heading)
+            .unwrap_or_else(|| panic!("no heading {heading}"));
+        let part = &docs[at..];
+        part[..part[3..].find("\n## ").map_or(part.len(), |i| i + 3)].to_owned()
+    };
+    let mut count = 0;
+    let mut check = |name: &str, heading: &str, keys: Vec<&String>| {
+        let part = section_of(heading);
+        for key in keys {
+            assert!(
+                part.contains(&format!("| `{key}` |")),
+                "docs/configuration.md lacks {name}.{key}"
+            );
+            count += 1;
+        }
+    };
+    for (section, value) in &table {
+        match value {
+            toml::Value::Table(t) => {
+                check(
+                    section,
+                    &format!("## `[{section}]`"),
+                    t.iter()
+                        .filter(|(_, v)| !v.is_table())
+                        .map(|(k, _)| k)
+                        .collect(),
+                );
+                for (sub, v) in t.iter().filter(|(_, v)| v.is_table()) {
+                    let inner = v.as_table().unwrap();
+                    check(
+                        &format!("{section}.{sub}"),
+                        &format!("## `[{section}.{sub}]`"),
+                        inner.keys().collect(),
+                    );
+                }
+            }
+            toml::Value::Array(a) => check(
+                section,
+                &format!("## `[[{section}]]`"),
+                a.iter()
+                    .filter_map(|v| v.as_table())
+                    .flat_map(|t| t.keys())
+                    .collect(),
+            ),
+            _ => check(section, "## Top level", vec![section]),
+        }
+    }
+    assert!(count > 60, "{count} keys checked");
+}

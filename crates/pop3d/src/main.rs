@@ -163,6 +163,10 @@ fn check_config(path: PathBuf) -> ExitCode {
         eprintln!("pop3d: error: {}: {e}", path.display());
         return ExitCode::from(2);
     }
+    if let Err((key, reason)) = pop3::services::SaslServices::check(&config) {
+        eprintln!("pop3d: error: {}: key `{key}`: {reason}", path.display());
+        return ExitCode::from(2);
+    }
     print!("{}", config.to_toml());
     ExitCode::SUCCESS
 }

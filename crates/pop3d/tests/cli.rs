@@ -70,6 +70,14 @@ fn bad_configs_name_file_key_and_reason() {
             original.replace("[auth]", "[auth]\nmechanisms = [\"XYZ\"]"),
             "auth.mechanisms[0]",
         ),
+        (
+            format!("{original}\n[auth.oauth]\njwks_file = \"nowhere.json\"\n"),
+            "auth.oauth.jwks_file",
+        ),
+        (
+            original.replace("[auth]", "[auth]\nmechanisms = [\"ANONYMOUS\"]"),
+            "anonymous_user",
+        ),
         ("[server\n".to_owned(), ":1:"),
     ];
     for (text, needle) in cases {

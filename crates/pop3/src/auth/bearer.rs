@@ -540,6 +540,37 @@ mod tests {
         assert!(f.validator.validate(&token).await.is_err());
     }
 
+    /// RS256 with a PEM public key. The key pair in testdata/ exists only
+    /// for this test (made with `openssl genpkey -algorithm RSA`).
+    #[tokio::test]
+    async fn rs256_with_a_pem_public_key() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/auth/testdata");
+        let cfg = OAuthConfig {
+            public_key_file: Some(format!("{dir}/rs256-public.pem").into()),
+            user_claim: "sub".into(),
+            ..OAuthConfig::default()
+        };
+        let validator = BearerValidator::from_config(&cfg).unwrap();
+        let private = std::fs::read(format!("{dir}/rs256-private.pem")).unwrap();
+        let key = EncodingKey::from_rsa_pem(&private).unwrap();
+        let claims = serde_json::json!({"sub": "bob", "exp": now() + 60});
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap();
+        assert_eq!(validator.validate(&token).await.unwrap(), "bob");
+        // PS256 is not in the accepted list by default.
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::PS256), &claims, &key).unwrap();
+        assert!(validator.validate(&token).await.is_err());
+        // An HS256 token made with the public key as secret (the classic
+        // algorithm confusion) finds no HMAC key.
+        let public = std::fs::read(format!("{dir}/rs256-public.pem")).unwrap();
+        let forged = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(&public),
+        )
+        .unwrap();
+        assert!(validator.validate(&forged).await.is_err());
+    }
+
     #[test]
     fn config_errors_name_the_key() {
         let cfg = OAuthConfig::default();
