@@ -98,18 +98,7 @@ pub async fn apop(
         Some(record) if verified => {
             login(state, conn, services, stats, record, "APOP", false).await
         }
-        _ => {
-            failed(
-                state,
-                conn,
-                services,
-                Some(name),
-                "APOP",
-                "bad credentials",
-                bad_credentials(),
-            )
-            .await
-        }
+        _ => denied(state, conn, services, Some(name), "APOP", "bad credentials").await,
     }
 }
 
@@ -163,7 +152,8 @@ pub fn auth(
         }
         return Reply::err("Unsupported authentication mechanism").into();
     }
-    let Some(mech) = sasl::new_mechanism(&mechanism, &mechanism_context(conn, services)) else {
+    let Some(mech) = sasl::new_mechanism(&mechanism, &mechanism_context(conn, services, &offered))
+    else {
         return Reply::err("Unsupported authentication mechanism").into();
     };
     let initial_response = match initial_response.as_deref() {
@@ -181,7 +171,7 @@ pub fn auth(
 }
 
 /// What mechanisms know of this server and this connection.
-fn mechanism_context(conn: &Connection, services: &Services) -> sasl::Context {
+fn mechanism_context(conn: &Connection, services: &Services, offered: &[&str]) -> sasl::Context {
     let auth = &services.config.auth;
     let hostname = &services.config.server.hostname;
     sasl::Context {
@@ -189,9 +179,7 @@ fn mechanism_context(conn: &Connection, services: &Services) -> sasl::Context {
         realm: auth.realm.clone().unwrap_or_else(|| hostname.clone()),
         ntlm_domain: auth.ntlm_domain.clone(),
         channel_binding: conn.channel_binding.clone(),
-        plus_offered: offered_mechanisms(conn, services)
-            .iter()
-            .any(|m| sasl::is_plus(m)),
+        plus_offered: offered.iter().any(|m| sasl::is_plus(m)),
         external_identity: conn.client_identity.clone(),
         salt_key: services.sasl.salt_key.clone(),
         #[cfg(feature = "gssapi")]
@@ -233,14 +221,13 @@ async fn refuse_authzid(
     mechanism: &'static str,
     authcid: &str,
 ) -> Outcome {
-    failed(
+    denied(
         state,
         conn,
         services,
         Some(authcid),
         mechanism,
         "authorization identity refused",
-        bad_credentials(),
     )
     .await
 }
@@ -274,7 +261,7 @@ pub async fn sasl_verified(
     }
     // Identities proved outside the user database (a token, a certificate,
     // a ticket) must still name a user it knows.
-    let record = match record.filter(|r| r.name == authcid) {
+    let record = match record.filter(|r| r.name.to_lowercase() == authcid.to_lowercase()) {
         Some(r) => Some(r),
         None => match sasl_lookup(conn, services, &authcid).await {
             Ok(r) => r,
@@ -282,14 +269,13 @@ pub async fn sasl_verified(
         },
     };
     let Some(record) = record else {
-        return failed(
+        return denied(
             state,
             conn,
             services,
             Some(&authcid),
             mechanism,
             "no such user",
-            bad_credentials(),
         )
         .await;
     };
@@ -301,14 +287,13 @@ pub async fn sasl_verified(
                 t
             }
             Ok(None) => {
-                return failed(
+                return denied(
                     state,
                     conn,
                     services,
                     Some(&authcid),
                     mechanism,
                     "no such authorization identity",
-                    bad_credentials(),
                 )
                 .await;
             }
@@ -424,14 +409,13 @@ async fn check_password(
             .await
         }
         _ => {
-            failed(
+            denied(
                 state,
                 conn,
                 services,
                 Some(name),
                 mechanism,
                 "bad credentials",
-                bad_credentials(),
             )
             .await
         }
@@ -449,6 +433,27 @@ async fn lookup(services: &Services, name: &str) -> Result<Option<Arc<UserRecord
 /// Bad credentials: always the same `-ERR [AUTH]` reply.
 fn bad_credentials() -> Reply {
     Reply::err_code(RespCode::Auth, AUTH_FAILED)
+}
+
+/// Bad credentials, answered and counted like every other.
+async fn denied(
+    state: &mut State,
+    conn: &Connection,
+    services: &Services,
+    user: Option<&str>,
+    mechanism: &'static str,
+    reason: &str,
+) -> Outcome {
+    failed(
+        state,
+        conn,
+        services,
+        user,
+        mechanism,
+        reason,
+        bad_credentials(),
+    )
+    .await
 }
 
 /// Count a failed login everywhere it counts: metrics, the guard (delay,
