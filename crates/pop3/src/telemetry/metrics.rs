@@ -171,7 +171,10 @@ impl Metrics {
         );
         // Series that exist from the start read 0 instead of being absent,
         // so rate() and alerts work from the first event.
-        for mechanism in ["USER", "APOP", "PLAIN", "LOGIN", "CRAM-MD5"] {
+        let mechanisms = ["USER", "APOP"]
+            .into_iter()
+            .chain(crate::auth::sasl::ALL.iter().copied());
+        for mechanism in mechanisms {
             for result in ["ok", "fail"] {
                 let _ = m.logins.get_or_create(&LoginLabels { mechanism, result });
             }
