@@ -851,3 +851,41 @@ async fn auth_cram_md5() {
         "-ERR Unsupported authentication mechanism\r\n"
     );
 }
+
+/// CAPA's SASL line and bare AUTH list only mechanisms that the passwd
+/// file's secrets can serve: with salted SHA hashes only, none of the
+/// challenge-response mechanisms can succeed, so none is offered.
+#[tokio::test]
+async fn sasl_offers_follow_the_stored_secrets() {
+    let mechs = [
+        "PLAIN",
+        "CRAM-MD5",
+        "DIGEST-MD5",
+        "NTLM",
+        "SCRAM-SHA-1",
+        "SCRAM-SHA-256",
+    ];
+    let srv = TestServer::start_with(|c| {
+        c.auth.mechanisms = mechs.iter().map(|m| m.to_string()).collect();
+    })
+    .await;
+    let mut c = srv.connect().await;
+    assert!(
+        lines(&c.multi("CAPA").await.1)
+            .contains(&"SASL SCRAM-SHA-256 SCRAM-SHA-1 CRAM-MD5 DIGEST-MD5 NTLM PLAIN".to_string())
+    );
+    let hashed_only = TestServer::start_with(|c| {
+        c.auth.mechanisms = mechs.iter().map(|m| m.to_string()).collect();
+        std::fs::write(
+            &c.auth.passwd_file,
+            "bob:{SSHA}yI6cZwQadOA1e+/f+T+H3eCQQhRzYWx0::::\n",
+        )
+        .unwrap();
+    })
+    .await;
+    let mut c = hashed_only.connect().await;
+    let caps = lines(&c.multi("CAPA").await.1);
+    assert!(caps.contains(&"SASL PLAIN".to_string()), "{caps:?}");
+    assert_eq!(lines(&c.multi("AUTH").await.1), ["PLAIN"]);
+    assert!(c.cmd("AUTH CRAM-MD5").await.starts_with("-ERR"));
+}
