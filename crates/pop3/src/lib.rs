@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod config;
+mod hex;
 pub mod op;
 pub mod protocol;
 pub mod security;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::auth::bearer::BearerValidator;
-use crate::auth::{UserDb, Verifier};
+use crate::auth::{SetupError, UserDb, Verifier};
 use crate::config::Pop3Config;
 use crate::protocol::{Reply, RespCode};
 use crate::security::Guard;
@@ -45,13 +45,11 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(metrics: Arc<Metrics>, guard: Arc<Guard>) -> Shared {
-        let mut key = [0u8; 32];
-        let _ = getrandom::fill(&mut key);
         Shared {
             metrics,
             shutdown: CancellationToken::new(),
             guard,
-            salt_key: Arc::new(key),
+            salt_key: Arc::new(crate::auth::sasl::nonce()),
         }
     }
 }
@@ -68,13 +66,13 @@ pub struct SaslServices {
 
 impl SaslServices {
     /// Check that what `[auth]` names (token keys, the keytab) can be
-    /// loaded, as `pop3d check-config` does. Errors are (key, reason).
-    pub fn check(config: &Pop3Config) -> Result<(), (String, String)> {
+    /// loaded, as `pop3d check-config` does.
+    pub fn check(config: &Pop3Config) -> Result<(), SetupError> {
         SaslServices::new(config, Arc::new([0; 32])).map(drop)
     }
 
-    /// Load what `[auth]` names. Errors are (key, reason).
-    fn new(config: &Pop3Config, salt_key: Arc<[u8; 32]>) -> Result<Self, (String, String)> {
+    /// Load what `[auth]` names.
+    fn new(config: &Pop3Config, salt_key: Arc<[u8; 32]>) -> Result<Self, SetupError> {
         let bearer = match &config.auth.oauth {
             Some(o) => Some(Arc::new(BearerValidator::from_config(o)?)),
             None => None,
@@ -83,7 +81,7 @@ impl SaslServices {
         let gssapi = match &config.auth.gssapi {
             Some(g) => Some(Arc::new(
                 crate::auth::sasl::gssapi::Acceptor::new(g, &config.server.hostname)
-                    .map_err(|e| ("auth.gssapi".to_owned(), e))?,
+                    .map_err(|e| SetupError::new("auth.gssapi", e))?,
             )),
             None => None,
         };
@@ -103,7 +101,7 @@ impl Services {
         store: Arc<dyn MailStore>,
         tls: Option<tokio_rustls::TlsAcceptor>,
         shared: &Shared,
-    ) -> Result<Services, (String, String)> {
+    ) -> Result<Services, SetupError> {
         let sasl = SaslServices::new(&config, shared.salt_key.clone())?;
         let login_delay = LoginDelay::new(config.server.login_delay);
         let buffers = BufferPool::new(

@@ -163,8 +163,13 @@ fn check_config(path: PathBuf) -> ExitCode {
         eprintln!("pop3d: error: {}: {e}", path.display());
         return ExitCode::from(2);
     }
-    if let Err((key, reason)) = pop3::services::SaslServices::check(&config) {
-        eprintln!("pop3d: error: {}: key `{key}`: {reason}", path.display());
+    if let Err(e) = pop3::services::SaslServices::check(&config) {
+        eprintln!(
+            "pop3d: error: {}: key `{}`: {}",
+            path.display(),
+            e.key,
+            e.reason
+        );
         return ExitCode::from(2);
     }
     print!("{}", config.to_toml());

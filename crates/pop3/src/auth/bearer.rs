@@ -12,6 +12,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
+use super::SetupError;
 use super::sasl::TokenError;
 use crate::config::OAuthConfig;
 
@@ -67,19 +68,19 @@ struct Introspection {
     )>,
 }
 
-fn read(path: &Path, key: &str) -> Result<Vec<u8>, (String, String)> {
-    std::fs::read(path).map_err(|e| (key.to_owned(), format!("{}: {e}", path.display())))
+fn read(path: &Path, key: &str) -> Result<Vec<u8>, SetupError> {
+    std::fs::read(path).map_err(|e| SetupError::new(key, format!("{}: {e}", path.display())))
 }
 
 impl BearerValidator {
-    /// Load the keys the configuration names. Errors are (key, reason).
-    pub fn from_config(cfg: &OAuthConfig) -> Result<BearerValidator, (String, String)> {
+    /// Load the keys the configuration names.
+    pub fn from_config(cfg: &OAuthConfig) -> Result<BearerValidator, SetupError> {
         let mut keys = Vec::new();
         if let Some(path) = &cfg.jwks_file {
             let text = read(path, "auth.oauth.jwks_file")?;
             let set: JwkSet = serde_json::from_slice(&text).map_err(|e| {
-                (
-                    "auth.oauth.jwks_file".to_owned(),
+                SetupError::new(
+                    "auth.oauth.jwks_file",
                     format!("{}: not a JWKS: {e}", path.display()),
                 )
             })?;
@@ -91,8 +92,8 @@ impl BearerValidator {
                     AlgorithmParameters::OctetKeyPair(_) => continue,
                 };
                 let key = DecodingKey::from_jwk(jwk).map_err(|e| {
-                    (
-                        "auth.oauth.jwks_file".to_owned(),
+                    SetupError::new(
+                        "auth.oauth.jwks_file",
                         format!("{}: unusable key: {e}", path.display()),
                     )
                 })?;
@@ -110,8 +111,8 @@ impl BearerValidator {
                 Err(_) => (
                     Family::Ec,
                     DecodingKey::from_ec_pem(&pem).map_err(|e| {
-                        (
-                            "auth.oauth.public_key_file".to_owned(),
+                        SetupError::new(
+                            "auth.oauth.public_key_file",
                             format!(
                                 "{}: neither an RSA nor an EC public key: {e}",
                                 path.display()
@@ -130,9 +131,9 @@ impl BearerValidator {
             let secret = read(path, "auth.oauth.hmac_secret_file")?;
             let secret = secret.trim_ascii();
             if secret.len() < 32 {
-                return Err((
-                    "auth.oauth.hmac_secret_file".to_owned(),
-                    "an HS256 secret needs at least 32 bytes".to_owned(),
+                return Err(SetupError::new(
+                    "auth.oauth.hmac_secret_file",
+                    "an HS256 secret needs at least 32 bytes",
                 ));
             }
             keys.push(Key {
@@ -144,7 +145,7 @@ impl BearerValidator {
         let mut algorithms = Vec::new();
         for (i, name) in cfg.algorithms.iter().enumerate() {
             let alg: Algorithm = name.parse().map_err(|_| {
-                (
+                SetupError::new(
                     format!("auth.oauth.algorithms[{i}]"),
                     format!("unknown JWT algorithm {name:?}"),
                 )
@@ -156,9 +157,9 @@ impl BearerValidator {
             Some(url) => Some(Introspection::from_config(cfg, url)?),
         };
         if keys.is_empty() && introspection.is_none() {
-            return Err((
-                "auth.oauth".to_owned(),
-                "set jwks_file, public_key_file, hmac_secret_file or introspection_url".to_owned(),
+            return Err(SetupError::new(
+                "auth.oauth",
+                "set jwks_file, public_key_file, hmac_secret_file or introspection_url",
             ));
         }
         Ok(BearerValidator {
@@ -235,8 +236,8 @@ impl BearerValidator {
 }
 
 impl Introspection {
-    fn from_config(cfg: &OAuthConfig, url: &str) -> Result<Introspection, (String, String)> {
-        let bad = |reason: String| ("auth.oauth.introspection_url".to_owned(), reason);
+    fn from_config(cfg: &OAuthConfig, url: &str) -> Result<Introspection, SetupError> {
+        let bad = |reason: String| SetupError::new("auth.oauth.introspection_url", reason);
         let uri: hyper::Uri = url.parse().map_err(|e| bad(format!("{e}")))?;
         let host = uri.host().ok_or_else(|| bad("no host".into()))?.to_owned();
         let tls = match uri.scheme_str() {
@@ -249,7 +250,7 @@ impl Introspection {
                         let pem = read(path, "auth.oauth.introspection_ca_file")?;
                         for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
                             let cert = cert.map_err(|e| {
-                                ("auth.oauth.introspection_ca_file".to_owned(), e.to_string())
+                                SetupError::new("auth.oauth.introspection_ca_file", e.to_string())
                             })?;
                             let _ = roots.add(cert);
                         }
@@ -260,13 +261,12 @@ impl Introspection {
                         }
                     }
                 }
-                let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| bad(e.to_string()))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+                let config =
+                    rustls::ClientConfig::builder_with_provider(crate::server::tls::provider())
+                        .with_safe_default_protocol_versions()
+                        .map_err(|e| bad(e.to_string()))?
+                        .with_root_certificates(roots)
+                        .with_no_client_auth();
                 let name =
                     rustls_pki_types::ServerName::try_from(host).map_err(|e| bad(e.to_string()))?;
                 Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
@@ -289,10 +289,9 @@ impl Introspection {
             }
             (None, None) => None,
             _ => {
-                return Err((
-                    "auth.oauth.introspection_client_id".to_owned(),
-                    "set both introspection_client_id and introspection_client_secret_file"
-                        .to_owned(),
+                return Err(SetupError::new(
+                    "auth.oauth.introspection_client_id",
+                    "set both introspection_client_id and introspection_client_secret_file",
                 ));
             }
         };
@@ -575,7 +574,7 @@ mod tests {
     fn config_errors_name_the_key() {
         let cfg = OAuthConfig::default();
         assert_eq!(
-            BearerValidator::from_config(&cfg).unwrap_err().0,
+            BearerValidator::from_config(&cfg).unwrap_err().key,
             "auth.oauth"
         );
         let cfg = OAuthConfig {
@@ -583,7 +582,7 @@ mod tests {
             ..OAuthConfig::default()
         };
         assert_eq!(
-            BearerValidator::from_config(&cfg).unwrap_err().0,
+            BearerValidator::from_config(&cfg).unwrap_err().key,
             "auth.oauth.jwks_file"
         );
         let cfg = OAuthConfig {
@@ -591,7 +590,7 @@ mod tests {
             ..OAuthConfig::default()
         };
         assert_eq!(
-            BearerValidator::from_config(&cfg).unwrap_err().0,
+            BearerValidator::from_config(&cfg).unwrap_err().key,
             "auth.oauth.introspection_url"
         );
     }

@@ -101,29 +101,20 @@ pub fn contexts(secret: &[u8]) -> (Md5State, Md5State) {
 /// Dovecot's hex encoding: the outer state, then the inner one, each word
 /// little-endian.
 pub fn encode(inner: &Md5State, outer: &Md5State) -> String {
-    let mut s = String::with_capacity(64);
-    for w in outer.iter().chain(inner.iter()) {
-        for b in w.to_le_bytes() {
-            s.push_str(&format!("{b:02x}"));
-        }
-    }
-    s
+    let bytes: Vec<u8> = outer
+        .iter()
+        .chain(inner.iter())
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
+    crate::hex::encode(&bytes)
 }
 
 /// Parse the 64 hex digits back into the (inner, outer) states.
 pub fn decode(hex: &str) -> Option<(Md5State, Md5State)> {
-    let bytes = hex.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
+    let bytes = crate::hex::decode::<32>(hex)?;
     let mut words = [0u32; 8];
-    for (i, w) in words.iter_mut().enumerate() {
-        let mut le = [0u8; 4];
-        for (j, b) in le.iter_mut().enumerate() {
-            let at = (i * 4 + j) * 2;
-            *b = u8::from_str_radix(std::str::from_utf8(&bytes[at..at + 2]).ok()?, 16).ok()?;
-        }
-        *w = u32::from_le_bytes(le);
+    for (w, le) in words.iter_mut().zip(bytes.chunks_exact(4)) {
+        *w = u32::from_le_bytes([le[0], le[1], le[2], le[3]]);
     }
     Some((
         [words[4], words[5], words[6], words[7]],
@@ -158,8 +149,7 @@ mod tests {
         // RFC 2195 §2: secret "tanstaaftanstaaf".
         let (i, o) = contexts(b"tanstaaftanstaaf");
         let mac = hmac(&i, &o, b"<1896.697170952@postoffice.reston.mci.net>");
-        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "b913a602c7eda7a495b4e6e7334d3890");
+        assert_eq!(crate::hex::encode(&mac), "b913a602c7eda7a495b4e6e7334d3890");
         assert_eq!(decode(&encode(&i, &o)), Some((i, o)));
     }
 }

@@ -43,6 +43,24 @@ pub enum UserDbError {
     Unavailable(String),
 }
 
+/// A file or value that `[auth]` names and that cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct SetupError {
+    /// The dotted configuration key.
+    pub key: String,
+    pub reason: String,
+}
+
+impl SetupError {
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        SetupError {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Where users and their secrets come from. Async so that a network
 /// database fits behind it.
 #[async_trait]
@@ -87,14 +105,21 @@ impl Verifier {
         if !secret.is_slow() {
             return secret.verify(password);
         }
-        let Ok(_permit) = self.slow.acquire().await else {
-            return false;
-        };
         let secret = secret.clone();
         let password = zeroize::Zeroizing::new(password.to_vec());
-        tokio::task::spawn_blocking(move || secret.verify(&password))
+        self.run_slow(move || secret.verify(&password))
             .await
             .unwrap_or(false)
+    }
+
+    /// Run costly work (a slow hash, SCRAM key stretching) on the blocking
+    /// pool under the same bound. None if the work panicked.
+    pub async fn run_slow<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let _permit = self.slow.acquire().await.ok()?;
+        tokio::task::spawn_blocking(work).await.ok()
     }
 }
 

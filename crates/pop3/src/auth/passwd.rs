@@ -109,7 +109,7 @@ pub(crate) fn decoy_for(users: &HashMap<String, Arc<UserRecord>>) -> Option<Stor
     let (_, scheme) = counts.into_values().max_by_key(|(n, s)| (*n, s.name()))?;
     let mut noise = [0u8; 16];
     getrandom::fill(&mut noise).ok()?;
-    let password: String = noise.iter().map(|b| format!("{b:02x}")).collect();
+    let password = crate::hex::encode(&noise);
     let field = super::hash_password(scheme, &password).ok()?;
     StoredSecret::parse(&field).ok()
 }

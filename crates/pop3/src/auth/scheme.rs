@@ -147,7 +147,7 @@ impl StoredSecret {
             Scheme::CramMd5 => cram_context::decode(data).is_some(),
             Scheme::ScramSha1 => Keys::parse(Hash::Sha1, data).is_some(),
             Scheme::ScramSha256 => Keys::parse(Hash::Sha256, data).is_some(),
-            Scheme::Ntlm => parse_nt_hash(data).is_some(),
+            Scheme::Ntlm => crate::hex::decode::<16>(data).is_some(),
         };
         if !ok {
             return Err(bad());
@@ -192,7 +192,7 @@ impl StoredSecret {
     pub fn nt_hash(&self) -> Option<[u8; 16]> {
         match self.scheme {
             Scheme::Plain => Some(nt_hash(&self.data)),
-            Scheme::Ntlm => parse_nt_hash(&self.data),
+            Scheme::Ntlm => crate::hex::decode::<16>(&self.data),
             _ => None,
         }
     }
@@ -234,7 +234,10 @@ impl StoredSecret {
                 };
                 Keys::parse(hash, data).is_some_and(|k| k.verify_password(hash, password))
             }
-            Scheme::Ntlm => match (parse_nt_hash(data), std::str::from_utf8(password)) {
+            Scheme::Ntlm => match (
+                crate::hex::decode::<16>(data),
+                std::str::from_utf8(password),
+            ) {
                 (Some(stored), Ok(pw)) => ct_eq(&stored, &nt_hash(pw)),
                 _ => false,
             },
@@ -250,17 +253,6 @@ pub fn nt_hash(password: &str) -> [u8; 16] {
         h.update(unit.to_le_bytes());
     }
     h.finalize().into()
-}
-
-fn parse_nt_hash(data: &str) -> Option<[u8; 16]> {
-    if data.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(data.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
@@ -393,7 +385,7 @@ pub fn hash_password(scheme: Scheme, password: &str) -> Result<String, SchemeErr
             MIN_ITERATIONS,
         )
         .encode(),
-        Scheme::Ntlm => super::sasl::hex(&nt_hash(password)),
+        Scheme::Ntlm => crate::hex::encode(&nt_hash(password)),
     };
     Ok(format!("{{{name}}}{data}"))
 }

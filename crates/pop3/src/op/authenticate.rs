@@ -11,8 +11,8 @@ use md5::{Digest, Md5};
 use subtle::ConstantTimeEq;
 
 use super::{Connection, Outcome, SessionStats, State, Transaction, store_error_reply};
+use crate::auth::UserRecord;
 use crate::auth::sasl::{self, SaslError};
-use crate::auth::{Scheme, UserRecord};
 use crate::protocol::{Reply, RespCode};
 use crate::services::Services;
 use crate::store::StoreError;
@@ -28,7 +28,7 @@ pub fn compute_apop_digest(timestamp: &str, password: &str) -> String {
     let mut h = Md5::new();
     h.update(timestamp.as_bytes());
     h.update(password.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(&h.finalize())
 }
 
 /// USER: remember the name. The reply never says whether it exists.
@@ -107,10 +107,10 @@ pub async fn apop(
 /// certificate for EXTERNAL, secrets of a usable kind in the user database).
 pub fn offered_mechanisms(conn: &Connection, services: &Services) -> Vec<&'static str> {
     let schemes = services.users.schemes();
-    let has = |wanted: &[Scheme]| {
-        schemes
-            .as_ref()
-            .is_none_or(|have| wanted.iter().any(|w| have.contains(w)))
+    // Can the stored secrets serve this mechanism? (Unknown: assume so.)
+    let servable = |m: &str| match (sasl::secret_schemes(m), &schemes) {
+        (Some(wanted), Some(have)) => wanted.iter().any(|w| have.contains(w)),
+        _ => true,
     };
     sasl::ALL
         .iter()
@@ -118,12 +118,8 @@ pub fn offered_mechanisms(conn: &Connection, services: &Services) -> Vec<&'stati
         .filter(|m| services.config.mechanism_enabled(m))
         .filter(|m| !sasl::is_plaintext(m) || conn.plaintext_allowed(services))
         .filter(|m| !sasl::is_plus(m) || conn.channel_binding.is_some())
+        .filter(|m| servable(m))
         .filter(|m| match *m {
-            "CRAM-MD5" => has(&[Scheme::Plain, Scheme::CramMd5]),
-            "DIGEST-MD5" => has(&[Scheme::Plain]),
-            "NTLM" => has(&[Scheme::Plain, Scheme::Ntlm]),
-            "SCRAM-SHA-1" | "SCRAM-SHA-1-PLUS" => has(&[Scheme::Plain, Scheme::ScramSha1]),
-            "SCRAM-SHA-256" | "SCRAM-SHA-256-PLUS" => has(&[Scheme::Plain, Scheme::ScramSha256]),
             "EXTERNAL" => conn.client_identity.is_some(),
             "OAUTHBEARER" | "XOAUTH2" => services.sasl.bearer.is_some(),
             "ANONYMOUS" => services.config.auth.anonymous_user.is_some(),
@@ -244,7 +240,7 @@ pub async fn sasl_lookup(
 }
 
 /// Finish a SASL exchange in which the mechanism proved `authcid`
-/// (`record` is what [`sasl_lookup`] found, if it was asked).
+/// (`record` is what [`sasl_lookup`] found for that name, if it was asked).
 #[allow(clippy::too_many_arguments)]
 pub async fn sasl_verified(
     state: &mut State,
@@ -261,7 +257,7 @@ pub async fn sasl_verified(
     }
     // Identities proved outside the user database (a token, a certificate,
     // a ticket) must still name a user it knows.
-    let record = match record.filter(|r| r.name.to_lowercase() == authcid.to_lowercase()) {
+    let record = match record {
         Some(r) => Some(r),
         None => match sasl_lookup(conn, services, &authcid).await {
             Ok(r) => r,
@@ -279,7 +275,22 @@ pub async fn sasl_verified(
         )
         .await;
     };
-    let record = match authzid {
+    login_as(state, conn, services, stats, mechanism, record, authzid).await
+}
+
+/// Log `record`'s owner in, or, when a master user named `acting_as`, the
+/// user it names.
+async fn login_as(
+    state: &mut State,
+    conn: &Connection,
+    services: &Services,
+    stats: &mut SessionStats,
+    mechanism: &'static str,
+    record: Arc<UserRecord>,
+    acting_as: Option<String>,
+) -> Outcome {
+    let authcid = &record.name;
+    let record = match acting_as {
         None => record,
         Some(target) => match lookup(services, &target).await {
             Ok(Some(t)) => {
@@ -291,7 +302,7 @@ pub async fn sasl_verified(
                     state,
                     conn,
                     services,
-                    Some(&authcid),
+                    Some(authcid),
                     mechanism,
                     "no such authorization identity",
                 )
@@ -396,17 +407,8 @@ async fn check_password(
     };
     match record {
         Some(record) if verified => {
-            sasl_verified(
-                state,
-                conn,
-                services,
-                stats,
-                mechanism,
-                acting_as.map(str::to_owned),
-                record.name.clone(),
-                Some(record),
-            )
-            .await
+            let acting_as = acting_as.map(str::to_owned);
+            login_as(state, conn, services, stats, mechanism, record, acting_as).await
         }
         _ => {
             denied(

@@ -46,14 +46,8 @@ pub enum ServerError {
     NoTls(&'static str),
     #[error("security.security_log_file: {0}")]
     SecurityLog(std::io::Error),
-    #[error("{key}: {reason}")]
-    Auth { key: String, reason: String },
-}
-
-impl From<(String, String)> for ServerError {
-    fn from((key, reason): (String, String)) -> Self {
-        ServerError::Auth { key, reason }
-    }
+    #[error(transparent)]
+    Auth(#[from] crate::auth::SetupError),
 }
 
 fn security_log(config: &Pop3Config) -> Result<SecurityLog, ServerError> {
@@ -275,7 +269,7 @@ impl Pop3SessionManager {
         }
         let mut nonce = [0u8; 8];
         let _ = getrandom::fill(&mut nonce);
-        let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        let nonce = crate::hex::encode(&nonce);
         Some(format!(
             "<{}.{n}.{nonce}@{}>",
             std::process::id(),

@@ -523,22 +523,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                     user = Some(authcid);
                     let secret = record.as_ref().and_then(|r| r.secret.clone());
-                    // Key stretching (SCRAM from a plaintext secret) stays
-                    // off the async workers.
-                    let resumed = tokio::task::spawn_blocking(move || {
-                        let step = mech.resume_secret(secret.as_ref());
-                        (mech, step)
-                    })
-                    .await;
-                    match resumed {
-                        Ok((m, next)) => {
-                            mech = m;
-                            next
-                        }
-                        Err(e) => {
-                            tracing::error!("SASL {name}: {e}");
+                    if !mech.stretches_keys() {
+                        mech.resume_secret(secret.as_ref())
+                    } else {
+                        // Key stretching stays off the async workers, under
+                        // the bound that slow password hashes share.
+                        let resumed = self
+                            .services
+                            .verifier
+                            .run_slow(move || {
+                                let step = mech.resume_secret(secret.as_ref());
+                                (mech, step)
+                            })
+                            .await;
+                        let Some((m, next)) = resumed else {
+                            tracing::error!("SASL {name}: key stretching failed");
                             return Flow::Stop(End::Closed);
-                        }
+                        };
+                        mech = m;
+                        next
                     }
                 }
                 Step::Bearer { authzid, token } => {
@@ -570,6 +573,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                             Err(flow) => return flow,
                         }
                     }
+                    // What the lookup found serves only the name it was for.
+                    let found = record.take().filter(|_| user.as_ref() == Some(&authcid));
                     break op::authenticate::sasl_verified(
                         &mut self.state,
                         &self.conn,
@@ -578,7 +583,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         name,
                         authzid,
                         authcid,
-                        record.take(),
+                        found,
                     )
                     .await;
                 }

@@ -20,9 +20,7 @@ pub struct CramMd5 {
 impl CramMd5 {
     /// A fresh challenge `<random.time@hostname>`.
     pub fn new(hostname: &str) -> Self {
-        let mut nonce = [0u8; 8];
-        let _ = getrandom::fill(&mut nonce);
-        let nonce = u64::from_le_bytes(nonce);
+        let nonce = u64::from_le_bytes(super::nonce());
         let time = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -38,17 +36,6 @@ impl CramMd5 {
             answered: false,
         }
     }
-}
-
-fn parse_hex(s: &str) -> Option<[u8; 16]> {
-    if s.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 impl Mechanism for CramMd5 {
@@ -70,7 +57,7 @@ impl Mechanism for CramMd5 {
         let Some((user, hex)) = text.rsplit_once(' ') else {
             return Step::Fail(SaslError::Malformed);
         };
-        let Some(digest) = parse_hex(&hex.to_ascii_lowercase()) else {
+        let Some(digest) = crate::hex::decode::<16>(hex) else {
             return Step::Fail(SaslError::Malformed);
         };
         if user.is_empty() || user.len() > 255 {

@@ -6,8 +6,9 @@
 use md5::{Digest, Md5};
 use subtle::ConstantTimeEq;
 
-use super::{Context, Mechanism, SaslError, Step, hex, nonce};
+use super::{Context, Mechanism, SaslError, Step, nonce};
 use crate::auth::StoredSecret;
+use crate::hex::encode as hex;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 

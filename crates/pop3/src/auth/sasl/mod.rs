@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use crate::auth::StoredSecret;
+use crate::auth::{Scheme, StoredSecret};
 
 /// What a mechanism wants next.
 #[derive(Debug)]
@@ -98,9 +98,15 @@ pub trait Mechanism: Send + Sync {
     fn step(&mut self, input: &[u8]) -> Step;
 
     /// After [`Step::Lookup`]: the user's secret, None when the user is
-    /// unknown or has no secret. Runs on a blocking thread (key stretching).
+    /// unknown or has no secret.
     fn resume_secret(&mut self, _secret: Option<&StoredSecret>) -> Step {
         Step::Fail(SaslError::OutOfOrder)
+    }
+
+    /// Whether [`Mechanism::resume_secret`] may stretch keys (milliseconds
+    /// of work), so that it belongs on the bounded blocking pool.
+    fn stretches_keys(&self) -> bool {
+        false
     }
 
     /// After [`Step::Bearer`]: the user the token names, or why not.
@@ -135,8 +141,6 @@ pub struct Context {
 
 impl Context {
     pub fn new(hostname: &str) -> Self {
-        let mut key = [0u8; 32];
-        let _ = getrandom::fill(&mut key);
         Context {
             hostname: hostname.to_owned(),
             realm: hostname.to_owned(),
@@ -144,7 +148,7 @@ impl Context {
             channel_binding: None,
             plus_offered: false,
             external_identity: None,
-            salt_key: Arc::new(key),
+            salt_key: Arc::new(nonce()),
             #[cfg(feature = "gssapi")]
             gssapi: None,
         }
@@ -204,6 +208,19 @@ pub fn is_plaintext(name: &str) -> bool {
         .any(|m| m.eq_ignore_ascii_case(name))
 }
 
+/// The stored schemes a challenge-response mechanism can work from; None
+/// for mechanisms that check a password or need no stored secret.
+pub fn secret_schemes(name: &str) -> Option<&'static [Scheme]> {
+    Some(match name.to_ascii_uppercase().as_str() {
+        "CRAM-MD5" => &[Scheme::Plain, Scheme::CramMd5],
+        "DIGEST-MD5" => &[Scheme::Plain],
+        "NTLM" => &[Scheme::Plain, Scheme::Ntlm],
+        "SCRAM-SHA-1" | "SCRAM-SHA-1-PLUS" => &[Scheme::Plain, Scheme::ScramSha1],
+        "SCRAM-SHA-256" | "SCRAM-SHA-256-PLUS" => &[Scheme::Plain, Scheme::ScramSha256],
+        _ => return None,
+    })
+}
+
 /// Channel-bound variants, offered only where a binding exists.
 pub fn is_plus(name: &str) -> bool {
     name.to_ascii_uppercase().ends_with("-PLUS")
@@ -215,16 +232,11 @@ fn utf8(bytes: &[u8]) -> Result<String, SaslError> {
         .map_err(|_| SaslError::Malformed)
 }
 
-/// Random bytes for nonces and challenges.
-fn nonce<const N: usize>() -> [u8; N] {
+/// Random bytes for nonces, challenges and keys.
+pub(crate) fn nonce<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     let _ = getrandom::fill(&mut b);
     b
-}
-
-/// Lowercase hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

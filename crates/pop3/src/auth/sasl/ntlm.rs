@@ -261,7 +261,7 @@ mod tests {
     fn ms_nlmp_v2_vector() {
         let nt = crate::auth::scheme::nt_hash("Password");
         let key = ntowf_v2(&nt, "User", "Domain");
-        assert_eq!(super::super::hex(&key), "0c868a403bfd7a93a3001ef22ef02e3f");
+        assert_eq!(crate::hex::encode(&key), "0c868a403bfd7a93a3001ef22ef02e3f");
         let challenge = [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef];
         let mut blob = vec![1, 1, 0, 0, 0, 0, 0, 0];
         blob.extend_from_slice(&[0; 8]); // timestamp
@@ -278,7 +278,7 @@ mod tests {
         blob.extend_from_slice(&[0; 4]);
         let proof = hmac_md5(&key, &[&challenge, &blob]);
         assert_eq!(
-            super::super::hex(&proof),
+            crate::hex::encode(&proof),
             "68cd0ab851e51c96aabc927bebef6a1c"
         );
     }

@@ -344,6 +344,11 @@ impl Mechanism for Scram {
         result.unwrap_or_else(Step::Fail)
     }
 
+    /// From a `{PLAIN}` secret, or for an unknown user, PBKDF2 runs here.
+    fn stretches_keys(&self) -> bool {
+        true
+    }
+
     fn resume_secret(&mut self, secret: Option<&StoredSecret>) -> Step {
         let State::Lookup { first } = std::mem::replace(&mut self.state, State::Done) else {
             return Step::Fail(SaslError::OutOfOrder);
