@@ -36,23 +36,6 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Take what the enabled SASL mechanisms need from a finished TLS
-    /// handshake (nothing, for most configurations).
-    pub fn learn_tls(&mut self, tls: &rustls::ServerConnection, services: &Services) {
-        use crate::server::client_cert;
-        let auth = &services.config.auth;
-        if auth
-            .mechanisms
-            .iter()
-            .any(|m| crate::auth::sasl::is_plus(m))
-        {
-            self.channel_binding = client_cert::channel_binding(tls);
-        }
-        if services.config.mechanism_enabled("EXTERNAL") {
-            self.client_identity = client_cert::client_identity(tls, auth.external_identity);
-        }
-    }
-
     /// May passwords travel in the clear here? Always over TLS and from
     /// loopback; elsewhere only when the operator allows it.
     pub fn plaintext_allowed(&self, services: &Services) -> bool {

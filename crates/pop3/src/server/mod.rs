@@ -4,7 +4,6 @@
 //! hands each connection to a [`Session`](crate::session::Session) through
 //! [`Pop3SessionManager`], which embedding hosts use directly.
 
-pub mod client_cert;
 pub mod limits;
 pub mod proxy;
 pub mod tls;
@@ -408,7 +407,7 @@ impl Pop3SessionManager {
             client_identity: None,
         };
         if let Transport::Tls(tls) = &transport {
-            conn.learn_tls(tls.get_ref().1, &services);
+            session::tls_facts::learn(&mut conn, tls.get_ref().1, &services);
         }
         let started = std::time::Instant::now();
         let summary = Session::new(transport, conn, services).run().await;
@@ -608,5 +607,16 @@ impl Server {
                 "shutdown deadline reached; remaining sessions are dropped, nothing deleted"
             );
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::telemetry::http::Status for Pop3SessionManager {
+    fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    async fn readiness(&self) -> Result<(), Vec<String>> {
+        Pop3SessionManager::readiness(self).await
     }
 }

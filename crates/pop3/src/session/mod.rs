@@ -4,6 +4,7 @@
 //! (RFC 2595), and enforce the idle timers (RFC 1939 §3).
 
 pub mod lines;
+pub mod tls_facts;
 pub mod transport;
 
 use std::sync::Arc;
@@ -470,7 +471,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         );
         match handshake.await {
             Ok(Ok(tls)) => {
-                self.conn.learn_tls(tls.get_ref().1, &self.services);
+                tls_facts::learn(&mut self.conn, tls.get_ref().1, &self.services);
                 self.io = Transport::Tls(Box::new(tls));
                 self.conn.secure = true;
                 self.conn.stls_available = false;

@@ -6,6 +6,24 @@
 //! out of its DER, with a small reader that refuses anything odd.
 
 use crate::config::ExternalIdentity;
+use crate::op::Connection;
+use crate::services::Services;
+
+/// Take what the enabled SASL mechanisms need from a finished TLS
+/// handshake (nothing, for most configurations).
+pub fn learn(conn: &mut Connection, tls: &rustls::ServerConnection, services: &Services) {
+    let auth = &services.config.auth;
+    if auth
+        .mechanisms
+        .iter()
+        .any(|m| crate::auth::sasl::is_plus(m))
+    {
+        conn.channel_binding = channel_binding(tls);
+    }
+    if services.config.mechanism_enabled("EXTERNAL") {
+        conn.client_identity = client_identity(tls, auth.external_identity);
+    }
+}
 
 /// RFC 9266 §2: 32 bytes exported with this label and no context.
 const EXPORTER_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
