@@ -5,6 +5,7 @@
 //! comes from krb5-kdc, kinit from krb5-user).
 #![cfg(feature = "gssapi")]
 
+#[path = "integration_tests/common.rs"]
 mod common;
 
 use std::io::Write;

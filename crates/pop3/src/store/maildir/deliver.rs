@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: AGPL-3.0-only
 //! Delivery into a Maildir (the protocol of maildir(5)): write the message
 //! under `tmp/`, fsync, then rename it into `new/` with its sizes in the
-//! name (`,S=` octets on disk, `,W=` octets as POP3 sends them). A failure
+//! name (`,S=` octets on disk, `,W=` octets with CRLF line ends, as
+//! Dovecot writes it). A failure
 //! at any step removes the temporary file, so a reader never sees a partial
 //! message.
 
@@ -43,8 +44,9 @@ fn io(context: &Path, e: std::io::Error) -> StoreError {
 }
 
 /// Deliver `message` into the Maildir at `dir`; returns the POP3 size.
-/// `max_size` (octets on disk, 0 for none) refuses larger messages with
-/// [`StoreError::Permanent`].
+/// `max_size` (0 for none) refuses larger messages with
+/// [`StoreError::TooLarge`]. It is compared with the POP3 size, the one
+/// RETR checks, so nothing is accepted here that RETR would then refuse.
 pub async fn deliver(
     dir: &Path,
     hostname: &str,
@@ -58,16 +60,23 @@ pub async fn deliver(
     let name = unique_name(hostname);
     let tmp = dir.join("tmp").join(&name);
     match write_tmp(&tmp, max_size, message).await {
-        Ok((octets, pop3_size)) => {
+        Ok((octets, counter)) => {
+            let pop3_size = counter.size();
             let target: PathBuf = dir
                 .join("new")
-                .join(format!("{name},S={octets},W={pop3_size}"));
+                .join(format!("{name},S={octets},W={}", counter.maildir_w()));
             match tokio::fs::rename(&tmp, &target).await {
                 Ok(()) => {
-                    // Make the rename itself durable.
-                    if let Ok(d) = tokio::fs::File::open(dir.join("new")).await {
-                        let _ = d.sync_all().await;
-                    }
+                    // The rename itself must be durable before the sender
+                    // hears that the message is stored.
+                    let new = dir.join("new");
+                    let synced = tokio::task::spawn_blocking({
+                        let new = new.clone();
+                        move || super::sync_dir(&new)
+                    })
+                    .await
+                    .map_err(|e| StoreError::Temporary(format!("maildir task failed: {e}")))?;
+                    synced.map_err(|e| io(&new, e))?;
                     Ok(pop3_size)
                 }
                 Err(e) => {
@@ -87,7 +96,7 @@ async fn write_tmp(
     tmp: &Path,
     max_size: u64,
     message: &mut (dyn AsyncRead + Send + Unpin),
-) -> Result<(u64, u64), StoreError> {
+) -> Result<(u64, SizeCounter), StoreError> {
     let mut file = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -106,14 +115,15 @@ async fn write_tmp(
             break;
         }
         octets += n as u64;
-        if max_size > 0 && octets > max_size {
+        counter.feed(&buf[..n]);
+        // Never shrinks as more arrives, so it can be checked as we go.
+        if max_size > 0 && counter.size() > max_size {
             return Err(StoreError::TooLarge(max_size));
         }
-        counter.feed(&buf[..n]);
         file.write_all(&buf[..n]).await.map_err(|e| io(tmp, e))?;
     }
     file.sync_all().await.map_err(|e| io(tmp, e))?;
-    Ok((octets, counter.size()))
+    Ok((octets, counter))
 }
 
 #[cfg(test)]
@@ -143,6 +153,29 @@ mod tests {
         let mut big: &[u8] = &[b'x'; 1000];
         let e = deliver(&md, "h", 100, &mut big).await.unwrap_err();
         assert!(matches!(e, StoreError::TooLarge(100)));
+        // 68 octets on disk but 102 as POP3 sends them: refused, as RETR
+        // would refuse it.
+        let lf_only = [b"x\n".repeat(33), b"x\n".to_vec()].concat();
+        assert_eq!(lf_only.len(), 68);
+        let mut m: &[u8] = &lf_only;
+        assert!(matches!(
+            deliver(&md, "h", 100, &mut m).await,
+            Err(StoreError::TooLarge(100))
+        ));
+        let mut m: &[u8] = &lf_only;
+        assert_eq!(deliver(&md, "h", 102, &mut m).await.unwrap(), 102);
+        // Without a last line end: W as Dovecot counts it, the POP3 size
+        // with the CRLF that RETR adds.
+        let mut m: &[u8] = b"a\nb";
+        assert_eq!(deliver(&md, "h", 0, &mut m).await.unwrap(), 6);
+        let names: Vec<String> = std::fs::read_dir(md.join("new"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(names.iter().any(|n| n.ends_with(",S=3,W=4")), "{names:?}");
+        for f in std::fs::read_dir(md.join("new")).unwrap() {
+            std::fs::remove_file(f.unwrap().path()).unwrap();
+        }
         struct Broken;
         impl AsyncRead for Broken {
             fn poll_read(

@@ -4,6 +4,11 @@
 //! reads no message twice and UIDLs never change. Seeded from Dovecot's
 //! `dovecot-uidlist` when one exists, serving the UIDLs Dovecot serves with
 //! its default `pop3_uidl_format = %08Xu%08Xv` (or a stored `P` override).
+//!
+//! Each entry keeps its UIDL string verbatim; the UID orders messages and
+//! makes the strings of new ones. A damaged index is salvaged
+//! ([`Index::rebuild`]) so that no string a client has seen changes and no
+//! string is ever given to a second message.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -12,6 +17,9 @@ use std::path::Path;
 pub const INDEX_FILE: &str = "pop3d-uidlist";
 pub const DOVECOT_UIDLIST: &str = "dovecot-uidlist";
 const MAGIC: &str = "pop3d-uidlist";
+/// Version 2 counts the CRLF that RETR adds to a message whose last line
+/// has none; sizes a version 1 file recorded are measured again.
+const VERSION: &str = "2";
 
 /// What the index knows of one message, keyed by its Maildir base name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,11 +30,24 @@ pub struct Entry {
     pub uidl: String,
 }
 
+/// What [`Index::salvage`] could read.
+#[derive(Debug, Default)]
+pub struct Salvage {
+    pub validity: Option<u32>,
+    pub next_uid: Option<u32>,
+    pub entries: HashMap<String, Entry>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Index {
     pub validity: u32,
     pub next_uid: u32,
     pub entries: HashMap<String, Entry>,
+    /// Sizes Dovecot's list records (`W`), by key: right for every message
+    /// that ends with a line end, two short for one that does not (RETR
+    /// adds the CRLF). Checked against the file's last octet before use;
+    /// never written to our index.
+    pub recorded: HashMap<String, u64>,
 }
 
 impl Index {
@@ -35,23 +56,21 @@ impl Index {
             validity,
             next_uid: 1,
             entries: HashMap::new(),
+            recorded: HashMap::new(),
         }
     }
 
-    /// The UIDL Dovecot's default format gives this UID.
+    /// The UIDL Dovecot's default format `%08Xu%08Xv` gives this UID.
+    /// Dovecot's `X` modifier writes lowercase hex, and clients compare
+    /// UIDLs as strings, so lowercase it is.
     pub fn default_uidl(&self, uid: u32) -> String {
-        format!("{uid:08X}{:08X}", self.validity)
+        format!("{uid:08x}{:08x}", self.validity)
     }
 
     /// Give a new message the next UID.
     pub fn assign(&mut self, key: &str, size: Option<u64>) -> Entry {
-        let uid = self.next_uid;
-        self.next_uid = self.next_uid.saturating_add(1);
-        let entry = Entry {
-            uid,
-            size,
-            uidl: self.default_uidl(uid),
-        };
+        let (uid, uidl) = self.fresh_uid();
+        let entry = Entry { uid, size, uidl };
         self.entries.insert(key.to_owned(), entry.clone());
         entry
     }
@@ -61,15 +80,20 @@ impl Index {
     pub fn parse(text: &str) -> Option<Index> {
         let mut lines = text.lines();
         let mut header = lines.next()?.split(' ');
-        if header.next()? != MAGIC || header.next()? != "1" {
+        if header.next()? != MAGIC {
             return None;
         }
+        let sizes_hold = match header.next()? {
+            VERSION => true,
+            "1" => false,
+            _ => return None,
+        };
         let validity = header.next()?.strip_prefix('V')?.parse().ok()?;
         let next_uid = header.next()?.strip_prefix('N')?.parse().ok()?;
         let mut index = Index {
             validity,
             next_uid,
-            entries: HashMap::new(),
+            ..Index::new(validity)
         };
         for line in lines {
             let mut f = line.splitn(4, ' ');
@@ -83,15 +107,115 @@ impl Index {
             if !valid_uidl(&uidl) || key.is_empty() || uid >= index.next_uid {
                 return None;
             }
+            let size = size.filter(|_| sizes_hold);
             index.entries.insert(key, Entry { uid, size, uidl });
         }
         Some(index)
     }
 
+    /// Whatever can be read from a damaged index: the header's fields if
+    /// they parse, and every entry line that does.
+    pub fn salvage(text: &str) -> Salvage {
+        let mut lines = text.lines();
+        let mut salvage = Salvage::default();
+        if let Some(header) = lines.next() {
+            let mut h = header.split(' ');
+            if h.next() == Some(MAGIC) && matches!(h.next(), Some(VERSION | "1")) {
+                salvage.validity = h
+                    .next()
+                    .and_then(|v| v.strip_prefix('V')?.parse().ok())
+                    .filter(|v| *v > 0);
+                salvage.next_uid = h.next().and_then(|n| n.strip_prefix('N')?.parse().ok());
+            }
+        }
+        for line in lines {
+            let mut f = line.splitn(4, ' ');
+            let (Some(uid), Some(size), Some(uidl), Some(key)) = (
+                f.next().and_then(|u| u.parse::<u32>().ok()),
+                f.next(),
+                f.next(),
+                f.next(),
+            ) else {
+                continue;
+            };
+            let size = match size {
+                "-" => None,
+                s => match s.parse() {
+                    Ok(s) => Some(s),
+                    Err(_) => continue,
+                },
+            };
+            if uid == 0 || !valid_uidl(uidl) || key.is_empty() || key.contains(' ') {
+                continue;
+            }
+            let uidl = uidl.to_owned();
+            salvage
+                .entries
+                .insert(key.to_owned(), Entry { uid, size, uidl });
+        }
+        salvage
+    }
+
+    /// An index from a damaged one and, where present, Dovecot's list.
+    ///
+    /// - Salvaged entries keep their UIDLs; a message the salvage lost
+    ///   takes the UIDL Dovecot's list gives it, unless another message
+    ///   already has that string.
+    /// - The validity is kept when the damaged header still names it and
+    ///   its next UID. Without them nobody knows which UIDs were handed
+    ///   out to messages deleted since, so new messages get strings under
+    ///   a new validity, which no earlier string can equal.
+    /// - The next UID is above every UID known, so new messages sort last.
+    pub fn rebuild(salvage: Salvage, dovecot: Option<Index>, now_secs: u32) -> Index {
+        let validity = match (salvage.validity, salvage.next_uid) {
+            (Some(v), Some(_)) => v,
+            _ => {
+                let mut taken: Vec<u32> = salvage.validity.into_iter().collect();
+                taken.extend(dovecot.as_ref().map(|d| d.validity));
+                let mut v = now_secs.max(1);
+                while taken.contains(&v) {
+                    v = v.wrapping_add(1).max(1);
+                }
+                v
+            }
+        };
+        let mut index = Index {
+            next_uid: salvage.next_uid.unwrap_or(1).max(1),
+            entries: salvage.entries,
+            ..Index::new(validity)
+        };
+        if let Some(dovecot) = dovecot {
+            index.recorded = dovecot.recorded;
+            let mut used: std::collections::HashSet<String> =
+                index.entries.values().map(|e| e.uidl.clone()).collect();
+            for (key, e) in dovecot.entries {
+                if !index.entries.contains_key(&key) && used.insert(e.uidl.clone()) {
+                    index.entries.insert(key, e);
+                }
+            }
+        }
+        let highest = index.entries.values().map(|e| e.uid).max().unwrap_or(0);
+        index.next_uid = index.next_uid.max(highest.saturating_add(1));
+        index
+    }
+
+    /// A new UIDL string for the next UID, skipping any that a kept entry
+    /// already has (possible only after a rebuild).
+    fn fresh_uid(&mut self) -> (u32, String) {
+        loop {
+            let uid = self.next_uid;
+            self.next_uid = self.next_uid.saturating_add(1);
+            let uidl = self.default_uidl(uid);
+            if !self.entries.values().any(|e| e.uidl == uidl) {
+                return (uid, uidl);
+            }
+        }
+    }
+
     pub fn serialize(&self) -> String {
         let mut entries: Vec<(&String, &Entry)> = self.entries.iter().collect();
         entries.sort_by_key(|(_, e)| e.uid);
-        let mut out = format!("{MAGIC} 1 V{} N{}\n", self.validity, self.next_uid);
+        let mut out = format!("{MAGIC} {VERSION} V{} N{}\n", self.validity, self.next_uid);
         for (key, e) in entries {
             let size = e.size.map_or_else(|| "-".to_owned(), |s| s.to_string());
             out.push_str(&format!("{} {size} {} {key}\n", e.uid, e.uidl));
@@ -99,7 +223,9 @@ impl Index {
         out
     }
 
-    /// Write atomically: a temporary file, fsync, rename.
+    /// Write atomically and durably: a temporary file, fsync, rename,
+    /// fsync of the directory (without it a crash may bring back the old
+    /// index, and with it UIDs that were already handed out).
     pub fn store(&self, dir: &Path) -> std::io::Result<()> {
         let tmp = dir.join(format!("{INDEX_FILE}.tmp.{}", std::process::id()));
         {
@@ -107,7 +233,8 @@ impl Index {
             f.write_all(self.serialize().as_bytes())?;
             f.sync_all()?;
         }
-        std::fs::rename(&tmp, dir.join(INDEX_FILE))
+        std::fs::rename(&tmp, dir.join(INDEX_FILE))?;
+        super::sync_dir(dir)
     }
 
     /// Read Dovecot's `dovecot-uidlist` (versions 1 and 3).
@@ -134,7 +261,7 @@ impl Index {
         let mut index = Index {
             validity,
             next_uid,
-            entries: HashMap::new(),
+            ..Index::new(validity)
         };
         for line in lines {
             let (uid, rest) = line.split_once(' ')?;
@@ -166,6 +293,10 @@ impl Index {
             }
             let uidl = uidl.unwrap_or_else(|| index.default_uidl(uid));
             index.next_uid = index.next_uid.max(uid.saturating_add(1));
+            if let Some(size) = size {
+                index.recorded.insert(key.to_owned(), size);
+            }
+            let size = None;
             index
                 .entries
                 .insert(key.to_owned(), Entry { uid, size, uidl });
@@ -190,13 +321,20 @@ mod tests {
         idx.assign("2.M2P2.host", None);
         let again = Index::parse(&idx.serialize()).unwrap();
         assert_eq!(again, idx);
-        assert_eq!(again.entries["1.M1P1.host"].uidl, "000000016553F100");
+        assert_eq!(again.entries["1.M1P1.host"].uidl, "000000016553f100");
         assert_eq!(again.next_uid, 3);
     }
 
     #[test]
     fn damaged_index_is_refused() {
         assert!(Index::parse("").is_none());
+        assert!(Index::parse("pop3d-uidlist 3 V1 N2\n").is_none());
+        // Version 1 sizes did not count the CRLF RETR adds: measured again.
+        let v1 = Index::parse("pop3d-uidlist 1 V1 N2\n1 10 X key\n").unwrap();
+        assert_eq!(
+            (v1.entries["key"].size, v1.entries["key"].uidl.as_str()),
+            (None, "X")
+        );
         assert!(Index::parse("pop3d-uidlist 1 V1 N2\n5 10 X key\n").is_none());
         assert!(Index::parse("pop3d-uidlist 1 V1 N9\nx 10 X key\n").is_none());
     }
@@ -210,18 +348,69 @@ mod tests {
         let idx = Index::from_dovecot(text).unwrap();
         assert_eq!(idx.validity, 1_234_567_890);
         assert_eq!(idx.next_uid, 10);
-        assert_eq!(idx.entries["1700000000.M1P1.mx"].uidl, "00000001499602D2");
+        assert_eq!(idx.entries["1700000000.M1P1.mx"].uidl, "00000001499602d2");
         let e = &idx.entries["1700000001.M2P2.mx"];
-        assert_eq!((e.uid, e.size), (4, Some(2048)));
-        assert_eq!(e.uidl, "00000004499602D2");
+        assert_eq!((e.uid, e.size), (4, None));
+        assert_eq!(idx.recorded["1700000001.M2P2.mx"], 2048);
+        assert_eq!(e.uidl, "00000004499602d2");
         assert_eq!(idx.entries["1700000002.M3P3.mx"].uidl, "0000abcd.legacy");
     }
 
     #[test]
     fn dovecot_v1() {
         let idx = Index::from_dovecot("1 1000 3\n1 a.host\n2 b.host:2,S\n").unwrap();
-        assert_eq!(idx.entries["b.host"].uidl, "00000002000003E8");
+        assert_eq!(idx.entries["b.host"].uidl, "00000002000003e8");
         assert!(Index::from_dovecot("9 junk\n").is_none());
+    }
+
+    #[test]
+    fn rebuild_keeps_validity_when_the_header_survives() {
+        // Entry 5's line is damaged; UIDs up to 8 were handed out.
+        let text = "pop3d-uidlist 2 V77 N9\n2 10 keep2 a\nbroken line\n5 x y\n";
+        let dovecot = Index::from_dovecot("3 V77 N4\n1 :gone\n2 :a\n3 :b\n").unwrap();
+        let mut idx = Index::rebuild(Index::salvage(text), Some(dovecot), 1000);
+        assert_eq!(idx.validity, 77);
+        assert_eq!(idx.entries["a"].uidl, "keep2", "salvaged strings win");
+        assert_eq!(
+            idx.entries["b"].uidl, "000000030000004d",
+            "lost ones from Dovecot"
+        );
+        // Dovecot's list is stale (N4): new UIDs still start above 8.
+        assert_eq!(idx.assign("new", None).uid, 9);
+    }
+
+    #[test]
+    fn rebuild_without_a_header_changes_validity_but_no_string() {
+        let text = "garbage\n3 10 0000000300000063 a\n";
+        let dovecot = Index::from_dovecot("3 V99 N2\n1 :b\n").unwrap();
+        let mut idx = Index::rebuild(Index::salvage(text), Some(dovecot), 99);
+        assert_ne!(idx.validity, 99, "Dovecot's validity is not reused");
+        assert_eq!(idx.entries["a"].uidl, "0000000300000063");
+        assert_eq!(idx.entries["b"].uidl, "0000000100000063");
+        let fresh = idx.assign("c", None);
+        assert_eq!(fresh.uid, 4);
+        assert!(
+            idx.entries
+                .values()
+                .filter(|e| e.uidl == fresh.uidl)
+                .count()
+                == 1
+        );
+    }
+
+    #[test]
+    fn fresh_strings_skip_ones_in_use() {
+        let mut idx = Index::new(1);
+        idx.entries.insert(
+            "old".into(),
+            Entry {
+                uid: 1,
+                size: None,
+                uidl: "0000000200000001".into(),
+            },
+        );
+        idx.next_uid = 2;
+        assert_eq!(idx.assign("x", None).uidl, "0000000300000001");
     }
 
     #[test]

@@ -3,35 +3,53 @@
 //! thousand sessions do not need ten thousand more descriptors:
 //!
 //! - within this process, a set of locked Maildirs;
-//! - across processes, a `pop3d.lock` file created exclusively, holding the
-//!   owner's pid and process start time. A lock whose owner is no longer
-//!   running (a crash, a kill -9) is stale and taken over at once; a reused
-//!   pid does not fool it, because the start time differs.
+//! - across processes, a `pop3d.lock` file naming its owner: pid, process
+//!   start time and a claim number. It is written complete under a hidden
+//!   temporary name and then hard-linked into place, so the lock file is
+//!   never seen empty or half written, and `link()` fails if any lock is
+//!   there: of two claimants exactly one succeeds.
+//!
+//! A lock whose owner is no longer running (a crash, a kill -9) is stale; a
+//! reused pid does not fool the check, because the start time differs. It
+//! is taken over while holding `flock()` on the Maildir directory, and only
+//! if the file still says what was judged stale: two processes breaking the
+//! same stale lock cannot both win, and neither removes the other's fresh
+//! lock. The directory lock is held for a few system calls and dies with its
+//! process, so nobody waits on it for long. Release removes the file only
+//! if it still names this claim.
+//!
+//! All of this is blocking file work: callers run it on the blocking pool.
 
 use std::collections::HashSet;
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::store::StoreError;
 
 pub const LOCK_FILE: &str = "pop3d.lock";
+/// How long a takeover waits for another process's takeover to finish.
+const GUARD_WAIT: Duration = Duration::from_secs(2);
+
+/// Numbers each claim of this process, so that no two lock files it writes
+/// read the same (as Maildir's delivery sequence does for file names).
+static CLAIMS: AtomicU64 = AtomicU64::new(0);
 
 /// The Maildirs this process has locked.
 #[derive(Debug, Default, Clone)]
 pub struct LockTable(Arc<Mutex<HashSet<PathBuf>>>);
 
-/// A held lock; released when dropped.
+/// A held lock. [`MaildropLock::release`] removes it (on the blocking pool,
+/// from `commit`); dropping it unreleased releases it too.
 #[derive(Debug)]
 pub struct MaildropLock {
     dir: PathBuf,
+    stamp: String,
     table: LockTable,
-}
-
-/// This process's identity in lock files: pid and start time.
-fn own_stamp() -> String {
-    let pid = std::process::id();
-    format!("{pid} {}", start_time(pid).unwrap_or(0))
+    released: bool,
 }
 
 /// A process's start time in clock ticks since boot (Linux /proc).
@@ -42,7 +60,8 @@ fn start_time(pid: u32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Whether the owner a lock file names is still running.
+/// Whether the owner a lock file names is still running. Anything that is
+/// not `pid start claim` names nobody.
 fn owner_alive(content: &str) -> bool {
     let mut parts = content.split_whitespace();
     let (Some(pid), Some(started)) = (
@@ -54,8 +73,21 @@ fn owner_alive(content: &str) -> bool {
     start_time(pid) == Some(started)
 }
 
+fn io(path: &Path, e: &std::io::Error) -> StoreError {
+    StoreError::from_io(&path.display().to_string(), e)
+}
+
+/// The lock file's content, `None` when there is no lock file.
+fn read_lock(path: &Path) -> Result<Option<String>, StoreError> {
+    match std::fs::read_to_string(path) {
+        Ok(c) => Ok(Some(c)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path, &e)),
+    }
+}
+
 impl LockTable {
-    /// Lock the Maildir at `dir`, or say who holds it.
+    /// Lock the Maildir at `dir`, or say who holds it. Blocking.
     pub fn lock(&self, dir: &Path) -> Result<MaildropLock, StoreError> {
         {
             let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -63,52 +95,144 @@ impl LockTable {
                 return Err(StoreError::InUse);
             }
         }
-        let stamp = own_stamp();
-        match claim(dir, &stamp) {
-            Ok(()) => Ok(MaildropLock {
-                dir: dir.to_owned(),
-                table: self.clone(),
-            }),
+        let pid = std::process::id();
+        let stamp = format!(
+            "{pid} {} {}\n",
+            start_time(pid).unwrap_or(0),
+            CLAIMS.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut lock = MaildropLock {
+            dir: dir.to_owned(),
+            stamp,
+            table: self.clone(),
+            // Nothing on disk to release until the claim succeeds.
+            released: true,
+        };
+        match claim(dir, &lock.stamp) {
+            Ok(()) => {
+                lock.released = false;
+                Ok(lock)
+            }
             Err(e) => {
-                self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(dir);
+                lock.forget_in_process();
                 Err(e)
             }
         }
     }
 }
 
+/// Put a lock file naming `stamp` in place, taking over a stale one.
 fn claim(dir: &Path, stamp: &str) -> Result<(), StoreError> {
     let path = dir.join(LOCK_FILE);
-    for _ in 0..2 {
-        match std::fs::OpenOptions::new()
+    let claim_no = stamp.split(' ').nth(2).unwrap_or("0").trim();
+    let tmp = dir.join(format!(".{LOCK_FILE}.{}.{claim_no}", std::process::id()));
+    {
+        let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(mut f) => {
-                return f
-                    .write_all(format!("{stamp}\n").as_bytes())
-                    .map_err(|e| StoreError::from_io(&path.display().to_string(), &e));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let content = std::fs::read_to_string(&path).unwrap_or_default();
-                if owner_alive(&content) {
-                    return Err(StoreError::InUse);
-                }
-                tracing::info!(maildir = %dir.display(), owner = content.trim(), "taking over a stale maildrop lock");
-                let _ = std::fs::remove_file(&path);
-            }
-            Err(e) => return Err(StoreError::from_io(&path.display().to_string(), &e)),
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| io(&tmp, &e))?;
+        if let Err(e) = f.write_all(stamp.as_bytes()) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(&tmp, &e));
+        }
+    }
+    let result = claim_with(dir, &path, &tmp);
+    let _ = std::fs::remove_file(&tmp);
+    result
+}
+
+fn claim_with(dir: &Path, path: &Path, tmp: &Path) -> Result<(), StoreError> {
+    // A few rounds: a lock released or taken over while we looked at it
+    // sends us round again; a live owner ends it at once.
+    for _ in 0..4 {
+        match std::fs::hard_link(tmp, path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(path, &e)),
+        }
+        let Some(seen) = read_lock(path)? else {
+            continue;
+        };
+        if owner_alive(&seen) {
+            return Err(StoreError::InUse);
+        }
+        if take_over(dir, path, tmp, &seen)? {
+            tracing::info!(maildir = %dir.display(), owner = seen.trim(), "took over a stale maildrop lock");
+            return Ok(());
         }
     }
     Err(StoreError::InUse)
 }
 
-impl Drop for MaildropLock {
-    fn drop(&mut self) {
-        // While this process runs nobody takes the lock over (it is not
-        // stale), so the file is still ours to remove.
-        let _ = std::fs::remove_file(self.dir.join(LOCK_FILE));
+/// Replace the stale lock whose content was `seen`, under the directory
+/// lock. `Ok(false)` when the file changed meanwhile, or someone claimed
+/// the maildrop between our removal and our link.
+fn take_over(dir: &Path, path: &Path, tmp: &Path, seen: &str) -> Result<bool, StoreError> {
+    let guard = File::open(dir).map_err(|e| io(dir, &e))?;
+    let deadline = Instant::now() + GUARD_WAIT;
+    loop {
+        match guard.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::InUse),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(dir, &e)),
+        }
+    }
+    // Only a takeover removes another owner's file, and takeovers are
+    // serialised by the guard: a file that still reads `seen` is the stale
+    // one we judged, not a fresh claim.
+    if read_lock(path)?.as_deref() != Some(seen) {
+        return Ok(false);
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(path, &e)),
+    }
+    let won = match std::fs::hard_link(tmp, path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(io(path, &e)),
+    };
+    drop(guard);
+    Ok(won)
+}
+
+impl MaildropLock {
+    /// Remove the lock file if it still names this claim, then let other
+    /// sessions of this process in. Blocking.
+    pub fn release(mut self) {
+        self.release_now();
+    }
+
+    fn release_now(&mut self) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        let path = self.dir.join(LOCK_FILE);
+        match read_lock(&path) {
+            Ok(Some(content)) if content == self.stamp => {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::error!(file = %path.display(), "cannot remove the maildrop lock: {e}");
+                }
+            }
+            Ok(Some(content)) => {
+                tracing::error!(file = %path.display(), owner = content.trim(), "maildrop lock taken from this session; left in place");
+            }
+            Ok(None) => {
+                tracing::error!(file = %path.display(), "maildrop lock vanished while held");
+            }
+            Err(e) => tracing::error!(file = %path.display(), "cannot read the maildrop lock: {e}"),
+        }
+        self.forget_in_process();
+    }
+
+    fn forget_in_process(&self) {
         self.table
             .0
             .lock()
@@ -117,12 +241,25 @@ impl Drop for MaildropLock {
     }
 }
 
+impl Drop for MaildropLock {
+    /// The safety net for sessions that end without QUIT. Released here and
+    /// now, not later on the pool: until the file is gone a reconnecting
+    /// client would be told the maildrop is in use.
+    fn drop(&mut self) {
+        self.release_now();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn lock_content(dir: &Path) -> String {
+        std::fs::read_to_string(dir.join(LOCK_FILE)).unwrap()
+    }
+
     #[test]
-    fn exclusive_in_process_and_released_on_drop() {
+    fn exclusive_in_process_and_released() {
         let dir = tempfile::tempdir().unwrap();
         let table = LockTable::default();
         let held = table.lock(dir.path()).unwrap();
@@ -132,33 +269,87 @@ mod tests {
             LockTable::default().lock(dir.path()),
             Err(StoreError::InUse)
         ));
-        drop(held);
+        held.release();
         assert!(!dir.path().join(LOCK_FILE).exists());
-        let _again = table.lock(dir.path()).unwrap();
+        let again = table.lock(dir.path()).unwrap();
+        drop(again);
+        assert!(!dir.path().join(LOCK_FILE).exists(), "drop releases too");
+        // No temporary names are left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
     fn stale_locks_are_taken_over() {
         let dir = tempfile::tempdir().unwrap();
-        // A dead owner: a pid that does not run, or ours with another start
-        // time (a reused pid).
+        // A dead owner: a pid that does not run, ours with another start
+        // time (a reused pid), garbage, or the empty file of a crash.
         for stale in [
-            "999999999 12345\n",
-            &format!("{} 1\n", std::process::id()),
+            "999999999 12345 0\n",
+            &format!("{} 1 0\n", std::process::id()),
             "garbage\n",
+            "",
         ] {
             std::fs::write(dir.path().join(LOCK_FILE), stale).unwrap();
             let lock = LockTable::default().lock(dir.path()).unwrap();
-            let content = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
-            assert_eq!(content.trim(), own_stamp());
-            drop(lock);
+            assert_eq!(lock_content(dir.path()), lock.stamp);
+            lock.release();
+        }
+    }
+
+    #[test]
+    fn release_leaves_a_lock_that_is_not_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = LockTable::default().lock(dir.path()).unwrap();
+        // Someone replaced the file (an administrator, a takeover after a
+        // pause): releasing must not remove their lock.
+        let theirs = format!("{} {} 99\n", std::process::id(), 7);
+        std::fs::write(dir.path().join(LOCK_FILE), &theirs).unwrap();
+        lock.release();
+        assert_eq!(lock_content(dir.path()), theirs);
+    }
+
+    #[test]
+    fn racing_claims_and_takeovers_have_one_winner() {
+        // Many "processes" (tables) race for one maildrop, over a stale
+        // lock each round: exactly one wins every time.
+        let dir = tempfile::tempdir().unwrap();
+        let tables: Vec<LockTable> = (0..6).map(|_| LockTable::default()).collect();
+        for round in 0..200 {
+            if round % 2 == 0 {
+                std::fs::write(dir.path().join(LOCK_FILE), "999999999 1 0\n").unwrap();
+            }
+            let barrier = std::sync::Barrier::new(tables.len());
+            let won: Vec<MaildropLock> = std::thread::scope(|s| {
+                let handles: Vec<_> = tables
+                    .iter()
+                    .map(|t| {
+                        let barrier = &barrier;
+                        let path = dir.path();
+                        s.spawn(move || {
+                            barrier.wait();
+                            t.lock(path).ok()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .filter_map(|h| h.join().unwrap())
+                    .collect()
+            });
+            assert_eq!(won.len(), 1, "round {round}");
+            assert_eq!(lock_content(dir.path()), won[0].stamp);
+            for l in won {
+                l.release();
+            }
         }
     }
 
     #[test]
     fn reads_start_times() {
-        assert!(start_time(std::process::id()).is_some_and(|t| t > 0));
-        assert!(owner_alive(&own_stamp()));
-        assert!(!owner_alive("999999999 1"));
+        let pid = std::process::id();
+        let start = start_time(pid).unwrap();
+        assert!(start > 0);
+        assert!(owner_alive(&format!("{pid} {start} 3")));
+        assert!(!owner_alive("999999999 1 0"));
     }
 }

@@ -6,6 +6,7 @@
 pub mod deliver;
 pub mod index;
 pub mod lock;
+pub mod measure;
 pub mod reader;
 
 use std::collections::HashMap;
@@ -21,7 +22,6 @@ use tokio::io::AsyncRead;
 use super::{CommitReport, MailStore, Maildrop, MessageInfo, MessageReader, StoreError};
 use crate::auth::UserRecord;
 use crate::config::Pop3Config;
-use crate::protocol::SizeCounter;
 use index::{DOVECOT_UIDLIST, INDEX_FILE, Index};
 
 pub use lock::LOCK_FILE;
@@ -34,6 +34,7 @@ const SUBDIRS: [&str; 2] = ["new", "cur"];
 pub struct MaildirStore {
     template: String,
     locks: lock::LockTable,
+    measure: Arc<measure::MeasureLimit>,
     cache: Option<Arc<ListingCache>>,
     /// Used in the unique names of delivered files.
     hostname: String,
@@ -46,6 +47,7 @@ impl MaildirStore {
         MaildirStore {
             template: template.into(),
             locks: lock::LockTable::default(),
+            measure: Arc::new(measure::MeasureLimit::for_this_machine()),
             cache: None,
             hostname: "localhost".into(),
             max_message_size: 0,
@@ -58,6 +60,7 @@ impl MaildirStore {
         MaildirStore {
             template: config.storage.maildir.clone(),
             locks: lock::LockTable::default(),
+            measure: Arc::new(measure::MeasureLimit::for_this_machine()),
             cache: p
                 .enable_response_caching
                 .then(|| Arc::new(ListingCache::new(p.cache_ttl, p.max_cached_responses))),
@@ -138,22 +141,10 @@ fn expand(template: &str, user: &UserRecord) -> Result<String, StoreError> {
 impl MailStore for MaildirStore {
     async fn open(&self, user: &UserRecord) -> Result<Box<dyn Maildrop>, StoreError> {
         let dir = self.path_for(user)?;
-        // A Maildir the cache knows is opened here: a lock file and two
-        // stats cost less than a trip to the blocking pool. Anything that
-        // needs a directory read goes to the pool.
-        if let Some(cache) = self.cache.as_deref() {
-            match open_cached(&dir, &self.locks, cache) {
-                Ok(Some(drop)) => return Ok(Box::new(drop)),
-                Ok(None) => {}
-                Err(e) => return Err(e),
-            }
-        }
         let cache = self.cache.clone();
         let locks = self.locks.clone();
-        let drop =
-            tokio::task::spawn_blocking(move || open_blocking(&dir, &locks, cache.as_deref()))
-                .await
-                .map_err(|e| StoreError::Temporary(format!("maildir task failed: {e}")))??;
+        let limit = self.measure.clone();
+        let drop = blocking(move || open_blocking(&dir, &locks, &limit, cache.as_deref())).await?;
         Ok(Box::new(drop))
     }
 
@@ -220,15 +211,6 @@ impl ListingCache {
         }
     }
 
-    /// Whether a usable entry exists, without counting a hit.
-    fn peek(&self, dir: &Path, stamps: [SystemTime; 2]) -> Option<()> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
-            .get(dir)
-            .filter(|l| l.stamps == stamps && l.made.elapsed() < self.ttl)
-            .map(|_| ())
-    }
-
     fn get(&self, dir: &Path, stamps: [SystemTime; 2]) -> Option<Arc<Listing>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let hit = entries
@@ -280,8 +262,8 @@ pub struct MaildirDrop {
     dir: PathBuf,
     messages: Arc<Vec<Message>>,
     infos: Arc<Vec<MessageInfo>>,
-    /// Held for the life of the session.
-    _lock: lock::MaildropLock,
+    /// Held for the life of the session; released by `commit`.
+    lock: lock::MaildropLock,
 }
 
 fn io(context: &Path, e: std::io::Error) -> StoreError {
@@ -321,75 +303,38 @@ fn size_from_name(name: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn measure(path: &Path, buf: &mut [u8]) -> Result<u64, StoreError> {
-    use std::io::Read;
-    let mut f = File::open(path).map_err(|e| io(path, e))?;
-    let mut counter = SizeCounter::default();
-    loop {
-        let n = f.read(buf).map_err(|e| io(path, e))?;
-        if n == 0 {
-            return Ok(counter.size());
-        }
-        counter.feed(&buf[..n]);
-    }
-}
-
-/// Sizes of messages never measured before, read on several threads: a
-/// mailbox moved in from elsewhere has thousands, and on a cold disk the
-/// reads overlap. `None` for a file that vanished meanwhile.
-fn measure_all(paths: &[&Path]) -> Vec<Result<Option<u64>, StoreError>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 8)
-        * 2;
-    let per = paths.len().div_ceil(threads).max(64);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = paths
-            .chunks(per)
-            .map(|chunk| {
-                scope.spawn(move || {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    chunk
-                        .iter()
-                        .map(|p| match measure(p, &mut buf) {
-                            Ok(s) => Ok(Some(s)),
-                            Err(_) if !p.exists() => Ok(None),
-                            Err(e) => Err(e),
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| {
-                w.join().unwrap_or_else(|_| {
-                    vec![Err(StoreError::Temporary("size worker failed".into()))]
-                })
-            })
-            .collect()
-    })
-}
-
-fn load_index(dir: &Path) -> Index {
-    if let Ok(text) = std::fs::read_to_string(dir.join(INDEX_FILE)) {
-        match Index::parse(&text) {
-            Some(index) => return index,
-            None => tracing::warn!(maildir = %dir.display(), "damaged {INDEX_FILE}; rebuilding"),
-        }
-    }
-    if let Ok(text) = std::fs::read_to_string(dir.join(DOVECOT_UIDLIST)) {
-        match Index::from_dovecot(&text) {
-            Some(index) => return index,
-            None => {
-                tracing::warn!(maildir = %dir.display(), "unreadable {DOVECOT_UIDLIST}; ignored")
-            }
-        }
-    }
-    let validity = std::time::SystemTime::now()
+fn load_index(dir: &Path) -> Result<Index, StoreError> {
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_secs() as u32);
-    Index::new(validity.max(1))
+    let dovecot = || match std::fs::read_to_string(dir.join(DOVECOT_UIDLIST)) {
+        Ok(text) => Index::from_dovecot(&text).or_else(|| {
+            tracing::warn!(maildir = %dir.display(), "unreadable {DOVECOT_UIDLIST}; ignored");
+            None
+        }),
+        Err(_) => None,
+    };
+    match std::fs::read_to_string(dir.join(INDEX_FILE)) {
+        Ok(text) => {
+            if let Some(index) = Index::parse(&text) {
+                return Ok(index);
+            }
+            let index = Index::rebuild(Index::salvage(&text), dovecot(), now);
+            tracing::error!(
+                maildir = %dir.display(),
+                validity = index.validity,
+                next_uid = index.next_uid,
+                kept = index.entries.len(),
+                "damaged {INDEX_FILE} rebuilt: UIDLs that could be read are kept; new messages get UIDs above every known one"
+            );
+            Ok(index)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(dovecot().unwrap_or_else(|| Index::new(now.max(1))))
+        }
+        // Present but unreadable: never mistake it for absent.
+        Err(e) => Err(io(&dir.join(INDEX_FILE), e)),
+    }
 }
 
 fn stamps(dir: &Path) -> Result<[SystemTime; 2], StoreError> {
@@ -402,35 +347,10 @@ fn stamps(dir: &Path) -> Result<[SystemTime; 2], StoreError> {
     Ok([stamp("new")?, stamp("cur")?])
 }
 
-/// The cached listing of an unchanged Maildir, locked; `None` when the
-/// cache cannot answer (the lock is not kept then).
-fn open_cached(
-    dir: &Path,
-    locks: &lock::LockTable,
-    cache: &ListingCache,
-) -> Result<Option<MaildirDrop>, StoreError> {
-    let Ok(before) = stamps(dir) else {
-        return Ok(None);
-    };
-    if cache.peek(dir, before).is_none() {
-        return Ok(None);
-    }
-    let lock = locks.lock(dir)?;
-    // Checked again under the lock: a delivery may have come in between.
-    let Some(hit) = stamps(dir).ok().and_then(|now| cache.get(dir, now)) else {
-        return Ok(None);
-    };
-    Ok(Some(MaildirDrop {
-        dir: dir.to_owned(),
-        messages: hit.messages.clone(),
-        infos: hit.infos.clone(),
-        _lock: lock,
-    }))
-}
-
 fn open_blocking(
     dir: &Path,
     locks: &lock::LockTable,
+    limit: &measure::MeasureLimit,
     cache: Option<&ListingCache>,
 ) -> Result<MaildirDrop, StoreError> {
     // A user's first login creates the Maildir, as Dovecot does.
@@ -442,12 +362,12 @@ fn open_blocking(
     }
     let lock = locks.lock(dir)?;
     let Some(cache) = cache else {
-        let (messages, infos) = scan_and_index(dir)?;
+        let (messages, infos) = scan_and_index(dir, limit)?;
         return Ok(MaildirDrop {
             dir: dir.to_owned(),
             messages: Arc::new(messages),
             infos: Arc::new(infos),
-            _lock: lock,
+            lock,
         });
     };
     let before = stamps(dir)?;
@@ -456,11 +376,11 @@ fn open_blocking(
             dir: dir.to_owned(),
             messages: hit.messages.clone(),
             infos: hit.infos.clone(),
-            _lock: lock,
+            lock,
         });
     }
     let scanned_at = SystemTime::now();
-    let (messages, infos) = scan_and_index(dir)?;
+    let (messages, infos) = scan_and_index(dir, limit)?;
     let (messages, infos) = (Arc::new(messages), Arc::new(infos));
     // Cache only what nobody changed while we scanned.
     if stamps(dir)? == before {
@@ -476,14 +396,17 @@ fn open_blocking(
         dir: dir.to_owned(),
         messages,
         infos,
-        _lock: lock,
+        lock,
     })
 }
 
 /// Read the directory and the index; give new messages UIDs and sizes.
-fn scan_and_index(dir: &Path) -> Result<(Vec<Message>, Vec<MessageInfo>), StoreError> {
+fn scan_and_index(
+    dir: &Path,
+    limit: &measure::MeasureLimit,
+) -> Result<(Vec<Message>, Vec<MessageInfo>), StoreError> {
     let files = scan(dir)?;
-    let mut index = load_index(dir);
+    let mut index = load_index(dir)?;
     let mut changed = false;
 
     // Forget messages that are gone; their UIDs are never given out again
@@ -516,26 +439,18 @@ fn scan_and_index(dir: &Path) -> Result<(Vec<Message>, Vec<MessageInfo>), StoreE
         .filter(|(k, _)| seen.insert(k.as_str()))
         .collect();
 
-    // Sizes: from the index, else from `,W=` in the name, else measured.
-    let mut unmeasured = Vec::new();
+    // Sizes: from the index; else recorded by another program (`,W=` in
+    // the name, `W` in Dovecot's list) and checked; else measured.
+    let mut unknown = Vec::new();
     for (key, path) in &files {
-        let entry = index
-            .entries
-            .get_mut(key)
-            .expect("every present key has an entry");
-        if entry.size.is_none() {
+        if index.entries[key].size.is_none() {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            match size_from_name(name) {
-                Some(s) => {
-                    entry.size = Some(s);
-                    changed = true;
-                }
-                None => unmeasured.push((key.as_str(), path.as_path())),
-            }
+            let recorded = size_from_name(name).or_else(|| index.recorded.get(key).copied());
+            unknown.push((key.as_str(), (path.as_path(), recorded)));
         }
     }
-    let paths: Vec<&Path> = unmeasured.iter().map(|(_, p)| *p).collect();
-    for ((key, _), size) in unmeasured.iter().zip(measure_all(&paths)) {
+    let jobs: Vec<measure::Job<'_>> = unknown.iter().map(|(_, job)| *job).collect();
+    for ((key, _), size) in unknown.iter().zip(measure::sizes(limit, &jobs)) {
         if let Some(s) = size? {
             index.entries.get_mut(*key).expect("present").size = Some(s);
             changed = true;
@@ -616,9 +531,7 @@ impl Maildrop for MaildirDrop {
         // Renamed by another program (flags changed, moved to cur/)?
         let dir = self.dir.clone();
         let key = self.messages[index].key.clone();
-        let path = tokio::task::spawn_blocking(move || find_by_key(&dir, &key))
-            .await
-            .map_err(|e| StoreError::Temporary(format!("maildir task failed: {e}")))??;
+        let path = blocking(move || find_by_key(&dir, &key)).await?;
         match reader::FileReader::open(path.clone()).await {
             Ok(r) => Ok(Box::new(r)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::MessageGone),
@@ -627,42 +540,67 @@ impl Maildrop for MaildirDrop {
     }
 
     async fn commit(self: Box<Self>, deleted: Vec<usize>) -> Result<CommitReport, StoreError> {
-        if deleted.is_empty() {
-            // Nothing to remove: releasing the lock needs no blocking hop.
-            return Ok(CommitReport::default());
-        }
-        tokio::task::spawn_blocking(move || {
-            let mut report = CommitReport::default();
-            for i in deleted {
-                let removed = match self.locate(i) {
-                    Ok(path) => match std::fs::remove_file(&path) {
-                        Ok(()) => true,
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-                        Err(e) => {
-                            tracing::error!(file = %path.display(), "cannot delete message: {e}");
-                            false
-                        }
-                    },
-                    // Someone else removed it already: the client's wish holds.
-                    Err(StoreError::MessageGone) => true,
+        blocking(move || Ok(self.commit_blocking(&deleted))).await
+    }
+}
+
+impl MaildirDrop {
+    /// Remove the marked messages, make the removals durable, then release
+    /// the lock: another session must not see the maildrop before the
+    /// deletions are done.
+    fn commit_blocking(self, deleted: &[usize]) -> CommitReport {
+        let mut report = CommitReport::default();
+        let mut touched = [false; 2];
+        for &i in deleted {
+            let removed = match self.locate(i) {
+                Ok(path) => match std::fs::remove_file(&path) {
+                    Ok(()) => {
+                        let sub = path.parent().and_then(|p| p.file_name());
+                        touched[usize::from(sub.is_some_and(|s| s == "cur"))] = true;
+                        true
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
                     Err(e) => {
-                        tracing::error!(maildir = %self.dir.display(), "cannot delete message: {e}");
+                        tracing::error!(file = %path.display(), "cannot delete message: {e}");
                         false
                     }
-                };
-                if removed {
-                    report.removed += 1;
-                } else {
-                    report.failed += 1;
+                },
+                // Someone else removed it already: the client's wish holds.
+                Err(StoreError::MessageGone) => true,
+                Err(e) => {
+                    tracing::error!(maildir = %self.dir.display(), "cannot delete message: {e}");
+                    false
                 }
+            };
+            if removed {
+                report.removed += 1;
+            } else {
+                report.failed += 1;
             }
-            // The lock is released when `self` drops here, after the deletions.
-            drop(self);
-            report
-        })
-        .await
-        .map_err(|e| StoreError::Temporary(format!("maildir task failed: {e}")))
+        }
+        for (sub, _) in SUBDIRS.iter().zip(touched).filter(|(_, t)| *t) {
+            let d = self.dir.join(sub);
+            if let Err(e) = sync_dir(&d) {
+                tracing::error!(dir = %d.display(), "cannot make deletions durable: {e}");
+            }
+        }
+        self.lock.release();
+        report
     }
+}
+
+/// fsync a directory, so that renames and unlinks in it survive a crash.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Run blocking file work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Temporary(format!("maildir task failed: {e}")))?
 }
 
 #[cfg(test)]

@@ -3,12 +3,10 @@
 //! stable toolchain by proptest): the server answers or closes, never
 //! panics, never hangs, and never answers more than the input can explain.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

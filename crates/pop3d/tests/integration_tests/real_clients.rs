@@ -3,11 +3,9 @@
 //! poplib and mpop (GNU SASL and GnuTLS underneath), each over plain TCP,
 //! STLS and implicit TLS, each deleting with QUIT.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 const M1: &[u8] = b"From: a@example.org\nSubject: first\n\nHello one.\n.leading dot\n";
 const M2: &[u8] = b"From: b@example.org\nSubject: second\n\nHello two.\n";

@@ -3,13 +3,11 @@
 //! loopback: hydra brute-forcing a password, haproxy sending PROXY v1 and
 //! v2 headers.
 
-mod common;
-
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn security_events(s: &Setup) -> Vec<serde_json::Value> {
     std::fs::read_to_string(s.path("security.log"))

@@ -2,13 +2,11 @@
 //! Operating the server: metrics, health, reload, graceful shutdown and
 //! embedding with a host's own store and users.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use pop3::Pop3SessionManager;
 use pop3::auth::StaticUsers;
 use pop3::config::{MetricsConfig, Pop3Config, TlsMode};

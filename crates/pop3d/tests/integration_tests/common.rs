@@ -121,17 +121,49 @@ passwd_file = "passwd"
             .sum()
     }
 
+    /// A second configuration for the same mail root and users, on other
+    /// ports: another `pop3d` process beside the first. Returns the file
+    /// and its plain port.
+    pub fn twin_config(&self, name: &str) -> (PathBuf, u16) {
+        let port = free_port();
+        let text = read(&self.config)
+            .replace(&format!(":{}\"", self.plain), &format!(":{port}\""))
+            .replace(
+                &format!(":{}\"", self.starttls),
+                &format!(":{}\"", free_port()),
+            )
+            .replace(
+                &format!(":{}\"", self.implicit),
+                &format!(":{}\"", free_port()),
+            );
+        let path = self.path(name);
+        std::fs::write(&path, text).unwrap();
+        (path, port)
+    }
+
+    /// Run `pop3d serve`; its log is kept for the test to read (a pipe, so
+    /// for short runs only: nobody drains it meanwhile).
     pub fn start(&self) -> Running {
+        let running = self.spawn(&self.config, self.plain, Stdio::piped());
+        wait_for_port(self.implicit);
+        running
+    }
+
+    /// Run `pop3d serve` on another configuration file, log discarded.
+    pub fn start_with(&self, config: &Path, port: u16) -> Running {
+        self.spawn(config, port, Stdio::null())
+    }
+
+    fn spawn(&self, config: &Path, port: u16, log: Stdio) -> Running {
         let child = pop3d()
             .args(["serve", "--config"])
-            .arg(&self.config)
+            .arg(config)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(log)
             .spawn()
             .unwrap();
         let running = Running { child };
-        wait_for_port(self.plain);
-        wait_for_port(self.implicit);
+        wait_for_port(port);
         running
     }
 }
@@ -206,6 +238,28 @@ impl Client {
             .write_all(format!("{line}\r\n").as_bytes())
             .unwrap();
         self.line()
+    }
+
+    /// A multi-line answer, status line and terminating `.` included, as
+    /// the exact bytes sent.
+    pub fn multiline(&mut self, line: &str) -> Vec<u8> {
+        self.r
+            .get_mut()
+            .write_all(format!("{line}\r\n").as_bytes())
+            .unwrap();
+        let mut all = Vec::new();
+        loop {
+            let start = all.len();
+            let n = self.r.read_until(b'\n', &mut all).unwrap();
+            assert!(n > 0, "connection closed during {line}");
+            let got = &all[start..];
+            if got.starts_with(b"-ERR") && start == 0 {
+                return all;
+            }
+            if got == b".\r\n" {
+                return all;
+            }
+        }
     }
 
     pub fn login(port: u16, user: &str, pass: &str) -> Client {

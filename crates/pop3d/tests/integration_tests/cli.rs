@@ -2,9 +2,7 @@
 //! The `pop3d` command line: check-config, hash-password, and a crash in
 //! the middle of a session.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn run(args: &[&str], stdin: &str) -> (i32, String, String) {
     use std::io::Write;
@@ -195,4 +193,71 @@ fn a_crash_mid_session_deletes_nothing_and_frees_the_lock() {
         c.cmd("PASS password")
             .starts_with("+OK bob's maildrop has 0 messages")
     );
+}
+
+/// Two `pop3d` processes on one mail root (an upgrade with overlap, two
+/// instances): simultaneous logins to one maildrop, one through each, and
+/// exactly one of them wins every round.
+#[test]
+fn two_processes_never_both_hold_a_maildrop() {
+    let s = Setup::new(&[b"Subject: 1\n\none\n"]);
+    // Loopback is trusted here so that 2,000 quick logins are not paced.
+    let text = read(&s.config).replace(
+        "[security]\n",
+        "[security]\ntrusted_networks = [\"127.0.0.0/8\"]\n",
+    );
+    std::fs::write(&s.config, text).unwrap();
+    let (twin, twin_port) = s.twin_config("twin.toml");
+    let _a = s.start_with(&s.config, s.plain);
+    let mut b = s.start_with(&twin, twin_port);
+    let ports = [s.plain, twin_port];
+    let rounds = 1000;
+    let barrier = std::sync::Barrier::new(2);
+    for round in 0..rounds {
+        let answers: Vec<(Client, String)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ports
+                .iter()
+                .map(|&port| {
+                    let barrier = &barrier;
+                    scope.spawn(move || {
+                        let mut c = Client::connect(port);
+                        assert_eq!(c.cmd("USER alice"), "+OK\r\n");
+                        barrier.wait();
+                        let answer = c.cmd("PASS secret");
+                        (c, answer)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        // Both sessions are still open here: the loser lost to a live
+        // holder, not to one that had already left.
+        let won = answers.iter().filter(|(_, a)| a.starts_with("+OK")).count();
+        assert_eq!(
+            won,
+            1,
+            "round {round}: {answers:?}",
+            answers = answers.iter().map(|(_, a)| a).collect::<Vec<_>>()
+        );
+        for (_, a) in &answers {
+            assert!(
+                a.starts_with("+OK") || a.starts_with("-ERR [IN-USE]"),
+                "round {round}: {a}"
+            );
+        }
+        for (mut c, a) in answers {
+            if a.starts_with("+OK") {
+                assert!(c.cmd("QUIT").starts_with("+OK"));
+            }
+        }
+    }
+    // kill -9 of the holder: the other process takes the stale lock over.
+    let mut c = Client::login(twin_port, "alice", "secret");
+    assert_eq!(c.cmd("STAT"), "+OK 1 19\r\n");
+    b.crash();
+    drop(c);
+    let mut c = Client::login(s.plain, "alice", "secret");
+    assert_eq!(c.cmd("STAT"), "+OK 1 19\r\n");
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    assert_eq!(s.maildir_count(), 1);
 }

@@ -1,9 +1,7 @@
 // SPDX-License-Identifier: AGPL-3.0-only
 //! RFC 1939's own example sessions (§5-§10), byte for byte.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use pop3::op::authenticate::compute_apop_digest;
 
 /// A message of exactly `size` octets as sent.

@@ -1,9 +1,7 @@
 // SPDX-License-Identifier: AGPL-3.0-only
 //! STLS (RFC 2595) and implicit TLS (RFC 8314) against a live server.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rustls_pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 

@@ -3,13 +3,11 @@
 //! that outlive a restart, scanners and floods, the security log, PROXY
 //! protocol, and equal answers for unknown users and wrong passwords.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use pop3::config::{ListenerConfig, Pop3Config, TlsMode};
 use pop3::security::ManualClock;
 use tokio::io::AsyncWriteExt;

@@ -2,13 +2,11 @@
 //! The daemon under signals (SIGHUP reload, SIGTERM shutdown), its logs,
 //! and `pop3d deliver` as an MTA runs it.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill")

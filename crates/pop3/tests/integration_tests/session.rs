@@ -1,13 +1,11 @@
 // SPDX-License-Identifier: AGPL-3.0-only
 //! Every command and error path of a live session, asserted on raw bytes.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::*;
 
 const MSG1: &[u8] = b"Subject: one\n\nfirst body\n.dotted\n";
 const MSG2: &[u8] = b"Subject: two\r\nX: y\r\n\r\nline1\r\nline2\r\nline3\r\n";
@@ -45,7 +43,7 @@ async fn greeting_and_wrong_state() {
         );
     }
     // Still usable after all those errors.
-    assert_eq!(c.cmd("STAT").await, "+OK 3 114\r\n".to_string());
+    assert_eq!(c.cmd("STAT").await, "+OK 3 116\r\n".to_string());
 }
 
 #[tokio::test]
@@ -178,10 +176,10 @@ async fn retr_encodes_line_ends_dots_and_final_crlf() {
     assert_eq!(status, "+OK 37 octets\r\n");
     assert_eq!(body, b"Subject: one\r\n\r\nfirst body\r\n..dotted\r\n.\r\n");
     let (status, body) = c.multi("RETR 3").await;
-    assert_eq!(status, "+OK 34 octets\r\n");
+    assert_eq!(status, "+OK 36 octets\r\n");
     assert_eq!(body, b"Subject: three\r\n\r\nno final newline\r\n.\r\n");
     let (_, body) = c.multi("LIST").await;
-    assert_eq!(lines(&body), vec!["1 37", "2 43", "3 34"]);
+    assert_eq!(lines(&body), vec!["1 37", "2 43", "3 36"]);
 }
 
 #[tokio::test]
@@ -208,8 +206,8 @@ async fn deletions_are_marks_until_quit() {
     let srv = server_with_mail().await;
     let mut c = srv.login("alice", "secret").await;
     assert_eq!(c.cmd("DELE 2").await, "+OK message 2 deleted\r\n");
-    assert_eq!(c.cmd("STAT").await, "+OK 2 71\r\n");
-    assert_eq!(lines(&c.multi("LIST").await.1), vec!["1 37", "3 34"]);
+    assert_eq!(c.cmd("STAT").await, "+OK 2 73\r\n");
+    assert_eq!(lines(&c.multi("LIST").await.1), vec!["1 37", "3 36"]);
     assert_eq!(lines(&c.multi("UIDL").await.1).len(), 2);
     assert!(
         c.cmd("RETR 2")
@@ -221,7 +219,7 @@ async fn deletions_are_marks_until_quit() {
     assert!(c.cmd("UIDL 2").await.starts_with("-ERR"));
     assert_eq!(
         c.cmd("RSET").await,
-        "+OK maildrop has 3 messages (114 octets)\r\n"
+        "+OK maildrop has 3 messages (116 octets)\r\n"
     );
     c.cmd("DELE 1").await;
     c.cmd("DELE 3").await;
@@ -404,7 +402,7 @@ async fn dovecot_uidlist_uids_are_served() {
     let uidls = lines(&c.multi("UIDL").await.1);
     assert_eq!(
         uidls,
-        vec!["1 00000029499602D2", "2 0000.custom", "3 0000002B499602D2"]
+        vec!["1 00000029499602d2", "2 0000.custom", "3 0000002b499602d2"]
     );
     assert_eq!(lines(&c.multi("LIST").await.1)[1], "2 99");
 }
@@ -416,7 +414,7 @@ async fn pipelined_commands_are_answered_in_order() {
     c.send(b"USER alice\r\nPASS secret\r\nSTAT\r\nLIST 1\r\nRETR 1\r\nNOOP\r\nBOGUS\r\nDELE 1\r\nQUIT\r\n").await;
     assert_eq!(c.line().await, "+OK\r\n");
     assert!(c.line().await.starts_with("+OK alice's maildrop"));
-    assert_eq!(c.line().await, "+OK 3 114\r\n");
+    assert_eq!(c.line().await, "+OK 3 116\r\n");
     assert_eq!(c.line().await, "+OK 1 37\r\n");
     assert_eq!(c.line().await, "+OK 37 octets\r\n");
     assert_eq!(
@@ -457,7 +455,7 @@ async fn split_packets_and_bare_lf() {
     }
     assert_eq!(c.line().await, "+OK\r\n");
     assert!(c.line().await.starts_with("+OK"));
-    assert_eq!(c.line().await, "+OK 3 114\r\n");
+    assert_eq!(c.line().await, "+OK 3 116\r\n");
 }
 
 #[tokio::test]

@@ -5,14 +5,12 @@
 //! `gsasl` (the -PLUS variants with tls-exporter, the downgrade rule,
 //! ANONYMOUS, DIGEST-MD5). Each with a wrong-secret case.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use common::{Setup, read, require, tool_path};
+use crate::common::{Setup, read, require, tool_path};
 
 const M1: &[u8] = b"Subject: one\r\n\r\nfirst message body\r\n";
 
@@ -34,7 +32,7 @@ fn setup(users: &[(&str, &str)], auth: &str, extra: &str) -> Setup {
 
 /// `pop3d hash-password --scheme S` for `password`.
 fn hashed(scheme: &str, password: &str) -> String {
-    let mut child = common::pop3d()
+    let mut child = crate::common::pop3d()
         .args(["hash-password", "--scheme", scheme])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

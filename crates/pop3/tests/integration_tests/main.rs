@@ -1,0 +1,14 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! The `pop3` crate's integration tests, one binary with a module per area:
+//! real servers on loopback driven by a test client that asserts on the
+//! raw bytes of replies. Run with
+//! `cargo test --package pop3 --test integration_tests`.
+
+mod common;
+
+mod abuse;
+mod operations;
+mod random_input;
+mod rfc1939;
+mod session;
+mod tls;

@@ -1,0 +1,14 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! The `pop3d` binary's integration tests, one test binary with a module
+//! per area: the real daemon on loopback ports, real clients and tools
+//! against it. The GSSAPI test stays apart (`--test gssapi`) because it
+//! needs the `gssapi` feature and a KDC.
+
+mod common;
+
+mod attack_tools;
+mod cli;
+mod daemon;
+mod dovecot;
+mod real_clients;
+mod sasl_clients;
