@@ -4,7 +4,8 @@
 //! The layers, top to bottom: [`server`] (listeners, admission, TLS),
 //! [`session`] (one task per connection), [`protocol`] (sans-IO codec),
 //! [`op`] (one module per command family), [`auth`] (users, schemes,
-//! SASL), [`store`] (maildrops), [`config`].
+//! SASL), [`store`] (maildrops), [`config`]; [`setup`] turns a
+//! configuration file into checked parts.
 // No unsafe code, except one FFI call in the optional GSSAPI module
 // (auth/sasl/gssapi.rs), allowed there alone.
 #![cfg_attr(not(feature = "gssapi"), forbid(unsafe_code))]
@@ -19,6 +20,7 @@ pub mod security;
 pub mod server;
 pub mod services;
 pub mod session;
+pub mod setup;
 pub mod store;
 pub mod telemetry;
 

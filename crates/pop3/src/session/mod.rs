@@ -16,7 +16,8 @@ use tokio::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt,
 };
 
-use crate::auth::sasl::{Mechanism, SaslError, Step, TokenError};
+use crate::auth::sasl::Mechanism;
+use crate::op::authenticate::{Exchange, Next};
 use crate::op::{self, Connection, Outcome, SessionStats, State};
 use crate::protocol::{self, Command, Reply, RespCode};
 use crate::security::{Pacer, Rule};
@@ -498,140 +499,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    /// One SASL exchange (RFC 5034 §4).
-    async fn sasl(&mut self, mut mech: Box<dyn Mechanism>, initial: Option<Vec<u8>>) -> Flow {
-        let name = mech.name();
-        let started = Instant::now();
-        // The user named so far, and what the user database said of them.
-        let mut user: Option<String> = None;
-        let mut record = None;
-        let mut step = match initial {
-            Some(ir) => mech.step(&ir),
-            None => mech.start(),
-        };
+    /// One SASL exchange (RFC 5034 §4): the exchange decides, the session
+    /// carries its challenges and answers.
+    async fn sasl(&mut self, mech: Box<dyn Mechanism>, initial: Option<Vec<u8>>) -> Flow {
+        let mut exchange = Exchange::start(mech, initial);
         let outcome = loop {
-            step = match step {
-                Step::Challenge(data) => match self.sasl_round(&data).await {
-                    Ok(Some(input)) => mech.step(&input),
-                    Ok(None) => Step::Fail(SaslError::Malformed),
+            let next = exchange
+                .advance(&mut self.state, &self.conn, &self.services, &mut self.stats)
+                .await;
+            match next {
+                Next::Challenge(data) => match self.sasl_round(&data).await {
+                    Ok(answer) => exchange.answer(answer),
                     Err(flow) => return flow,
                 },
-                Step::Lookup { authcid } => {
-                    match op::authenticate::sasl_lookup(&self.conn, &self.services, &authcid).await
-                    {
-                        Ok(found) => record = found,
-                        Err(outcome) => break outcome,
-                    }
-                    user = Some(authcid);
-                    let secret = record.as_ref().and_then(|r| r.secret.clone());
-                    if !mech.stretches_keys() {
-                        mech.resume_secret(secret.as_ref())
-                    } else {
-                        // Key stretching stays off the async workers, under
-                        // the bound that slow password hashes share.
-                        let resumed = self
-                            .services
-                            .verifier
-                            .run_slow(move || {
-                                let step = mech.resume_secret(secret.as_ref());
-                                (mech, step)
-                            })
-                            .await;
-                        let Some((m, next)) = resumed else {
-                            tracing::error!("SASL {name}: key stretching failed");
-                            return Flow::Stop(End::Closed);
-                        };
-                        mech = m;
-                        next
-                    }
-                }
-                Step::Bearer { authzid, token } => {
-                    user = authzid;
-                    let verdict = match &self.services.sasl.bearer {
-                        Some(v) => v.validate(&token).await,
-                        None => Err(TokenError::Unavailable("no validator".into())),
-                    };
-                    if let Err(e) = &verdict {
-                        tracing::info!(mechanism = name, "bearer token refused: {e}");
-                    }
-                    mech.resume_token(verdict)
-                }
-                Step::Verified {
-                    authzid,
-                    authcid,
-                    final_data,
-                } => {
-                    // Data with success goes out as one more challenge,
-                    // answered with an empty line.
-                    if let Some(data) = final_data {
-                        match self.sasl_round(&data).await {
-                            Ok(Some(input)) if input.is_empty() => {}
-                            Ok(_) => {
-                                user = Some(authcid);
-                                step = Step::Fail(SaslError::Malformed);
-                                continue;
-                            }
-                            Err(flow) => return flow,
-                        }
-                    }
-                    // What the lookup found serves only the name it was for.
-                    let found = record.take().filter(|_| user.as_ref() == Some(&authcid));
-                    break op::authenticate::sasl_verified(
-                        &mut self.state,
-                        &self.conn,
-                        &self.services,
-                        &mut self.stats,
-                        name,
-                        authzid,
-                        authcid,
-                        found,
-                    )
-                    .await;
-                }
-                Step::Password {
-                    authzid,
-                    authcid,
-                    password,
-                } => {
-                    break op::authenticate::sasl_password(
-                        &mut self.state,
-                        &self.conn,
-                        &self.services,
-                        &mut self.stats,
-                        name,
-                        authzid,
-                        authcid,
-                        &password,
-                    )
-                    .await;
-                }
-                Step::Anonymous { trace } => {
-                    break op::authenticate::anonymous(
-                        &mut self.state,
-                        &self.conn,
-                        &self.services,
-                        &mut self.stats,
-                        &trace,
-                    )
-                    .await;
-                }
-                Step::Fail(e) => {
-                    break op::authenticate::sasl_failed(
-                        &mut self.state,
-                        &self.conn,
-                        &self.services,
-                        name,
-                        user.as_deref(),
-                        &e,
-                    )
-                    .await;
-                }
-            };
+                Next::Done(outcome) => break outcome,
+            }
         };
-        self.services
-            .metrics
-            .login_seconds
-            .observe(started.elapsed().as_secs_f64());
         Box::pin(self.outcome(outcome)).await
     }
 

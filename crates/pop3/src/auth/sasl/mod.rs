@@ -222,6 +222,58 @@ pub fn secret_schemes(name: &str) -> Option<&'static [Scheme]> {
 }
 
 /// Channel-bound variants, offered only where a binding exists.
+/// What this module says of `auth.mechanisms`: every name known and built
+/// in, and what each needs configured. Returns the dotted key and the
+/// reason.
+pub fn check_config(config: &crate::config::Pop3Config) -> Result<(), (String, String)> {
+    let fail = |k: &str, r: String| Err((k.to_owned(), r));
+    for (i, m) in config.auth.mechanisms.iter().enumerate() {
+        let key = format!("auth.mechanisms[{i}]");
+        let upper = m.to_ascii_uppercase();
+        if let Some((_, feature)) = NEEDS_FEATURE
+            .iter()
+            .find(|(name, _)| *name == upper && !ALL.contains(name))
+        {
+            return fail(
+                &key,
+                format!("{m} needs pop3d built with the cargo feature \"{feature}\""),
+            );
+        }
+        if !ALL.contains(&upper.as_str()) {
+            return fail(
+                &key,
+                format!(
+                    "unknown SASL mechanism {m:?}; supported: {}",
+                    ALL.join(", ")
+                ),
+            );
+        }
+        let needs = match upper.as_str() {
+            "OAUTHBEARER" | "XOAUTH2" if config.auth.oauth.is_none() => {
+                "an [auth.oauth] section to validate tokens"
+            }
+            "ANONYMOUS" if config.auth.anonymous_user.is_none() => {
+                "auth.anonymous_user, the mailbox anonymous users read"
+            }
+            "EXTERNAL"
+                if config
+                    .tls
+                    .as_ref()
+                    .is_none_or(|t| t.client_ca_file.is_none()) =>
+            {
+                "tls.client_ca_file to verify client certificates"
+            }
+            "GSSAPI" if config.auth.gssapi.is_none() => "an [auth.gssapi] section with the keytab",
+            "SCRAM-SHA-1-PLUS" | "SCRAM-SHA-256-PLUS" if config.tls.is_none() => {
+                "a [tls] section: -PLUS binds to the TLS connection"
+            }
+            _ => continue,
+        };
+        return fail(&key, format!("{m} needs {needs}"));
+    }
+    Ok(())
+}
+
 pub fn is_plus(name: &str) -> bool {
     name.to_ascii_uppercase().ends_with("-PLUS")
 }

@@ -88,6 +88,11 @@ impl MaildirStore {
     }
 }
 
+/// What this module says of `[storage]`: the Maildir template's escapes.
+pub fn check_config(config: &crate::config::Pop3Config) -> Result<(), (String, String)> {
+    check_template(&config.storage.maildir).map_err(|r| ("storage.maildir".to_owned(), r))
+}
+
 /// Check a template for unknown `%` escapes.
 pub fn check_template(template: &str) -> Result<(), String> {
     let mut chars = template.chars();

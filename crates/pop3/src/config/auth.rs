@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! `[auth]`, `[auth.oauth]` and `[auth.gssapi]`: users, SASL mechanisms and
+//! how tokens and tickets are checked.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// `[auth]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Dovecot-style passwd file.
+    pub passwd_file: PathBuf,
+    /// SASL mechanisms offered by AUTH.
+    pub mechanisms: Vec<String>,
+    /// Allow USER/PASS, APOP and PLAIN/LOGIN on connections without TLS from
+    /// any address. Loopback connections are always allowed.
+    pub allow_plaintext: bool,
+    /// Users who may log in with their own credentials as someone else
+    /// (a SASL authorization identity, `authzid`).
+    pub master_users: Vec<String>,
+    /// DIGEST-MD5 realm; the server's hostname when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub realm: Option<String>,
+    /// NTLM target domain.
+    pub ntlm_domain: String,
+    /// The user whose mailbox ANONYMOUS opens, read-only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anonymous_user: Option<String>,
+    /// Which part of a verified client certificate names the user for
+    /// EXTERNAL.
+    pub external_identity: ExternalIdentity,
+    /// Bearer tokens for OAUTHBEARER and XOAUTH2.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthConfig>,
+    /// Kerberos 5 for GSSAPI (cargo feature `gssapi`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gssapi: Option<GssapiConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            passwd_file: PathBuf::from("/etc/pop3d/passwd"),
+            mechanisms: vec!["PLAIN".into(), "LOGIN".into()],
+            allow_plaintext: false,
+            master_users: Vec::new(),
+            realm: None,
+            ntlm_domain: "POP3".into(),
+            anonymous_user: None,
+            external_identity: ExternalIdentity::SubjectCn,
+            oauth: None,
+            gssapi: None,
+        }
+    }
+}
+
+/// Where EXTERNAL finds the user name in a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExternalIdentity {
+    /// The subject's common name.
+    SubjectCn,
+    /// The first rfc822Name (e-mail) subject alternative name.
+    SanEmail,
+    /// That e-mail address without its `@domain`.
+    SanEmailLocalPart,
+}
+
+/// `[auth.oauth]`: how bearer tokens are validated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthConfig {
+    /// Required `iss` of JWTs (and of introspection answers that carry one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Required `aud`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// JSON Web Key Set with the issuer's public keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Option<PathBuf>,
+    /// One RSA or EC public key, PEM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key_file: Option<PathBuf>,
+    /// Shared secret for HS256/384/512 tokens (at least 32 bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hmac_secret_file: Option<PathBuf>,
+    /// Signature algorithms accepted.
+    pub algorithms: Vec<String>,
+    /// The claim that holds the user name.
+    pub user_claim: String,
+    /// Clock skew allowed for `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// RFC 7662 endpoint for tokens that are not JWTs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub introspection_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub introspection_client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub introspection_client_secret_file: Option<PathBuf>,
+    /// CA for an https endpoint; the system's roots when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub introspection_ca_file: Option<PathBuf>,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        OAuthConfig {
+            issuer: None,
+            audience: None,
+            jwks_file: None,
+            public_key_file: None,
+            hmac_secret_file: None,
+            algorithms: vec!["RS256".into(), "ES256".into(), "HS256".into()],
+            user_claim: "email".into(),
+            leeway: Duration::from_secs(60),
+            introspection_url: None,
+            introspection_client_id: None,
+            introspection_client_secret_file: None,
+            introspection_ca_file: None,
+        }
+    }
+}
+
+/// `[auth.gssapi]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GssapiConfig {
+    /// Keytab holding the `pop/<hostname>` key.
+    pub keytab: PathBuf,
+    /// Service name of the principal (RFC 4752 §3.1: "pop" for POP3).
+    pub service: String,
+    /// Strip `@REALM` from the client's principal to get the user name,
+    /// when the realm is this one (or any, when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub realm: Option<String>,
+}
+
+impl Default for GssapiConfig {
+    fn default() -> Self {
+        GssapiConfig {
+            keytab: PathBuf::from("/etc/pop3d/krb5.keytab"),
+            service: "pop".into(),
+            realm: None,
+        }
+    }
+}

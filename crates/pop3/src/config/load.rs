@@ -1,0 +1,256 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! Reading a configuration file: TOML parsing, presets under the file's
+//! own keys, paths relative to the file, and errors that name the file,
+//! the key and the reason. What other layers say of their own keys is
+//! added on top by [`crate::setup`], which is what callers use.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::{Pop3Config, Preset, TlsMode};
+
+/// A configuration that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// The dotted key, when known (`server.session_timeout`).
+    pub key: Option<String>,
+    /// 1-based line and column, when the TOML parser knows them.
+    pub position: Option<(usize, usize)>,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, col)) = self.position {
+            write!(f, ":{line}:{col}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    /// An error in one key's value.
+    pub fn at(file: &Path, key: String, reason: String) -> ConfigError {
+        ConfigError {
+            file: file.to_owned(),
+            key: Some(key),
+            position: None,
+            reason,
+        }
+    }
+}
+
+/// A loaded configuration plus the warnings found while loading it.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Pop3Config,
+    pub warnings: Vec<String>,
+}
+
+impl Pop3Config {
+    /// Read, parse and check a file against the configuration's own rules.
+    /// Relative paths inside it are taken relative to the file's directory.
+    pub(crate) fn read_file(path: &Path) -> Result<LoadedConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            key: None,
+            position: None,
+            reason: format!("cannot read: {e}"),
+        })?;
+        let mut loaded = Self::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        loaded.config.resolve_paths(base);
+        Ok(loaded)
+    }
+
+    /// Parse TOML text and check it against the configuration's own rules;
+    /// `file` is used in error messages only.
+    pub(crate) fn parse(text: &str, file: &Path) -> Result<LoadedConfig, ConfigError> {
+        let position = |span: Option<std::ops::Range<usize>>| span.map(|s| line_col(text, s.start));
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e: toml::de::Error| ConfigError {
+                file: file.to_owned(),
+                key: None,
+                position: position(e.span()),
+                reason: e.message().to_owned(),
+            })?;
+        let config: Pop3Config =
+            toml::from_str(text).map_err(|e: toml::de::Error| ConfigError {
+                file: file.to_owned(),
+                key: key_at(text, e.span()),
+                position: position(e.span()),
+                reason: e.message().to_owned(),
+            })?;
+        // Keys in the file override the preset's values.
+        let config =
+            match config.preset {
+                Preset::Default => config,
+                preset => {
+                    let mut merged = toml::Table::try_from(Pop3Config::from_preset(preset))
+                        .map_err(|e| ConfigError {
+                            file: file.to_owned(),
+                            key: Some("preset".into()),
+                            position: None,
+                            reason: e.to_string(),
+                        })?;
+                    merge(&mut merged, table.clone());
+                    merged
+                        .try_into()
+                        .map_err(|e: toml::de::Error| ConfigError {
+                            file: file.to_owned(),
+                            key: None,
+                            position: None,
+                            reason: e.message().to_owned(),
+                        })?
+                }
+            };
+        // `require_tls_for_auth` is `allow_plaintext` said the other way.
+        let mut config = config;
+        if let Some(require) = config.security.require_tls_for_auth {
+            if has_key(&table, "auth.allow_plaintext") && config.auth.allow_plaintext == require {
+                return Err(ConfigError {
+                    file: file.to_owned(),
+                    key: Some("security.require_tls_for_auth".into()),
+                    position: None,
+                    reason: "contradicts auth.allow_plaintext; set one of them".into(),
+                });
+            }
+            config.auth.allow_plaintext = !require;
+        }
+        config
+            .validate_values()
+            .map_err(|(key, reason)| ConfigError::at(file, key, reason))?;
+        let mut warnings = Vec::new();
+        if config.auth.allow_plaintext {
+            warnings.push(
+                "auth.allow_plaintext = true: passwords may cross the network unencrypted"
+                    .to_owned(),
+            );
+        }
+        if config.listeners.iter().all(|l| l.tls == TlsMode::None) {
+            warnings.push("no listener offers TLS (tls = \"starttls\" or \"implicit\")".to_owned());
+        }
+        Ok(LoadedConfig { config, warnings })
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.auth.passwd_file);
+        for p in [
+            &mut self.security.block_list_file,
+            &mut self.security.security_log_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
+        // A template that starts with an escape (%h/Maildir) is absolute
+        // or per user already; a plain relative one is anchored here too.
+        if !self.storage.maildir.starts_with('%') && Path::new(&self.storage.maildir).is_relative()
+        {
+            self.storage.maildir = base
+                .join(&self.storage.maildir)
+                .to_string_lossy()
+                .into_owned();
+        }
+        if let Some(tls) = &mut self.tls {
+            fix(&mut tls.cert);
+            fix(&mut tls.key);
+            if let Some(ca) = &mut tls.client_ca_file {
+                fix(ca);
+            }
+        }
+        if let Some(o) = &mut self.auth.oauth {
+            for p in [
+                &mut o.jwks_file,
+                &mut o.public_key_file,
+                &mut o.hmac_secret_file,
+                &mut o.introspection_client_secret_file,
+                &mut o.introspection_ca_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                fix(p);
+            }
+        }
+        if let Some(g) = &mut self.auth.gssapi {
+            fix(&mut g.keytab);
+        }
+    }
+}
+
+/// Overlay `top` on `base`: tables merge key by key, anything else
+/// (values, arrays such as `[[listener]]`) is replaced whole.
+fn merge(base: &mut toml::Table, top: toml::Table) {
+    for (key, value) in top {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => merge(b, t),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
+    (line, col)
+}
+
+/// Best effort: the dotted key whose value or name starts at `span`.
+fn key_at(text: &str, span: Option<std::ops::Range<usize>>) -> Option<String> {
+    let span = span?;
+    let (line, _) = line_col(text, span.start);
+    let source_line = text.lines().nth(line - 1)?;
+    let name = source_line.split('=').next()?.trim();
+    if name.is_empty() || name.starts_with('[') {
+        return None;
+    }
+    // Find the section header above the line.
+    let section = text
+        .lines()
+        .take(line - 1)
+        .filter_map(|l| {
+            let l = l.trim();
+            l.strip_prefix("[[")
+                .and_then(|s| s.strip_suffix("]]"))
+                .or_else(|| l.strip_prefix('[').and_then(|s| s.strip_suffix(']')))
+        })
+        .last();
+    Some(match section {
+        Some(s) => format!("{}.{name}", s.trim()),
+        None => name.to_owned(),
+    })
+}
+
+fn has_key(table: &toml::Table, dotted: &str) -> bool {
+    let mut parts = dotted.split('.');
+    let Some(section) = parts.next() else {
+        return false;
+    };
+    let Some(key) = parts.next() else {
+        return false;
+    };
+    table
+        .get(section)
+        .and_then(|v| v.as_table())
+        .is_some_and(|t| t.contains_key(key))
+}

@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! Checks of values that serde cannot make: ranges, consistency between
+//! sections, and what each layer says of its own keys.
+use std::time::Duration;
+
+use super::{Pop3Config, TlsMode};
+
+impl Pop3Config {
+    /// Check values serde cannot, as far as this module knows them:
+    /// returns the dotted key and the reason.
+    pub(crate) fn validate_values(&self) -> Result<(), (String, String)> {
+        let fail = |k: &str, r: String| Err((k.to_owned(), r));
+        if self.listeners.is_empty() {
+            return fail("listener", "at least one [[listener]] is required".into());
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.tls != TlsMode::None && self.tls.is_none() {
+                return fail(
+                    &format!("listener[{i}].tls"),
+                    format!(
+                        "tls = \"{}\" needs a [tls] section with cert and key",
+                        l.tls.as_str()
+                    ),
+                );
+            }
+        }
+        if self.server.session_timeout < Duration::from_secs(1) {
+            return fail("server.session_timeout", "must be at least 1s".into());
+        }
+        if self.server.unauth_timeout < Duration::from_secs(1) {
+            return fail("server.unauth_timeout", "must be at least 1s".into());
+        }
+        if self.server.hostname.is_empty()
+            || !self
+                .server
+                .hostname
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
+        {
+            return fail(
+                "server.hostname",
+                "must be a non-empty host name without spaces or angle brackets".into(),
+            );
+        }
+        if self
+            .server
+            .greeting
+            .bytes()
+            .any(|b| b == b'\r' || b == b'\n')
+        {
+            return fail("server.greeting", "must be a single line".into());
+        }
+        if !(255..=1 << 20).contains(&self.protocol.max_line_length) {
+            return fail(
+                "protocol.max_line_length",
+                "must be between 255 (RFC 2449) and 1048576".into(),
+            );
+        }
+        if self.protocol.max_arguments < 2 {
+            return fail(
+                "protocol.max_arguments",
+                "must be at least 2 (TOP and APOP take two)".into(),
+            );
+        }
+        if self.protocol.max_pipelined_commands == 0 {
+            return fail(
+                "protocol.max_pipelined_commands",
+                "must be at least 1".into(),
+            );
+        }
+        if !(1024..=1 << 24).contains(&self.performance.io_buffer_size) {
+            return fail(
+                "performance.io_buffer_size",
+                "must be between 1024 and 16777216".into(),
+            );
+        }
+        if self.performance.max_concurrent_sessions == 0 {
+            return fail(
+                "performance.max_concurrent_sessions",
+                "must be at least 1".into(),
+            );
+        }
+        if self.security.max_connections_per_ip == 0 {
+            return fail(
+                "security.max_connections_per_ip",
+                "must be at least 1".into(),
+            );
+        }
+        if let Some(require) = self.security.require_tls_for_auth
+            && require == self.auth.allow_plaintext
+        {
+            return fail(
+                "security.require_tls_for_auth",
+                format!(
+                    "contradicts auth.allow_plaintext = {}; set one of them",
+                    self.auth.allow_plaintext
+                ),
+            );
+        }
+        if self.security.max_commands_per_minute == 0 {
+            return fail(
+                "security.max_commands_per_minute",
+                "must be at least 1".into(),
+            );
+        }
+        if self.security.max_auth_attempts == 0 {
+            return fail("security.max_auth_attempts", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
