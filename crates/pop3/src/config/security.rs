@@ -48,6 +48,16 @@ pub struct SecurityConfig {
     pub security_log_file: Option<PathBuf>,
     /// Score at which an address is blocked for `auto_block_duration`.
     pub suspicious_threshold: u32,
+    /// IPv6 clients are counted, limited and blocked by this prefix of
+    /// their address (one /64 is usually one customer), so rotating
+    /// through a network's addresses gains nothing. 128 treats each
+    /// address alone.
+    pub ipv6_prefix: u8,
+    /// Whether a loopback address may be blocked as a whole. Off by
+    /// default: a local proxy or webmail without PROXY protocol shows every
+    /// user as 127.0.0.1, and one bad password would lock them all out.
+    /// Per-user throttles apply either way.
+    pub block_loopback: bool,
     /// The opposite of `auth.allow_plaintext`, for configurations written
     /// that way; setting both inconsistently is an error.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,6 +81,8 @@ impl Default for SecurityConfig {
             enable_security_logging: true,
             security_log_file: None,
             suspicious_threshold: 100,
+            ipv6_prefix: 64,
+            block_loopback: false,
             require_tls_for_auth: None,
         }
     }

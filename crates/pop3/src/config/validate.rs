@@ -103,6 +103,12 @@ impl Pop3Config {
                 "must be at least 1".into(),
             );
         }
+        if !(32..=128).contains(&self.security.ipv6_prefix) {
+            return fail(
+                "security.ipv6_prefix",
+                "must be between 32 and 128 (64 groups one customer network)".into(),
+            );
+        }
         if self.security.max_auth_attempts == 0 {
             return fail("security.max_auth_attempts", "must be at least 1".into());
         }

@@ -14,6 +14,7 @@ use super::{Connection, Outcome, SessionStats, State, Transaction, store_error_r
 use crate::auth::UserRecord;
 use crate::auth::sasl::{self, Mechanism, SaslError, Step, TokenError};
 use crate::protocol::{Reply, RespCode};
+use crate::security::UserGate;
 use crate::services::Services;
 use crate::store::StoreError;
 
@@ -368,9 +369,10 @@ async fn gate(conn: &Connection, services: &Services, user: &str) -> Result<(), 
     if guard.blocked(conn.peer.ip()).is_some() {
         return Err(Outcome::Close(Reply::err_code(RespCode::SysTemp, BLOCKED)));
     }
-    let delay = guard.user_delay(conn.peer.ip(), user);
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+    match guard.user_gate(conn.peer.ip(), user) {
+        UserGate::Wait(delay) if delay.is_zero() => {}
+        UserGate::Wait(delay) => tokio::time::sleep(delay).await,
+        UserGate::Refuse => return Err(bad_credentials().into()),
     }
     Ok(())
 }

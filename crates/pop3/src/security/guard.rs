@@ -9,7 +9,10 @@
 //!   `user_throttle_delay`; the user is never locked out.
 //! - Suspicious behaviour adds points per [`Rule`]; an address reaching
 //!   `suspicious_threshold` within the window is blocked.
-//! - Addresses in `trusted_networks` are exempt from all of it.
+//! - Addresses in `trusted_networks` are exempt from all of it; loopback
+//!   is never blocked as a whole unless `block_loopback` says so.
+//! - Addresses are counted as [`address::group`] keys them: IPv6 by its
+//!   `ipv6_prefix` network.
 //! - The block list is written to `block_list_file` on every change and
 //!   read back at start, so a restart does not lift blocks.
 
@@ -19,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use super::address;
 use super::clock::Clock;
 use super::events::SecurityLog;
 use crate::config::SecurityConfig;
@@ -73,6 +77,18 @@ impl Rule {
     }
 }
 
+/// Whether a login attempt for a sprayed user may go ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserGate {
+    /// After waiting this long (zero when the user is not throttled).
+    Wait(Duration),
+    /// Not now: the queue of attempts for this login is full.
+    Refuse,
+}
+
+/// Longest a rationed attempt may queue before it is refused instead.
+const MAX_USER_WAIT: Duration = Duration::from_secs(60);
+
 /// What a failed login leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FailureVerdict {
@@ -89,6 +105,8 @@ struct State {
     scores: HashMap<IpAddr, VecDeque<(u64, u32)>>,
     /// Address -> end of block (ms).
     blocked: HashMap<IpAddr, u64>,
+    /// Login -> the time (ms) from which its next rationed attempt may run.
+    user_next: HashMap<String, u64>,
     events: u64,
 }
 
@@ -144,12 +162,30 @@ impl Guard {
     }
 
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = address::canonical(ip);
         let cfg = self.config.read().unwrap_or_else(|p| p.into_inner());
         cfg.trusted_networks.iter().any(|n| n.contains(&ip))
     }
 
+    /// The key this address is counted under (see [`address::group`]).
+    pub fn key(&self, ip: IpAddr) -> IpAddr {
+        let prefix = self
+            .config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .ipv6_prefix;
+        address::group(ip, prefix)
+    }
+
+    /// Whether this address may be blocked at all.
+    fn blockable(&self, ip: IpAddr) -> bool {
+        let ip = address::canonical(ip);
+        !self.is_trusted(ip) && (!ip.is_loopback() || self.cfg().block_loopback)
+    }
+
     /// Time left on this address's block, if it is blocked.
     pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
+        let ip = self.key(ip);
         let now = self.clock.now_ms();
         let mut st = self.lock();
         let until = *st.blocked.get(&ip)?;
@@ -179,6 +215,8 @@ impl Guard {
                 blocked: false,
             };
         }
+        let blockable = self.blockable(ip);
+        let key = self.key(ip);
         let cfg = self.cfg();
         let now = self.clock.now_ms();
         let window = cfg.auth_window.as_millis() as u64;
@@ -192,14 +230,14 @@ impl Guard {
                     now,
                 );
             }
-            let q = st.ip_failures.entry(ip).or_default();
+            let q = st.ip_failures.entry(key).or_default();
             push(q, now, window, now);
             let count = q.len() as u32;
             self.tidy(&mut st, now, window);
             count
         };
         let blocked_by_score = self.score(ip, Rule::AuthFailure);
-        if count >= cfg.max_auth_attempts || blocked_by_score {
+        if blockable && (count >= cfg.max_auth_attempts || blocked_by_score) {
             if !blocked_by_score {
                 self.block(ip, "too many failed logins");
             }
@@ -217,37 +255,48 @@ impl Guard {
 
     /// A login succeeded: the address's failures are forgiven.
     pub fn auth_succeeded(&self, ip: IpAddr) {
+        let ip = self.key(ip);
         self.lock().ip_failures.remove(&ip);
     }
 
-    /// The delay to add before checking a password for this user: non-zero
-    /// while the user is the target of many failures.
-    pub fn user_delay(&self, ip: IpAddr, user: &str) -> Duration {
+    /// Whether a login attempt for this user may run now. While the user
+    /// is the target of many failures, attempts are rationed to one per
+    /// `user_throttle_delay` across every connection: each takes the next
+    /// free slot, so parallel attempts queue one behind the other instead
+    /// of each waiting the same short delay.
+    pub fn user_gate(&self, ip: IpAddr, user: &str) -> UserGate {
         if self.is_trusted(ip) {
-            return Duration::ZERO;
+            return UserGate::Wait(Duration::ZERO);
         }
-        let (window, limit, delay) = {
+        let (window, limit, interval) = {
             let cfg = self.config.read().unwrap_or_else(|p| p.into_inner());
             (
                 cfg.auth_window.as_millis() as u64,
                 cfg.max_user_auth_failures,
-                cfg.user_throttle_delay,
+                cfg.user_throttle_delay.as_millis() as u64,
             )
         };
         let now = self.clock.now_ms();
         let mut st = self.lock();
         if st.user_failures.is_empty() {
-            return Duration::ZERO;
+            return UserGate::Wait(Duration::ZERO);
         }
-        let Some(q) = st.user_failures.get_mut(&user.to_lowercase()) else {
-            return Duration::ZERO;
+        let login = user.to_lowercase();
+        let Some(q) = st.user_failures.get_mut(&login) else {
+            return UserGate::Wait(Duration::ZERO);
         };
         expire(q, now, window);
-        if q.len() as u32 >= limit {
-            delay
-        } else {
-            Duration::ZERO
+        if (q.len() as u32) < limit {
+            st.user_next.remove(&login);
+            return UserGate::Wait(Duration::ZERO);
         }
+        let slot = st.user_next.get(&login).copied().unwrap_or(0).max(now);
+        let wait = slot - now;
+        if wait > MAX_USER_WAIT.as_millis() as u64 {
+            return UserGate::Refuse;
+        }
+        st.user_next.insert(login, slot + interval);
+        UserGate::Wait(Duration::from_millis(wait + interval))
     }
 
     /// Add a rule's points to the address; true if that blocked it.
@@ -255,12 +304,14 @@ impl Guard {
         if self.is_trusted(ip) {
             return false;
         }
+        let blockable = self.blockable(ip);
+        let key = self.key(ip);
         let cfg = self.cfg();
         let now = self.clock.now_ms();
         let window = cfg.auth_window.as_millis() as u64;
         let total = {
             let mut st = self.lock();
-            let q = st.scores.entry(ip).or_default();
+            let q = st.scores.entry(key).or_default();
             q.retain(|(t, _)| now.saturating_sub(*t) < window);
             if q.len() >= MAX_PER_KEY {
                 q.pop_front();
@@ -270,19 +321,20 @@ impl Guard {
         };
         self.metrics.suspicious(rule.name());
         self.log().suspicious(ip, rule.name(), rule.points(), total);
-        if total >= cfg.suspicious_threshold {
-            self.lock().scores.remove(&ip);
+        if blockable && total >= cfg.suspicious_threshold {
+            self.lock().scores.remove(&key);
             self.block(ip, "suspicious activity");
             return true;
         }
         false
     }
 
-    /// Block an address for `auto_block_duration`.
+    /// Block an address (its group) for `auto_block_duration`.
     pub fn block(&self, ip: IpAddr, reason: &str) {
-        if self.is_trusted(ip) {
+        if !self.blockable(ip) {
             return;
         }
+        let ip = self.key(ip);
         let duration = self.cfg().auto_block_duration;
         let until = self.clock.now_ms() + duration.as_millis() as u64;
         {
@@ -314,6 +366,7 @@ impl Guard {
             q.retain(|(t, _)| now.saturating_sub(*t) < window);
             !q.is_empty()
         });
+        st.user_next.retain(|_, next| *next > now);
     }
 
     fn block_list_path(&self) -> Option<PathBuf> {
@@ -509,10 +562,56 @@ mod tests {
             g.auth_failed(ip(&format!("198.51.100.{i}")), Some("Alice"), "PLAIN", "x");
         }
         let home = ip("203.0.113.5");
-        assert_eq!(g.user_delay(home, "alice"), Duration::from_secs(2));
-        assert_eq!(g.user_delay(home, "bob"), Duration::ZERO);
+        let wait = |s: u64| UserGate::Wait(Duration::from_secs(s));
+        // Attempts from anywhere share one ration: 2 s apart, in a queue.
+        assert_eq!(g.user_gate(home, "alice"), wait(2));
+        assert_eq!(g.user_gate(ip("198.51.100.9"), "ALICE"), wait(4));
+        assert_eq!(g.user_gate(home, "alice"), wait(6));
+        assert_eq!(g.user_gate(home, "bob"), wait(0));
+        clock.advance(Duration::from_secs(6));
+        assert_eq!(g.user_gate(home, "alice"), wait(2));
+        // A queue longer than a minute is refused outright.
+        let mut last = UserGate::Wait(Duration::ZERO);
+        for _ in 0..40 {
+            last = g.user_gate(home, "alice");
+        }
+        assert_eq!(last, UserGate::Refuse);
         clock.advance(Duration::from_secs(901));
-        assert_eq!(g.user_delay(home, "alice"), Duration::ZERO);
+        assert_eq!(g.user_gate(home, "alice"), wait(0));
+    }
+
+    #[test]
+    fn ipv6_networks_count_as_one_and_loopback_is_not_blocked() {
+        let (g, _) = guard(|c| c.max_auth_attempts = 3);
+        // Three addresses of one /64: blocked together, the next /64 not.
+        for host in 1..=3 {
+            g.auth_failed(ip(&format!("2001:db8:1:2::{host}")), None, "USER", "x");
+        }
+        assert!(g.blocked(ip("2001:db8:1:2:ffff::9")).is_some());
+        assert!(g.blocked(ip("2001:db8:1:3::1")).is_none());
+        // IPv4 as a dual-stack listener sees it is IPv4.
+        for _ in 0..3 {
+            g.auth_failed(ip("::ffff:192.0.2.50"), None, "USER", "x");
+        }
+        assert!(g.blocked(ip("192.0.2.50")).is_some());
+        // Loopback, either family: never blocked by default...
+        for _ in 0..10 {
+            for lo in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+                let v = g.auth_failed(ip(lo), Some("u"), "USER", "x");
+                assert!(!v.blocked);
+                assert!(!g.score(ip(lo), Rule::HttpRequest));
+            }
+        }
+        assert!(g.blocked(ip("127.0.0.1")).is_none() && g.blocked(ip("::1")).is_none());
+        // ...unless asked for.
+        let (g, _) = guard(|c| {
+            c.max_auth_attempts = 3;
+            c.block_loopback = true;
+        });
+        for _ in 0..3 {
+            g.auth_failed(ip("::ffff:127.0.0.1"), None, "USER", "x");
+        }
+        assert!(g.blocked(ip("127.0.0.1")).is_some());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! Abuse resistance: the brute-force and scoring [`Guard`], per-session
 //! command [`Pacer`], the structured security log, and the clock they use.
 
+pub mod address;
 pub mod clock;
 pub mod events;
 pub mod guard;
@@ -9,5 +10,5 @@ pub mod pacer;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::SecurityLog;
-pub use guard::{FailureVerdict, Guard, Rule};
+pub use guard::{FailureVerdict, Guard, Rule, UserGate};
 pub use pacer::Pacer;

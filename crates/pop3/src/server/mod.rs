@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{PasswdFile, UserDb, UserDbError};
 use crate::config::{ListenerConfig, Pop3Config, SecurityConfig, StorageBackend, TlsMode};
 use crate::op::Connection;
-use crate::security::{Clock, Guard, SecurityLog, SystemClock};
+use crate::security::{Clock, Guard, SecurityLog, SystemClock, address};
 use crate::services::{Services, Shared};
 use crate::session::{self, End, Session, Transport};
 use crate::store::{MailStore, MaildirStore};
@@ -294,6 +294,9 @@ impl Pop3SessionManager {
         lc: &ListenerConfig,
         name: &str,
     ) {
+        // Once, here: a dual-stack listener reports IPv4 clients as
+        // ::ffff:a.b.c.d, which no IPv4 network would match.
+        let peer = address::canonical_socket(peer);
         let peer = if lc.proxy_protocol {
             let guard = &self.shared.guard;
             if !lc
@@ -332,6 +335,9 @@ impl Pop3SessionManager {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
+        // A PROXY header's source, or an embedding host's peer, may be
+        // IPv4-mapped too.
+        let peer = address::canonical_socket(peer);
         let services = self.services();
         let metrics = &self.shared.metrics;
         let guard = &self.shared.guard;
@@ -345,7 +351,7 @@ impl Pop3SessionManager {
             refuse(&mut stream, &text).await;
             return End::Closed;
         }
-        let _slot = match self.limits.admit(peer.ip()) {
+        let _slot = match self.limits.admit(guard.key(peer.ip())) {
             Ok(slot) => slot,
             Err(refusal) => {
                 let (text, reason) = match refusal {

@@ -42,6 +42,8 @@ async fn start_clock(
     let srv = TestServer::start_with_clock(
         |c| {
             logged(c, log_dir.to_str().unwrap());
+            // 127.0.0.x stand in for remote attackers here.
+            c.security.block_loopback = true;
             tweak(c);
         },
         clock,
@@ -541,4 +543,110 @@ async fn tls_failures_are_logged() {
         .expect("a tls_failed event");
     assert_eq!(tls["ip"], "127.0.0.1");
     assert!(!tls["reason"].as_str().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn parallel_spraying_shares_one_ration_per_login() {
+    let srv = start(|c| {
+        c.security.max_auth_attempts = 100;
+        c.security.max_user_auth_failures = 2;
+        c.security.user_throttle_delay = Duration::from_millis(300);
+    })
+    .await;
+    for from in ["127.0.0.31", "127.0.0.32"] {
+        let mut c = Client::connect_from(from, srv.plain).await;
+        assert!(fail_login(&mut c, "alice").await.starts_with("-ERR [AUTH]"));
+    }
+    // Four attempts at once from four addresses: they run one after the
+    // other, 300 ms apart, not all after the same 300 ms.
+    let t = Instant::now();
+    let attempts: Vec<_> = (0..4)
+        .map(|i| {
+            let addr = srv.plain;
+            tokio::spawn(async move {
+                let mut c = Client::connect_from(&format!("127.0.0.4{i}"), addr).await;
+                fail_login(&mut c, "alice").await;
+                Instant::now()
+            })
+        })
+        .collect();
+    let mut done = Vec::new();
+    for a in attempts {
+        done.push(a.await.unwrap().duration_since(t));
+    }
+    done.sort();
+    assert!(done[3] >= Duration::from_millis(1200), "{done:?}");
+    assert!(done[0] < Duration::from_millis(900), "{done:?}");
+}
+
+/// A listener on `[::]` sees IPv4 clients as `::ffff:a.b.c.d`: they must
+/// still count as IPv4 (loopback, trusted networks, their own block), and
+/// IPv6 clients as IPv6.
+#[tokio::test]
+async fn dual_stack_listener_sees_ipv4_and_ipv6_as_they_are() {
+    let srv = start(|c| {
+        c.listeners = vec![ListenerConfig::new(
+            "[::]:0".parse().unwrap(),
+            TlsMode::None,
+        )];
+        c.security.max_auth_attempts = 2;
+        c.security.auth_failure_delay = Duration::ZERO;
+    })
+    .await;
+    let port = srv.plain.port();
+    let v4 = SocketAddr::from(([127, 0, 0, 1], port));
+    let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    // Plaintext logins are allowed from loopback (allow_plaintext is off):
+    // both families are recognised as loopback.
+    for addr in [v4, v6] {
+        let mut c = Client::connect(addr).await;
+        c.cmd("USER alice").await;
+        assert!(c.cmd("PASS secret").await.starts_with("+OK"), "{addr}");
+        c.cmd("QUIT").await;
+    }
+    // Two failures from 127.0.0.1 block it, and only it.
+    for _ in 0..2 {
+        let mut c = Client::connect(v4).await;
+        fail_login(&mut c, "alice").await;
+    }
+    let c = Client::connect(v4).await;
+    assert!(c.greeting.starts_with("-ERR [SYS/TEMP]"), "{}", c.greeting);
+    let mut c = Client::connect(v6).await;
+    assert!(c.greeting.starts_with("+OK"), "{}", c.greeting);
+    let ev = events(&srv);
+    let blocked: Vec<&str> = ev
+        .iter()
+        .filter(|e| e["event"] == "blocked")
+        .filter_map(|e| e["ip"].as_str())
+        .collect();
+    assert_eq!(blocked, ["127.0.0.1"], "logged as IPv4");
+    let _ = c.cmd("QUIT").await;
+}
+
+/// By default a loopback address is never blocked as a whole (a local
+/// proxy would otherwise lock every user out), on either family.
+#[tokio::test]
+async fn loopback_is_not_blocked_by_default() {
+    let srv = TestServer::start_with(|c| {
+        c.listeners = vec![ListenerConfig::new(
+            "[::]:0".parse().unwrap(),
+            TlsMode::None,
+        )];
+        c.security.max_auth_attempts = 2;
+    })
+    .await;
+    let port = srv.plain.port();
+    for addr in [
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        format!("[::1]:{port}").parse().unwrap(),
+    ] {
+        for _ in 0..4 {
+            let mut c = Client::connect(addr).await;
+            assert!(c.greeting.starts_with("+OK"), "{addr}: {}", c.greeting);
+            fail_login(&mut c, "alice").await;
+        }
+        let mut c = Client::connect(addr).await;
+        c.cmd("USER alice").await;
+        assert!(c.cmd("PASS secret").await.starts_with("+OK"));
+    }
 }

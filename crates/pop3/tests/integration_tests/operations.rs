@@ -258,6 +258,8 @@ async fn embedding_with_a_host_store_and_user_database() {
         .unwrap()
         .with_security_config(pop3::config::SecurityConfig {
             max_auth_attempts: 1,
+            // The test's clients come from loopback.
+            block_loopback: true,
             auth_failure_delay: Duration::ZERO,
             ..Default::default()
         })

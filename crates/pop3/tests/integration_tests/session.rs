@@ -155,8 +155,13 @@ async fn too_many_failures_close_the_connection() {
         "-ERR [AUTH] Too many authentication failures\r\n"
     );
     assert_eq!(c.until_closed().await, b"");
-    // Elsewhere the address is blocked as well.
-    let srv = TestServer::start_with(|c| c.security.max_auth_attempts = 2).await;
+    // Elsewhere the address is blocked as well (loopback stands in for a
+    // remote address here).
+    let srv = TestServer::start_with(|c| {
+        c.security.max_auth_attempts = 2;
+        c.security.block_loopback = true;
+    })
+    .await;
     let mut c = srv.connect().await;
     c.cmd("USER alice").await;
     c.cmd("PASS a").await;

@@ -21,7 +21,7 @@ fn log_security(s: &Setup, extra: &str) {
     let text = read(&s.config).replace(
         "[security]\nauth_failure_delay = \"0s\"\nenable_security_logging = false\n",
         &format!(
-            "[security]\nauth_failure_delay = \"0s\"\nsecurity_log_file = \"security.log\"\n{extra}"
+            "[security]\nauth_failure_delay = \"0s\"\nsecurity_log_file = \"security.log\"\nblock_loopback = true\n{extra}"
         ),
     );
     std::fs::write(&s.config, text).unwrap();
