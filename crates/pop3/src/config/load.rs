@@ -134,6 +134,26 @@ impl Pop3Config {
                     .to_owned(),
             );
         }
+        if has_key(&table, "protocol.max_arguments") {
+            warnings.push(
+                "protocol.max_arguments has no effect: no POP3 command takes more than two arguments, and more are refused; remove it".to_owned(),
+            );
+        }
+        if !config.performance.enable_response_caching {
+            for key in ["cache_ttl", "max_cached_responses"] {
+                if has_key(&table, &format!("performance.{key}")) {
+                    warnings.push(format!(
+                        "performance.{key} has no effect while performance.enable_response_caching is false"
+                    ));
+                }
+            }
+        }
+        if !config.protocol.enable_pipelining && has_key(&table, "protocol.max_pipelined_commands")
+        {
+            warnings.push(
+                "protocol.max_pipelined_commands has no effect while protocol.enable_pipelining is false (every reply is written on its own)".to_owned(),
+            );
+        }
         if config.listeners.iter().all(|l| l.tls == TlsMode::None) {
             warnings.push("no listener offers TLS (tls = \"starttls\" or \"implicit\")".to_owned());
         }

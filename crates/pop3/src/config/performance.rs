@@ -12,7 +12,9 @@ pub struct PerformanceConfig {
     pub max_concurrent_sessions: usize,
     /// Chunk buffers kept for reuse between message transfers.
     pub connection_pool_size: usize,
-    /// Chunk size for streaming messages and the write-flush threshold.
+    /// Block size of message reads from the store, and the size at which
+    /// replies are written out: a session streaming a message holds about
+    /// three of these (a block, the one read ahead, the output).
     pub io_buffer_size: usize,
     pub enable_response_caching: bool,
     #[serde(with = "humantime_serde")]
@@ -25,7 +27,7 @@ impl Default for PerformanceConfig {
         PerformanceConfig {
             max_concurrent_sessions: 10_000,
             connection_pool_size: 64,
-            io_buffer_size: 16 * 1024,
+            io_buffer_size: 64 * 1024,
             enable_response_caching: false,
             cache_ttl: Duration::from_secs(300),
             max_cached_responses: 1000,

@@ -39,7 +39,6 @@ impl Pop3Config {
         c.security.suspicious_threshold = 50;
         c.performance.max_concurrent_sessions = 20_000;
         c.performance.connection_pool_size = 256;
-        c.performance.io_buffer_size = 32 * 1024;
         c.performance.enable_response_caching = true;
         c.performance.cache_ttl = Duration::from_secs(600);
         c.performance.max_cached_responses = 10_000;

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: AGPL-3.0-only
 //! `[protocol]`: what the POP3 dialogue allows.
+
 use serde::{Deserialize, Serialize};
 
 /// `[protocol]`.
@@ -8,10 +9,16 @@ use serde::{Deserialize, Serialize};
 pub struct ProtocolConfig {
     /// Longest command line accepted, CRLF included (RFC 2449: at least 255).
     pub max_line_length: usize,
-    /// Most space-separated arguments one command may carry.
-    pub max_arguments: usize,
+    /// Accepted for old configuration files and otherwise without effect:
+    /// no POP3 command takes more than two arguments, and a command given
+    /// more than it takes is refused. `check-config` says so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_arguments: Option<usize>,
+    /// Advertise PIPELINING (RFC 2449) and answer a batch of commands with
+    /// one write. Off, every reply is written on its own.
     pub enable_pipelining: bool,
-    /// Commands answered from one read before the replies are flushed.
+    /// With pipelining, replies are written out at least after this many
+    /// commands of one batch.
     pub max_pipelined_commands: usize,
     pub enable_top: bool,
     pub enable_uidl: bool,
@@ -23,7 +30,7 @@ impl Default for ProtocolConfig {
     fn default() -> Self {
         ProtocolConfig {
             max_line_length: 255,
-            max_arguments: 8,
+            max_arguments: None,
             enable_pipelining: true,
             max_pipelined_commands: 100,
             enable_top: true,

@@ -56,12 +56,6 @@ impl Pop3Config {
                 "must be between 255 (RFC 2449) and 1048576".into(),
             );
         }
-        if self.protocol.max_arguments < 2 {
-            return fail(
-                "protocol.max_arguments",
-                "must be at least 2 (TOP and APOP take two)".into(),
-            );
-        }
         if self.protocol.max_pipelined_commands == 0 {
             return fail(
                 "protocol.max_pipelined_commands",
@@ -73,6 +67,20 @@ impl Pop3Config {
                 "performance.io_buffer_size",
                 "must be between 1024 and 16777216".into(),
             );
+        }
+        if self.performance.enable_response_caching {
+            if self.performance.max_cached_responses == 0 {
+                return fail(
+                    "performance.max_cached_responses",
+                    "must be at least 1 while enable_response_caching is on: 0 never caches".into(),
+                );
+            }
+            if self.performance.cache_ttl < Duration::from_secs(1) {
+                return fail(
+                    "performance.cache_ttl",
+                    "must be at least 1s while enable_response_caching is on: a shorter one never serves a listing".into(),
+                );
+            }
         }
         if self.performance.max_concurrent_sessions == 0 {
             return fail(

@@ -91,9 +91,12 @@ impl std::error::Error for ParseError {}
 /// Longest argument RFC 2449 §3 allows (SASL initial responses excepted).
 const MAX_ARG: usize = 40;
 
-/// Parse one command line. `max_arguments` bounds the number of
-/// space-separated arguments a command may carry.
-pub fn parse(line: &[u8], max_arguments: usize) -> Result<Command, ParseError> {
+/// No command takes more arguments than this (APOP and TOP take two, AUTH
+/// a mechanism and an initial response).
+const MAX_ARGUMENTS: usize = 2;
+
+/// Parse one command line.
+pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
     let line = trim_line_end(line);
     let (keyword, rest) = match memchr::memchr(b' ', line) {
         Some(i) => (&line[..i], &line[i + 1..]),
@@ -122,7 +125,7 @@ pub fn parse(line: &[u8], max_arguments: usize) -> Result<Command, ParseError> {
         return Ok(Command::Pass(rest.to_vec()));
     }
 
-    let args = split_args(rest, max_arguments)?;
+    let args = split_args(rest)?;
     let n = args.len();
     let cmd = match kw {
         b"USER" => Command::User(one_text(&args, "user name")?),
@@ -178,10 +181,10 @@ pub fn trim_line_end(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-fn split_args(rest: &[u8], max_arguments: usize) -> Result<Vec<&[u8]>, ParseError> {
-    let mut args = Vec::new();
+fn split_args(rest: &[u8]) -> Result<Vec<&[u8]>, ParseError> {
+    let mut args = Vec::with_capacity(MAX_ARGUMENTS);
     for arg in rest.split(|b| *b == b' ').filter(|a| !a.is_empty()) {
-        if args.len() == max_arguments.max(2) {
+        if args.len() == MAX_ARGUMENTS {
             return Err(ParseError::TooManyArguments);
         }
         args.push(arg);
@@ -256,7 +259,7 @@ mod tests {
     use super::*;
 
     fn p(s: &str) -> Result<Command, ParseError> {
-        parse(s.as_bytes(), 8)
+        parse(s.as_bytes())
     }
 
     #[test]
@@ -350,7 +353,7 @@ mod tests {
     #[test]
     fn argument_count_is_bounded() {
         assert_eq!(
-            parse(b"LIST 1 2 3 4 5 6 7 8 9", 3),
+            parse(b"LIST 1 2 3 4 5 6 7 8 9"),
             Err(ParseError::TooManyArguments)
         );
     }
@@ -364,7 +367,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn random_bytes_never_panic(line in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
-            let _ = parse(&line, 8);
+            let _ = parse(&line);
         }
 
         #[test]

@@ -119,7 +119,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn serve(&mut self) -> End {
         let max_line = self.services.config.protocol.max_line_length;
-        let max_batch = self.services.config.protocol.max_pipelined_commands;
+        let protocol = &self.services.config.protocol;
+        // Without PIPELINING every reply goes out on its own.
+        let max_batch = if protocol.enable_pipelining {
+            protocol.max_pipelined_commands
+        } else {
+            1
+        };
         loop {
             let mut answered = 0;
             while let Some(line) = self.input.next_line(max_line) {
@@ -228,7 +234,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn command(&mut self, line: &[u8]) -> Flow {
         let fresh = std::mem::replace(&mut self.fresh, false);
         let before_login = matches!(self.state, State::Authorization { .. });
-        let cmd = match protocol::parse(line, self.services.config.protocol.max_arguments) {
+        let cmd = match protocol::parse(line) {
             Ok(cmd) => cmd,
             Err(e) => {
                 self.services.metrics.command("unknown", false);

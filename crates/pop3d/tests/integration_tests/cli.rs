@@ -114,6 +114,44 @@ fn risky_settings_are_warned_about() {
 }
 
 #[test]
+fn keys_without_effect_are_warned_about_and_caches_that_never_cache_refused() {
+    let s = Setup::new(&[]);
+    let cfg = s.config.to_str().unwrap().to_owned();
+    let original = read(&s.config);
+    std::fs::write(
+        &s.config,
+        format!(
+            "{original}\n[protocol]\nmax_arguments = 8\nenable_pipelining = false\nmax_pipelined_commands = 5\n\n[performance]\ncache_ttl = \"1m\"\n"
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["check-config", "--config", &cfg], "");
+    assert_eq!(code, 0, "{err}");
+    for key in [
+        "protocol.max_arguments has no effect",
+        "protocol.max_pipelined_commands has no effect",
+        "performance.cache_ttl has no effect",
+    ] {
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    for (text, key) in [
+        (
+            "enable_response_caching = true\nmax_cached_responses = 0\n",
+            "performance.max_cached_responses",
+        ),
+        (
+            "enable_response_caching = true\ncache_ttl = \"0s\"\n",
+            "performance.cache_ttl",
+        ),
+    ] {
+        std::fs::write(&s.config, format!("{original}\n[performance]\n{text}")).unwrap();
+        let (code, _, err) = run(&["check-config", "--config", &cfg], "");
+        assert_eq!(code, 2, "{key}: {err}");
+        assert!(err.contains(key) && err.contains("never"), "{err}");
+    }
+}
+
+#[test]
 fn bad_passwd_lines_are_reported_with_their_numbers() {
     let s = Setup::new(&[]);
     let passwd =

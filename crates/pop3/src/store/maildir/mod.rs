@@ -25,8 +25,6 @@ use crate::config::Pop3Config;
 use index::{DOVECOT_UIDLIST, INDEX_FILE, Index};
 
 pub use lock::LOCK_FILE;
-/// Messages up to this size are read on the session's own task.
-const INLINE_READ_MAX: u64 = 16 * 1024;
 const SUBDIRS: [&str; 2] = ["new", "cur"];
 
 /// Maildirs found by expanding a path template per user.
@@ -39,7 +37,12 @@ pub struct MaildirStore {
     /// Used in the unique names of delivered files.
     hostname: String,
     max_message_size: u64,
+    /// Octets per read of a message (`performance.io_buffer_size`).
+    read_size: usize,
 }
+
+/// Block size for message reads when no configuration says otherwise.
+const DEFAULT_READ_SIZE: usize = 64 * 1024;
 
 impl MaildirStore {
     /// A store without a listing cache.
@@ -51,6 +54,7 @@ impl MaildirStore {
             cache: None,
             hostname: "localhost".into(),
             max_message_size: 0,
+            read_size: DEFAULT_READ_SIZE,
         }
     }
 
@@ -66,6 +70,7 @@ impl MaildirStore {
                 .then(|| Arc::new(ListingCache::new(p.cache_ttl, p.max_cached_responses))),
             hostname: config.server.hostname.clone(),
             max_message_size: config.server.max_message_size,
+            read_size: p.io_buffer_size,
         }
     }
 
@@ -149,7 +154,10 @@ impl MailStore for MaildirStore {
         let cache = self.cache.clone();
         let locks = self.locks.clone();
         let limit = self.measure.clone();
-        let drop = blocking(move || open_blocking(&dir, &locks, &limit, cache.as_deref())).await?;
+        let read_size = self.read_size;
+        let drop =
+            blocking(move || open_blocking(&dir, &locks, &limit, cache.as_deref(), read_size))
+                .await?;
         Ok(Box::new(drop))
     }
 
@@ -269,6 +277,7 @@ pub struct MaildirDrop {
     infos: Arc<Vec<MessageInfo>>,
     /// Held for the life of the session; released by `commit`.
     lock: lock::MaildropLock,
+    read_size: usize,
 }
 
 fn io(context: &Path, e: std::io::Error) -> StoreError {
@@ -357,6 +366,7 @@ fn open_blocking(
     locks: &lock::LockTable,
     limit: &measure::MeasureLimit,
     cache: Option<&ListingCache>,
+    read_size: usize,
 ) -> Result<MaildirDrop, StoreError> {
     // A user's first login creates the Maildir, as Dovecot does.
     if !dir.join("cur").is_dir() || !dir.join("new").is_dir() {
@@ -373,6 +383,7 @@ fn open_blocking(
             messages: Arc::new(messages),
             infos: Arc::new(infos),
             lock,
+            read_size,
         });
     };
     let before = stamps(dir)?;
@@ -382,6 +393,7 @@ fn open_blocking(
             messages: hit.messages.clone(),
             infos: hit.infos.clone(),
             lock,
+            read_size,
         });
     }
     let scanned_at = SystemTime::now();
@@ -402,6 +414,7 @@ fn open_blocking(
         messages,
         infos,
         lock,
+        read_size,
     })
 }
 
@@ -520,15 +533,8 @@ impl Maildrop for MaildirDrop {
 
     async fn open_message(&self, index: usize) -> Result<MessageReader, StoreError> {
         let message = self.messages.get(index).ok_or(StoreError::MessageGone)?;
-        // Small messages are read right here: one open and one read from
-        // the page cache cost less than a trip to the blocking pool.
-        if self.infos[index].size <= INLINE_READ_MAX
-            && let Ok(data) = std::fs::read(&message.path)
-        {
-            return Ok(Box::new(std::io::Cursor::new(data)));
-        }
         let first = message.path.clone();
-        match reader::FileReader::open(first.clone()).await {
+        match reader::FileReader::open(first.clone(), self.read_size).await {
             Ok(r) => return Ok(Box::new(r)),
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&first, e)),
             Err(_) => {}
@@ -537,7 +543,7 @@ impl Maildrop for MaildirDrop {
         let dir = self.dir.clone();
         let key = self.messages[index].key.clone();
         let path = blocking(move || find_by_key(&dir, &key)).await?;
-        match reader::FileReader::open(path.clone()).await {
+        match reader::FileReader::open(path.clone(), self.read_size).await {
             Ok(r) => Ok(Box::new(r)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::MessageGone),
             Err(e) => Err(io(&path, e)),

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: AGPL-3.0-only
-//! Reading a message file without a blocking-pool hop per small read: the
-//! first read (open included) fetches up to [`FIRST`] octets, which is the
-//! whole of most messages; larger files continue in [`NEXT`]-octet reads,
-//! each one hop to the blocking pool.
+//! Reading a message file off the async workers, in blocks of the
+//! configured size (`performance.io_buffer_size`): the first hop to the
+//! blocking pool opens the file and reads its first block, which is the
+//! whole of most messages; larger files continue block by block, one read
+//! ahead, so a session holds at most two blocks whatever the message size.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -12,11 +13,6 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncBufRead, AsyncRead, ReadBuf};
 use tokio::task::JoinHandle;
-
-/// Octets read together with the open.
-pub const FIRST: usize = 128 * 1024;
-/// Octets read per later hop.
-pub const NEXT: usize = 256 * 1024;
 
 /// Fill `buf` as far as the file allows; a short count means end of file.
 fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
@@ -35,9 +31,9 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 type Chunk = (File, io::Result<Vec<u8>>);
 
 /// Read the next block on the blocking pool, into `buf`'s allocation.
-fn read_next(mut file: File, mut buf: Vec<u8>) -> JoinHandle<Chunk> {
+fn read_next(mut file: File, mut buf: Vec<u8>, block: usize) -> JoinHandle<Chunk> {
     tokio::task::spawn_blocking(move || {
-        buf.resize(NEXT, 0);
+        buf.resize(block, 0);
         let r = read_full(&mut file, &mut buf).map(|n| {
             buf.truncate(n);
             buf
@@ -47,6 +43,8 @@ fn read_next(mut file: File, mut buf: Vec<u8>) -> JoinHandle<Chunk> {
 }
 
 pub struct FileReader {
+    /// Octets per read.
+    block: usize,
     buf: Vec<u8>,
     pos: usize,
     /// The file, while more of it may follow.
@@ -56,17 +54,24 @@ pub struct FileReader {
 }
 
 impl FileReader {
-    /// Open `path` and read its beginning, on the blocking pool.
-    pub async fn open(path: PathBuf) -> io::Result<FileReader> {
+    /// Open `path` and read its first block, on the blocking pool. A
+    /// message smaller than a block gets a buffer of its own size.
+    pub async fn open(path: PathBuf, block: usize) -> io::Result<FileReader> {
+        let block = block.max(1);
         tokio::task::spawn_blocking(move || {
             let mut file = File::open(&path)?;
-            let mut buf = vec![0u8; FIRST];
+            let len = file.metadata()?.len();
+            // One octet more than the length, so that a file that grew
+            // meanwhile is still read to its end.
+            let first = usize::try_from(len.saturating_add(1)).map_or(block, |l| l.min(block));
+            let mut buf = vec![0u8; first];
             let n = read_full(&mut file, &mut buf)?;
             buf.truncate(n);
             Ok(FileReader {
+                block,
                 buf,
                 pos: 0,
-                file: (n == FIRST).then_some(file),
+                file: (n == first).then_some(file),
                 pending: None,
                 spare: None,
             })
@@ -86,7 +91,8 @@ impl AsyncBufRead for FileReader {
                 if this.pending.is_none()
                     && let Some(file) = this.file.take()
                 {
-                    this.pending = Some(read_next(file, this.spare.take().unwrap_or_default()));
+                    let spare = this.spare.take().unwrap_or_default();
+                    this.pending = Some(read_next(file, spare, this.block));
                 }
                 return Poll::Ready(Ok(&this.buf[this.pos..]));
             }
@@ -95,7 +101,7 @@ impl AsyncBufRead for FileReader {
                 this.pending = None;
                 let (file, data) = joined.map_err(io::Error::other)?;
                 let data = data?;
-                if data.len() == NEXT {
+                if data.len() == this.block {
                     this.file = Some(file);
                 }
                 // The spent buffer serves the read after next.
@@ -109,7 +115,7 @@ impl AsyncBufRead for FileReader {
             let Some(file) = this.file.take() else {
                 return Poll::Ready(Ok(&[]));
             };
-            this.pending = Some(read_next(file, std::mem::take(&mut this.buf)));
+            this.pending = Some(read_next(file, std::mem::take(&mut this.buf), this.block));
         }
     }
 
@@ -141,19 +147,21 @@ mod tests {
     #[tokio::test]
     async fn reads_small_and_large_files_whole() {
         let dir = tempfile::tempdir().unwrap();
+        const BLOCK: usize = 4096;
         for size in [
             0usize,
             10,
-            FIRST - 1,
-            FIRST,
-            FIRST + 1,
-            FIRST + NEXT,
-            FIRST + 2 * NEXT + 7,
+            BLOCK - 1,
+            BLOCK,
+            BLOCK + 1,
+            2 * BLOCK,
+            5 * BLOCK + 7,
         ] {
             let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
             let path = dir.path().join(format!("m{size}"));
             std::fs::write(&path, &data).unwrap();
-            let mut r = FileReader::open(path).await.unwrap();
+            let mut r = FileReader::open(path, BLOCK).await.unwrap();
+            assert!(r.buf.capacity() <= BLOCK, "a block at most");
             let mut got = Vec::new();
             let mut small = [0u8; 1000];
             loop {
@@ -166,6 +174,10 @@ mod tests {
             assert_eq!(got.len(), size);
             assert!(got == data, "size {size}");
         }
-        assert!(FileReader::open(dir.path().join("missing")).await.is_err());
+        assert!(
+            FileReader::open(dir.path().join("missing"), BLOCK)
+                .await
+                .is_err()
+        );
     }
 }
