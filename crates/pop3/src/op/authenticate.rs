@@ -37,6 +37,9 @@ pub fn user(state: &mut State, conn: &Connection, services: &Services, name: Str
     if !conn.plaintext_allowed(services) {
         return Reply::err_code(RespCode::Auth, PLAINTEXT_REFUSED);
     }
+    if let Err(reply) = utf8_allowed(name.as_bytes(), services) {
+        return reply;
+    }
     if let State::Authorization { user, .. } = state {
         *user = Some(name);
     }
@@ -61,7 +64,27 @@ pub async fn pass(
     if !conn.plaintext_allowed(services) {
         return Reply::err_code(RespCode::Auth, PLAINTEXT_REFUSED).into();
     }
+    if let Err(reply) = utf8_allowed(&password, services) {
+        return reply.into();
+    }
     check_password(state, conn, services, stats, "USER", &name, &password, None).await
+}
+
+/// RFC 6856 §2: UTF-8 user names and passwords in USER, PASS and APOP
+/// only where CAPA says `UTF8 USER`, and then only well-formed UTF-8.
+fn utf8_allowed(arg: &[u8], services: &Services) -> Result<(), Reply> {
+    if arg.is_ascii() {
+        return Ok(());
+    }
+    if !services.config.server.enable_utf8 {
+        return Err(Reply::err(
+            "Non-ASCII user names and passwords are not accepted",
+        ));
+    }
+    if std::str::from_utf8(arg).is_err() {
+        return Err(Reply::err("User names and passwords must be UTF-8"));
+    }
+    Ok(())
 }
 
 /// APOP: digest of the greeting's timestamp and the plaintext secret.
@@ -76,6 +99,9 @@ pub async fn apop(
     let Some(timestamp) = conn.apop_timestamp.as_deref() else {
         return Reply::err("APOP is not enabled").into();
     };
+    if let Err(reply) = utf8_allowed(name.as_bytes(), services) {
+        return reply.into();
+    }
     if !conn.plaintext_allowed(services) {
         return Reply::err_code(RespCode::Auth, PLAINTEXT_REFUSED).into();
     }

@@ -68,9 +68,11 @@ pub fn stls(conn: &Connection, _services: &Services) -> Outcome {
     Outcome::StartTls(Reply::ok("Begin TLS negotiation now"))
 }
 
-/// UTF8: accepted in any state, as Outlook sends it after login too.
-pub fn utf8(services: &Services) -> Reply {
+/// UTF8 (RFC 6856 §2.1): UTF-8 mode for the rest of the session.
+/// Accepted after login too, as Outlook sends it then.
+pub fn utf8(conn: &mut Connection, services: &Services) -> Reply {
     if services.config.server.enable_utf8 {
+        conn.utf8 = true;
         Reply::ok("UTF8 enabled")
     } else {
         Reply::err("UTF8 is not enabled")

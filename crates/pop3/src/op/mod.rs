@@ -33,6 +33,9 @@ pub struct Connection {
     pub channel_binding: Option<Vec<u8>>,
     /// The user a verified TLS client certificate maps to (EXTERNAL).
     pub client_identity: Option<String>,
+    /// The client sent UTF8 (RFC 6856): internationalized messages go out
+    /// as they are; without it their headers are downgraded.
+    pub utf8: bool,
 }
 
 impl Connection {
@@ -144,7 +147,7 @@ pub fn store_error_reply(e: &StoreError) -> Reply {
 pub async fn dispatch(
     cmd: Command,
     state: &mut State,
-    conn: &Connection,
+    conn: &mut Connection,
     services: &Services,
     stats: &mut SessionStats,
 ) -> Outcome {
@@ -153,7 +156,7 @@ pub async fn dispatch(
         (C::Capa, _) => capa::capa(state, conn, services).into(),
         (C::Noop, State::Transaction(_)) => Reply::ok("").into(),
         (C::Quit, _) => update::quit(state, &services.config.server.hostname, stats).await,
-        (C::Utf8, _) => capa::utf8(services).into(),
+        (C::Utf8, _) => capa::utf8(conn, services).into(),
         (C::Stls, State::Authorization { .. }) => capa::stls(conn, services),
         (C::User(name), State::Authorization { .. }) => {
             authenticate::user(state, conn, services, name).into()

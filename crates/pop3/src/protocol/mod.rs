@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod command;
+pub mod downgrade;
 pub mod reply;
 
 pub use body::{BodyEncoder, SizeCounter, crlf_size};

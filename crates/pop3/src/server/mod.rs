@@ -411,6 +411,7 @@ impl Pop3SessionManager {
             apop_timestamp: self.apop_timestamp(&services, n),
             channel_binding: None,
             client_identity: None,
+            utf8: false,
         };
         if let Transport::Tls(tls) = &transport {
             session::tls_facts::learn(&mut conn, tls.get_ref().1, &services);

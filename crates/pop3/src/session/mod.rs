@@ -274,7 +274,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let outcome = op::dispatch(
             cmd,
             &mut self.state,
-            &self.conn,
+            &mut self.conn,
             &self.services,
             &mut self.stats,
         )
@@ -413,7 +413,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.output.extend_from_slice(&idle);
         idle.clear();
         status.encode(&mut self.output);
-        let flow = self.stream(&mut *reader, &mut encoder, index).await;
+        let mut flow = Flow::Continue;
+        if self.services.config.server.enable_utf8 && !self.conn.utf8 {
+            flow = self
+                .downgraded_header(&mut *reader, &mut encoder, index)
+                .await;
+        }
+        if let Flow::Continue = flow {
+            flow = self.stream(&mut *reader, &mut encoder, index).await;
+        }
         if let Flow::Continue = flow {
             encoder.finish(&mut self.output);
             self.stats.retrieved += 1;
@@ -423,6 +431,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let pooled = std::mem::replace(&mut self.output, idle);
         self.services.buffers.give(pooled);
         flow
+    }
+
+    /// For a client outside UTF-8 mode (RFC 6856): read the header, and
+    /// send it downgraded if it has 8-bit octets; the body follows as
+    /// usual. A header longer than the downgrade's limit goes out as it is.
+    async fn downgraded_header(
+        &mut self,
+        reader: &mut (dyn AsyncBufRead + Send + Unpin),
+        encoder: &mut protocol::BodyEncoder,
+        index: usize,
+    ) -> Flow {
+        let mut header = Vec::new();
+        loop {
+            let data = match reader.fill_buf().await {
+                Ok(data) => data,
+                Err(e) => {
+                    self.services.metrics.store_errors.inc();
+                    tracing::error!("reading message {} failed mid-stream: {e}", index + 1);
+                    return Flow::Stop(End::IoError);
+                }
+            };
+            if data.is_empty() {
+                break;
+            }
+            let taken = header.len();
+            let room = protocol::downgrade::MAX_HEADER - taken;
+            let take = data.len().min(room);
+            header.extend_from_slice(&data[..take]);
+            // The whole header again: its empty line may straddle blocks,
+            // and it is a few blocks at most.
+            if let Some(end) = protocol::downgrade::header_end(&header) {
+                reader.consume(end - taken);
+                header.truncate(end);
+                break;
+            }
+            reader.consume(take);
+            if header.len() >= protocol::downgrade::MAX_HEADER {
+                break;
+            }
+        }
+        match protocol::downgrade::downgrade_header(&header) {
+            Some(ascii) if header.len() < protocol::downgrade::MAX_HEADER => {
+                encoder.feed(&ascii, &mut self.output)
+            }
+            _ => encoder.feed(&header, &mut self.output),
+        }
+        Flow::Continue
     }
 
     async fn stream(

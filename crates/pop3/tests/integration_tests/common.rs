@@ -20,6 +20,7 @@ alice:{PLAIN}secret:1000:1000::%HOME%/alice
 mrose:{PLAIN}tanstaaf:1001:1001::%HOME%/mrose
 bob:{SSHA}yI6cZwQadOA1e+/f+T+H3eCQQhRzYWx0:1002:1002::%HOME%/bob
 nopass::1003:1003::%HOME%/nopass
+jörg:{PLAIN}pässwört:1004:1004::%HOME%/joerg
 ";
 
 /// A generated certificate for localhost.

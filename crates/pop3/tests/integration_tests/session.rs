@@ -892,3 +892,54 @@ async fn sasl_offers_follow_the_stored_secrets() {
     assert_eq!(lines(&c.multi("AUTH").await.1), ["PLAIN"]);
     assert!(c.cmd("AUTH CRAM-MD5").await.starts_with("-ERR"));
 }
+
+/// RFC 6856: a client that has not sent UTF8 gets the header of an
+/// internationalized message downgraded to encoded-words; after UTF8 it
+/// gets the message as stored. UTF-8 user names and passwords work where
+/// CAPA says `UTF8 USER`, and are refused where it does not.
+#[tokio::test]
+async fn utf8_mode_downgrades_headers_for_clients_outside_it() {
+    let srv = TestServer::start().await;
+    let message = "From: jörg@example.org\nSubject: Grüße\n\nKörper bleibt.\n";
+    srv.deliver("joerg", 1, message.as_bytes());
+    let mut c = srv.connect().await;
+    assert!(lines(&c.multi("CAPA").await.1).contains(&"UTF8 USER".to_string()));
+    assert_eq!(c.cmd("USER jörg").await, "+OK\r\n");
+    assert!(c.cmd("PASS pässwört").await.starts_with("+OK"));
+    let (_, body) = c.multi("RETR 1").await;
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        "From: =?UTF-8?B?asO2cmdAZXhhbXBsZS5vcmc=?=\r\n\
+         Subject: =?UTF-8?B?R3LDvMOfZQ==?=\r\n\r\nKörper bleibt.\r\n.\r\n"
+    );
+    // TOP downgrades the same way.
+    let (_, top) = c.multi("TOP 1 0").await;
+    assert!(top.is_ascii(), "{}", String::from_utf8_lossy(&top));
+    // UTF-8 mode (Outlook sends UTF8 after login): the message as stored.
+    assert_eq!(c.cmd("UTF8").await, "+OK UTF8 enabled\r\n");
+    let (_, body) = c.multi("RETR 1").await;
+    assert_eq!(
+        body,
+        message
+            .replace('\n', "\r\n")
+            .into_bytes()
+            .into_iter()
+            .chain(*b".\r\n")
+            .collect::<Vec<u8>>()
+    );
+    c.cmd("QUIT").await;
+
+    // Without UTF8 support the server is plain RFC 1939: no UTF-8 names.
+    let srv = TestServer::start_with(|c| c.server.enable_utf8 = false).await;
+    srv.deliver("joerg", 1, message.as_bytes());
+    let mut c = srv.connect().await;
+    assert_eq!(
+        c.cmd("USER jörg").await,
+        "-ERR Non-ASCII user names and passwords are not accepted\r\n"
+    );
+    c.cmd("USER alice").await;
+    assert_eq!(
+        c.cmd("PASS pässwört").await,
+        "-ERR Non-ASCII user names and passwords are not accepted\r\n"
+    );
+}
