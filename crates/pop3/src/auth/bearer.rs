@@ -226,12 +226,38 @@ impl BearerValidator {
     }
 
     fn user_from(&self, claims: &Map<String, Value>) -> Result<String, TokenError> {
+        unverified_email(&self.cfg, claims)?;
         claims
             .get(&self.cfg.user_claim)
             .and_then(Value::as_str)
             .filter(|u| !u.is_empty() && u.len() <= 255)
             .map(str::to_owned)
             .ok_or_else(|| TokenError::Invalid(format!("no {:?} claim", self.cfg.user_claim)))
+    }
+}
+
+/// A user taken from the `email` claim must not be one the provider says
+/// it has not verified (OpenID Connect's `email_verified`): anybody can
+/// sign up with somebody else's address at many providers. A token without
+/// the claim is taken at its word, as providers that only issue verified
+/// addresses often leave it out.
+fn unverified_email(cfg: &OAuthConfig, claims: &Map<String, Value>) -> Result<(), TokenError> {
+    if cfg.user_claim != "email" {
+        return Ok(());
+    }
+    let verified = match claims.get("email_verified") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        // Some providers send it as a string.
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        Some(_) => false,
+    };
+    if verified {
+        Ok(())
+    } else {
+        Err(TokenError::Invalid(
+            "email not verified by the provider".into(),
+        ))
     }
 }
 
@@ -329,16 +355,19 @@ impl Introspection {
         {
             return Err(invalid("wrong issuer"));
         }
-        if let (Some(want), Some(aud)) = (&cfg.audience, claims.get("aud")) {
-            let ok = match aud {
-                Value::String(a) => a == want,
-                Value::Array(list) => list.iter().any(|a| a.as_str() == Some(want)),
+        if let Some(want) = &cfg.audience {
+            let ok = match claims.get("aud") {
+                Some(Value::String(a)) => a == want,
+                Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(want)),
+                // The audience is required: an answer without one may be
+                // about a token for another application.
                 _ => false,
             };
             if !ok {
-                return Err(invalid("wrong audience"));
+                return Err(invalid("wrong or missing audience"));
             }
         }
+        unverified_email(cfg, &claims)?;
         let user = claims
             .get(&cfg.user_claim)
             .or_else(|| claims.get("username"))
@@ -493,6 +522,10 @@ mod tests {
         let es = EncodingKey::from_ec_pem(&f.ec_private).unwrap();
         let token = jsonwebtoken::encode(&header, &good, &es).unwrap();
         assert_eq!(f.validator.validate(&token).await.unwrap(), "alice");
+        let mut verified = good.clone();
+        verified["email_verified"] = Value::Bool(true);
+        let token = jsonwebtoken::encode(&header, &verified, &es).unwrap();
+        assert_eq!(f.validator.validate(&token).await.unwrap(), "alice");
         let hs = EncodingKey::from_secret(&f.hmac);
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &good, &hs).unwrap();
         assert_eq!(f.validator.validate(&token).await.unwrap(), "alice");
@@ -503,6 +536,11 @@ mod tests {
             claims("alice", "https://idp.test", "pop3", now() - 3600),
             serde_json::json!({"iss": "https://idp.test", "aud": "pop3", "exp": now() + 600}),
             serde_json::json!({"email": "alice", "aud": "pop3", "exp": now() + 600}),
+            // An address the provider has not verified names nobody.
+            serde_json::json!({"email": "alice", "email_verified": false, "iss": "https://idp.test", "aud": "pop3", "exp": now() + 600}),
+            serde_json::json!({"email": "alice", "email_verified": "false", "iss": "https://idp.test", "aud": "pop3", "exp": now() + 600}),
+            // No audience at all, when one is configured.
+            serde_json::json!({"email": "alice", "iss": "https://idp.test", "exp": now() + 600}),
         ];
         for c in refused {
             let token = jsonwebtoken::encode(&header, &c, &es).unwrap();

@@ -75,9 +75,14 @@ pub struct OAuthConfig {
     /// Required `iss` of JWTs (and of introspection answers that carry one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
-    /// Required `aud`.
+    /// Required `aud`: this server's identity at the provider. Without it
+    /// a token the provider issued to any of its applications would open
+    /// the mailbox, so it must be set unless `allow_any_audience` says
+    /// otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
+    /// Accept tokens whatever their audience (check-config warns).
+    pub allow_any_audience: bool,
     /// JSON Web Key Set with the issuer's public keys.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwks_file: Option<PathBuf>,
@@ -111,6 +116,7 @@ impl Default for OAuthConfig {
         OAuthConfig {
             issuer: None,
             audience: None,
+            allow_any_audience: false,
             jwks_file: None,
             public_key_file: None,
             hmac_secret_file: None,

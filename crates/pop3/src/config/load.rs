@@ -134,6 +134,16 @@ impl Pop3Config {
                     .to_owned(),
             );
         }
+        if config
+            .auth
+            .oauth
+            .as_ref()
+            .is_some_and(|o| o.allow_any_audience)
+        {
+            warnings.push(
+                "auth.oauth.allow_any_audience = true: a token the provider issued to any of its applications opens the mailbox".to_owned(),
+            );
+        }
         if has_key(&table, "protocol.max_arguments") {
             warnings.push(
                 "protocol.max_arguments has no effect: no POP3 command takes more than two arguments, and more are refused; remove it".to_owned(),

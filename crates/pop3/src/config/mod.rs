@@ -216,7 +216,7 @@ allow_plaintext = true
         assert!(need("GSSAPI", "").contains("feature"));
         #[cfg(feature = "gssapi")]
         assert!(need("GSSAPI", "").contains("[auth.gssapi]"));
-        let c = load("[auth]\nmechanisms = [\"scram-sha-256\", \"NTLM\", \"DIGEST-MD5\"]\nmaster_users = [\"admin\"]\n[auth.oauth]\nissuer = \"i\"\n")
+        let c = load("[auth]\nmechanisms = [\"scram-sha-256\", \"NTLM\", \"DIGEST-MD5\"]\nmaster_users = [\"admin\"]\n[auth.oauth]\nissuer = \"i\"\naudience = \"pop3\"\n")
             .unwrap()
             .config;
         assert!(c.mechanism_enabled("SCRAM-SHA-256"));
@@ -224,6 +224,23 @@ allow_plaintext = true
         assert_eq!(c.auth.oauth.unwrap().user_claim, "email");
         let e = load("[auth.oauth]\nleeway = \"soon\"\n").unwrap_err();
         assert!(e.to_string().contains("leeway"), "{e}");
+        // Tokens for any application of the provider only when asked for.
+        let e = load("[auth.oauth]\nissuer = \"i\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("auth.oauth.audience"), "{e}");
+        let any = load("[auth.oauth]\nallow_any_audience = true\n").unwrap();
+        assert!(
+            any.warnings
+                .iter()
+                .any(|w| w.contains("allow_any_audience")),
+            "{:?}",
+            any.warnings
+        );
+        let e = load("[auth.oauth]\naudience = \"a\"\nallow_any_audience = true\n").unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("auth.oauth.allow_any_audience"),
+            "{e}"
+        );
     }
 
     #[test]

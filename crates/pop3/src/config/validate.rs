@@ -94,6 +94,23 @@ impl Pop3Config {
                 "must be at least 1".into(),
             );
         }
+        if let Some(oauth) = &self.auth.oauth {
+            match (&oauth.audience, oauth.allow_any_audience) {
+                (None, false) => {
+                    return fail(
+                        "auth.oauth.audience",
+                        "required: without it a token issued to any application of the provider opens the mailbox (set allow_any_audience = true to accept that)".into(),
+                    );
+                }
+                (Some(_), true) => {
+                    return fail(
+                        "auth.oauth.allow_any_audience",
+                        "contradicts auth.oauth.audience; set one of them".into(),
+                    );
+                }
+                _ => {}
+            }
+        }
         if let Some(require) = self.security.require_tls_for_auth
             && require == self.auth.allow_plaintext
         {

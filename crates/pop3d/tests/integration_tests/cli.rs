@@ -69,7 +69,9 @@ fn bad_configs_name_file_key_and_reason() {
             "auth.mechanisms[0]",
         ),
         (
-            format!("{original}\n[auth.oauth]\njwks_file = \"nowhere.json\"\n"),
+            format!(
+                "{original}\n[auth.oauth]\naudience = \"pop3\"\njwks_file = \"nowhere.json\"\n"
+            ),
             "auth.oauth.jwks_file",
         ),
         (
