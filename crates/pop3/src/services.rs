@@ -44,13 +44,17 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(metrics: Arc<Metrics>, guard: Arc<Guard>) -> Shared {
-        Shared {
+    /// Fails without randomness from the system: the salt key must not be
+    /// guessable.
+    pub fn new(metrics: Arc<Metrics>, guard: Arc<Guard>) -> Result<Shared, SetupError> {
+        let salt_key = crate::auth::sasl::nonce()
+            .map_err(|e| SetupError::new("auth", format!("cannot make the SCRAM salt key: {e}")))?;
+        Ok(Shared {
             metrics,
             shutdown: CancellationToken::new(),
             guard,
-            salt_key: Arc::new(crate::auth::sasl::nonce()),
-        }
+            salt_key: Arc::new(salt_key),
+        })
     }
 }
 

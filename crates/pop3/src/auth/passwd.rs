@@ -195,14 +195,39 @@ impl PasswdFile {
         self.loaded.read().expect("passwd lock").table.clone()
     }
 
-    /// Re-read the file if it changed. A file that became unreadable keeps
-    /// the last good table in force.
+    /// Re-read the file if it changed (blocking). A file that became
+    /// unreadable keeps the last good table in force.
     pub fn refresh(&self) -> Result<bool, UserDbError> {
-        let stamp = stamp(&self.path).map_err(|e| io_error(&self.path, e))?;
-        if self.loaded.read().expect("passwd lock").stamp == Some(stamp) {
-            return Ok(false);
+        let known = self.stamp();
+        match reread_if_changed(&self.path, known)? {
+            Some(fresh) => {
+                self.install(fresh);
+                Ok(true)
+            }
+            None => Ok(false),
         }
-        let (table, stamp) = read(&self.path)?;
+    }
+
+    /// [`PasswdFile::refresh`] with the file work on the blocking pool.
+    async fn refresh_off_the_workers(&self) -> Result<bool, UserDbError> {
+        let (path, known) = (self.path.clone(), self.stamp());
+        let fresh = tokio::task::spawn_blocking(move || reread_if_changed(&path, known))
+            .await
+            .map_err(|e| UserDbError::Unavailable(format!("passwd task failed: {e}")))??;
+        match fresh {
+            Some(fresh) => {
+                self.install(fresh);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn stamp(&self) -> Option<Stamp> {
+        self.loaded.read().expect("passwd lock").stamp
+    }
+
+    fn install(&self, (table, stamp): (PasswdTable, Option<Stamp>)) {
         for w in &table.warnings {
             tracing::warn!(file = %self.path.display(), "{w}");
         }
@@ -211,10 +236,10 @@ impl PasswdFile {
             table: Arc::new(table),
             stamp,
         };
-        Ok(true)
     }
 
-    fn maybe_refresh(&self) {
+    /// At most once per `check_every`, look whether the file changed.
+    async fn maybe_refresh(&self) {
         {
             let mut last = self.last_check.lock().expect("passwd check lock");
             if last.elapsed() < self.check_every {
@@ -222,7 +247,7 @@ impl PasswdFile {
             }
             *last = Instant::now();
         }
-        if let Err(e) = self.refresh() {
+        if let Err(e) = self.refresh_off_the_workers().await {
             tracing::error!(file = %self.path.display(), "cannot re-read passwd file: {e}");
         }
     }
@@ -237,6 +262,22 @@ fn stamp(path: &Path) -> std::io::Result<(SystemTime, u64)> {
     Ok((md.modified()?, md.len()))
 }
 
+/// A file's modification time and length: when either changes, it is read
+/// again.
+type Stamp = (SystemTime, u64);
+
+/// The file's new parse, or `None` while its stamp is still `known`.
+fn reread_if_changed(
+    path: &Path,
+    known: Option<Stamp>,
+) -> Result<Option<(PasswdTable, Option<Stamp>)>, UserDbError> {
+    let now = stamp(path).map_err(|e| io_error(path, e))?;
+    if known == Some(now) {
+        return Ok(None);
+    }
+    read(path).map(Some)
+}
+
 fn read(path: &Path) -> Result<(PasswdTable, Option<(SystemTime, u64)>), UserDbError> {
     let stamp = stamp(path).ok();
     let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
@@ -246,14 +287,14 @@ fn read(path: &Path) -> Result<(PasswdTable, Option<(SystemTime, u64)>), UserDbE
 #[async_trait]
 impl UserDb for PasswdFile {
     async fn lookup(&self, name: &str) -> Result<Option<Arc<UserRecord>>, UserDbError> {
-        self.maybe_refresh();
+        self.maybe_refresh().await;
         Ok(self.table().get(name))
     }
 
     /// Ready when the file can be read now; the table in memory serves
     /// logins either way, but an operator must hear that the file is gone.
     async fn health(&self) -> Result<(), String> {
-        match self.refresh() {
+        match self.refresh_off_the_workers().await {
             Ok(_) => Ok(()),
             Err(e) => Err(e.to_string()),
         }

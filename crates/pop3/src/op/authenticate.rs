@@ -232,8 +232,15 @@ pub async fn sasl_password(
     .await
 }
 
+/// Master users are matched as user names are looked up: without regard
+/// to case.
 fn is_master(services: &Services, user: &str) -> bool {
-    services.config.auth.master_users.iter().any(|m| m == user)
+    services
+        .config
+        .auth
+        .master_users
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(user))
 }
 
 /// A client asked to act as another user without being a master user.
@@ -551,6 +558,7 @@ async fn login(
                 user,
                 maildrop,
                 deleted: vec![false; count],
+                retrieved: vec![false; count],
                 read_only,
             }));
             reply.into()

@@ -70,6 +70,8 @@ pub struct Transaction {
     pub user: Arc<UserRecord>,
     pub maildrop: Box<dyn Maildrop>,
     pub deleted: Vec<bool>,
+    /// Retrieved whole with RETR (TOP does not count, as in Dovecot).
+    pub retrieved: Vec<bool>,
     /// ANONYMOUS sessions: DELE is refused, so UPDATE removes nothing.
     pub read_only: bool,
 }

@@ -20,11 +20,14 @@ fn check(t: &Transaction, services: &Services, n: u32) -> Result<usize, Reply> {
 
 pub fn retr(t: &mut Transaction, services: &Services, n: u32) -> Outcome {
     match check(t, services, n) {
-        Ok(index) => Outcome::Body {
-            status: Reply::ok(format!("{} octets", t.maildrop.messages()[index].size)),
-            index,
-            encoder: BodyEncoder::retr(),
-        },
+        Ok(index) => {
+            t.retrieved[index] = true;
+            Outcome::Body {
+                status: Reply::ok(format!("{} octets", t.maildrop.messages()[index].size)),
+                index,
+                encoder: BodyEncoder::retr(),
+            }
+        }
         Err(r) => r.into(),
     }
 }

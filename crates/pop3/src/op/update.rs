@@ -4,6 +4,7 @@
 
 use super::{Outcome, SessionStats, State, store_error_reply};
 use crate::protocol::{Reply, RespCode};
+use crate::store::Changes;
 
 pub async fn quit(state: &mut State, hostname: &str, stats: &mut SessionStats) -> Outcome {
     let State::Transaction(t) = std::mem::take(state) else {
@@ -16,9 +17,21 @@ pub async fn quit(state: &mut State, hostname: &str, stats: &mut SessionStats) -
         .enumerate()
         .filter_map(|(i, d)| d.then_some(i))
         .collect();
+    // A read-only (anonymous) session changes nothing, flags included.
+    let seen: Vec<usize> = if t.read_only {
+        Vec::new()
+    } else {
+        (0..t.deleted.len())
+            .filter(|&i| t.retrieved[i] && !t.deleted[i])
+            .collect()
+    };
     let wanted = marked.len();
     let user = t.user.name.clone();
-    match t.maildrop.commit(marked).await {
+    let changes = Changes {
+        deleted: marked,
+        seen,
+    };
+    match t.maildrop.commit(changes).await {
         Ok(report) if report.failed == 0 => {
             stats.deleted = report.removed;
             let left = t.deleted.len() - wanted;

@@ -389,7 +389,7 @@ impl Guard {
             .filter(|(_, until)| **until > now)
             .map(|(ip, until)| format!("{ip} {until}\n"))
             .collect();
-        if let Err(e) = write_atomically(&path, &text) {
+        if let Err(e) = off_the_workers(|| write_atomically(&path, &text)) {
             tracing::error!(file = %path.display(), "cannot save the block list: {e}");
         }
     }
@@ -398,7 +398,7 @@ impl Guard {
         let Some(path) = self.block_list_path() else {
             return;
         };
-        let text = match std::fs::read_to_string(&path) {
+        let text = match off_the_workers(|| std::fs::read_to_string(&path)) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(e) => {
@@ -474,13 +474,34 @@ fn push(q: &mut VecDeque<u64>, t: u64, window: u64, now: u64) {
     q.push_back(t);
 }
 
+/// Run blocking file work called from async code without stalling the
+/// worker's other sessions: on a multi-threaded runtime the worker hands
+/// its tasks to the others meanwhile (the write stays synchronous, so the
+/// file is current when the caller goes on); elsewhere it simply runs.
+fn off_the_workers<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
+/// Numbers the temporary files of this process's writers, so that two
+/// writing at once never share one.
+static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 #[cfg(test)]

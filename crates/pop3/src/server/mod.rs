@@ -113,7 +113,7 @@ impl Pop3SessionManager {
             security_log(&config)?,
             metrics.clone(),
         );
-        let shared = Shared::new(metrics, Arc::new(guard));
+        let shared = Shared::new(metrics, Arc::new(guard))?;
         let tls = tls.map(tokio_rustls::TlsAcceptor::from);
         let services = Services::new(Arc::new(config), users, store, tls, &shared)?;
         Ok(Pop3SessionManager {
@@ -267,7 +267,12 @@ impl Pop3SessionManager {
             return None;
         }
         let mut nonce = [0u8; 8];
-        let _ = getrandom::fill(&mut nonce);
+        // Without randomness there is no APOP on this connection rather
+        // than a guessable timestamp.
+        if let Err(e) = getrandom::fill(&mut nonce) {
+            tracing::error!("no randomness for the APOP timestamp: {e}");
+            return None;
+        }
         let nonce = crate::hex::encode(&nonce);
         Some(format!(
             "<{}.{n}.{nonce}@{}>",

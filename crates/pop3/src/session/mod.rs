@@ -285,15 +285,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .login_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
-        let ok = match &outcome {
-            Outcome::Reply(r)
-            | Outcome::Close(r)
-            | Outcome::Body { status: r, .. }
-            | Outcome::StartTls(r)
-            | Outcome::WrongState(r) => r.is_ok(),
-            Outcome::Sasl { .. } => true,
-        };
-        self.services.metrics.command(name, ok);
+        // An AUTH is counted when its exchange has ended, by how it ended
+        // (and paced then, as a login attempt).
+        let result = succeeded(&outcome);
+        if let Some(ok) = result {
+            self.services.metrics.command(name, ok);
+        }
+        let ok = result.unwrap_or(true);
         let wrong_state = matches!(outcome, Outcome::WrongState(_));
         let flow = self.outcome(outcome).await;
         if let Flow::Stop(end) = flow {
@@ -571,11 +569,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             match next {
                 Next::Challenge(data) => match self.sasl_round(&data).await {
                     Ok(answer) => exchange.answer(answer),
-                    Err(flow) => return flow,
+                    Err(flow) => {
+                        // Cancelled with `*`, or the client went away.
+                        self.services.metrics.command("AUTH", false);
+                        return flow;
+                    }
                 },
                 Next::Done(outcome) => break outcome,
             }
         };
+        self.services
+            .metrics
+            .command("AUTH", succeeded(&outcome).unwrap_or(false));
         Box::pin(self.outcome(outcome)).await
     }
 
@@ -599,6 +604,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Err(Flow::Continue);
         }
         Ok(B64.decode(&line).ok())
+    }
+}
+
+/// Whether a command's outcome is a success; `None` for an AUTH whose
+/// exchange is still to run.
+fn succeeded(outcome: &Outcome) -> Option<bool> {
+    match outcome {
+        Outcome::Reply(r)
+        | Outcome::Close(r)
+        | Outcome::Body { status: r, .. }
+        | Outcome::StartTls(r)
+        | Outcome::WrongState(r) => Some(r.is_ok()),
+        Outcome::Sasl { .. } => None,
     }
 }
 

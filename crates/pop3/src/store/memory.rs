@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::{CommitReport, MailStore, Maildrop, MessageInfo, MessageReader, StoreError};
+use super::{Changes, CommitReport, MailStore, Maildrop, MessageInfo, MessageReader, StoreError};
 use crate::auth::UserRecord;
 use crate::protocol::crlf_size;
 
@@ -130,8 +130,10 @@ impl Maildrop for MemoryDrop {
         Ok(Box::new(std::io::Cursor::new(Shared(body.clone()))))
     }
 
-    async fn commit(self: Box<Self>, deleted: Vec<usize>) -> Result<CommitReport, StoreError> {
-        let gone: Vec<u32> = deleted
+    /// Removes what was deleted; keeps no seen marks.
+    async fn commit(self: Box<Self>, changes: Changes) -> Result<CommitReport, StoreError> {
+        let gone: Vec<u32> = changes
+            .deleted
             .iter()
             .filter_map(|i| self.uids.get(*i).copied())
             .collect();

@@ -56,6 +56,17 @@ impl StoreError {
     }
 }
 
+/// What the UPDATE state asks of a maildrop, by 0-based index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Marked with DELE: remove.
+    pub deleted: Vec<usize>,
+    /// Retrieved whole with RETR and kept: mark as seen, where the store
+    /// keeps such a mark (Maildir's `S` flag in `cur/`, for IMAP clients
+    /// sharing the mailbox).
+    pub seen: Vec<usize>,
+}
+
 /// The outcome of the UPDATE state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommitReport {
@@ -96,6 +107,6 @@ pub trait Maildrop: Send + Sync {
     /// Stream message `index` (0-based).
     async fn open_message(&self, index: usize) -> Result<MessageReader, StoreError>;
 
-    /// Remove the messages at these 0-based indices and release the lock.
-    async fn commit(self: Box<Self>, deleted: Vec<usize>) -> Result<CommitReport, StoreError>;
+    /// Apply the changes (removals first) and release the lock.
+    async fn commit(self: Box<Self>, changes: Changes) -> Result<CommitReport, StoreError>;
 }

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
+
 use crate::common::*;
 use pop3::Pop3SessionManager;
 use pop3::auth::StaticUsers;
@@ -66,11 +68,22 @@ async fn metrics_count_what_happens() {
     let mut other = srv.connect().await;
     other.cmd("USER alice").await;
     assert!(other.cmd("PASS secret").await.starts_with("-ERR [IN-USE]"));
+    // AUTH counts by how the exchange ended: a bad password and a
+    // cancellation are failures.
+    let mut sasl = srv.connect().await;
+    let bad = base64::engine::general_purpose::STANDARD.encode("\0bob\0nope");
+    assert!(
+        sasl.cmd(&format!("AUTH PLAIN {bad}"))
+            .await
+            .starts_with("-ERR")
+    );
+    assert_eq!(sasl.cmd("AUTH PLAIN").await, "+ \r\n");
+    assert!(sasl.cmd("*").await.starts_with("-ERR"));
     let (status, m) = http_get(addr, "/metrics").await;
     assert_eq!(status, 200);
     let plain = format!("listener=\"{}\",tls=\"none\"", srv.plain);
-    assert_eq!(sample(&m, &format!("pop3_sessions_active{{{plain}}}")), 2.0);
-    assert_eq!(sample(&m, &format!("pop3_sessions_total{{{plain}}}")), 2.0);
+    assert_eq!(sample(&m, &format!("pop3_sessions_active{{{plain}}}")), 3.0);
+    assert_eq!(sample(&m, &format!("pop3_sessions_total{{{plain}}}")), 3.0);
     assert_eq!(
         sample(&m, "pop3_logins_total{mechanism=\"USER\",result=\"ok\"}"),
         1.0
@@ -90,6 +103,11 @@ async fn metrics_count_what_happens() {
         ),
         1.0
     );
+    assert_eq!(
+        sample(&m, "pop3_commands_total{command=\"AUTH\",result=\"err\"}"),
+        2.0
+    );
+    assert!(!m.contains("pop3_commands_total{command=\"AUTH\",result=\"ok\"} 1"));
     assert_eq!(sample(&m, "pop3_lock_conflicts_total"), 1.0);
     assert_eq!(sample(&m, "pop3_retr_duration_seconds_count"), 1.0);
     assert!(sample(&m, "pop3_login_duration_seconds_count") >= 3.0);
@@ -97,6 +115,7 @@ async fn metrics_count_what_happens() {
     c.cmd("QUIT").await;
     c.until_closed().await;
     drop(other);
+    drop(sasl);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (_, m) = http_get(addr, "/metrics").await;
     assert_eq!(sample(&m, &format!("pop3_sessions_active{{{plain}}}")), 0.0);

@@ -943,3 +943,61 @@ async fn utf8_mode_downgrades_headers_for_clients_outside_it() {
         "-ERR Non-ASCII user names and passwords are not accepted\r\n"
     );
 }
+
+/// Master users are matched as logins are looked up: without regard to
+/// case (`ALICE` logs in as `alice`, so `ALICE` is alice as a master too).
+#[tokio::test]
+async fn master_users_match_without_case() {
+    let srv = TestServer::start_with(|c| c.auth.master_users = vec!["alice".into()]).await;
+    srv.deliver("bob", 1, b"Subject: b\n\nfor bob\n");
+    let mut c = srv.connect().await;
+    let as_bob = B64.encode(b"bob\0ALICE\0secret");
+    assert!(
+        c.cmd(&format!("AUTH PLAIN {as_bob}"))
+            .await
+            .starts_with("+OK"),
+    );
+    assert_eq!(c.cmd("STAT").await, "+OK 1 23\r\n");
+}
+
+/// Messages retrieved with RETR and kept move to `cur/` with the seen flag
+/// at QUIT, as Dovecot moves them, so an IMAP client sharing the Maildir
+/// shows them as read; TOP alone, or a session without QUIT, changes
+/// nothing.
+#[tokio::test]
+async fn retrieved_messages_are_marked_seen_at_quit() {
+    let srv = TestServer::start().await;
+    for n in 1..=3 {
+        srv.deliver("alice", n, format!("Subject: {n}\n\nbody\n").as_bytes());
+    }
+    let names = |sub: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(srv.maildir("alice").join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    // Without QUIT nothing moves.
+    let mut c = srv.login("alice", "secret").await;
+    c.multi("RETR 1").await;
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(names("new").len(), 3);
+    let mut c = srv.login("alice", "secret").await;
+    c.multi("RETR 1").await;
+    c.multi("TOP 2 0").await;
+    c.multi("RETR 3").await;
+    c.cmd("DELE 3").await;
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
+    let cur = names("cur");
+    assert_eq!(cur.len(), 1, "{cur:?}");
+    assert!(cur[0].ends_with(":2,S"), "{cur:?}");
+    assert_eq!(names("new").len(), 1, "TOP does not mark");
+    // The UIDLs are the same after the move.
+    let mut c = srv.login("alice", "secret").await;
+    let (_, uidl) = c.multi("UIDL").await;
+    assert_eq!(lines(&uidl).len(), 2);
+    let (_, body) = c.multi("RETR 1").await;
+    assert_eq!(body, b"Subject: 1\r\n\r\nbody\r\n.\r\n");
+}

@@ -19,12 +19,12 @@ pub struct CramMd5 {
 
 impl CramMd5 {
     /// A fresh challenge `<random.time@hostname>`.
-    pub fn new(hostname: &str) -> Self {
-        let nonce = u64::from_le_bytes(super::nonce());
+    pub fn new(hostname: &str) -> Result<Self, SaslError> {
+        let nonce = u64::from_le_bytes(super::nonce()?);
         let time = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        Self::with_challenge(format!("<{nonce}.{time}@{hostname}>"))
+        Ok(Self::with_challenge(format!("<{nonce}.{time}@{hostname}>")))
     }
 
     /// A given challenge (RFC examples, tests).
@@ -140,7 +140,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    CramMd5::new("h").step(bad),
+                    CramMd5::new("h").unwrap().step(bad),
                     Step::Fail(SaslError::Malformed)
                 ),
                 "{bad:?}"
@@ -150,7 +150,10 @@ mod tests {
 
     #[test]
     fn challenges_are_unique() {
-        let (a, b) = (CramMd5::new("pop.test"), CramMd5::new("pop.test"));
+        let (a, b) = (
+            CramMd5::new("pop.test").unwrap(),
+            CramMd5::new("pop.test").unwrap(),
+        );
         assert_ne!(a.challenge, b.challenge);
         assert!(a.challenge.starts_with('<') && a.challenge.ends_with("@pop.test>"));
     }

@@ -40,13 +40,13 @@ pub struct DigestMd5 {
 }
 
 impl DigestMd5 {
-    pub fn new(ctx: &Context) -> Self {
-        DigestMd5 {
+    pub fn new(ctx: &Context) -> Result<Self, SaslError> {
+        Ok(DigestMd5 {
             realm: ctx.realm.clone(),
             hostname: ctx.hostname.clone(),
-            nonce: B64.encode(nonce::<18>()),
+            nonce: B64.encode(nonce::<18>()?),
             state: State::Start,
-        }
+        })
     }
 
     fn challenge(&self) -> Vec<u8> {
@@ -269,7 +269,7 @@ mod tests {
     fn rfc_mech(service_host: &str) -> DigestMd5 {
         let mut ctx = Context::new(service_host);
         ctx.realm = "elwood.innosoft.com".into();
-        let mut m = DigestMd5::new(&ctx);
+        let mut m = DigestMd5::new(&ctx).unwrap();
         m.nonce = "OA6MG9tEQGm2hh".into();
         m
     }
@@ -383,6 +383,9 @@ mod tests {
     #[test]
     fn nonces_are_unique() {
         let ctx = Context::new("h");
-        assert_ne!(DigestMd5::new(&ctx).nonce, DigestMd5::new(&ctx).nonce);
+        assert_ne!(
+            DigestMd5::new(&ctx).unwrap().nonce,
+            DigestMd5::new(&ctx).unwrap().nonce
+        );
     }
 }

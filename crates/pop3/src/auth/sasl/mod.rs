@@ -140,6 +140,9 @@ pub struct Context {
 }
 
 impl Context {
+    /// A context for `hostname` with a fresh salt key (tests, and hosts
+    /// that drive mechanisms themselves). Panics without system
+    /// randomness, as nothing safe can be done then.
     pub fn new(hostname: &str) -> Self {
         Context {
             hostname: hostname.to_owned(),
@@ -148,7 +151,7 @@ impl Context {
             channel_binding: None,
             plus_offered: false,
             external_identity: None,
-            salt_key: Arc::new(nonce()),
+            salt_key: Arc::new(nonce().expect("system randomness")),
             #[cfg(feature = "gssapi")]
             gssapi: None,
         }
@@ -183,8 +186,8 @@ pub fn new_mechanism(name: &str, ctx: &Context) -> Option<Box<dyn Mechanism>> {
     Some(match name.to_ascii_uppercase().as_str() {
         "PLAIN" => Box::new(plain::Plain::default()),
         "LOGIN" => Box::new(login::Login::default()),
-        "CRAM-MD5" => Box::new(cram_md5::CramMd5::new(&ctx.hostname)),
-        "DIGEST-MD5" => Box::new(digest_md5::DigestMd5::new(ctx)),
+        "CRAM-MD5" => or_unavailable(cram_md5::CramMd5::new(&ctx.hostname)),
+        "DIGEST-MD5" => or_unavailable(digest_md5::DigestMd5::new(ctx)),
         "SCRAM-SHA-1" => Box::new(Scram::new(Hash::Sha1, false, ctx)),
         "SCRAM-SHA-256" => Box::new(Scram::new(Hash::Sha256, false, ctx)),
         "SCRAM-SHA-1-PLUS" => Box::new(Scram::new(Hash::Sha1, true, ctx)),
@@ -284,11 +287,40 @@ fn utf8(bytes: &[u8]) -> Result<String, SaslError> {
         .map_err(|_| SaslError::Malformed)
 }
 
-/// Random bytes for nonces, challenges and keys.
-pub(crate) fn nonce<const N: usize>() -> [u8; N] {
+/// Random bytes for nonces, challenges and keys. Fails closed: without
+/// randomness from the system there is no nonce, never a predictable one.
+pub(crate) fn nonce<const N: usize>() -> Result<[u8; N], SaslError> {
     let mut b = [0u8; N];
-    let _ = getrandom::fill(&mut b);
-    b
+    getrandom::fill(&mut b).map_err(|e| {
+        tracing::error!("no randomness from the system: {e}");
+        SaslError::Internal(format!("no randomness from the system: {e}"))
+    })?;
+    Ok(b)
+}
+
+/// A mechanism that could not be set up (no randomness for its nonce):
+/// every exchange fails, none runs with a weak challenge.
+struct Unavailable(SaslError);
+
+impl Mechanism for Unavailable {
+    fn name(&self) -> &'static str {
+        "UNAVAILABLE"
+    }
+
+    fn start(&mut self) -> Step {
+        Step::Fail(self.0.clone())
+    }
+
+    fn step(&mut self, _input: &[u8]) -> Step {
+        Step::Fail(self.0.clone())
+    }
+}
+
+fn or_unavailable<M: Mechanism + 'static>(m: Result<M, SaslError>) -> Box<dyn Mechanism> {
+    match m {
+        Ok(m) => Box::new(m),
+        Err(e) => Box::new(Unavailable(e)),
+    }
 }
 
 #[cfg(test)]

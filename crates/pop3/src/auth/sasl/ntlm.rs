@@ -164,7 +164,10 @@ impl Mechanism for Ntlm {
                 if message_type(input) != Some(1) {
                     return Step::Fail(SaslError::Malformed);
                 }
-                let challenge = self.fixed_challenge.unwrap_or_else(nonce::<8>);
+                let challenge = match self.fixed_challenge.map_or_else(nonce::<8>, Ok) {
+                    Ok(c) => c,
+                    Err(e) => return Step::Fail(e),
+                };
                 self.state = State::WantAuthenticate { challenge };
                 Step::Challenge(self.challenge_message(&challenge))
             }

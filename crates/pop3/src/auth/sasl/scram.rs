@@ -375,10 +375,13 @@ impl Mechanism for Scram {
                 (salt, MIN_ITERATIONS)
             }
         };
-        let server_nonce = self
-            .server_nonce
-            .clone()
-            .unwrap_or_else(|| B64.encode(nonce::<18>()));
+        let server_nonce = match self.server_nonce.clone() {
+            Some(n) => n,
+            None => match nonce::<18>() {
+                Ok(n) => B64.encode(n),
+                Err(e) => return Step::Fail(e),
+            },
+        };
         let nonce = format!("{}{server_nonce}", first.client_nonce);
         let server_first = format!("r={nonce},s={},i={iterations}", B64.encode(salt));
         let challenge = server_first.clone().into_bytes();

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use tokio::io::AsyncRead;
 
-use super::{CommitReport, MailStore, Maildrop, MessageInfo, MessageReader, StoreError};
+use super::{Changes, CommitReport, MailStore, Maildrop, MessageInfo, MessageReader, StoreError};
 use crate::auth::UserRecord;
 use crate::config::Pop3Config;
 use index::{DOVECOT_UIDLIST, INDEX_FILE, Index};
@@ -550,19 +550,20 @@ impl Maildrop for MaildirDrop {
         }
     }
 
-    async fn commit(self: Box<Self>, deleted: Vec<usize>) -> Result<CommitReport, StoreError> {
-        blocking(move || Ok(self.commit_blocking(&deleted))).await
+    async fn commit(self: Box<Self>, changes: Changes) -> Result<CommitReport, StoreError> {
+        blocking(move || Ok(self.commit_blocking(&changes))).await
     }
 }
 
 impl MaildirDrop {
-    /// Remove the marked messages, make the removals durable, then release
-    /// the lock: another session must not see the maildrop before the
-    /// deletions are done.
-    fn commit_blocking(self, deleted: &[usize]) -> CommitReport {
+    /// Remove the marked messages, move the retrieved ones to `cur/` with
+    /// the seen flag (as Dovecot does, so IMAP clients sharing the Maildir
+    /// see them as read), make it all durable, then release the lock:
+    /// another session must not see the maildrop before that is done.
+    fn commit_blocking(self, changes: &Changes) -> CommitReport {
         let mut report = CommitReport::default();
         let mut touched = [false; 2];
-        for &i in deleted {
+        for &i in &changes.deleted {
             let removed = match self.locate(i) {
                 Ok(path) => match std::fs::remove_file(&path) {
                     Ok(()) => {
@@ -589,6 +590,19 @@ impl MaildirDrop {
                 report.failed += 1;
             }
         }
+        for &i in &changes.seen {
+            let Ok(from) = self.locate(i) else { continue };
+            let name = from.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let in_cur = from.parent().and_then(|p| p.file_name()) == Some("cur".as_ref());
+            let Some(seen) = seen_name(name).filter(|n| !in_cur || n != name) else {
+                continue;
+            };
+            match std::fs::rename(&from, self.dir.join("cur").join(&seen)) {
+                Ok(()) => touched = [true, true],
+                // A flag is not worth failing QUIT over.
+                Err(e) => tracing::warn!(file = %from.display(), "cannot mark as seen: {e}"),
+            }
+        }
         for (sub, _) in SUBDIRS.iter().zip(touched).filter(|(_, t)| *t) {
             let d = self.dir.join(sub);
             if let Err(e) = sync_dir(&d) {
@@ -598,6 +612,22 @@ impl MaildirDrop {
         self.lock.release();
         report
     }
+}
+
+/// A Maildir file name with the seen flag: the `:2,` info with `S` among
+/// its flags, kept in ASCII order as maildir(5) asks. `None` for a name
+/// with an info part of another version, which is left alone.
+fn seen_name(name: &str) -> Option<String> {
+    let (key, flags) = match name.split_once(':') {
+        None => (name, ""),
+        Some((key, info)) => (key, info.strip_prefix("2,")?),
+    };
+    let mut flags: Vec<char> = flags.chars().collect();
+    if !flags.contains(&'S') {
+        flags.push('S');
+        flags.sort_unstable();
+    }
+    Some(format!("{key}:2,{}", flags.into_iter().collect::<String>()))
 }
 
 /// fsync a directory, so that renames and unlinks in it survive a crash.
@@ -638,6 +668,14 @@ mod tests {
         assert!(check_template("%x").is_err());
         assert!(check_template("abc%").is_err());
         assert!(check_template("%h/Maildir").is_ok());
+    }
+
+    #[test]
+    fn seen_names() {
+        assert_eq!(seen_name("1.M2.host,S=5").unwrap(), "1.M2.host,S=5:2,S");
+        assert_eq!(seen_name("1.M2.host:2,RF").unwrap(), "1.M2.host:2,FRS");
+        assert_eq!(seen_name("1.M2.host:2,ST").unwrap(), "1.M2.host:2,ST");
+        assert_eq!(seen_name("1.M2.host:1,x"), None);
     }
 
     #[test]
@@ -704,7 +742,11 @@ mod cache_tests {
             1,
             "a scan right after a change is not cached"
         );
-        drop.commit(vec![0]).await.unwrap();
+        let changes = Changes {
+            deleted: vec![0],
+            ..Changes::default()
+        };
+        drop.commit(changes).await.unwrap();
         assert_eq!(store.open(&u).await.unwrap().messages().len(), 1);
         // A settled, unchanged Maildir is served from the cache again.
         age(&md);
