@@ -144,26 +144,7 @@ impl Pop3Config {
                 "auth.oauth.allow_any_audience = true: a token the provider issued to any of its applications opens the mailbox".to_owned(),
             );
         }
-        if has_key(&table, "protocol.max_arguments") {
-            warnings.push(
-                "protocol.max_arguments has no effect: no POP3 command takes more than two arguments, and more are refused; remove it".to_owned(),
-            );
-        }
-        if !config.performance.enable_response_caching {
-            for key in ["cache_ttl", "max_cached_responses"] {
-                if has_key(&table, &format!("performance.{key}")) {
-                    warnings.push(format!(
-                        "performance.{key} has no effect while performance.enable_response_caching is false"
-                    ));
-                }
-            }
-        }
-        if !config.protocol.enable_pipelining && has_key(&table, "protocol.max_pipelined_commands")
-        {
-            warnings.push(
-                "protocol.max_pipelined_commands has no effect while protocol.enable_pipelining is false (every reply is written on its own)".to_owned(),
-            );
-        }
+        warnings.extend(inert_keys(&config, &table));
         if config.listeners.iter().all(|l| l.tls == TlsMode::None) {
             warnings.push("no listener offers TLS (tls = \"starttls\" or \"implicit\")".to_owned());
         }
@@ -269,6 +250,109 @@ fn key_at(text: &str, span: Option<std::ops::Range<usize>>) -> Option<String> {
         Some(s) => format!("{}.{name}", s.trim()),
         None => name.to_owned(),
     })
+}
+
+/// Keys the file sets that cannot act in this configuration, each with
+/// why: an accepted key either does what the documentation says or
+/// `check-config` says plainly that it does nothing.
+fn inert_keys(c: &Pop3Config, table: &toml::Table) -> Vec<String> {
+    let mech = |m: &str| c.mechanism_enabled(m);
+    let starttls = c.listeners.iter().any(|l| l.tls == TlsMode::Starttls);
+    let listener_has = |key: &str| {
+        table
+            .get("listener")
+            .and_then(|v| v.as_array())
+            .is_some_and(|ls| {
+                ls.iter().any(|l| {
+                    l.as_table().is_some_and(|t| {
+                        t.contains_key(key) && t.get("proxy_protocol") != Some(&true.into())
+                    })
+                })
+            })
+    };
+    let inert: [(bool, &str, &str); 15] = [
+        (
+            has_key(table, "protocol.max_arguments"),
+            "protocol.max_arguments",
+            "no POP3 command takes more than two arguments, and more are refused",
+        ),
+        (
+            !c.performance.enable_response_caching && has_key(table, "performance.cache_ttl"),
+            "performance.cache_ttl",
+            "performance.enable_response_caching is false",
+        ),
+        (
+            !c.performance.enable_response_caching
+                && has_key(table, "performance.max_cached_responses"),
+            "performance.max_cached_responses",
+            "performance.enable_response_caching is false",
+        ),
+        (
+            !c.protocol.enable_pipelining && has_key(table, "protocol.max_pipelined_commands"),
+            "protocol.max_pipelined_commands",
+            "protocol.enable_pipelining is false (every reply is written on its own)",
+        ),
+        (
+            !c.protocol.enable_top && has_key(table, "protocol.max_top_lines"),
+            "protocol.max_top_lines",
+            "protocol.enable_top is false",
+        ),
+        (
+            !mech("DIGEST-MD5") && has_key(table, "auth.realm"),
+            "auth.realm",
+            "DIGEST-MD5 is not in auth.mechanisms",
+        ),
+        (
+            !mech("NTLM") && has_key(table, "auth.ntlm_domain"),
+            "auth.ntlm_domain",
+            "NTLM is not in auth.mechanisms",
+        ),
+        (
+            !mech("ANONYMOUS") && has_key(table, "auth.anonymous_user"),
+            "auth.anonymous_user",
+            "ANONYMOUS is not in auth.mechanisms",
+        ),
+        (
+            !mech("EXTERNAL") && has_key(table, "auth.external_identity"),
+            "auth.external_identity",
+            "EXTERNAL is not in auth.mechanisms",
+        ),
+        (
+            !mech("EXTERNAL") && c.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()),
+            "tls.client_ca_file",
+            "EXTERNAL is not in auth.mechanisms (clients are asked for certificates that nothing uses)",
+        ),
+        (
+            !mech("OAUTHBEARER") && !mech("XOAUTH2") && c.auth.oauth.is_some(),
+            "auth.oauth",
+            "neither OAUTHBEARER nor XOAUTH2 is in auth.mechanisms",
+        ),
+        (
+            !mech("GSSAPI") && c.auth.gssapi.is_some(),
+            "auth.gssapi",
+            "GSSAPI is not in auth.mechanisms",
+        ),
+        (
+            !starttls && has_key(table, "server.enable_stls"),
+            "server.enable_stls",
+            "no listener has tls = \"starttls\"",
+        ),
+        (
+            listener_has("proxy_trusted_networks"),
+            "listener.proxy_trusted_networks",
+            "that listener has no proxy_protocol = true",
+        ),
+        (
+            !c.security.enable_security_logging && has_key(table, "security.security_log_file"),
+            "security.security_log_file",
+            "security.enable_security_logging is false",
+        ),
+    ];
+    inert
+        .into_iter()
+        .filter(|(inert, ..)| *inert)
+        .map(|(_, key, why)| format!("{key} has no effect: {why}"))
+        .collect()
 }
 
 fn has_key(table: &toml::Table, dotted: &str) -> bool {

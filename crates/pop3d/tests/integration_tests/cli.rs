@@ -123,7 +123,8 @@ fn keys_without_effect_are_warned_about_and_caches_that_never_cache_refused() {
     std::fs::write(
         &s.config,
         format!(
-            "{original}\n[protocol]\nmax_arguments = 8\nenable_pipelining = false\nmax_pipelined_commands = 5\n\n[performance]\ncache_ttl = \"1m\"\n"
+            "{}\n[protocol]\nmax_arguments = 8\nenable_pipelining = false\nmax_pipelined_commands = 5\n\n[performance]\ncache_ttl = \"1m\"\n",
+            original.replace("[auth]\n", "[auth]\nrealm = \"example.org\"\n")
         ),
     )
     .unwrap();
@@ -133,6 +134,7 @@ fn keys_without_effect_are_warned_about_and_caches_that_never_cache_refused() {
         "protocol.max_arguments has no effect",
         "protocol.max_pipelined_commands has no effect",
         "performance.cache_ttl has no effect",
+        "auth.realm has no effect: DIGEST-MD5",
     ] {
         assert!(err.contains(key), "{key}: {err}");
     }
