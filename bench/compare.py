@@ -20,7 +20,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "target/release/pop3-bench")
 POP3D = os.path.join(ROOT, "target/release/pop3d")
 
-PORTS = {"pop3d": 41110, "pop3d-tls": 41995, "dovecot": 42110, "ceiling": 43110, "ceiling-big": 43111}
+PORTS = {"pop3d": 41110, "pop3d-tls": 41995, "dovecot": 42110, "ceiling": 43110, "ceiling-big": 43111,
+         "baseline": 44110, "baseline-tls": 44995}
 
 
 def sh(*cmd, **kw):
@@ -101,22 +102,23 @@ def setup(work, quick):
     return huge_n
 
 
-def pop3d_config(work):
-    path = os.path.join(work, "pop3d.toml")
+def pop3d_config(work, name="pop3d.toml", port=PORTS["pop3d"], tls_port=PORTS["pop3d-tls"],
+                 maildir="%h/Maildir"):
+    path = os.path.join(work, name)
     with open(path, "w") as f:
         f.write(f"""preset = "production"
 [server]
 hostname = "bench"
 [[listener]]
-bind = "127.0.0.1:{PORTS['pop3d']}"
+bind = "127.0.0.1:{port}"
 [[listener]]
-bind = "127.0.0.1:{PORTS['pop3d-tls']}"
+bind = "127.0.0.1:{tls_port}"
 tls = "implicit"
 [tls]
 cert = "cert.pem"
 key = "key.pem"
 [storage]
-maildir = "%h/Maildir"
+maildir = "{maildir}"
 [auth]
 passwd_file = "passwd"
 [security]
@@ -286,6 +288,9 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--quick", action="store_true", help="smaller loads, for a smoke run")
+    ap.add_argument("--baseline", metavar="POP3D",
+                    help="another pop3d binary (an earlier commit's) to run the throughput loads "
+                         "against in the same rotation, for a before/after comparison")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: Dovecot serves the same Maildirs as root here")
@@ -305,6 +310,15 @@ def main():
         "ceiling": Server("ceiling", [BENCH, "ceiling", "--listen", f"127.0.0.1:{PORTS['ceiling']}",
                                       "--messages", "20", "--size", "4096"], PORTS["ceiling"]),
     }
+    if args.baseline:
+        # Its own copy of the Maildirs: two versions must not take turns
+        # rewriting each other's index files.
+        subprocess.run(["cp", "-al", os.path.join(work, "home"), os.path.join(work, "basehome")], check=True)
+        base_cfg = pop3d_config(work, name="baseline.toml", port=PORTS["baseline"], tls_port=PORTS["baseline-tls"],
+                                maildir=os.path.join(work, "basehome/%n/Maildir"))
+        servers["baseline"] = Server("baseline", [os.path.abspath(args.baseline), "--log", "warn", "serve",
+                                                  "--config", base_cfg], PORTS["baseline"], work)
+    rotation = [n for n in ("pop3d", "baseline", "dovecot", "ceiling") if n in servers]
     ceiling_big = Server("ceiling-big", [BENCH, "ceiling", "--listen", f"127.0.0.1:{PORTS['ceiling-big']}",
                                          "--messages", "1", "--size", str(50 << 20)], PORTS["ceiling-big"])
     d = args.duration
@@ -318,18 +332,22 @@ def main():
         for s in list(servers.values()) + [ceiling_big]:
             s.start()
         # Warm the caches once (Dovecot indexes, our listing cache).
-        for name in ("pop3d", "dovecot"):
+        for name in rotation:
+            if name == "ceiling":
+                continue
             bench(servers[name].port, "retr", 8, 1, users=64)
             bench(servers[name].port, "retr", 1, 1, user="big")
         for rep in range(args.reps):
             for load, fn in loads.items():
-                for name in ("pop3d", "dovecot", "ceiling"):
+                for name in rotation:
                     port = servers[name].port
                     if "50 MiB" in load and name == "ceiling":
                         port = ceiling_big.port
                     r = fn(port)
                     results.setdefault((load, name), []).append(r)
                     print(f"rep {rep + 1} {load:38} {name:8} {r}", flush=True)
+        if "baseline" in servers:
+            servers["baseline"].stop()
         # Memory per idle authenticated session, each from a fresh process.
         n_idle = 1000 if args.quick else 10000
         servers["pop3d"].stop()
@@ -407,6 +425,10 @@ def main():
         print(f"{'  p99 latency ms':40} {p99['pop3d']:12.2f} {p99['dovecot']:12.2f} {p99['ceiling']:12.2f}")
         errs = {n: sum(r['errors'] for r in results[(load, n)]) for n in ("pop3d", "dovecot", "ceiling")}
         print(f"{'  errors':40} {errs['pop3d']:12} {errs['dovecot']:12} {errs['ceiling']:12}")
+        if args.baseline:
+            b = [r[key] for r in results[(load, "baseline")]]
+            print(f"{'  baseline (--baseline)':40} {med(b):12.1f}   pop3d/baseline {ratio(m['pop3d'], med(b)):.2f}x"
+                  f"   spread {spread(b):.1f}   p99 {med([r['p99'] for r in results[(load, 'baseline')]]):.2f} ms")
     print()
     print(f"idle sessions: pop3d {held} held ({err} errors), {mem_pop3d:.1f} KiB PSS each; "
           f"with TLS {held_tls} held ({err_tls} errors), {mem_tls:.1f} KiB each; "

@@ -167,6 +167,14 @@ async fn trusted_networks_are_exempt() {
     assert!(c.cmd("STAT").await.starts_with("+OK"));
 }
 
+/// One wrong password for alice from each address.
+async fn spray(srv: &TestServer, from: &[&str]) {
+    for from in from {
+        let mut c = Client::connect_from(from, srv.plain).await;
+        assert!(fail_login(&mut c, "alice").await.starts_with("-ERR [AUTH]"));
+    }
+}
+
 #[tokio::test]
 async fn spraying_one_user_slows_that_user_without_locking_it_out() {
     let srv = start(|c| {
@@ -175,10 +183,7 @@ async fn spraying_one_user_slows_that_user_without_locking_it_out() {
         c.security.user_throttle_delay = Duration::from_millis(400);
     })
     .await;
-    for from in ["127.0.0.11", "127.0.0.12", "127.0.0.13"] {
-        let mut c = Client::connect_from(from, srv.plain).await;
-        assert!(fail_login(&mut c, "alice").await.starts_with("-ERR [AUTH]"));
-    }
+    spray(&srv, &["127.0.0.11", "127.0.0.12", "127.0.0.13"]).await;
     let mut c = Client::connect_from("127.0.0.20", srv.plain).await;
     let t = Instant::now();
     c.cmd("USER alice").await;
@@ -553,10 +558,7 @@ async fn parallel_spraying_shares_one_ration_per_login() {
         c.security.user_throttle_delay = Duration::from_millis(300);
     })
     .await;
-    for from in ["127.0.0.31", "127.0.0.32"] {
-        let mut c = Client::connect_from(from, srv.plain).await;
-        assert!(fail_login(&mut c, "alice").await.starts_with("-ERR [AUTH]"));
-    }
+    spray(&srv, &["127.0.0.31", "127.0.0.32"]).await;
     // Four attempts at once from four addresses: they run one after the
     // other, 300 ms apart, not all after the same 300 ms.
     let t = Instant::now();

@@ -317,7 +317,9 @@ fn size_from_name(name: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn load_index(dir: &Path) -> Result<Index, StoreError> {
+/// The Maildir's index, and whether it must be written back even if no
+/// message changes (it was rebuilt from a damaged file).
+fn load_index(dir: &Path) -> Result<(Index, bool), StoreError> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_secs() as u32);
@@ -331,7 +333,7 @@ fn load_index(dir: &Path) -> Result<Index, StoreError> {
     match std::fs::read_to_string(dir.join(INDEX_FILE)) {
         Ok(text) => {
             if let Some(index) = Index::parse(&text) {
-                return Ok(index);
+                return Ok((index, false));
             }
             let index = Index::rebuild(Index::salvage(&text), dovecot(), now);
             tracing::error!(
@@ -341,10 +343,10 @@ fn load_index(dir: &Path) -> Result<Index, StoreError> {
                 kept = index.entries.len(),
                 "damaged {INDEX_FILE} rebuilt: UIDLs that could be read are kept; new messages get UIDs above every known one"
             );
-            Ok(index)
+            Ok((index, true))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Ok(dovecot().unwrap_or_else(|| Index::new(now.max(1))))
+            Ok((dovecot().unwrap_or_else(|| Index::new(now.max(1))), false))
         }
         // Present but unreadable: never mistake it for absent.
         Err(e) => Err(io(&dir.join(INDEX_FILE), e)),
@@ -424,8 +426,7 @@ fn scan_and_index(
     limit: &measure::MeasureLimit,
 ) -> Result<(Vec<Message>, Vec<MessageInfo>), StoreError> {
     let files = scan(dir)?;
-    let mut index = load_index(dir)?;
-    let mut changed = false;
+    let (mut index, mut changed) = load_index(dir)?;
 
     // Forget messages that are gone; their UIDs are never given out again
     // because next_uid only grows.
@@ -753,6 +754,33 @@ mod cache_tests {
         let _ = store.open(&u).await.unwrap();
         let _ = store.open(&u).await.unwrap();
         assert_eq!(store.cache_hits(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_index_is_salvaged_and_written_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let md = dir.path().join("Maildir");
+        for sub in ["new", "cur", "tmp"] {
+            std::fs::create_dir_all(md.join(sub)).unwrap();
+        }
+        std::fs::write(md.join("cur/1.a.host:2,S"), b"one\n").unwrap();
+        std::fs::write(md.join("cur/2.b.host:2,S"), b"two\n").unwrap();
+        // UIDs up to 9 were handed out; message b's line is damaged.
+        std::fs::write(
+            md.join(INDEX_FILE),
+            "pop3d-uidlist 2 V500 N10\n4 5 seen-before 1.a.host\n7 x\n",
+        )
+        .unwrap();
+        let store = MaildirStore::new("%h/Maildir");
+        let u = user(dir.path());
+        let infos = store.open(&u).await.unwrap().messages().to_vec();
+        assert_eq!(infos[0].uid, "seen-before");
+        assert_eq!(
+            infos[1].uid, "0000000a000001f4",
+            "above every UID handed out"
+        );
+        let written = std::fs::read_to_string(md.join(INDEX_FILE)).unwrap();
+        assert!(Index::parse(&written).is_some(), "{written}");
     }
 
     #[tokio::test]
