@@ -283,11 +283,35 @@ def login_stat_ms(port, user="huge"):
     return r["p50"]
 
 
+def summary(args, loads, results):
+    """The throughput table: medians, spreads, p99s, errors, ratios."""
+    print()
+    print(f"{'load':40} {'pop3d':>12} {'dovecot':>12} {'ceiling':>12} {'vs dovecot':>11} {'of ceiling':>11}")
+    for load in loads:
+        key = "mib" if "MiB/s" in load else "rate"
+        vals = {n: [r[key] for r in results[(load, n)]] for n in ("pop3d", "dovecot", "ceiling")}
+        m = {n: med(v) for n, v in vals.items()}
+        print(f"{load:40} {m['pop3d']:12.1f} {m['dovecot']:12.1f} {m['ceiling']:12.1f} "
+              f"{ratio(m['pop3d'], m['dovecot']):10.1f}x {100 * ratio(m['pop3d'], m['ceiling']):10.0f}%")
+        print(f"{'  spread (max-min)':40} {spread(vals['pop3d']):12.1f} {spread(vals['dovecot']):12.1f} "
+              f"{spread(vals['ceiling']):12.1f}")
+        p99 = {n: med([r['p99'] for r in results[(load, n)]]) for n in ("pop3d", "dovecot", "ceiling")}
+        print(f"{'  p99 latency ms':40} {p99['pop3d']:12.2f} {p99['dovecot']:12.2f} {p99['ceiling']:12.2f}")
+        errs = {n: sum(r['errors'] for r in results[(load, n)]) for n in ("pop3d", "dovecot", "ceiling")}
+        print(f"{'  errors':40} {errs['pop3d']:12} {errs['dovecot']:12} {errs['ceiling']:12}")
+        if args.baseline:
+            b = [r[key] for r in results[(load, "baseline")]]
+            print(f"{'  baseline (--baseline)':40} {med(b):12.1f}   pop3d/baseline {ratio(m['pop3d'], med(b)):.2f}x"
+                  f"   spread {spread(b):.1f}   p99 {med([r['p99'] for r in results[(load, 'baseline')]]):.2f} ms")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--quick", action="store_true", help="smaller loads, for a smoke run")
+    ap.add_argument("--throughput-only", action="store_true",
+                    help="only the login, small-RETR and 50 MiB loads (no idle, large-Maildir, flood or 1 GiB runs)")
     ap.add_argument("--baseline", metavar="POP3D",
                     help="another pop3d binary (an earlier commit's) to run the throughput loads "
                          "against in the same rotation, for a before/after comparison")
@@ -348,6 +372,9 @@ def main():
                     print(f"rep {rep + 1} {load:38} {name:8} {r}", flush=True)
         if "baseline" in servers:
             servers["baseline"].stop()
+        if args.throughput_only:
+            summary(args, loads, results)
+            return
         # Memory per idle authenticated session, each from a fresh process.
         n_idle = 1000 if args.quick else 10000
         servers["pop3d"].stop()
@@ -411,24 +438,7 @@ def main():
             s.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    print()
-    print(f"{'load':40} {'pop3d':>12} {'dovecot':>12} {'ceiling':>12} {'vs dovecot':>11} {'of ceiling':>11}")
-    for load in loads:
-        key = "mib" if "MiB/s" in load else "rate"
-        vals = {n: [r[key] for r in results[(load, n)]] for n in ("pop3d", "dovecot", "ceiling")}
-        m = {n: med(v) for n, v in vals.items()}
-        print(f"{load:40} {m['pop3d']:12.1f} {m['dovecot']:12.1f} {m['ceiling']:12.1f} "
-              f"{ratio(m['pop3d'], m['dovecot']):10.1f}x {100 * ratio(m['pop3d'], m['ceiling']):10.0f}%")
-        print(f"{'  spread (max-min)':40} {spread(vals['pop3d']):12.1f} {spread(vals['dovecot']):12.1f} "
-              f"{spread(vals['ceiling']):12.1f}")
-        p99 = {n: med([r['p99'] for r in results[(load, n)]]) for n in ("pop3d", "dovecot", "ceiling")}
-        print(f"{'  p99 latency ms':40} {p99['pop3d']:12.2f} {p99['dovecot']:12.2f} {p99['ceiling']:12.2f}")
-        errs = {n: sum(r['errors'] for r in results[(load, n)]) for n in ("pop3d", "dovecot", "ceiling")}
-        print(f"{'  errors':40} {errs['pop3d']:12} {errs['dovecot']:12} {errs['ceiling']:12}")
-        if args.baseline:
-            b = [r[key] for r in results[(load, "baseline")]]
-            print(f"{'  baseline (--baseline)':40} {med(b):12.1f}   pop3d/baseline {ratio(m['pop3d'], med(b)):.2f}x"
-                  f"   spread {spread(b):.1f}   p99 {med([r['p99'] for r in results[(load, 'baseline')]]):.2f} ms")
+    summary(args, loads, results)
     print()
     print(f"idle sessions: pop3d {held} held ({err} errors), {mem_pop3d:.1f} KiB PSS each; "
           f"with TLS {held_tls} held ({err_tls} errors), {mem_tls:.1f} KiB each; "

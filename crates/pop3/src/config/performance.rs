@@ -27,7 +27,7 @@ impl Default for PerformanceConfig {
         PerformanceConfig {
             max_concurrent_sessions: 10_000,
             connection_pool_size: 64,
-            io_buffer_size: 64 * 1024,
+            io_buffer_size: 256 * 1024,
             enable_response_caching: false,
             cache_ttl: Duration::from_secs(300),
             max_cached_responses: 1000,

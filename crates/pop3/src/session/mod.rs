@@ -440,6 +440,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         encoder: &mut protocol::BodyEncoder,
         index: usize,
     ) -> Flow {
+        // Most headers are ASCII and lie within the first block: then
+        // nothing is copied, and the stream goes on from that block.
+        if let Ok(data) = reader.fill_buf().await
+            && protocol::downgrade::header_end(data).is_some_and(|end| data[..end].is_ascii())
+        {
+            return Flow::Continue;
+        }
         let mut header = Vec::new();
         loop {
             let data = match reader.fill_buf().await {

@@ -18,14 +18,15 @@
 //! process, so nobody waits on it for long. Release removes the file only
 //! if it still names this claim.
 //!
-//! All of this is blocking file work: callers run it on the blocking pool.
+//! All of this is blocking file work: callers run it on the blocking pool,
+//! and a lock dropped or released in the background goes there too.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::store::StoreError;
@@ -38,9 +39,28 @@ const GUARD_WAIT: Duration = Duration::from_secs(2);
 /// read the same (as Maildir's delivery sequence does for file names).
 static CLAIMS: AtomicU64 = AtomicU64::new(0);
 
-/// The Maildirs this process has locked.
+/// The Maildirs this process has locked, and those whose lock is being
+/// released on the blocking pool: a new claim waits for that release (a
+/// moment) instead of being told the maildrop is in use.
 #[derive(Debug, Default, Clone)]
-pub struct LockTable(Arc<Mutex<HashSet<PathBuf>>>);
+pub struct LockTable(Arc<Table>);
+
+#[derive(Debug, Default)]
+struct Table {
+    held: Mutex<HashMap<PathBuf, Held>>,
+    released: Condvar,
+    /// `pid start-time`, read from /proc once.
+    owner: std::sync::OnceLock<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    BySession,
+    Releasing,
+}
+
+/// Longest a claim waits for this process's own release of the same lock.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
 
 /// A held lock. [`MaildropLock::release`] removes it (on the blocking pool,
 /// from `commit`); dropping it unreleased releases it too.
@@ -48,8 +68,14 @@ pub struct LockTable(Arc<Mutex<HashSet<PathBuf>>>);
 pub struct MaildropLock {
     dir: PathBuf,
     stamp: String,
+    /// Which file is ours: inode and modification time, checked at release
+    /// with one `lstat` instead of reading the file back.
+    identity: (u64, std::time::SystemTime),
     table: LockTable,
     released: bool,
+    /// Already on its way to the blocking pool: if that task is dropped
+    /// unrun (a runtime shutting down), release here and now.
+    in_background: bool,
 }
 
 /// A process's start time in clock ticks since boot (Linux /proc).
@@ -90,26 +116,45 @@ impl LockTable {
     /// Lock the Maildir at `dir`, or say who holds it. Blocking.
     pub fn lock(&self, dir: &Path) -> Result<MaildropLock, StoreError> {
         {
-            let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            if !held.insert(dir.to_owned()) {
-                return Err(StoreError::InUse);
+            let deadline = Instant::now() + RELEASE_WAIT;
+            let mut held = self.0.held.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                match held.get(dir) {
+                    None => break,
+                    Some(Held::BySession) => return Err(StoreError::InUse),
+                    Some(Held::Releasing) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            return Err(StoreError::InUse);
+                        }
+                        held = self
+                            .0
+                            .released
+                            .wait_timeout(held, left)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
+                }
             }
+            held.insert(dir.to_owned(), Held::BySession);
         }
-        let pid = std::process::id();
-        let stamp = format!(
-            "{pid} {} {}\n",
-            start_time(pid).unwrap_or(0),
-            CLAIMS.fetch_add(1, Ordering::Relaxed)
-        );
+        let owner = self.0.owner.get_or_init(|| {
+            let pid = std::process::id();
+            format!("{pid} {}", start_time(pid).unwrap_or(0))
+        });
+        let stamp = format!("{owner} {}\n", CLAIMS.fetch_add(1, Ordering::Relaxed));
         let mut lock = MaildropLock {
             dir: dir.to_owned(),
             stamp,
+            identity: (0, std::time::UNIX_EPOCH),
             table: self.clone(),
             // Nothing on disk to release until the claim succeeds.
             released: true,
+            in_background: false,
         };
         match claim(dir, &lock.stamp) {
-            Ok(()) => {
+            Ok(identity) => {
+                lock.identity = identity;
                 lock.released = false;
                 Ok(lock)
             }
@@ -121,26 +166,36 @@ impl LockTable {
     }
 }
 
-/// Put a lock file naming `stamp` in place, taking over a stale one.
-fn claim(dir: &Path, stamp: &str) -> Result<(), StoreError> {
+/// The identity of a lock file: inode and modification time.
+fn identity(md: &std::fs::Metadata) -> (u64, std::time::SystemTime) {
+    use std::os::unix::fs::MetadataExt;
+    (md.ino(), md.modified().unwrap_or(std::time::UNIX_EPOCH))
+}
+
+/// Put a lock file naming `stamp` in place, taking over a stale one;
+/// returns the file's identity.
+fn claim(dir: &Path, stamp: &str) -> Result<(u64, std::time::SystemTime), StoreError> {
     let path = dir.join(LOCK_FILE);
     let claim_no = stamp.split(' ').nth(2).unwrap_or("0").trim();
     let tmp = dir.join(format!(".{LOCK_FILE}.{}.{claim_no}", std::process::id()));
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| io(&tmp, &e))?;
-        if let Err(e) = f.write_all(stamp.as_bytes()) {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| io(&tmp, &e))?;
+    let written = f.write_all(stamp.as_bytes()).and_then(|()| f.metadata());
+    drop(f);
+    let ours = match written {
+        Ok(md) => identity(&md),
+        Err(e) => {
             let _ = std::fs::remove_file(&tmp);
             return Err(io(&tmp, &e));
         }
-    }
+    };
     let result = claim_with(dir, &path, &tmp);
     let _ = std::fs::remove_file(&tmp);
-    result
+    result.map(|()| ours)
 }
 
 fn claim_with(dir: &Path, path: &Path, tmp: &Path) -> Result<(), StoreError> {
@@ -209,25 +264,56 @@ impl MaildropLock {
         self.release_now();
     }
 
+    /// Release on the blocking pool without waiting for it; a claim of the
+    /// same maildrop in this process meanwhile waits for it to finish.
+    /// Outside a runtime, released at once.
+    pub fn release_in_background(mut self) {
+        if self.released {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return self.release();
+        };
+        self.table
+            .0
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(self.dir.clone(), Held::Releasing);
+        let lock = MaildropLock {
+            dir: std::mem::take(&mut self.dir),
+            stamp: std::mem::take(&mut self.stamp),
+            identity: self.identity,
+            table: self.table.clone(),
+            released: false,
+            in_background: true,
+        };
+        self.released = true;
+        rt.spawn_blocking(move || lock.release());
+    }
+
     fn release_now(&mut self) {
         if self.released {
             return;
         }
         self.released = true;
         let path = self.dir.join(LOCK_FILE);
-        match read_lock(&path) {
-            Ok(Some(content)) if content == self.stamp => {
+        match std::fs::symlink_metadata(&path) {
+            Ok(md) if identity(&md) == self.identity => {
                 if let Err(e) = std::fs::remove_file(&path) {
                     tracing::error!(file = %path.display(), "cannot remove the maildrop lock: {e}");
                 }
             }
-            Ok(Some(content)) => {
-                tracing::error!(file = %path.display(), owner = content.trim(), "maildrop lock taken from this session; left in place");
+            Ok(_) => {
+                let owner = read_lock(&path).ok().flatten().unwrap_or_default();
+                tracing::error!(file = %path.display(), owner = owner.trim(), "maildrop lock taken from this session; left in place");
             }
-            Ok(None) => {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::error!(file = %path.display(), "maildrop lock vanished while held");
             }
-            Err(e) => tracing::error!(file = %path.display(), "cannot read the maildrop lock: {e}"),
+            Err(e) => {
+                tracing::error!(file = %path.display(), "cannot look at the maildrop lock: {e}")
+            }
         }
         self.forget_in_process();
     }
@@ -235,18 +321,34 @@ impl MaildropLock {
     fn forget_in_process(&self) {
         self.table
             .0
+            .held
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.dir);
+        self.table.0.released.notify_all();
     }
 }
 
 impl Drop for MaildropLock {
-    /// The safety net for sessions that end without QUIT. Released here and
-    /// now, not later on the pool: until the file is gone a reconnecting
-    /// client would be told the maildrop is in use.
+    /// The safety net for sessions that end without QUIT: released on the
+    /// blocking pool (a reconnecting client's claim waits for it).
     fn drop(&mut self) {
-        self.release_now();
+        if self.released {
+            return;
+        }
+        if self.in_background {
+            return self.release_now();
+        }
+        let lock = MaildropLock {
+            dir: std::mem::take(&mut self.dir),
+            stamp: std::mem::take(&mut self.stamp),
+            identity: self.identity,
+            table: self.table.clone(),
+            released: false,
+            in_background: false,
+        };
+        self.released = true;
+        lock.release_in_background();
     }
 }
 
@@ -342,6 +444,27 @@ mod tests {
                 l.release();
             }
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_claim_waits_for_a_release_under_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = LockTable::default();
+        for _ in 0..200 {
+            let held = table.lock(dir.path()).unwrap();
+            held.release_in_background();
+            // At once, from this process: never "in use" because of our
+            // own release still on its way.
+            let path = dir.path().to_owned();
+            let t = table.clone();
+            let again = tokio::task::spawn_blocking(move || t.lock(&path))
+                .await
+                .unwrap()
+                .unwrap();
+            drop(again);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!dir.path().join(LOCK_FILE).exists());
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub struct MaildirStore {
 }
 
 /// Block size for message reads when no configuration says otherwise.
-const DEFAULT_READ_SIZE: usize = 64 * 1024;
+const DEFAULT_READ_SIZE: usize = 256 * 1024;
 
 impl MaildirStore {
     /// A store without a listing cache.
@@ -278,7 +278,14 @@ pub struct MaildirDrop {
     /// Held for the life of the session; released by `commit`.
     lock: lock::MaildropLock,
     read_size: usize,
+    /// Small messages read ahead together with the one asked for (index,
+    /// bytes), so that a client fetching one after another costs one trip
+    /// to the blocking pool per [`READ_AHEAD`] octets, not one per message.
+    read_ahead: Mutex<std::collections::VecDeque<(usize, Vec<u8>)>>,
 }
+
+/// Most octets of following small messages read with a small one.
+const READ_AHEAD: u64 = 64 * 1024;
 
 fn io(context: &Path, e: std::io::Error) -> StoreError {
     StoreError::from_io(&context.display().to_string(), &e)
@@ -353,6 +360,14 @@ fn load_index(dir: &Path) -> Result<(Index, bool), StoreError> {
     }
 }
 
+fn create_maildir(dir: &Path) -> Result<(), StoreError> {
+    for sub in ["cur", "new", "tmp"] {
+        let p = dir.join(sub);
+        std::fs::create_dir_all(&p).map_err(|e| io(&p, e))?;
+    }
+    Ok(())
+}
+
 fn stamps(dir: &Path) -> Result<[SystemTime; 2], StoreError> {
     let stamp = |sub: &str| {
         let p = dir.join(sub);
@@ -370,15 +385,14 @@ fn open_blocking(
     cache: Option<&ListingCache>,
     read_size: usize,
 ) -> Result<MaildirDrop, StoreError> {
-    // A user's first login creates the Maildir, as Dovecot does.
-    if !dir.join("cur").is_dir() || !dir.join("new").is_dir() {
-        for sub in ["cur", "new", "tmp"] {
-            let p = dir.join(sub);
-            std::fs::create_dir_all(&p).map_err(|e| io(&p, e))?;
-        }
-    }
-    let lock = locks.lock(dir)?;
+    // A user's first login creates the Maildir, as Dovecot does. With a
+    // cache the common case costs no extra look: the stamps taken under
+    // the lock prove the directories exist.
     let Some(cache) = cache else {
+        if !dir.join("cur").is_dir() || !dir.join("new").is_dir() {
+            create_maildir(dir)?;
+        }
+        let lock = locks.lock(dir)?;
         let (messages, infos) = scan_and_index(dir, limit)?;
         return Ok(MaildirDrop {
             dir: dir.to_owned(),
@@ -386,9 +400,23 @@ fn open_blocking(
             infos: Arc::new(infos),
             lock,
             read_size,
+            read_ahead: Mutex::default(),
         });
     };
-    let before = stamps(dir)?;
+    let lock = match locks.lock(dir) {
+        Err(e) if !matches!(e, StoreError::InUse) && !dir.is_dir() => {
+            create_maildir(dir)?;
+            locks.lock(dir)?
+        }
+        other => other?,
+    };
+    let before = match stamps(dir) {
+        Ok(s) => s,
+        Err(_) => {
+            create_maildir(dir)?;
+            stamps(dir)?
+        }
+    };
     if let Some(hit) = cache.get(dir, before) {
         return Ok(MaildirDrop {
             dir: dir.to_owned(),
@@ -396,6 +424,7 @@ fn open_blocking(
             infos: hit.infos.clone(),
             lock,
             read_size,
+            read_ahead: Mutex::default(),
         });
     }
     let scanned_at = SystemTime::now();
@@ -417,6 +446,7 @@ fn open_blocking(
         infos,
         lock,
         read_size,
+        read_ahead: Mutex::default(),
     })
 }
 
@@ -506,6 +536,67 @@ fn scan_and_index(
 }
 
 impl MaildirDrop {
+    /// Message `index` if it was read ahead; what was read ahead of it is
+    /// dropped (clients fetch in order, and those files do not change).
+    fn take_read_ahead(&self, index: usize) -> Option<Vec<u8>> {
+        let mut ahead = self.read_ahead.lock().unwrap_or_else(|p| p.into_inner());
+        while ahead.front().is_some_and(|(i, _)| *i < index) {
+            ahead.pop_front();
+        }
+        match ahead.front() {
+            Some((i, _)) if *i == index => ahead.pop_front().map(|(_, data)| data),
+            _ => {
+                ahead.clear();
+                None
+            }
+        }
+    }
+
+    /// Read a small message, and the small ones after it up to
+    /// [`READ_AHEAD`] octets, in one trip to the blocking pool.
+    async fn read_small(&self, index: usize) -> Result<MessageReader, StoreError> {
+        let mut budget = READ_AHEAD;
+        let mut wanted = vec![(index, self.messages[index].path.clone())];
+        for j in index + 1..self.messages.len() {
+            let size = self.infos[j].size;
+            if size > budget {
+                break;
+            }
+            budget -= size;
+            wanted.push((j, self.messages[j].path.clone()));
+        }
+        let (dir, key) = (self.dir.clone(), self.messages[index].key.clone());
+        let mut read = blocking(move || {
+            let mut read = Vec::with_capacity(wanted.len());
+            for (n, (j, path)) in wanted.into_iter().enumerate() {
+                match std::fs::read(&path) {
+                    Ok(data) => read.push((j, data)),
+                    // The one asked for moved (flags changed): find it.
+                    Err(e) if n == 0 && e.kind() == std::io::ErrorKind::NotFound => {
+                        let path = find_by_key(&dir, &key)?;
+                        let data = std::fs::read(&path).map_err(|e| match e.kind() {
+                            std::io::ErrorKind::NotFound => StoreError::MessageGone,
+                            _ => io(&path, e),
+                        })?;
+                        read.push((j, data));
+                    }
+                    Err(e) if n == 0 => return Err(io(&path, e)),
+                    // One read ahead that moved is read when asked for.
+                    Err(_) => break,
+                }
+            }
+            Ok(read)
+        })
+        .await?
+        .into_iter();
+        let (_, data) = read.next().ok_or(StoreError::MessageGone)?;
+        self.read_ahead
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(read);
+        Ok(Box::new(std::io::Cursor::new(data)))
+    }
+
     /// The message's current path: where it was, or where a flag change
     /// moved it since.
     fn locate(&self, index: usize) -> Result<PathBuf, StoreError> {
@@ -534,6 +625,12 @@ impl Maildrop for MaildirDrop {
 
     async fn open_message(&self, index: usize) -> Result<MessageReader, StoreError> {
         let message = self.messages.get(index).ok_or(StoreError::MessageGone)?;
+        if let Some(data) = self.take_read_ahead(index) {
+            return Ok(Box::new(std::io::Cursor::new(data)));
+        }
+        if self.infos[index].size <= READ_AHEAD {
+            return self.read_small(index).await;
+        }
         let first = message.path.clone();
         match reader::FileReader::open(first.clone(), self.read_size).await {
             Ok(r) => return Ok(Box::new(r)),
@@ -552,6 +649,11 @@ impl Maildrop for MaildirDrop {
     }
 
     async fn commit(self: Box<Self>, changes: Changes) -> Result<CommitReport, StoreError> {
+        if changes.deleted.is_empty() && changes.seen.is_empty() {
+            // Nothing to write: the QUIT need not wait for the release.
+            self.lock.release_in_background();
+            return Ok(CommitReport::default());
+        }
         blocking(move || Ok(self.commit_blocking(&changes))).await
     }
 }
