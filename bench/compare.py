@@ -370,8 +370,6 @@ def main():
                     r = fn(port)
                     results.setdefault((load, name), []).append(r)
                     print(f"rep {rep + 1} {load:38} {name:8} {r}", flush=True)
-        if "baseline" in servers:
-            servers["baseline"].stop()
         if args.throughput_only:
             summary(args, loads, results)
             return
@@ -392,11 +390,12 @@ def main():
         huge = os.path.join(work, "home/huge/Maildir")
         cold = {}
         warm = {}
-        for name in ("pop3d", "dovecot"):
-            subprocess.run(["chown", "-R", "vmail:vmail", os.path.dirname(huge)], check=True)
-            for f in os.listdir(huge):
+        for name in [n for n in ("pop3d", "baseline", "dovecot") if n in servers]:
+            where = huge.replace("/home/", "/basehome/") if name == "baseline" else huge
+            subprocess.run(["chown", "-R", "vmail:vmail", os.path.dirname(where)], check=True)
+            for f in os.listdir(where):
                 if f.startswith("dovecot") or f.startswith("pop3d-uidlist"):
-                    os.remove(os.path.join(huge, f))
+                    os.remove(os.path.join(where, f))
             servers[name].stop()
             subprocess.run(["sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches"], check=False)
             servers[name].start()
@@ -405,11 +404,15 @@ def main():
             print(f"{name}: login+STAT on {huge_n} messages cold {cold[name]:.1f} ms warm {warm[name]:.1f} ms",
                   flush=True)
         # The same with sizes in the file names.
-        servers["pop3d"].stop()
-        subprocess.run(["sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches"], check=False)
-        servers["pop3d"].start()
-        cold_w = login_stat_ms(servers["pop3d"].port, "hugew")
-        print(f"pop3d: login+STAT on {huge_n} messages with ,W= names, cold {cold_w:.1f} ms", flush=True)
+        cold_w = {}
+        for name in [n for n in ("pop3d", "baseline") if n in servers]:
+            servers[name].stop()
+            subprocess.run(["sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches"], check=False)
+            servers[name].start()
+            cold_w[name] = login_stat_ms(servers[name].port, "hugew")
+            print(f"{name}: login+STAT on {huge_n} messages with ,W= names, cold {cold_w[name]:.1f} ms", flush=True)
+        if "baseline" in servers:
+            servers["baseline"].stop()
         pop3d_pid = servers["pop3d"].proc.pid
         # Slow hashes under a login flood: the probe's NOOP latency.
         flood = bench(servers["pop3d"].port, "mixed", 8, d, user="a{}", users=8)
@@ -445,7 +448,10 @@ def main():
           f"dovecot {held_d} held ({err_d} errors), {mem_dovecot:.1f} KiB each")
     print(f"login+STAT on {huge_n} messages: pop3d cold {cold['pop3d']:.1f} ms, warm {warm['pop3d']:.1f} ms; "
           f"dovecot cold {cold['dovecot']:.1f} ms, warm {warm['dovecot']:.1f} ms; "
-          f"pop3d cold with ,W= names {cold_w:.1f} ms")
+          f"pop3d cold with ,W= names {cold_w['pop3d']:.1f} ms")
+    if "baseline" in cold:
+        print(f"baseline (--baseline): cold {cold['baseline']:.1f} ms, warm {warm['baseline']:.1f} ms, "
+              f"cold with ,W= names {cold_w['baseline']:.1f} ms")
     print(f"ARGON2ID login flood ({flood['sessions']} logins): probe NOOP p50 {flood['p50']:.2f} ms, "
           f"p99 {flood['p99']:.2f} ms, errors {flood['errors']}")
     print(f"1 GiB message: {gib['mib']:.0f} MiB/s, errors {gib['errors']}, server peak memory grew {growth_mib:.1f} MiB")

@@ -186,13 +186,6 @@ impl SizeCounter {
     pub fn size(&self) -> u64 {
         self.size + 2 * u64::from(self.open_line)
     }
-
-    /// The `,W=` size of Maildir file names as Dovecot writes and reads
-    /// it: line ends counted as CRLF, no CRLF added after an open last
-    /// line. Kept in that sense so Dovecot and pop3d can share a Maildir.
-    pub fn maildir_w(&self) -> u64 {
-        self.size
-    }
 }
 
 /// Size of a whole message held in memory.

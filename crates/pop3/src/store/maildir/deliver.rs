@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: AGPL-3.0-only
 //! Delivery into a Maildir (the protocol of maildir(5)): write the message
 //! under `tmp/`, fsync, then rename it into `new/` with its sizes in the
-//! name (`,S=` octets on disk, `,W=` octets with CRLF line ends, as
-//! Dovecot writes it). A failure
+//! name (`,S=` octets on disk, `,W=` octets as RETR sends them). A failure
 //! at any step removes the temporary file, so a reader never sees a partial
 //! message.
 
@@ -64,7 +63,7 @@ pub async fn deliver(
             let pop3_size = counter.size();
             let target: PathBuf = dir
                 .join("new")
-                .join(format!("{name},S={octets},W={}", counter.maildir_w()));
+                .join(format!("{name},S={octets},W={pop3_size}"));
             match tokio::fs::rename(&tmp, &target).await {
                 Ok(()) => {
                     // The rename itself must be durable before the sender
@@ -164,15 +163,15 @@ mod tests {
         ));
         let mut m: &[u8] = &lf_only;
         assert_eq!(deliver(&md, "h", 102, &mut m).await.unwrap(), 102);
-        // Without a last line end: W as Dovecot counts it, the POP3 size
-        // with the CRLF that RETR adds.
+        // Without a last line end: W counts the CRLF that RETR adds, so
+        // the name alone gives LIST its exact size.
         let mut m: &[u8] = b"a\nb";
         assert_eq!(deliver(&md, "h", 0, &mut m).await.unwrap(), 6);
         let names: Vec<String> = std::fs::read_dir(md.join("new"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert!(names.iter().any(|n| n.ends_with(",S=3,W=4")), "{names:?}");
+        assert!(names.iter().any(|n| n.ends_with(",S=3,W=6")), "{names:?}");
         for f in std::fs::read_dir(md.join("new")).unwrap() {
             std::fs::remove_file(f.unwrap().path()).unwrap();
         }

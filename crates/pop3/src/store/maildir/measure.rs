@@ -64,8 +64,8 @@ impl MeasureLimit {
     }
 }
 
-/// One message to size: its path, and a size another program recorded for
-/// it (a `,W=` in its name, a `W` in Dovecot's list), if any.
+/// One message to size: its path, and a size Dovecot recorded for it (a
+/// `W` in its list), if any.
 pub type Job<'a> = (&'a Path, Option<u64>);
 
 /// The size of each job, in order; `None` for a file that vanished.

@@ -488,15 +488,28 @@ fn scan_and_index(
         .filter(|(k, _)| seen.insert(k.as_str()))
         .collect();
 
-    // Sizes: from the index; else recorded by another program (`,W=` in
-    // the name, `W` in Dovecot's list) and checked; else measured.
+    // Sizes: from the index; else `,W=` in the name, used as it is (it
+    // costs no read: a mail delivered by SMTP or LMTP always ends with a
+    // line end, and pop3d's own deliveries count the CRLF RETR adds);
+    // else Dovecot's recorded `W`, checked against the last octet (once,
+    // at migration); else measured.
     let mut unknown = Vec::new();
     for (key, path) in &files {
-        if index.entries[key].size.is_none() {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            let recorded = size_from_name(name).or_else(|| index.recorded.get(key).copied());
-            unknown.push((key.as_str(), (path.as_path(), recorded)));
+        let entry = index
+            .entries
+            .get_mut(key)
+            .expect("every present key has an entry");
+        if entry.size.is_some() {
+            continue;
         }
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(size) = size_from_name(name) {
+            entry.size = Some(size);
+            changed = true;
+            continue;
+        }
+        let recorded = index.recorded.get(key).copied();
+        unknown.push((key.as_str(), (path.as_path(), recorded)));
     }
     let jobs: Vec<measure::Job<'_>> = unknown.iter().map(|(_, job)| *job).collect();
     for ((key, _), size) in unknown.iter().zip(measure::sizes(limit, &jobs)) {
