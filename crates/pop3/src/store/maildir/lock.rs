@@ -3,27 +3,27 @@
 //! thousand sessions do not need ten thousand more descriptors:
 //!
 //! - within this process, a set of locked Maildirs;
-//! - across processes, a `pop3d.lock` file naming its owner: pid, process
-//!   start time and a claim number. It is written complete under a hidden
-//!   temporary name and then hard-linked into place, so the lock file is
-//!   never seen empty or half written, and `link()` fails if any lock is
-//!   there: of two claimants exactly one succeeds.
+//! - across processes, `pop3d.lock`: a symbolic link whose target names
+//!   the owner (pid, process start time and a claim number). `symlink()`
+//!   creates it whole in one step, so it is never seen empty or half
+//!   written, and fails if any lock is there: of two claimants exactly one
+//!   succeeds. (Emacs locks files the same way.)
 //!
 //! A lock whose owner is no longer running (a crash, a kill -9) is stale; a
 //! reused pid does not fool the check, because the start time differs. It
 //! is taken over while holding `flock()` on the Maildir directory, and only
-//! if the file still says what was judged stale: two processes breaking the
+//! if it still names what was judged stale: two processes breaking the
 //! same stale lock cannot both win, and neither removes the other's fresh
 //! lock. The directory lock is held for a few system calls and dies with its
-//! process, so nobody waits on it for long. Release removes the file only
-//! if it still names this claim.
+//! process, so nobody waits on it for long. Release removes the lock only
+//! if it still names this claim. A regular file left by an older pop3d is
+//! read for the same words.
 //!
 //! All of this is blocking file work: callers run it on the blocking pool,
 //! and a lock dropped or released in the background goes there too.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -67,10 +67,8 @@ const RELEASE_WAIT: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct MaildropLock {
     dir: PathBuf,
+    /// What the lock names: `pid start claim`, unique to this claim.
     stamp: String,
-    /// Which file is ours: inode and modification time, checked at release
-    /// with one `lstat` instead of reading the file back.
-    identity: (u64, std::time::SystemTime),
     table: LockTable,
     released: bool,
     /// Already on its way to the blocking pool: if that task is dropped
@@ -103,11 +101,20 @@ fn io(path: &Path, e: &std::io::Error) -> StoreError {
     StoreError::from_io(&path.display().to_string(), e)
 }
 
-/// The lock file's content, `None` when there is no lock file.
+/// Who the lock names, `None` when there is none. The lock is a symbolic
+/// link whose target is the owner; a regular file (written by an older
+/// pop3d) is read for the same words.
 fn read_lock(path: &Path) -> Result<Option<String>, StoreError> {
-    match std::fs::read_to_string(path) {
-        Ok(c) => Ok(Some(c)),
+    match std::fs::read_link(path) {
+        Ok(target) => Ok(Some(target.to_string_lossy().into_owned())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            match std::fs::read_to_string(path) {
+                Ok(c) => Ok(Some(c.trim_end().to_owned())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(io(path, &e)),
+            }
+        }
         Err(e) => Err(io(path, &e)),
     }
 }
@@ -142,19 +149,17 @@ impl LockTable {
             let pid = std::process::id();
             format!("{pid} {}", start_time(pid).unwrap_or(0))
         });
-        let stamp = format!("{owner} {}\n", CLAIMS.fetch_add(1, Ordering::Relaxed));
+        let stamp = format!("{owner} {}", CLAIMS.fetch_add(1, Ordering::Relaxed));
         let mut lock = MaildropLock {
             dir: dir.to_owned(),
             stamp,
-            identity: (0, std::time::UNIX_EPOCH),
             table: self.clone(),
             // Nothing on disk to release until the claim succeeds.
             released: true,
             in_background: false,
         };
         match claim(dir, &lock.stamp) {
-            Ok(identity) => {
-                lock.identity = identity;
+            Ok(()) => {
                 lock.released = false;
                 Ok(lock)
             }
@@ -166,54 +171,22 @@ impl LockTable {
     }
 }
 
-/// The identity of a lock file: inode and modification time.
-fn identity(md: &std::fs::Metadata) -> (u64, std::time::SystemTime) {
-    use std::os::unix::fs::MetadataExt;
-    (md.ino(), md.modified().unwrap_or(std::time::UNIX_EPOCH))
-}
-
-/// Put a lock file naming `stamp` in place, taking over a stale one;
-/// returns the file's identity.
-fn claim(dir: &Path, stamp: &str) -> Result<(u64, std::time::SystemTime), StoreError> {
+/// Put a lock naming `stamp` in place, taking over a stale one.
+fn claim(dir: &Path, stamp: &str) -> Result<(), StoreError> {
     let path = dir.join(LOCK_FILE);
-    let claim_no = stamp.split(' ').nth(2).unwrap_or("0").trim();
-    let tmp = dir.join(format!(".{LOCK_FILE}.{}.{claim_no}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(|e| io(&tmp, &e))?;
-    let written = f.write_all(stamp.as_bytes()).and_then(|()| f.metadata());
-    drop(f);
-    let ours = match written {
-        Ok(md) => identity(&md),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io(&tmp, &e));
-        }
-    };
-    let result = claim_with(dir, &path, &tmp);
-    let _ = std::fs::remove_file(&tmp);
-    result.map(|()| ours)
-}
-
-fn claim_with(dir: &Path, path: &Path, tmp: &Path) -> Result<(), StoreError> {
     // A few rounds: a lock released or taken over while we looked at it
     // sends us round again; a live owner ends it at once.
     for _ in 0..4 {
-        match std::fs::hard_link(tmp, path) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io(path, &e)),
+        if place(&path, stamp)? {
+            return Ok(());
         }
-        let Some(seen) = read_lock(path)? else {
+        let Some(seen) = read_lock(&path)? else {
             continue;
         };
         if owner_alive(&seen) {
             return Err(StoreError::InUse);
         }
-        if take_over(dir, path, tmp, &seen)? {
+        if take_over(dir, &path, stamp, &seen)? {
             tracing::info!(maildir = %dir.display(), owner = seen.trim(), "took over a stale maildrop lock");
             return Ok(());
         }
@@ -221,10 +194,20 @@ fn claim_with(dir: &Path, path: &Path, tmp: &Path) -> Result<(), StoreError> {
     Err(StoreError::InUse)
 }
 
-/// Replace the stale lock whose content was `seen`, under the directory
-/// lock. `Ok(false)` when the file changed meanwhile, or someone claimed
-/// the maildrop between our removal and our link.
-fn take_over(dir: &Path, path: &Path, tmp: &Path, seen: &str) -> Result<bool, StoreError> {
+/// Create the lock naming `stamp`, whole, in one step: a symbolic link
+/// whose target is the owner. `Ok(false)` if a lock is there already.
+fn place(path: &Path, stamp: &str) -> Result<bool, StoreError> {
+    match std::os::unix::fs::symlink(stamp.trim_end(), path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(io(path, &e)),
+    }
+}
+
+/// Replace the stale lock that read `seen`, under the directory lock.
+/// `Ok(false)` when it changed meanwhile, or someone claimed the maildrop
+/// between our removal and our claim.
+fn take_over(dir: &Path, path: &Path, stamp: &str, seen: &str) -> Result<bool, StoreError> {
     let guard = File::open(dir).map_err(|e| io(dir, &e))?;
     let deadline = Instant::now() + GUARD_WAIT;
     loop {
@@ -237,8 +220,8 @@ fn take_over(dir: &Path, path: &Path, tmp: &Path, seen: &str) -> Result<bool, St
             Err(std::fs::TryLockError::Error(e)) => return Err(io(dir, &e)),
         }
     }
-    // Only a takeover removes another owner's file, and takeovers are
-    // serialised by the guard: a file that still reads `seen` is the stale
+    // Only a takeover removes another owner's lock, and takeovers are
+    // serialised by the guard: a lock that still reads `seen` is the stale
     // one we judged, not a fresh claim.
     if read_lock(path)?.as_deref() != Some(seen) {
         return Ok(false);
@@ -248,11 +231,7 @@ fn take_over(dir: &Path, path: &Path, tmp: &Path, seen: &str) -> Result<bool, St
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(path, &e)),
     }
-    let won = match std::fs::hard_link(tmp, path) {
-        Ok(()) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
-        Err(e) => return Err(io(path, &e)),
-    };
+    let won = place(path, stamp)?;
     drop(guard);
     Ok(won)
 }
@@ -283,7 +262,6 @@ impl MaildropLock {
         let lock = MaildropLock {
             dir: std::mem::take(&mut self.dir),
             stamp: std::mem::take(&mut self.stamp),
-            identity: self.identity,
             table: self.table.clone(),
             released: false,
             in_background: true,
@@ -298,22 +276,19 @@ impl MaildropLock {
         }
         self.released = true;
         let path = self.dir.join(LOCK_FILE);
-        match std::fs::symlink_metadata(&path) {
-            Ok(md) if identity(&md) == self.identity => {
+        match read_lock(&path) {
+            Ok(Some(owner)) if owner == self.stamp => {
                 if let Err(e) = std::fs::remove_file(&path) {
                     tracing::error!(file = %path.display(), "cannot remove the maildrop lock: {e}");
                 }
             }
-            Ok(_) => {
-                let owner = read_lock(&path).ok().flatten().unwrap_or_default();
+            Ok(Some(owner)) => {
                 tracing::error!(file = %path.display(), owner = owner.trim(), "maildrop lock taken from this session; left in place");
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(None) => {
                 tracing::error!(file = %path.display(), "maildrop lock vanished while held");
             }
-            Err(e) => {
-                tracing::error!(file = %path.display(), "cannot look at the maildrop lock: {e}")
-            }
+            Err(e) => tracing::error!(file = %path.display(), "cannot read the maildrop lock: {e}"),
         }
         self.forget_in_process();
     }
@@ -342,7 +317,6 @@ impl Drop for MaildropLock {
         let lock = MaildropLock {
             dir: std::mem::take(&mut self.dir),
             stamp: std::mem::take(&mut self.stamp),
-            identity: self.identity,
             table: self.table.clone(),
             released: false,
             in_background: false,
@@ -357,7 +331,18 @@ mod tests {
     use super::*;
 
     fn lock_content(dir: &Path) -> String {
-        std::fs::read_to_string(dir.join(LOCK_FILE)).unwrap()
+        read_lock(&dir.join(LOCK_FILE)).unwrap().unwrap()
+    }
+
+    /// Whether a lock is there (a dangling symbolic link counts).
+    fn locked(dir: &Path) -> bool {
+        dir.join(LOCK_FILE).symlink_metadata().is_ok()
+    }
+
+    /// Put a lock of another (or an older) process there as a plain file.
+    fn plant(dir: &Path, content: &str) {
+        let _ = std::fs::remove_file(dir.join(LOCK_FILE));
+        std::fs::write(dir.join(LOCK_FILE), content).unwrap();
     }
 
     #[test]
@@ -372,10 +357,10 @@ mod tests {
             Err(StoreError::InUse)
         ));
         held.release();
-        assert!(!dir.path().join(LOCK_FILE).exists());
+        assert!(!locked(dir.path()));
         let again = table.lock(dir.path()).unwrap();
         drop(again);
-        assert!(!dir.path().join(LOCK_FILE).exists(), "drop releases too");
+        assert!(!locked(dir.path()), "drop releases too");
         // No temporary names are left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
@@ -391,7 +376,7 @@ mod tests {
             "garbage\n",
             "",
         ] {
-            std::fs::write(dir.path().join(LOCK_FILE), stale).unwrap();
+            plant(dir.path(), stale);
             let lock = LockTable::default().lock(dir.path()).unwrap();
             assert_eq!(lock_content(dir.path()), lock.stamp);
             lock.release();
@@ -404,8 +389,8 @@ mod tests {
         let lock = LockTable::default().lock(dir.path()).unwrap();
         // Someone replaced the file (an administrator, a takeover after a
         // pause): releasing must not remove their lock.
-        let theirs = format!("{} {} 99\n", std::process::id(), 7);
-        std::fs::write(dir.path().join(LOCK_FILE), &theirs).unwrap();
+        let theirs = format!("{} {} 99", std::process::id(), 7);
+        plant(dir.path(), &theirs);
         lock.release();
         assert_eq!(lock_content(dir.path()), theirs);
     }
@@ -418,7 +403,7 @@ mod tests {
         let tables: Vec<LockTable> = (0..6).map(|_| LockTable::default()).collect();
         for round in 0..200 {
             if round % 2 == 0 {
-                std::fs::write(dir.path().join(LOCK_FILE), "999999999 1 0\n").unwrap();
+                plant(dir.path(), "999999999 1 0\n");
             }
             let barrier = std::sync::Barrier::new(tables.len());
             let won: Vec<MaildropLock> = std::thread::scope(|s| {
@@ -464,7 +449,7 @@ mod tests {
             drop(again);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(!dir.path().join(LOCK_FILE).exists());
+        assert!(!locked(dir.path()));
     }
 
     #[test]

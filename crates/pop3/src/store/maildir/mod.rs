@@ -475,10 +475,8 @@ fn scan_and_index(
         .collect();
     fresh.sort_by(|a, b| a.0.cmp(&b.0));
     fresh.dedup_by(|a, b| a.0 == b.0);
-    for (key, _) in fresh {
-        index.assign(key, None);
-        changed = true;
-    }
+    changed |= !fresh.is_empty();
+    index.assign_all(fresh.into_iter().map(|(key, _)| key.as_str()));
 
     // One entry per message (the same message may sit in new/ and cur/
     // for a moment).
