@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: AGPL-3.0-only
 //! `[storage]`: which mail store serves the maildrops, and where.
+
 use serde::{Deserialize, Serialize};
 
 /// Which mail store serves the maildrops.
@@ -17,6 +18,11 @@ pub struct StorageConfig {
     /// Maildir location template: `%u` user, `%n` local part, `%d` domain,
     /// `%h` home directory from the passwd file, `%%` a percent sign.
     pub maildir: String,
+    /// At QUIT, move messages retrieved with RETR to `cur/` with the seen
+    /// flag, as Dovecot does (its `pop3_no_flag_updates = no`), so IMAP
+    /// clients sharing the Maildir show them as read. Off, POP3 sessions
+    /// rename nothing.
+    pub mark_seen: bool,
 }
 
 impl Default for StorageConfig {
@@ -24,6 +30,7 @@ impl Default for StorageConfig {
         StorageConfig {
             backend: StorageBackend::Maildir,
             maildir: "%h/Maildir".into(),
+            mark_seen: true,
         }
     }
 }

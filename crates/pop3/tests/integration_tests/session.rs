@@ -1000,4 +1000,15 @@ async fn retrieved_messages_are_marked_seen_at_quit() {
     assert_eq!(lines(&uidl).len(), 2);
     let (_, body) = c.multi("RETR 1").await;
     assert_eq!(body, b"Subject: 1\r\n\r\nbody\r\n.\r\n");
+
+    // storage.mark_seen = false: POP3 renames nothing.
+    let srv = TestServer::start_with(|c| c.storage.mark_seen = false).await;
+    srv.deliver("alice", 1, b"Subject: 1\n\nbody\n");
+    let mut c = srv.login("alice", "secret").await;
+    c.multi("RETR 1").await;
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
+    let new = std::fs::read_dir(srv.maildir("alice").join("new"))
+        .unwrap()
+        .count();
+    assert_eq!(new, 1);
 }

@@ -37,8 +37,17 @@ pub struct MaildirStore {
     /// Used in the unique names of delivered files.
     hostname: String,
     max_message_size: u64,
-    /// Octets per read of a message (`performance.io_buffer_size`).
+    /// What each opened maildrop is told.
+    options: DropOptions,
+}
+
+/// How an opened maildrop behaves, from the configuration.
+#[derive(Debug, Clone, Copy)]
+struct DropOptions {
+    /// Octets per read of a large message (`performance.io_buffer_size`).
     read_size: usize,
+    /// `storage.mark_seen`.
+    mark_seen: bool,
 }
 
 /// Block size for message reads when no configuration says otherwise.
@@ -54,7 +63,10 @@ impl MaildirStore {
             cache: None,
             hostname: "localhost".into(),
             max_message_size: 0,
-            read_size: DEFAULT_READ_SIZE,
+            options: DropOptions {
+                read_size: DEFAULT_READ_SIZE,
+                mark_seen: true,
+            },
         }
     }
 
@@ -70,7 +82,10 @@ impl MaildirStore {
                 .then(|| Arc::new(ListingCache::new(p.cache_ttl, p.max_cached_responses))),
             hostname: config.server.hostname.clone(),
             max_message_size: config.server.max_message_size,
-            read_size: p.io_buffer_size,
+            options: DropOptions {
+                read_size: p.io_buffer_size,
+                mark_seen: config.storage.mark_seen,
+            },
         }
     }
 
@@ -154,10 +169,9 @@ impl MailStore for MaildirStore {
         let cache = self.cache.clone();
         let locks = self.locks.clone();
         let limit = self.measure.clone();
-        let read_size = self.read_size;
-        let drop =
-            blocking(move || open_blocking(&dir, &locks, &limit, cache.as_deref(), read_size))
-                .await?;
+        let options = self.options;
+        let drop = blocking(move || open_blocking(&dir, &locks, &limit, cache.as_deref(), options))
+            .await?;
         Ok(Box::new(drop))
     }
 
@@ -277,7 +291,7 @@ pub struct MaildirDrop {
     infos: Arc<Vec<MessageInfo>>,
     /// Held for the life of the session; released by `commit`.
     lock: lock::MaildropLock,
-    read_size: usize,
+    options: DropOptions,
     /// Small messages read ahead together with the one asked for (index,
     /// bytes), so that a client fetching one after another costs one trip
     /// to the blocking pool per [`READ_AHEAD`] octets, not one per message.
@@ -383,7 +397,7 @@ fn open_blocking(
     locks: &lock::LockTable,
     limit: &measure::MeasureLimit,
     cache: Option<&ListingCache>,
-    read_size: usize,
+    options: DropOptions,
 ) -> Result<MaildirDrop, StoreError> {
     // A user's first login creates the Maildir, as Dovecot does. With a
     // cache the common case costs no extra look: the stamps taken under
@@ -399,7 +413,7 @@ fn open_blocking(
             messages: Arc::new(messages),
             infos: Arc::new(infos),
             lock,
-            read_size,
+            options,
             read_ahead: Mutex::default(),
         });
     };
@@ -423,7 +437,7 @@ fn open_blocking(
             messages: hit.messages.clone(),
             infos: hit.infos.clone(),
             lock,
-            read_size,
+            options,
             read_ahead: Mutex::default(),
         });
     }
@@ -445,7 +459,7 @@ fn open_blocking(
         messages,
         infos,
         lock,
-        read_size,
+        options,
         read_ahead: Mutex::default(),
     })
 }
@@ -643,7 +657,7 @@ impl Maildrop for MaildirDrop {
             return self.read_small(index).await;
         }
         let first = message.path.clone();
-        match reader::FileReader::open(first.clone(), self.read_size).await {
+        match reader::FileReader::open(first.clone(), self.options.read_size).await {
             Ok(r) => return Ok(Box::new(r)),
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&first, e)),
             Err(_) => {}
@@ -652,14 +666,17 @@ impl Maildrop for MaildirDrop {
         let dir = self.dir.clone();
         let key = self.messages[index].key.clone();
         let path = blocking(move || find_by_key(&dir, &key)).await?;
-        match reader::FileReader::open(path.clone(), self.read_size).await {
+        match reader::FileReader::open(path.clone(), self.options.read_size).await {
             Ok(r) => Ok(Box::new(r)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::MessageGone),
             Err(e) => Err(io(&path, e)),
         }
     }
 
-    async fn commit(self: Box<Self>, changes: Changes) -> Result<CommitReport, StoreError> {
+    async fn commit(self: Box<Self>, mut changes: Changes) -> Result<CommitReport, StoreError> {
+        if !self.options.mark_seen {
+            changes.seen.clear();
+        }
         if changes.deleted.is_empty() && changes.seen.is_empty() {
             // Nothing to write: the QUIT need not wait for the release.
             self.lock.release_in_background();
