@@ -3,13 +3,82 @@
 //! knows the file's shape and its own rules; each layer knows the rules of
 //! its own keys (SASL mechanisms, Maildir templates) and says so through a
 //! `check_config` function it owns. This module, above them all, asks
-//! each in turn, so that the arrows between layers run one way.
+//! each in turn, so that the arrows between layers run one way; and it is
+//! the one place where the user database and the mail store a
+//! configuration names are built ([`Backends`]), for `serve`, reload and
+//! `deliver` alike.
 //!
 //! [`config`]: crate::config
 
 use std::path::Path;
+use std::sync::Arc;
 
-use crate::config::{ConfigError, LoadedConfig, Pop3Config};
+use crate::auth::{PasswdFile, UserDb, UserDbError};
+use crate::config::{ConfigError, LoadedConfig, Pop3Config, StorageBackend};
+use crate::store::{MailStore, MaildirStore};
+
+/// The user database and the mail store a server serves from.
+#[derive(Clone)]
+pub struct Backends {
+    pub users: Arc<dyn UserDb>,
+    pub store: Arc<dyn MailStore>,
+}
+
+impl Backends {
+    /// The backends the configuration names.
+    pub fn from_config(config: &Pop3Config) -> Result<Backends, UserDbError> {
+        Ok(Backends {
+            users: users_from_config(config)?,
+            store: store_from_config(config),
+        })
+    }
+
+    /// The backends for a reload to `config` from `old`: the user database
+    /// read afresh (its file may have moved), the store kept while nothing
+    /// it was built from changed, so its maildrop locks, listing cache and
+    /// measuring limit carry over (sessions from before the reload still
+    /// hold their locks in it).
+    pub fn reloaded(&self, old: &Pop3Config, config: &Pop3Config) -> Result<Backends, UserDbError> {
+        Ok(Backends {
+            users: users_from_config(config)?,
+            store: if store_settings(old) == store_settings(config) {
+                self.store.clone()
+            } else {
+                store_from_config(config)
+            },
+        })
+    }
+}
+
+fn users_from_config(config: &Pop3Config) -> Result<Arc<dyn UserDb>, UserDbError> {
+    let users = PasswdFile::open(&config.auth.passwd_file)?;
+    for w in &users.table().warnings {
+        tracing::warn!(file = %config.auth.passwd_file.display(), "{w}");
+    }
+    Ok(Arc::new(users))
+}
+
+fn store_from_config(config: &Pop3Config) -> Arc<dyn MailStore> {
+    match config.storage.backend {
+        StorageBackend::Maildir => Arc::new(MaildirStore::from_config(config)),
+    }
+}
+
+/// Everything a store is built from.
+fn store_settings(c: &Pop3Config) -> impl PartialEq + use<> {
+    let p = &c.performance;
+    (
+        c.storage.clone(),
+        c.server.hostname.clone(),
+        c.server.max_message_size,
+        p.io_buffer_size,
+        (
+            p.enable_response_caching,
+            p.cache_ttl,
+            p.max_cached_responses,
+        ),
+    )
+}
 
 /// A layer's check of its own keys: the dotted key and the reason.
 type LayerCheck = fn(&Pop3Config) -> Result<(), (String, String)>;

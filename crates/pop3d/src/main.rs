@@ -9,9 +9,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use pop3::auth::{Scheme, UserDb, hash_password};
+use pop3::auth::{Scheme, hash_password};
 use pop3::config::Pop3Config;
-use pop3::store::{MailStore, StoreError};
+use pop3::setup::Backends;
+use pop3::store::StoreError;
 use pop3::{Pop3SessionManager, Server};
 
 /// sysexits(3) codes an MTA understands.
@@ -311,8 +312,9 @@ fn deliver(path: &Path, user: &str) -> ExitCode {
         Err(_) => return ExitCode::from(EX_TEMPFAIL),
     };
     runtime.block_on(async move {
-        let users = match pop3::auth::PasswdFile::open(&config.auth.passwd_file) {
-            Ok(u) => u,
+        // The same backends `serve` builds from this configuration.
+        let Backends { users, store } = match Backends::from_config(&config) {
+            Ok(b) => b,
             Err(e) => {
                 eprintln!("pop3d: deliver: {e}");
                 return ExitCode::from(EX_TEMPFAIL);
@@ -329,7 +331,6 @@ fn deliver(path: &Path, user: &str) -> ExitCode {
                 return ExitCode::from(EX_TEMPFAIL);
             }
         };
-        let store = pop3::store::MaildirStore::from_config(&config);
         let mut stdin = tokio::io::stdin();
         match store.deliver(&record, &mut stdin).await {
             Ok(size) => {

@@ -17,13 +17,14 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{PasswdFile, UserDb, UserDbError};
-use crate::config::{ListenerConfig, Pop3Config, SecurityConfig, StorageBackend, TlsMode};
+use crate::auth::{UserDb, UserDbError};
+use crate::config::{ListenerConfig, Pop3Config, SecurityConfig, TlsMode};
 use crate::op::Connection;
 use crate::security::{Clock, Guard, SecurityLog, SystemClock, address};
 use crate::services::{Services, Shared};
 use crate::session::{self, End, Session, Transport};
-use crate::store::{MailStore, MaildirStore};
+use crate::setup::Backends;
+use crate::store::MailStore;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::ListenerLabels;
 use limits::{ConnectionLimits, Refusal};
@@ -68,6 +69,15 @@ pub struct Pop3SessionManager {
     connections: AtomicU64,
     shared: Shared,
     listeners_bound: AtomicBool,
+    /// The backends in use, and whether a host supplied them (then a
+    /// reload keeps them) or the configuration named them.
+    backends: RwLock<(Backends, Origin)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Host,
+    Config,
 }
 
 impl Pop3SessionManager {
@@ -115,6 +125,10 @@ impl Pop3SessionManager {
         );
         let shared = Shared::new(metrics, Arc::new(guard))?;
         let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+        let backends = Backends {
+            users: users.clone(),
+            store: store.clone(),
+        };
         let services = Services::new(Arc::new(config), users, store, tls, &shared)?;
         Ok(Pop3SessionManager {
             services: RwLock::new(Arc::new(services)),
@@ -122,6 +136,7 @@ impl Pop3SessionManager {
             connections: AtomicU64::new(0),
             shared,
             listeners_bound: AtomicBool::new(false),
+            backends: RwLock::new((backends, Origin::Host)),
         })
     }
 
@@ -152,27 +167,47 @@ impl Pop3SessionManager {
         config: Pop3Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ServerError> {
-        let (users, store) = backends(&config)?;
+        let Backends { users, store } = Backends::from_config(&config)?;
         let tls = config.tls.as_ref().map(tls::load).transpose()?;
-        Self::with_clock(config, users, store, tls, clock)
+        let manager = Self::with_clock(config, users, store, tls, clock)?;
+        manager
+            .backends
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .1 = Origin::Config;
+        Ok(manager)
     }
 
-    /// Swap in a new configuration with its own passwd file, store and TLS
-    /// files. On any error the running configuration stays in force.
-    /// Listener addresses are bound once; changing them needs a restart.
+    /// Swap in a new configuration with its TLS files and, when the
+    /// configuration named them, its passwd file and store (a store whose
+    /// settings did not change is kept, locks and cache included). A user
+    /// database and store a host supplied are kept. On any error the
+    /// running configuration stays in force. Listener addresses are bound
+    /// once; changing them needs a restart.
     pub fn reload(&self, config: Pop3Config) -> Result<(), ServerError> {
-        let listeners_changed = config.listeners != self.services().config.listeners;
+        let old = self.services().config.clone();
+        let listeners_changed = config.listeners != old.listeners;
         let result = (|| {
             let tls = config.tls.as_ref().map(tls::load).transpose()?;
-            let (users, store) = backends(&config)?;
+            let (current, origin) = self
+                .backends
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let backends = match origin {
+                Origin::Host => current,
+                Origin::Config => current.reloaded(&old, &config)?,
+            };
             let log = security_log(&config)?;
             self.install(
                 config,
-                users,
-                store,
+                backends.users.clone(),
+                backends.store.clone(),
                 tls.map(tokio_rustls::TlsAcceptor::from),
                 log,
-            )
+            )?;
+            self.backends.write().unwrap_or_else(|p| p.into_inner()).0 = backends;
+            Ok(())
         })();
         if let Err(e) = result {
             self.shared.metrics.reload(false);
@@ -463,20 +498,6 @@ impl Drop for ActiveGauge {
     fn drop(&mut self) {
         self.0.dec();
     }
-}
-
-/// The user database and store a configuration names.
-type Backends = (Arc<dyn UserDb>, Arc<dyn MailStore>);
-
-fn backends(config: &Pop3Config) -> Result<Backends, ServerError> {
-    let users = PasswdFile::open(&config.auth.passwd_file)?;
-    for w in &users.table().warnings {
-        tracing::warn!(file = %config.auth.passwd_file.display(), "{w}");
-    }
-    let store: Arc<dyn MailStore> = match config.storage.backend {
-        StorageBackend::Maildir => Arc::new(MaildirStore::from_config(config)),
-    };
-    Ok((Arc::new(users), store))
 }
 
 /// Bound listeners, ready to accept.

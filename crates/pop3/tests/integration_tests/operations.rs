@@ -314,6 +314,18 @@ async fn embedding_with_a_host_store_and_user_database() {
     c.cmd("DELE 1").await;
     assert!(c.cmd("QUIT").await.starts_with("+OK"));
     assert_eq!(store.count("carol"), 1);
+    // A reload keeps the host's user database and store: the passwd file
+    // the configuration names (it does not exist) is never read.
+    let mut reloaded = manager.services().config.as_ref().clone();
+    reloaded.auth.passwd_file = "/nonexistent/passwd".into();
+    reloaded.server.greeting = "after reload".into();
+    manager.reload(reloaded).unwrap();
+    let mut c = Client::over(serve(manager.clone())).await;
+    assert_eq!(c.greeting, "+OK after reload\r\n");
+    c.cmd("USER carol").await;
+    assert!(c.cmd("PASS wonderland").await.starts_with("+OK"));
+    assert_eq!(c.cmd("STAT").await, "+OK 1 24\r\n", "the host's store");
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
     // with_security_config took effect: one failure blocks the address.
     let mut c = Client::over(serve(manager.clone())).await;
     c.cmd("USER carol").await;
@@ -322,6 +334,23 @@ async fn embedding_with_a_host_store_and_user_database() {
         "-ERR [SYS/TEMP] Too many failures from your address, try again later\r\n"
     );
     assert!(manager.guard().blocked(peer.ip()).is_some());
+}
+
+/// Backends built from the configuration: a reload reads the passwd file
+/// again and keeps the store (its locks, its cache) while nothing it was
+/// built from changed.
+#[tokio::test]
+async fn a_reload_keeps_an_unchanged_store() {
+    let srv = TestServer::start().await;
+    let manager = &srv.manager;
+    let before = manager.services().store.clone();
+    let mut config = manager.services().config.as_ref().clone();
+    config.server.greeting = "reloaded".into();
+    manager.reload(config.clone()).unwrap();
+    assert!(Arc::ptr_eq(&before, &manager.services().store));
+    config.storage.maildir = "%h/Other".into();
+    manager.reload(config).unwrap();
+    assert!(!Arc::ptr_eq(&before, &manager.services().store));
 }
 
 /// docs/configuration.md names every key the server accepts, nested
