@@ -102,6 +102,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         Reply::ok(greeting).encode(&mut self.output);
         let end = self.serve().await;
+        // Ended without QUIT: nothing is deleted, the lock is let go.
+        if let State::Transaction(t) = std::mem::take(&mut self.state) {
+            t.maildrop.release().await;
+        }
         let _ = self.flush().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.io.shutdown()).await;
         Summary {

@@ -109,4 +109,11 @@ pub trait Maildrop: Send + Sync {
 
     /// Apply the changes (removals first) and release the lock.
     async fn commit(self: Box<Self>, changes: Changes) -> Result<CommitReport, StoreError>;
+
+    /// Release the lock and change nothing: the session ended without
+    /// QUIT (the client went away, a timeout, a shutdown). An explicit,
+    /// awaited step, because some locks cannot be released from `Drop` (a
+    /// row in a database); dropping a maildrop unreleased stays the safety
+    /// net.
+    async fn release(self: Box<Self>) {}
 }

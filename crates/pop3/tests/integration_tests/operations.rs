@@ -441,3 +441,113 @@ fn configuration_reference_covers_every_key() {
     }
     assert!(count > 60, "{count} keys checked");
 }
+
+/// A store that counts how maildrops end, around a `MemoryStore`.
+struct Recording {
+    inner: MemoryStore,
+    released: Arc<std::sync::atomic::AtomicUsize>,
+    committed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct RecordingDrop {
+    inner: Box<dyn pop3::store::Maildrop>,
+    released: Arc<std::sync::atomic::AtomicUsize>,
+    committed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl pop3::store::MailStore for Recording {
+    async fn open(
+        &self,
+        user: &pop3::auth::UserRecord,
+    ) -> Result<Box<dyn pop3::store::Maildrop>, pop3::store::StoreError> {
+        Ok(Box::new(RecordingDrop {
+            inner: self.inner.open(user).await?,
+            released: self.released.clone(),
+            committed: self.committed.clone(),
+        }))
+    }
+
+    async fn deliver(
+        &self,
+        user: &pop3::auth::UserRecord,
+        message: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
+    ) -> Result<u64, pop3::store::StoreError> {
+        self.inner.deliver(user, message).await
+    }
+
+    async fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl pop3::store::Maildrop for RecordingDrop {
+    fn messages(&self) -> &[pop3::store::MessageInfo] {
+        self.inner.messages()
+    }
+
+    async fn open_message(
+        &self,
+        index: usize,
+    ) -> Result<pop3::store::MessageReader, pop3::store::StoreError> {
+        self.inner.open_message(index).await
+    }
+
+    async fn commit(
+        self: Box<Self>,
+        changes: pop3::store::Changes,
+    ) -> Result<pop3::store::CommitReport, pop3::store::StoreError> {
+        self.committed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.commit(changes).await
+    }
+
+    async fn release(self: Box<Self>) {
+        self.released
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.release().await
+    }
+}
+
+/// A session that ends without QUIT lets its maildrop go through the
+/// store's awaited release step (a database lease cannot be dropped from
+/// `Drop`); one that QUITs commits instead.
+#[tokio::test]
+async fn sessions_without_quit_release_the_maildrop_explicitly() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let users = StaticUsers::new([StaticUsers::user("carol", "{PLAIN}wonderland").unwrap()]);
+    let store = Recording {
+        inner: MemoryStore::new(),
+        released: Default::default(),
+        committed: Default::default(),
+    };
+    let (released, committed) = (store.released.clone(), store.committed.clone());
+    let manager = Arc::new(
+        Pop3SessionManager::new(Pop3Config::default(), Arc::new(users), Arc::new(store)).unwrap(),
+    );
+    let peer: SocketAddr = "127.0.0.1:50001".parse().unwrap();
+    let session = |m: Arc<Pop3SessionManager>| {
+        let (client, server) = tokio::io::duplex(8192);
+        let task = tokio::spawn(async move { m.serve(server, peer, TlsMode::None).await });
+        (client, task)
+    };
+    let (client, task) = session(manager.clone());
+    let mut c = Client::over(client).await;
+    c.cmd("USER carol").await;
+    assert!(c.cmd("PASS wonderland").await.starts_with("+OK"));
+    drop(c);
+    task.await.unwrap();
+    assert_eq!((released.load(SeqCst), committed.load(SeqCst)), (1, 0));
+    let (client, task) = session(manager.clone());
+    let mut c = Client::over(client).await;
+    c.cmd("USER carol").await;
+    assert!(
+        c.cmd("PASS wonderland").await.starts_with("+OK"),
+        "released, so free"
+    );
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
+    drop(c);
+    task.await.unwrap();
+    assert_eq!((released.load(SeqCst), committed.load(SeqCst)), (1, 1));
+}

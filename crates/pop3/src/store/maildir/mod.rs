@@ -684,6 +684,10 @@ impl Maildrop for MaildirDrop {
         }
         blocking(move || Ok(self.commit_blocking(&changes))).await
     }
+
+    async fn release(self: Box<Self>) {
+        self.lock.release_in_background();
+    }
 }
 
 impl MaildirDrop {
