@@ -551,3 +551,24 @@ async fn sessions_without_quit_release_the_maildrop_explicitly() {
     task.await.unwrap();
     assert_eq!((released.load(SeqCst), committed.load(SeqCst)), (1, 1));
 }
+
+/// The metrics listener drops a client that sends no request head within
+/// 5 s (a slowloris would otherwise hold its connections for ever) and
+/// still serves others meanwhile.
+#[tokio::test]
+async fn metrics_listener_drops_silent_clients() {
+    let srv = with_metrics(|_| {}).await;
+    let addr = srv.metrics.unwrap();
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let (status, _) = http_get(addr, "/healthz").await;
+    assert_eq!(status, 200, "others are served while one is silent");
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the silent connection was closed");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(9),
+        "{waited:?}"
+    );
+}
