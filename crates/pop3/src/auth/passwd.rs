@@ -195,32 +195,19 @@ impl PasswdFile {
         self.loaded.read().expect("passwd lock").table.clone()
     }
 
-    /// Re-read the file if it changed (blocking). A file that became
-    /// unreadable keeps the last good table in force.
-    pub fn refresh(&self) -> Result<bool, UserDbError> {
-        let known = self.stamp();
-        match reread_if_changed(&self.path, known)? {
-            Some(fresh) => {
-                self.install(fresh);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-
-    /// [`PasswdFile::refresh`] with the file work on the blocking pool.
-    async fn refresh_off_the_workers(&self) -> Result<bool, UserDbError> {
+    /// Re-read the file if it changed, with the file work on the blocking
+    /// pool. A file that became unreadable keeps the last good table in
+    /// force.
+    pub async fn refresh(&self) -> Result<bool, UserDbError> {
         let (path, known) = (self.path.clone(), self.stamp());
         let fresh = tokio::task::spawn_blocking(move || reread_if_changed(&path, known))
             .await
             .map_err(|e| UserDbError::Unavailable(format!("passwd task failed: {e}")))??;
-        match fresh {
-            Some(fresh) => {
-                self.install(fresh);
-                Ok(true)
-            }
-            None => Ok(false),
+        let changed = fresh.is_some();
+        if let Some(fresh) = fresh {
+            self.install(fresh);
         }
+        Ok(changed)
     }
 
     fn stamp(&self) -> Option<Stamp> {
@@ -247,7 +234,7 @@ impl PasswdFile {
             }
             *last = Instant::now();
         }
-        if let Err(e) = self.refresh_off_the_workers().await {
+        if let Err(e) = self.refresh().await {
             tracing::error!(file = %self.path.display(), "cannot re-read passwd file: {e}");
         }
     }
@@ -294,7 +281,7 @@ impl UserDb for PasswdFile {
     /// Ready when the file can be read now; the table in memory serves
     /// logins either way, but an operator must hear that the file is gone.
     async fn health(&self) -> Result<(), String> {
-        match self.refresh_off_the_workers().await {
+        match self.refresh().await {
             Ok(_) => Ok(()),
             Err(e) => Err(e.to_string()),
         }

@@ -180,7 +180,9 @@ impl Guard {
     /// Whether this address may be blocked at all.
     fn blockable(&self, ip: IpAddr) -> bool {
         let ip = address::canonical(ip);
-        !self.is_trusted(ip) && (!ip.is_loopback() || self.cfg().block_loopback)
+        let cfg = self.config.read().unwrap_or_else(|p| p.into_inner());
+        !cfg.trusted_networks.iter().any(|n| n.contains(&ip))
+            && (!ip.is_loopback() || cfg.block_loopback)
     }
 
     /// Time left on this address's block, if it is blocked.

@@ -69,9 +69,9 @@ pub struct Pop3SessionManager {
     connections: AtomicU64,
     shared: Shared,
     listeners_bound: AtomicBool,
-    /// The backends in use, and whether a host supplied them (then a
-    /// reload keeps them) or the configuration named them.
-    backends: RwLock<(Backends, Origin)>,
+    /// Whether a host supplied the user database and store (a reload
+    /// keeps them) or the configuration named them.
+    origin: Origin,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,10 +125,6 @@ impl Pop3SessionManager {
         );
         let shared = Shared::new(metrics, Arc::new(guard))?;
         let tls = tls.map(tokio_rustls::TlsAcceptor::from);
-        let backends = Backends {
-            users: users.clone(),
-            store: store.clone(),
-        };
         let services = Services::new(Arc::new(config), users, store, tls, &shared)?;
         Ok(Pop3SessionManager {
             services: RwLock::new(Arc::new(services)),
@@ -136,7 +132,7 @@ impl Pop3SessionManager {
             connections: AtomicU64::new(0),
             shared,
             listeners_bound: AtomicBool::new(false),
-            backends: RwLock::new((backends, Origin::Host)),
+            origin: Origin::Host,
         })
     }
 
@@ -170,12 +166,10 @@ impl Pop3SessionManager {
         let Backends { users, store } = Backends::from_config(&config)?;
         let tls = config.tls.as_ref().map(tls::load).transpose()?;
         let manager = Self::with_clock(config, users, store, tls, clock)?;
-        manager
-            .backends
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .1 = Origin::Config;
-        Ok(manager)
+        Ok(Pop3SessionManager {
+            origin: Origin::Config,
+            ..manager
+        })
     }
 
     /// Swap in a new configuration with its TLS files and, when the
@@ -185,29 +179,26 @@ impl Pop3SessionManager {
     /// running configuration stays in force. Listener addresses are bound
     /// once; changing them needs a restart.
     pub fn reload(&self, config: Pop3Config) -> Result<(), ServerError> {
-        let old = self.services().config.clone();
-        let listeners_changed = config.listeners != old.listeners;
+        let current = self.services();
+        let listeners_changed = config.listeners != current.config.listeners;
         let result = (|| {
             let tls = config.tls.as_ref().map(tls::load).transpose()?;
-            let (current, origin) = self
-                .backends
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            let backends = match origin {
-                Origin::Host => current,
-                Origin::Config => current.reloaded(&old, &config)?,
+            let in_use = Backends {
+                users: current.users.clone(),
+                store: current.store.clone(),
+            };
+            let backends = match self.origin {
+                Origin::Host => in_use,
+                Origin::Config => in_use.reloaded(&current.config, &config)?,
             };
             let log = security_log(&config)?;
             self.install(
                 config,
-                backends.users.clone(),
-                backends.store.clone(),
+                backends.users,
+                backends.store,
                 tls.map(tokio_rustls::TlsAcceptor::from),
                 log,
-            )?;
-            self.backends.write().unwrap_or_else(|p| p.into_inner()).0 = backends;
-            Ok(())
+            )
         })();
         if let Err(e) = result {
             self.shared.metrics.reload(false);

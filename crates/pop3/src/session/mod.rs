@@ -454,16 +454,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let mut header = Vec::new();
         loop {
             let data = match reader.fill_buf().await {
+                Ok([]) => break,
                 Ok(data) => data,
-                Err(e) => {
-                    self.services.metrics.store_errors.inc();
-                    tracing::error!("reading message {} failed mid-stream: {e}", index + 1);
-                    return Flow::Stop(End::IoError);
-                }
+                Err(e) => return self.read_failed(index, &e),
             };
-            if data.is_empty() {
-                break;
-            }
             let taken = header.len();
             let room = protocol::downgrade::MAX_HEADER - taken;
             let take = data.len().min(room);
@@ -480,13 +474,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 break;
             }
         }
-        match protocol::downgrade::downgrade_header(&header) {
-            Some(ascii) if header.len() < protocol::downgrade::MAX_HEADER => {
-                encoder.feed(&ascii, &mut self.output)
-            }
-            _ => encoder.feed(&header, &mut self.output),
-        }
+        let ascii = (header.len() < protocol::downgrade::MAX_HEADER)
+            .then(|| protocol::downgrade::downgrade_header(&header))
+            .flatten();
+        encoder.feed(ascii.as_deref().unwrap_or(&header), &mut self.output);
         Flow::Continue
+    }
+
+    /// A message read failed after its status line went out: the only
+    /// honest end is to close, so the client does not take a truncated
+    /// body for a whole one.
+    fn read_failed(&self, index: usize, e: &std::io::Error) -> Flow {
+        self.services.metrics.store_errors.inc();
+        tracing::error!("reading message {} failed mid-stream: {e}", index + 1);
+        Flow::Stop(End::IoError)
     }
 
     async fn stream(
@@ -500,14 +501,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let data = match reader.fill_buf().await {
                 Ok([]) => break,
                 Ok(data) => data,
-                Err(e) => {
-                    // The status line is out: the only honest end is to
-                    // close, so the client does not take a truncated body
-                    // for a whole one.
-                    self.services.metrics.store_errors.inc();
-                    tracing::error!("reading message {} failed mid-stream: {e}", index + 1);
-                    return Flow::Stop(End::IoError);
-                }
+                Err(e) => return self.read_failed(index, &e),
             };
             // Encode straight from the store's buffer, at most one flush's
             // worth at a time so the output stays near io_buffer_size.

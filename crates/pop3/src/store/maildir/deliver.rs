@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
+use super::io;
 use crate::protocol::SizeCounter;
 use crate::store::StoreError;
 
@@ -36,10 +37,6 @@ fn unique_name(hostname: &str) -> String {
         std::process::id(),
         SEQUENCE.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-fn io(context: &Path, e: std::io::Error) -> StoreError {
-    StoreError::from_io(&context.display().to_string(), &e)
 }
 
 /// Deliver `message` into the Maildir at `dir`; returns the POP3 size.
@@ -69,13 +66,7 @@ pub async fn deliver(
                     // The rename itself must be durable before the sender
                     // hears that the message is stored.
                     let new = dir.join("new");
-                    let synced = tokio::task::spawn_blocking({
-                        let new = new.clone();
-                        move || super::sync_dir(&new)
-                    })
-                    .await
-                    .map_err(|e| StoreError::Temporary(format!("maildir task failed: {e}")))?;
-                    synced.map_err(|e| io(&new, e))?;
+                    super::blocking(move || super::sync_dir(&new).map_err(|e| io(&new, e))).await?;
                     Ok(pop3_size)
                 }
                 Err(e) => {

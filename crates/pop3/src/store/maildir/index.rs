@@ -67,7 +67,9 @@ impl Index {
         format!("{uid:08x}{:08x}", self.validity)
     }
 
-    /// Give a new message the next UID.
+    /// Give a new message the next UID (tests; the store assigns many at
+    /// once with [`Index::assign_all`]).
+    #[cfg(test)]
     pub fn assign(&mut self, key: &str, size: Option<u64>) -> Entry {
         self.assign_all([key]);
         let entry = self.entries.get_mut(key).expect("just assigned");

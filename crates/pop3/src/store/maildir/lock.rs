@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use super::io;
 use crate::store::StoreError;
 
 pub const LOCK_FILE: &str = "pop3d.lock";
@@ -97,10 +98,6 @@ fn owner_alive(content: &str) -> bool {
     start_time(pid) == Some(started)
 }
 
-fn io(path: &Path, e: &std::io::Error) -> StoreError {
-    StoreError::from_io(&path.display().to_string(), e)
-}
-
 /// Who the lock names, `None` when there is none. The lock is a symbolic
 /// link whose target is the owner; a regular file (written by an older
 /// pop3d) is read for the same words.
@@ -112,10 +109,10 @@ fn read_lock(path: &Path) -> Result<Option<String>, StoreError> {
             match std::fs::read_to_string(path) {
                 Ok(c) => Ok(Some(c.trim_end().to_owned())),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(io(path, &e)),
+                Err(e) => Err(io(path, e)),
             }
         }
-        Err(e) => Err(io(path, &e)),
+        Err(e) => Err(io(path, e)),
     }
 }
 
@@ -197,10 +194,10 @@ fn claim(dir: &Path, stamp: &str) -> Result<(), StoreError> {
 /// Create the lock naming `stamp`, whole, in one step: a symbolic link
 /// whose target is the owner. `Ok(false)` if a lock is there already.
 fn place(path: &Path, stamp: &str) -> Result<bool, StoreError> {
-    match std::os::unix::fs::symlink(stamp.trim_end(), path) {
+    match std::os::unix::fs::symlink(stamp, path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(io(path, &e)),
+        Err(e) => Err(io(path, e)),
     }
 }
 
@@ -208,7 +205,7 @@ fn place(path: &Path, stamp: &str) -> Result<bool, StoreError> {
 /// `Ok(false)` when it changed meanwhile, or someone claimed the maildrop
 /// between our removal and our claim.
 fn take_over(dir: &Path, path: &Path, stamp: &str, seen: &str) -> Result<bool, StoreError> {
-    let guard = File::open(dir).map_err(|e| io(dir, &e))?;
+    let guard = File::open(dir).map_err(|e| io(dir, e))?;
     let deadline = Instant::now() + GUARD_WAIT;
     loop {
         match guard.try_lock() {
@@ -217,7 +214,7 @@ fn take_over(dir: &Path, path: &Path, stamp: &str, seen: &str) -> Result<bool, S
                 std::thread::sleep(Duration::from_millis(2));
             }
             Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::InUse),
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(dir, &e)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(dir, e)),
         }
     }
     // Only a takeover removes another owner's lock, and takeovers are
@@ -229,7 +226,7 @@ fn take_over(dir: &Path, path: &Path, stamp: &str, seen: &str) -> Result<bool, S
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(path, &e)),
+        Err(e) => return Err(io(path, e)),
     }
     let won = place(path, stamp)?;
     drop(guard);
@@ -245,13 +242,20 @@ impl MaildropLock {
 
     /// Release on the blocking pool without waiting for it; a claim of the
     /// same maildrop in this process meanwhile waits for it to finish.
-    /// Outside a runtime, released at once.
     pub fn release_in_background(mut self) {
+        self.release_later();
+    }
+
+    /// Hand the release to the blocking pool. Released here and now outside
+    /// a runtime, and for a lock that is itself that pool's task, dropped
+    /// unrun (a runtime shutting down).
+    fn release_later(&mut self) {
         if self.released {
             return;
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return self.release();
+        let rt = match tokio::runtime::Handle::try_current() {
+            Ok(rt) if !self.in_background => rt,
+            _ => return self.release_now(),
         };
         self.table
             .0
@@ -308,21 +312,7 @@ impl Drop for MaildropLock {
     /// The safety net for sessions that end without QUIT: released on the
     /// blocking pool (a reconnecting client's claim waits for it).
     fn drop(&mut self) {
-        if self.released {
-            return;
-        }
-        if self.in_background {
-            return self.release_now();
-        }
-        let lock = MaildropLock {
-            dir: std::mem::take(&mut self.dir),
-            stamp: std::mem::take(&mut self.stamp),
-            table: self.table.clone(),
-            released: false,
-            in_background: false,
-        };
-        self.released = true;
-        lock.release_in_background();
+        self.release_later();
     }
 }
 

@@ -69,9 +69,9 @@ impl MeasureLimit {
 pub type Job<'a> = (&'a Path, Option<u64>);
 
 /// The size of each job, in order; `None` for a file that vanished.
-pub fn sizes(limit: &MeasureLimit, jobs: &[Job<'_>]) -> Vec<Result<Option<u64>, StoreError>> {
+pub fn sizes(limit: &MeasureLimit, jobs: &[Job<'_>]) -> Result<Vec<Option<u64>>, StoreError> {
     if jobs.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let next = AtomicUsize::new(0);
     let work = |_permit: Permit<'_>| {
@@ -80,41 +80,39 @@ pub fn sizes(limit: &MeasureLimit, jobs: &[Job<'_>]) -> Vec<Result<Option<u64>, 
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(&(path, recorded)) = jobs.get(i) else {
-                return done;
+                return Ok(done);
             };
             let size = match size_of(path, recorded, &mut buf) {
-                Ok(s) => Ok(Some(s)),
-                Err(_) if !path.exists() => Ok(None),
-                Err(e) => Err(e),
+                Ok(s) => Some(s),
+                Err(_) if !path.exists() => None,
+                Err(e) => return Err(e),
             };
             done.push((i, size));
         }
     };
     // Few messages, or recorded sizes only: not worth a helper.
     let heavy = jobs.iter().filter(|(_, r)| r.is_none()).count();
-    let mut results: Vec<(usize, Result<Option<u64>, StoreError>)> = std::thread::scope(|s| {
+    let done: Vec<(usize, Option<u64>)> = std::thread::scope(|s| {
         let own = limit.take();
         let helpers: Vec<_> = (1..heavy.div_ceil(64).min(16))
             .map_while(|_| limit.try_take())
             .map(|permit| s.spawn(|| work(permit)))
             .collect();
-        let mut all = work(own);
+        let mut all = work(own)?;
         for h in helpers {
-            match h.join() {
-                Ok(done) => all.extend(done),
-                Err(_) => all.push((
-                    usize::MAX,
-                    Err(StoreError::Temporary("size worker failed".into())),
-                )),
-            }
+            let done = h
+                .join()
+                .map_err(|_| StoreError::Temporary("size worker failed".into()))?;
+            all.extend(done?);
         }
-        all
-    });
-    if results.iter().any(|(i, _)| *i == usize::MAX) {
-        return vec![Err(StoreError::Temporary("size worker failed".into()))];
+        Ok::<_, StoreError>(all)
+    })?;
+    // Back in the jobs' order.
+    let mut sizes = vec![None; jobs.len()];
+    for (i, size) in done {
+        sizes[i] = size;
     }
-    results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
+    Ok(sizes)
 }
 
 fn size_of(path: &Path, recorded: Option<u64>, buf: &mut [u8]) -> Result<u64, StoreError> {
@@ -174,10 +172,7 @@ mod tests {
             (&open, Some(4)),
             (&gone, None),
         ];
-        let got: Vec<Option<u64>> = sizes(&limit, &jobs)
-            .into_iter()
-            .map(Result::unwrap)
-            .collect();
+        let got = sizes(&limit, &jobs).unwrap();
         assert_eq!(got, [Some(6), Some(6), Some(6), Some(6), None]);
     }
 
@@ -193,9 +188,9 @@ mod tests {
             .collect();
         let jobs: Vec<Job<'_>> = paths.iter().map(|p| (p.as_path(), None)).collect();
         let limit = MeasureLimit::new(3);
-        let got = sizes(&limit, &jobs);
+        let got = sizes(&limit, &jobs).unwrap();
         for (i, s) in got.into_iter().enumerate() {
-            assert_eq!(s.unwrap(), Some(3 * i as u64));
+            assert_eq!(s, Some(3 * i as u64));
         }
         assert_eq!(*limit.free.lock().unwrap(), 3, "every permit returned");
     }

@@ -399,24 +399,9 @@ fn open_blocking(
     cache: Option<&ListingCache>,
     options: DropOptions,
 ) -> Result<MaildirDrop, StoreError> {
-    // A user's first login creates the Maildir, as Dovecot does. With a
-    // cache the common case costs no extra look: the stamps taken under
-    // the lock prove the directories exist.
-    let Some(cache) = cache else {
-        if !dir.join("cur").is_dir() || !dir.join("new").is_dir() {
-            create_maildir(dir)?;
-        }
-        let lock = locks.lock(dir)?;
-        let (messages, infos) = scan_and_index(dir, limit)?;
-        return Ok(MaildirDrop {
-            dir: dir.to_owned(),
-            messages: Arc::new(messages),
-            infos: Arc::new(infos),
-            lock,
-            options,
-            read_ahead: Mutex::default(),
-        });
-    };
+    // A user's first login creates the Maildir, as Dovecot does. The
+    // common case costs no extra look: claiming the lock needs the
+    // directory, and the stamps taken under it need `new/` and `cur/`.
     let lock = match locks.lock(dir) {
         Err(e) if !matches!(e, StoreError::InUse) && !dir.is_dir() => {
             create_maildir(dir)?;
@@ -431,21 +416,24 @@ fn open_blocking(
             stamps(dir)?
         }
     };
-    if let Some(hit) = cache.get(dir, before) {
-        return Ok(MaildirDrop {
-            dir: dir.to_owned(),
-            messages: hit.messages.clone(),
-            infos: hit.infos.clone(),
-            lock,
-            options,
-            read_ahead: Mutex::default(),
-        });
+    let maildrop = |messages, infos| MaildirDrop {
+        dir: dir.to_owned(),
+        messages,
+        infos,
+        lock,
+        options,
+        read_ahead: Mutex::default(),
+    };
+    if let Some(hit) = cache.and_then(|c| c.get(dir, before)) {
+        return Ok(maildrop(hit.messages.clone(), hit.infos.clone()));
     }
     let scanned_at = SystemTime::now();
     let (messages, infos) = scan_and_index(dir, limit)?;
     let (messages, infos) = (Arc::new(messages), Arc::new(infos));
     // Cache only what nobody changed while we scanned.
-    if stamps(dir)? == before {
+    if let Some(cache) = cache
+        && stamps(dir)? == before
+    {
         let listing = Listing {
             stamps: before,
             made: Instant::now(),
@@ -454,14 +442,7 @@ fn open_blocking(
         };
         cache.put(dir, listing, scanned_at);
     }
-    Ok(MaildirDrop {
-        dir: dir.to_owned(),
-        messages,
-        infos,
-        lock,
-        options,
-        read_ahead: Mutex::default(),
-    })
+    Ok(maildrop(messages, infos))
 }
 
 /// Read the directory and the index; give new messages UIDs and sizes.
@@ -524,8 +505,8 @@ fn scan_and_index(
         unknown.push((key.as_str(), (path.as_path(), recorded)));
     }
     let jobs: Vec<measure::Job<'_>> = unknown.iter().map(|(_, job)| *job).collect();
-    for ((key, _), size) in unknown.iter().zip(measure::sizes(limit, &jobs)) {
-        if let Some(s) = size? {
+    for ((key, _), size) in unknown.iter().zip(measure::sizes(limit, &jobs)?) {
+        if let Some(s) = size {
             index.entries.get_mut(*key).expect("present").size = Some(s);
             changed = true;
         }
