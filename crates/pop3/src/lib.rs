@@ -4,8 +4,9 @@
 //! The layers, top to bottom: [`server`] (listeners, admission, TLS),
 //! [`session`] (one task per connection), [`protocol`] (sans-IO codec),
 //! [`op`] (one module per command family), [`auth`] (users, schemes,
-//! SASL), [`store`] (maildrops), [`config`]; [`setup`] turns a
-//! configuration file into checked parts.
+//! SASL), [`store`] (maildrops), [`db`] (the PostgreSQL pool and schema
+//! both can use), [`config`]; [`setup`] turns a configuration file into
+//! checked parts.
 // No unsafe code, except one FFI call in the optional GSSAPI module
 // (auth/sasl/gssapi.rs), allowed there alone.
 #![cfg_attr(not(feature = "gssapi"), forbid(unsafe_code))]
@@ -13,6 +14,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod db;
 mod hex;
 pub mod op;
 pub mod protocol;

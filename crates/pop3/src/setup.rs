@@ -13,70 +13,101 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::auth::{PasswdFile, UserDb, UserDbError};
-use crate::config::{ConfigError, LoadedConfig, Pop3Config, StorageBackend};
-use crate::store::{MailStore, MaildirStore};
+use crate::auth::{PasswdFile, PostgresUsers, UserDb, UserDbError};
+use crate::config::{ConfigError, LoadedConfig, Pop3Config, StorageBackend, UserBackend};
+use crate::db::Database;
+use crate::store::{MailStore, MaildirStore, PostgresStore};
 
-/// The user database and the mail store a server serves from.
+/// The user database and the mail store a server serves from, and the
+/// database pool they share when either is in PostgreSQL.
 #[derive(Clone)]
 pub struct Backends {
     pub users: Arc<dyn UserDb>,
     pub store: Arc<dyn MailStore>,
+    pub database: Option<Arc<Database>>,
 }
 
 impl Backends {
     /// The backends the configuration names.
     pub fn from_config(config: &Pop3Config) -> Result<Backends, UserDbError> {
+        let database = database_from_config(config)?;
         Ok(Backends {
-            users: users_from_config(config)?,
-            store: store_from_config(config),
+            users: users_from_config(config, database.as_ref())?,
+            store: store_from_config(config, database.as_ref()),
+            database,
         })
     }
 
     /// The backends for a reload to `config` from `old`: the user database
-    /// read afresh (its file may have moved), the store kept while nothing
-    /// it was built from changed, so its maildrop locks, listing cache and
-    /// measuring limit carry over (sessions from before the reload still
-    /// hold their locks in it).
+    /// read afresh (its file may have moved), the store and the database
+    /// pool kept while nothing they were built from changed, so maildrop
+    /// locks and leases, the listing cache and the measuring limit carry
+    /// over (sessions from before the reload still hold their locks in
+    /// it).
     pub fn reloaded(&self, old: &Pop3Config, config: &Pop3Config) -> Result<Backends, UserDbError> {
+        let (store, database) = if store_settings(old) == store_settings(config) {
+            (self.store.clone(), self.database.clone())
+        } else {
+            let database = database_from_config(config)?;
+            (store_from_config(config, database.as_ref()), database)
+        };
         Ok(Backends {
-            users: users_from_config(config)?,
-            store: if store_settings(old) == store_settings(config) {
-                self.store.clone()
-            } else {
-                store_from_config(config)
-            },
+            users: users_from_config(config, database.as_ref())?,
+            store,
+            database,
         })
     }
 }
 
-fn users_from_config(config: &Pop3Config) -> Result<Arc<dyn UserDb>, UserDbError> {
-    let users = PasswdFile::open(&config.auth.passwd_file)?;
-    for w in &users.table().warnings {
-        tracing::warn!(file = %config.auth.passwd_file.display(), "{w}");
-    }
-    Ok(Arc::new(users))
+fn database_from_config(config: &Pop3Config) -> Result<Option<Arc<Database>>, UserDbError> {
+    crate::db::from_config(config)
+        .map_err(|(key, reason)| UserDbError::Unavailable(format!("{key}: {reason}")))
 }
 
-fn store_from_config(config: &Pop3Config) -> Arc<dyn MailStore> {
-    match config.storage.backend {
-        StorageBackend::Maildir => Arc::new(MaildirStore::from_config(config)),
+fn users_from_config(
+    config: &Pop3Config,
+    database: Option<&Arc<Database>>,
+) -> Result<Arc<dyn UserDb>, UserDbError> {
+    match (config.auth.backend, database) {
+        (UserBackend::Postgres, Some(db)) => Ok(Arc::new(PostgresUsers::new(
+            db.clone(),
+            config.auth.password_query.as_deref(),
+        ))),
+        (UserBackend::Postgres, None) => Err(UserDbError::Unavailable(
+            "auth.backend = \"postgres\" needs storage.url".into(),
+        )),
+        (UserBackend::PasswdFile, _) => {
+            let users = PasswdFile::open(&config.auth.passwd_file)?;
+            for w in &users.table().warnings {
+                tracing::warn!(file = %config.auth.passwd_file.display(), "{w}");
+            }
+            Ok(Arc::new(users))
+        }
     }
 }
 
-/// Everything a store is built from.
+fn store_from_config(config: &Pop3Config, database: Option<&Arc<Database>>) -> Arc<dyn MailStore> {
+    match (config.storage.backend, database) {
+        (StorageBackend::Postgres, Some(db)) => Arc::new(PostgresStore::new(db.clone(), config)),
+        // validate() makes sure a postgres store has its database.
+        _ => Arc::new(MaildirStore::from_config(config)),
+    }
+}
+
+/// Everything a store (and the database pool) is built from.
 fn store_settings(c: &Pop3Config) -> impl PartialEq + use<> {
     let p = &c.performance;
     (
         c.storage.clone(),
         c.server.hostname.clone(),
         c.server.max_message_size,
-        p.io_buffer_size,
+        (p.io_buffer_size, p.connection_pool_size),
         (
             p.enable_response_caching,
             p.cache_ttl,
             p.max_cached_responses,
         ),
+        c.auth.backend,
     )
 }
 
@@ -85,6 +116,7 @@ type LayerCheck = fn(&Pop3Config) -> Result<(), (String, String)>;
 
 /// Each layer's own checks, in the order their errors are reported.
 const LAYER_CHECKS: &[LayerCheck] = &[
+    crate::db::check_config,
     crate::auth::sasl::check_config,
     crate::store::maildir::check_config,
 ];

@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: AGPL-3.0-only
 //! `pop3d`: the POP3 daemon. `serve` runs it, `check-config` validates a
 //! file and prints the effective configuration, `hash-password` makes a
-//! passwd-file secret, `deliver` stores a message from an MTA.
+//! passwd-file secret, `deliver` stores a message from an MTA; `db`,
+//! `user` and `migrate-maildir` look after the PostgreSQL backend.
+
+mod admin;
+mod migrate_maildir;
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -28,7 +32,8 @@ const EX_NOPERM: u8 = 77;
     version,
     about = "A POP3 server (RFC 1939) over Maildir, with TLS",
     long_about = "A POP3 server (RFC 1939, 2449, 2595, 5034) that serves Maildir mailboxes \
-                  to users from a Dovecot-style passwd file, configured by one TOML file.\n\n\
+                  to users from a Dovecot-style passwd file, or mail and users in PostgreSQL \
+                  shared by any number of nodes, configured by one TOML file.\n\n\
                   Signals while serving: SIGHUP reloads the configuration, certificates and \
                   passwd file for new sessions; SIGTERM and SIGINT shut down gracefully."
 )]
@@ -83,6 +88,36 @@ enum Command {
         #[arg(long, short)]
         user: String,
     },
+    /// The PostgreSQL schema: apply migrations, or show them.
+    Db {
+        #[command(subcommand)]
+        command: admin::DbCommand,
+    },
+    /// pop3d's own users in PostgreSQL (auth.backend = "postgres").
+    User {
+        #[command(subcommand)]
+        command: admin::UserCommand,
+    },
+    /// Copy a Maildir + passwd-file installation into PostgreSQL, keeping
+    /// every UIDL and size; a second run copies nothing twice. The
+    /// Maildirs are left as they are.
+    MigrateMaildir {
+        /// The configuration the mail is in now (Maildir, passwd file).
+        #[arg(long)]
+        from: PathBuf,
+        /// The configuration with storage.backend = "postgres".
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Copy this user only.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        user: Option<String>,
+        /// Copy every user in the passwd file.
+        #[arg(long)]
+        all: bool,
+        /// Count what would be copied; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -93,6 +128,29 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(config),
         Command::HashPassword { scheme } => hash(&scheme),
         Command::Deliver { config, user } => deliver(&config, &user),
+        Command::Db { command } => {
+            let path = command.config().to_path_buf();
+            with_config(&path, |c| async move { admin::db(&c, command).await })
+        }
+        Command::User { command } => {
+            let path = command.config().to_path_buf();
+            with_config(&path, |c| async move { admin::user(&c, command).await })
+        }
+        Command::MigrateMaildir {
+            from,
+            config,
+            user,
+            all: _,
+            dry_run,
+        } => {
+            let old = match load(&from) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            with_config(&config, |new| async move {
+                migrate_maildir::run(&old, &new, user.as_deref(), dry_run).await
+            })
+        }
     }
 }
 
@@ -131,14 +189,45 @@ fn load(path: &Path) -> Result<Pop3Config, ExitCode> {
     }
 }
 
+/// Load the configuration and run `work` on a runtime.
+fn with_config<F, Fut>(path: &Path, work: F) -> ExitCode
+where
+    F: FnOnce(Pop3Config) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match runtime() {
+        Ok(r) => r.block_on(work(config)),
+        Err(code) => code,
+    }
+}
+
 fn check_config(path: PathBuf) -> ExitCode {
     let config = match load(&path) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    // Things only the filesystem can tell: the passwd file and TLS files.
-    match pop3::auth::PasswdFile::open(&config.auth.passwd_file) {
-        Ok(users) => {
+    // Things only the filesystem (and the database) can tell: the passwd
+    // file, the database's schema, TLS files.
+    if pop3::db::configured(&config) {
+        let checked = runtime().map(|r| r.block_on(pop3::db::migrate::connect_and_check(&config)));
+        match checked {
+            Ok(Ok(())) => eprintln!("pop3d: database: reachable, schema up to date"),
+            Ok(Err(e)) => {
+                eprintln!("pop3d: error: {}: key `storage.url`: {e}", path.display());
+                return ExitCode::from(2);
+            }
+            Err(code) => return code,
+        }
+    }
+    match (config.auth.backend == pop3::config::UserBackend::PasswdFile)
+        .then(|| pop3::auth::PasswdFile::open(&config.auth.passwd_file))
+    {
+        None => {}
+        Some(Ok(users)) => {
             let table = users.table();
             for w in &table.warnings {
                 eprintln!(
@@ -152,7 +241,7 @@ fn check_config(path: PathBuf) -> ExitCode {
                 table.len()
             );
         }
-        Err(e) => {
+        Some(Err(e)) => {
             eprintln!(
                 "pop3d: error: {}: key `auth.passwd_file`: {e}",
                 path.display()
@@ -197,6 +286,18 @@ fn serve(path: PathBuf) -> ExitCode {
         Err(code) => return code,
     };
     let code = runtime.block_on(async move {
+        if pop3::db::configured(&config) {
+            match pop3::db::migrate::connect_and_check(&config).await {
+                Ok(()) => {}
+                Err(e @ pop3::db::DbError::Schema { .. }) => {
+                    eprintln!("pop3d: error: {e}");
+                    return ExitCode::from(2);
+                }
+                // Serve anyway: logins answer [SYS/TEMP] and /readyz says
+                // why until the database is back.
+                Err(e) => tracing::warn!("starting without the database: {e}"),
+            }
+        }
         let manager = match Pop3SessionManager::from_config(config) {
             Ok(m) => Arc::new(m),
             Err(e) => {
@@ -313,7 +414,7 @@ fn deliver(path: &Path, user: &str) -> ExitCode {
     };
     runtime.block_on(async move {
         // The same backends `serve` builds from this configuration.
-        let Backends { users, store } = match Backends::from_config(&config) {
+        let Backends { users, store, .. } = match Backends::from_config(&config) {
             Ok(b) => b,
             Err(e) => {
                 eprintln!("pop3d: deliver: {e}");
@@ -347,4 +448,14 @@ fn deliver(path: &Path, user: &str) -> ExitCode {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks over every subcommand.
+    #[test]
+    fn command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

@@ -269,24 +269,8 @@ impl Introspection {
         let tls = match uri.scheme_str() {
             Some("http") => None,
             Some("https") => {
-                let mut roots = rustls::RootCertStore::empty();
-                match &cfg.introspection_ca_file {
-                    Some(path) => {
-                        use rustls_pki_types::pem::PemObject;
-                        let pem = read(path, "auth.oauth.introspection_ca_file")?;
-                        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-                            let cert = cert.map_err(|e| {
-                                SetupError::new("auth.oauth.introspection_ca_file", e.to_string())
-                            })?;
-                            let _ = roots.add(cert);
-                        }
-                    }
-                    None => {
-                        for cert in rustls_native_certs::load_native_certs().certs {
-                            let _ = roots.add(cert);
-                        }
-                    }
-                }
+                let roots = crate::server::tls::client_roots(cfg.introspection_ca_file.as_deref())
+                    .map_err(|e| SetupError::new("auth.oauth.introspection_ca_file", e))?;
                 let config =
                     rustls::ClientConfig::builder_with_provider(crate::server::tls::provider())
                         .with_safe_default_protocol_versions()

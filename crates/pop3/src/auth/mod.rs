@@ -5,6 +5,7 @@
 pub mod bearer;
 pub mod cram_context;
 pub mod passwd;
+pub mod postgres;
 pub mod sasl;
 pub mod scheme;
 pub mod static_users;
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
 pub use passwd::PasswdFile;
+pub use postgres::PostgresUsers;
 pub use scheme::{Scheme, StoredSecret, hash_password};
 pub use static_users::StaticUsers;
 

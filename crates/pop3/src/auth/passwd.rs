@@ -51,6 +51,13 @@ impl PasswdTable {
     pub fn get(&self, name: &str) -> Option<Arc<UserRecord>> {
         self.users.get(&name.to_lowercase()).cloned()
     }
+
+    /// Every user, by name.
+    pub fn users(&self) -> Vec<Arc<UserRecord>> {
+        let mut all: Vec<_> = self.users.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
 }
 
 /// Parse the whole text of a passwd file.

@@ -162,6 +162,12 @@ impl StoredSecret {
         self.scheme
     }
 
+    /// The `{SCHEME}data` field this was parsed from (a braceless CRYPT
+    /// field gains its `{CRYPT}`), for copying to another user database.
+    pub fn to_field(&self) -> Zeroizing<String> {
+        Zeroizing::new(format!("{{{}}}{}", self.scheme.name(), &*self.data))
+    }
+
     /// The plaintext, for mechanisms that need it (APOP, CRAM-MD5).
     pub fn plaintext(&self) -> Option<&str> {
         (self.scheme == Scheme::Plain).then(|| self.data.as_str())

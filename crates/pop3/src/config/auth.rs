@@ -10,8 +10,17 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// Dovecot-style passwd file.
+    /// Where users come from.
+    pub backend: UserBackend,
+    /// Dovecot-style passwd file (`backend = "passwd-file"`).
     pub passwd_file: PathBuf,
+    /// `backend = "postgres"` with an existing table instead of pop3d's
+    /// own `users`: a query that takes the login as `$1` (always bound,
+    /// never pasted in) and returns a `password` column (`{SCHEME}secret`)
+    /// and optionally a `user` column (the canonical name). No row: the
+    /// user is unknown, refused like a wrong password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_query: Option<String>,
     /// SASL mechanisms offered by AUTH.
     pub mechanisms: Vec<String>,
     /// Allow USER/PASS, APOP and PLAIN/LOGIN on connections without TLS from
@@ -42,6 +51,8 @@ pub struct AuthConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
+            backend: UserBackend::PasswdFile,
+            password_query: None,
             passwd_file: PathBuf::from("/etc/pop3d/passwd"),
             mechanisms: vec!["PLAIN".into(), "LOGIN".into()],
             allow_plaintext: false,
@@ -54,6 +65,17 @@ impl Default for AuthConfig {
             gssapi: None,
         }
     }
+}
+
+/// Where users and their secrets come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UserBackend {
+    /// `passwd_file`, Dovecot's format.
+    PasswdFile,
+    /// The database `[storage] url` names: pop3d's own `users` table (see
+    /// `pop3d user`), or an existing table through `password_query`.
+    Postgres,
 }
 
 /// Where EXTERNAL finds the user name in a client certificate.

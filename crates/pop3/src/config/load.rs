@@ -161,6 +161,8 @@ impl Pop3Config {
         for p in [
             &mut self.security.block_list_file,
             &mut self.security.security_log_file,
+            &mut self.storage.password_file,
+            &mut self.storage.ca_file,
         ]
         .into_iter()
         .flatten()
@@ -270,6 +272,37 @@ fn inert_keys(c: &Pop3Config, table: &toml::Table) -> Vec<String> {
                 })
             })
     };
+    let postgres_store = c.storage.backend == super::StorageBackend::Postgres;
+    let database = postgres_store || c.auth.backend == super::UserBackend::Postgres;
+    let no_database = "neither storage.backend nor auth.backend is \"postgres\"";
+    let database_keys = [
+        "storage.url",
+        "storage.password_file",
+        "storage.connect_timeout",
+        "storage.statement_timeout",
+        "storage.tls",
+        "storage.ca_file",
+    ]
+    .map(|k| (!database && has_key(table, k), k, no_database));
+    let lease_keys = ["storage.lease_ttl", "storage.node_name"].map(|k| {
+        (
+            !postgres_store && has_key(table, k),
+            k,
+            "storage.backend is not \"postgres\"",
+        )
+    });
+    let maildir_keys = ["storage.maildir", "storage.mark_seen"].map(|k| {
+        (
+            postgres_store && has_key(table, k),
+            k,
+            "storage.backend is \"postgres\" (the database keeps no seen flags)",
+        )
+    });
+    let passwd_file = (
+        c.auth.backend == super::UserBackend::Postgres && has_key(table, "auth.passwd_file"),
+        "auth.passwd_file",
+        "auth.backend is \"postgres\"",
+    );
     let inert: [(bool, &str, &str); 15] = [
         (
             has_key(table, "protocol.max_arguments"),
@@ -350,6 +383,10 @@ fn inert_keys(c: &Pop3Config, table: &toml::Table) -> Vec<String> {
     ];
     inert
         .into_iter()
+        .chain(database_keys)
+        .chain(lease_keys)
+        .chain(maildir_keys)
+        .chain([passwd_file])
         .filter(|(inert, ..)| *inert)
         .map(|(_, key, why)| format!("{key} has no effect: {why}"))
         .collect()

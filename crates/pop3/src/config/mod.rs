@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-pub use auth::{AuthConfig, ExternalIdentity, GssapiConfig, OAuthConfig};
+pub use auth::{AuthConfig, ExternalIdentity, GssapiConfig, OAuthConfig, UserBackend};
 pub use listener::{ListenerConfig, TlsConfig, TlsMode};
 pub use load::{ConfigError, LoadedConfig};
 pub use performance::PerformanceConfig;
@@ -25,7 +25,7 @@ pub use presets::Preset;
 pub use protocol::ProtocolConfig;
 pub use security::SecurityConfig;
 pub use server::ServerConfig;
-pub use storage::{StorageBackend, StorageConfig};
+pub use storage::{DatabaseTls, StorageBackend, StorageConfig};
 
 /// The whole configuration of one server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

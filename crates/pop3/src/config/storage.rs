@@ -1,5 +1,9 @@
 // SPDX-License-Identifier: AGPL-3.0-only
-//! `[storage]`: which mail store serves the maildrops, and where.
+//! `[storage]`: which mail store serves the maildrops, and where; for the
+//! PostgreSQL store, how to reach the database.
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -8,6 +12,21 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "lowercase")]
 pub enum StorageBackend {
     Maildir,
+    /// Mail, the maildrop lease (and optionally users) in PostgreSQL, so
+    /// that any number of nodes can serve the same mailboxes.
+    Postgres,
+}
+
+/// TLS to the database server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseTls {
+    /// Plain TCP or a Unix socket.
+    Off,
+    /// TLS when the server offers it, plain otherwise.
+    Prefer,
+    /// TLS or no connection; the certificate is verified.
+    Require,
 }
 
 /// `[storage]`.
@@ -23,6 +42,36 @@ pub struct StorageConfig {
     /// clients sharing the Maildir show them as read. Off, POP3 sessions
     /// rename nothing.
     pub mark_seen: bool,
+    /// The database (`backend = "postgres"`, or `[auth] backend =
+    /// "postgres"`): `postgres://USER@HOST:PORT/DBNAME`, or the key=value
+    /// form libpq accepts. A password here is refused: use `password_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// A file holding the database password (trailing newline ignored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// How long to wait for a new database connection.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// The server aborts any statement running longer (PostgreSQL's
+    /// `statement_timeout`).
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    pub tls: DatabaseTls,
+    /// CA certificates (PEM) that sign the database server's certificate;
+    /// the system's roots when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// How long a maildrop lease outlives its node's last heartbeat (sent
+    /// every third of this). A node that dies holds its users' maildrops
+    /// this long, unless it restarts first.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// This node's name in maildrop leases: unique per node. When it
+    /// restarts, leases held under this name by its previous run are
+    /// dropped at once. The server's hostname when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
 }
 
 impl Default for StorageConfig {
@@ -31,6 +80,14 @@ impl Default for StorageConfig {
             backend: StorageBackend::Maildir,
             maildir: "%h/Maildir".into(),
             mark_seen: true,
+            url: None,
+            password_file: None,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+            tls: DatabaseTls::Off,
+            ca_file: None,
+            lease_ttl: Duration::from_secs(30),
+            node_name: None,
         }
     }
 }

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{UserDb, UserDbError};
 use crate::config::{ListenerConfig, Pop3Config, SecurityConfig, TlsMode};
+use crate::db::Database;
 use crate::op::Connection;
 use crate::security::{Clock, Guard, SecurityLog, SystemClock, address};
 use crate::services::{Services, Shared};
@@ -74,10 +75,10 @@ pub struct Pop3SessionManager {
     origin: Origin,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Origin {
     Host,
-    Config,
+    /// With the database pool the configured backends share, if any.
+    Config(RwLock<Option<Arc<Database>>>),
 }
 
 impl Pop3SessionManager {
@@ -163,11 +164,15 @@ impl Pop3SessionManager {
         config: Pop3Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ServerError> {
-        let Backends { users, store } = Backends::from_config(&config)?;
+        let Backends {
+            users,
+            store,
+            database,
+        } = Backends::from_config(&config)?;
         let tls = config.tls.as_ref().map(tls::load).transpose()?;
         let manager = Self::with_clock(config, users, store, tls, clock)?;
         Ok(Pop3SessionManager {
-            origin: Origin::Config,
+            origin: Origin::Config(RwLock::new(database)),
             ..manager
         })
     }
@@ -186,10 +191,17 @@ impl Pop3SessionManager {
             let in_use = Backends {
                 users: current.users.clone(),
                 store: current.store.clone(),
+                database: None,
             };
-            let backends = match self.origin {
+            let backends = match &self.origin {
                 Origin::Host => in_use,
-                Origin::Config => in_use.reloaded(&current.config, &config)?,
+                Origin::Config(database) => {
+                    let in_use = Backends {
+                        database: database.read().unwrap_or_else(|p| p.into_inner()).clone(),
+                        ..in_use
+                    };
+                    in_use.reloaded(&current.config, &config)?
+                }
             };
             let log = security_log(&config)?;
             self.install(
@@ -198,7 +210,11 @@ impl Pop3SessionManager {
                 backends.store,
                 tls.map(tokio_rustls::TlsAcceptor::from),
                 log,
-            )
+            )?;
+            if let Origin::Config(database) = &self.origin {
+                *database.write().unwrap_or_else(|p| p.into_inner()) = backends.database;
+            }
+            Ok(())
         })();
         if let Err(e) = result {
             self.shared.metrics.reload(false);
@@ -638,6 +654,17 @@ impl Server {
 impl crate::telemetry::http::Status for Pop3SessionManager {
     fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    fn metrics_text(&self) -> String {
+        let own = self.shared.metrics.encode();
+        match self.services().store.metrics_text() {
+            Some(store) => match own.strip_suffix("# EOF\n") {
+                Some(head) => format!("{head}{store}# EOF\n"),
+                None => own + &store,
+            },
+            None => own,
+        }
     }
 
     async fn readiness(&self) -> Result<(), Vec<String>> {

@@ -105,3 +105,30 @@ pub fn server_config_with_clients(
     config.alpn_protocols = vec![b"pop3".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// Trust anchors for a server this one connects to (the database, a
+/// token introspection endpoint): the CA file, or the system's roots.
+pub fn client_roots(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = <CertificateDer as rustls_pki_types::pem::PemObject>::pem_file_iter(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("{}: no certificate in it", path.display()));
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    Ok(roots)
+}

@@ -5,6 +5,7 @@
 
 pub mod maildir;
 pub mod memory;
+pub mod postgres;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncBufRead, AsyncRead};
@@ -13,6 +14,7 @@ use crate::auth::UserRecord;
 
 pub use maildir::MaildirStore;
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
 
 /// What STAT, LIST and UIDL need of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +97,12 @@ pub trait MailStore: Send + Sync {
 
     /// Whether the store is reachable now (for `/readyz`).
     async fn health(&self) -> Result<(), String>;
+
+    /// The store's own metrics in Prometheus text format (no `# EOF`),
+    /// appended to the server's on `/metrics`.
+    fn metrics_text(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A locked snapshot of one maildrop; dropping it releases the lock and

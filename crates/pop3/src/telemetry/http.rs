@@ -24,6 +24,10 @@ use super::Metrics;
 #[async_trait::async_trait]
 pub trait Status: Send + Sync + 'static {
     fn metrics(&self) -> &Metrics;
+    /// What `/metrics` serves: the server's metrics and any its parts add.
+    fn metrics_text(&self) -> String {
+        self.metrics().encode()
+    }
     /// `Err` lists why the server is not ready.
     async fn readiness(&self) -> Result<(), Vec<String>>;
 }
@@ -86,7 +90,7 @@ async fn respond<B>(status: &dyn Status, req: &Request<B>) -> Response<Full<Byte
         "/metrics" => text(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            status.metrics().encode(),
+            status.metrics_text(),
         ),
         "/healthz" => text(StatusCode::OK, PLAIN, "ok\n".into()),
         "/readyz" => match status.readiness().await {

@@ -1,0 +1,338 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! The PostgreSQL database that the `postgres` store and user database
+//! share: one connection pool per server, built from `[storage]`, with
+//! its own metrics, and the embedded schema migrations.
+
+pub mod migrate;
+mod tls;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio_postgres::config::SslMode;
+
+use crate::config::{DatabaseTls, Pop3Config, StorageBackend, UserBackend};
+
+pub use migrate::{Migration, SchemaState};
+pub use tokio_postgres::Client;
+
+/// Why the database could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection (server down, network, pool exhausted past the
+    /// connect timeout): retrying later may work.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The schema is older (or newer) than this pop3d.
+    #[error(
+        "database schema is at version {have}, this pop3d needs {need}: run `pop3d db migrate`"
+    )]
+    Schema { have: i32, need: i32 },
+    /// A statement failed.
+    #[error("database query failed: {0}")]
+    Query(String),
+}
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // A closed connection or an I/O failure is the database being
+        // away; anything the server answered is a failed query.
+        if e.is_closed() || e.as_db_error().is_none() {
+            DbError::Unavailable(plain(&e))
+        } else {
+            DbError::Query(plain(&e))
+        }
+    }
+}
+
+/// An error's whole chain on one line (tokio-postgres puts the cause in
+/// `source()`).
+fn plain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Whether this configuration needs the database at all.
+pub fn configured(config: &Pop3Config) -> bool {
+    config.storage.backend == StorageBackend::Postgres
+        || config.auth.backend == UserBackend::Postgres
+}
+
+/// The connection settings `[storage]` gives, password file read.
+pub fn connection_config(config: &Pop3Config) -> Result<tokio_postgres::Config, (String, String)> {
+    let s = &config.storage;
+    let fail = |k: &str, r: String| Err((k.to_owned(), r));
+    let Some(url) = &s.url else {
+        return fail(
+            "storage.url",
+            "the postgres backend needs the database, e.g. \
+             url = \"postgres://pop3d@127.0.0.1:5432/mail\""
+                .into(),
+        );
+    };
+    let mut pg: tokio_postgres::Config = match url.parse() {
+        Ok(c) => c,
+        // The parser's message never repeats the URL (which could hold a
+        // password).
+        Err(e) => return fail("storage.url", format!("not a PostgreSQL URL: {e}")),
+    };
+    if pg.get_password().is_some() {
+        return fail(
+            "storage.url",
+            "holds a password; put it in storage.password_file instead (the URL is printed by check-config and logged)".into(),
+        );
+    }
+    if pg.get_dbname().is_none() {
+        return fail("storage.url", "names no database".into());
+    }
+    if let Some(file) = &s.password_file {
+        match std::fs::read_to_string(file) {
+            Ok(text) => {
+                let password = text.trim_end_matches(['\r', '\n']);
+                if password.is_empty() {
+                    return fail(
+                        "storage.password_file",
+                        format!("{} is empty", file.display()),
+                    );
+                }
+                pg.password(password);
+            }
+            Err(e) => return fail("storage.password_file", format!("{}: {e}", file.display())),
+        }
+    }
+    pg.connect_timeout(s.connect_timeout);
+    pg.keepalives_idle(Duration::from_secs(60));
+    pg.application_name("pop3d");
+    pg.options(format!(
+        "-c statement_timeout={}",
+        s.statement_timeout.as_millis()
+    ));
+    pg.ssl_mode(match s.tls {
+        DatabaseTls::Off => SslMode::Disable,
+        DatabaseTls::Prefer => SslMode::Prefer,
+        DatabaseTls::Require => SslMode::Require,
+    });
+    Ok(pg)
+}
+
+/// The `[storage]` database keys, checked without connecting.
+pub fn check_config(config: &Pop3Config) -> Result<(), (String, String)> {
+    let s = &config.storage;
+    if let Some(q) = &config.auth.password_query {
+        if config.auth.backend != UserBackend::Postgres {
+            return Err((
+                "auth.password_query".into(),
+                "needs auth.backend = \"postgres\"".into(),
+            ));
+        }
+        if !q.contains("$1") {
+            return Err((
+                "auth.password_query".into(),
+                "must take the login as the bound parameter $1".into(),
+            ));
+        }
+    }
+    if !configured(config) {
+        return Ok(());
+    }
+    connection_config(config)?;
+    if s.lease_ttl < Duration::from_secs(1) {
+        return Err(("storage.lease_ttl".into(), "must be at least 1s".into()));
+    }
+    if s.connect_timeout < Duration::from_millis(100) {
+        return Err((
+            "storage.connect_timeout".into(),
+            "must be at least 100ms".into(),
+        ));
+    }
+    if s.statement_timeout < Duration::from_millis(100) {
+        return Err((
+            "storage.statement_timeout".into(),
+            "must be at least 100ms".into(),
+        ));
+    }
+    if config.performance.connection_pool_size == 0 {
+        return Err((
+            "performance.connection_pool_size".into(),
+            "the database pool needs at least one connection".into(),
+        ));
+    }
+    if let Some(ca) = &s.ca_file {
+        crate::server::tls::client_roots(Some(ca))
+            .map_err(|e| ("storage.ca_file".to_owned(), e))?;
+    }
+    Ok(())
+}
+
+/// What the database exports under `pop3_db_*`.
+struct DbMetrics {
+    registry: Registry,
+    in_use: Gauge,
+    idle: Gauge,
+    waiting: Gauge,
+    query_seconds: Histogram,
+    unavailable: Counter,
+    leases_lost: Counter,
+}
+
+impl DbMetrics {
+    fn new() -> DbMetrics {
+        let mut registry = Registry::with_prefix("pop3_db");
+        let in_use = Gauge::default();
+        let idle = Gauge::default();
+        let waiting = Gauge::default();
+        let query_seconds = Histogram::new(exponential_buckets(0.0002, 2.0, 16));
+        let unavailable = Counter::default();
+        let leases_lost = Counter::default();
+        let r = &mut registry;
+        r.register("pool_in_use", "Pool connections lent out", in_use.clone());
+        r.register(
+            "pool_idle",
+            "Pool connections open and unused",
+            idle.clone(),
+        );
+        r.register(
+            "pool_waiting",
+            "Tasks waiting for a pool connection",
+            waiting.clone(),
+        );
+        r.register(
+            "query_seconds",
+            "Time from asking the pool to a statement's last row",
+            query_seconds.clone(),
+        );
+        r.register(
+            "unavailable",
+            "Times the database could not be reached",
+            unavailable.clone(),
+        );
+        r.register(
+            "leases_lost",
+            "Sessions whose maildrop lease expired or was taken over before QUIT",
+            leases_lost.clone(),
+        );
+        DbMetrics {
+            registry,
+            in_use,
+            idle,
+            waiting,
+            query_seconds,
+            unavailable,
+            leases_lost,
+        }
+    }
+}
+
+/// One server's database: a pool of at most `connection_pool_size`
+/// connections, opened on demand (so `serve` starts while the database is
+/// down and recovers when it is back).
+pub struct Database {
+    pool: Pool,
+    metrics: DbMetrics,
+}
+
+impl Database {
+    pub fn from_config(config: &Pop3Config) -> Result<Database, (String, String)> {
+        let pg = connection_config(config)?;
+        let tls = tls::connector(&config.storage).map_err(|e| ("storage.ca_file".to_owned(), e))?;
+        let manager = Manager::from_config(
+            pg,
+            tls,
+            ManagerConfig {
+                // A connection the server closed (restart, idle timeout)
+                // is noticed without a round trip and replaced.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let timeout = config.storage.connect_timeout;
+        let pool = Pool::builder(manager)
+            .max_size(config.performance.connection_pool_size)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
+            .build()
+            .map_err(|e| ("storage.url".to_owned(), e.to_string()))?;
+        Ok(Database {
+            pool,
+            metrics: DbMetrics::new(),
+        })
+    }
+
+    /// A connection from the pool, for one statement or transaction; give
+    /// it back (drop it) before waiting on a client.
+    pub async fn client(&self) -> Result<Object, DbError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| DbError::Unavailable(plain(&e)))
+    }
+
+    /// Time `work` (which takes its own connection) into the query
+    /// latency histogram, counting the database being away.
+    pub async fn timed<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, DbError>>,
+    ) -> Result<T, DbError> {
+        let started = Instant::now();
+        let result = work.await;
+        self.metrics
+            .query_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(DbError::Unavailable(_)) = &result {
+            self.metrics.unavailable.inc();
+        }
+        result
+    }
+
+    pub(crate) fn lease_lost(&self) {
+        self.metrics.leases_lost.inc();
+    }
+
+    /// Ready when a connection answers and the schema is this pop3d's.
+    pub async fn health(&self) -> Result<(), String> {
+        let client = self.client().await.map_err(|e| e.to_string())?;
+        match migrate::state(&**client).await {
+            Ok(s) if s.current() == migrate::latest() => Ok(()),
+            Ok(s) => Err(DbError::Schema {
+                have: s.current(),
+                need: migrate::latest(),
+            }
+            .to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The `pop3_db_*` metrics in Prometheus text format, without the
+    /// closing `# EOF`, for appending to the server's own.
+    pub fn encode_metrics(&self) -> String {
+        let status = self.pool.status();
+        let m = &self.metrics;
+        m.in_use
+            .set(status.size.saturating_sub(status.available) as i64);
+        m.idle.set(status.available as i64);
+        m.waiting.set(status.waiting as i64);
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &m.registry);
+        out.strip_suffix("# EOF\n").unwrap_or(&out).to_owned()
+    }
+}
+
+/// A database for the configuration, if it names one.
+pub fn from_config(config: &Pop3Config) -> Result<Option<Arc<Database>>, (String, String)> {
+    if !configured(config) {
+        return Ok(None);
+    }
+    Database::from_config(config).map(|d| Some(Arc::new(d)))
+}

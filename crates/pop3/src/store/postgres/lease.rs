@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! The maildrop lease (SCALEOUT.md): RFC 1939's exclusive lock as a row
+//! per mailbox, held by (node, boot, session) with an epoch that grows at
+//! every takeover and an expiry on the database's clock. One heartbeat per
+//! node renews the leases of its live sessions every third of the TTL; a
+//! node that stops (killed, paused, cut off) stops renewing, and its
+//! leases lapse. A node that restarts frees its previous run's leases at
+//! once.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+
+use crate::db::{Database, DbError};
+
+/// Who holds a lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holder {
+    pub session: i64,
+    pub epoch: i64,
+}
+
+/// One node's side of the leases: its identity, its live sessions, and
+/// the heartbeat that keeps their leases.
+pub struct Leases {
+    pub node: String,
+    /// Random per process start.
+    pub boot: String,
+    pub ttl: Duration,
+    next_session: std::sync::atomic::AtomicI64,
+    live: Mutex<HashSet<i64>>,
+    started: OnceCell<()>,
+}
+
+impl Leases {
+    pub fn new(node: String, ttl: Duration) -> Leases {
+        let mut random = [0u8; 8];
+        // Without randomness the time still tells two runs apart.
+        if getrandom::fill(&mut random).is_err() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            random = (now.as_nanos() as u64).to_be_bytes();
+        }
+        Leases {
+            node,
+            boot: crate::hex::encode(&random),
+            ttl,
+            next_session: std::sync::atomic::AtomicI64::new(1),
+            live: Mutex::new(HashSet::new()),
+            started: OnceCell::new(),
+        }
+    }
+
+    pub fn ttl_secs(&self) -> f64 {
+        self.ttl.as_secs_f64()
+    }
+
+    /// A session number, unique in this run.
+    pub fn next_session(&self) -> i64 {
+        self.next_session
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Renew this session's lease from now on.
+    pub fn hold(&self, session: i64) {
+        self.live().insert(session);
+    }
+
+    /// Stop renewing it.
+    pub fn forget(&self, session: i64) {
+        self.live().remove(&session);
+    }
+
+    /// Before the first lease of this run: free the leases of this node's
+    /// earlier runs (their sessions died with them) and start the
+    /// heartbeat. Retried at the next login if the database is away.
+    pub async fn start(self: &Arc<Self>, db: &Arc<Database>) -> Result<(), DbError> {
+        self.started
+            .get_or_try_init(|| async {
+                let freed = db
+                    .timed(async {
+                        let client = db.client().await?;
+                        Ok(client
+                            .execute(
+                                "UPDATE maildrop_lease SET expires_at = '-infinity' \
+                                 WHERE node = $1 AND boot <> $2 AND expires_at > '-infinity'",
+                                &[&self.node, &self.boot],
+                            )
+                            .await?)
+                    })
+                    .await?;
+                if freed > 0 {
+                    tracing::info!(
+                        node = %self.node,
+                        freed,
+                        "freed the maildrop leases of this node's previous run"
+                    );
+                }
+                tokio::spawn(heartbeat(Arc::downgrade(self), Arc::downgrade(db)));
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Renew the live sessions' leases until the store is gone.
+async fn heartbeat(leases: Weak<Leases>, db: Weak<Database>) {
+    loop {
+        let Some(every) = leases.upgrade().map(|l| l.ttl / 3) else {
+            return;
+        };
+        tokio::time::sleep(every).await;
+        let (Some(leases), Some(db)) = (leases.upgrade(), db.upgrade()) else {
+            return;
+        };
+        let sessions: Vec<i64> = leases.live().iter().copied().collect();
+        if sessions.is_empty() {
+            continue;
+        }
+        let renewed = db
+            .timed(async {
+                let client = db.client().await?;
+                let stmt = client
+                    .prepare_cached(
+                        "UPDATE maildrop_lease \
+                         SET expires_at = now() + make_interval(secs => $4) \
+                         WHERE node = $1 AND boot = $2 AND session = ANY($3) \
+                           AND expires_at > '-infinity'",
+                    )
+                    .await?;
+                Ok(client
+                    .execute(
+                        &stmt,
+                        &[&leases.node, &leases.boot, &sessions, &leases.ttl_secs()],
+                    )
+                    .await?)
+            })
+            .await;
+        match renewed {
+            Ok(n) if n < sessions.len() as u64 => {
+                // Lost leases are found out at QUIT, which says so.
+                tracing::debug!(
+                    live = sessions.len(),
+                    renewed = n,
+                    "some maildrop leases were taken over"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot renew maildrop leases: {e}"),
+        }
+    }
+}

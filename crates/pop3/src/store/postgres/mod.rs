@@ -1,0 +1,434 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! Maildrops in PostgreSQL (schema: `db/migrations`), so that any number
+//! of nodes serve the same mailboxes. A login is one statement that takes
+//! the maildrop lease and lists the messages; QUIT is one statement that
+//! checks the lease is still this session's, removes the marked messages,
+//! updates the mailbox's counters and frees the lease, or changes nothing.
+//! Delivery takes the next UID from the mailbox row inside the delivery's
+//! transaction, so UIDs ascend and are never reused.
+
+mod body;
+mod lease;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::auth::UserRecord;
+use crate::config::Pop3Config;
+use crate::db::{Database, DbError};
+use crate::protocol::SizeCounter;
+use crate::store::{
+    Changes, CommitReport, MailStore, Maildrop, MessageInfo, MessageReader, StoreError,
+};
+
+pub use body::SLICE;
+use lease::{Holder, Leases};
+
+/// The database's failures as the session reports them: all of them may
+/// pass (`[SYS/TEMP]`).
+fn store_error(e: DbError) -> StoreError {
+    StoreError::Temporary(e.to_string())
+}
+
+/// Mailboxes are keyed by the login as matched (lower case).
+fn mailbox_key(user: &UserRecord) -> String {
+    user.name.to_lowercase()
+}
+
+const ACQUIRE: &str = "
+WITH mb AS (SELECT id FROM mailboxes WHERE login = $1),
+lease AS (
+    INSERT INTO maildrop_lease AS l (mailbox_id, node, boot, session, epoch, expires_at)
+    SELECT id, $2, $3, $4, 1, now() + make_interval(secs => $5) FROM mb
+    ON CONFLICT (mailbox_id) DO UPDATE
+       SET node = excluded.node, boot = excluded.boot, session = excluded.session,
+           epoch = l.epoch + 1, expires_at = excluded.expires_at
+     WHERE l.expires_at < now()
+    RETURNING mailbox_id, epoch)
+SELECT mb.id, lease.epoch, m.id, m.uid, m.uidl, m.size, m.chunks
+  FROM (SELECT 1) AS one
+  LEFT JOIN mb ON true
+  LEFT JOIN lease ON true
+  LEFT JOIN messages m ON m.mailbox_id = lease.mailbox_id
+ ORDER BY m.uid";
+
+const CREATE_MAILBOX: &str = "INSERT INTO mailboxes (login) VALUES ($1) ON CONFLICT DO NOTHING";
+
+const COMMIT: &str = "
+WITH l AS (
+    UPDATE maildrop_lease SET expires_at = '-infinity'
+     WHERE mailbox_id = $1 AND node = $2 AND boot = $3 AND session = $4 AND epoch = $5
+       AND expires_at > now()
+    RETURNING mailbox_id),
+d AS (
+    DELETE FROM messages m USING l
+     WHERE m.mailbox_id = l.mailbox_id AND m.id = ANY($6)
+    RETURNING m.size),
+u AS (
+    UPDATE mailboxes b
+       SET msg_count = b.msg_count - (SELECT count(*) FROM d),
+           octets = b.octets - (SELECT coalesce(sum(size), 0) FROM d)::bigint
+      FROM l WHERE b.id = l.mailbox_id
+    RETURNING 1)
+SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM d), (SELECT count(*) FROM u)";
+
+const RELEASE: &str = "UPDATE maildrop_lease SET expires_at = '-infinity' \
+     WHERE mailbox_id = $1 AND node = $2 AND boot = $3 AND session = $4";
+
+const FIRST_SLICE: &str = "INSERT INTO bodies (message_id, chunk, data) VALUES (nextval('message_ids'), 0, $1) \
+     RETURNING message_id";
+const NEXT_SLICE: &str = "INSERT INTO bodies (message_id, chunk, data) VALUES ($1, $2, $3)";
+
+const ADD_MESSAGE: &str = "
+WITH mb AS (
+    INSERT INTO mailboxes AS b (login, next_uid, msg_count, octets) VALUES ($1, 2, 1, $3)
+    ON CONFLICT (login) DO UPDATE
+       SET next_uid = b.next_uid + 1, msg_count = b.msg_count + 1,
+           octets = b.octets + excluded.octets
+    RETURNING id, next_uid - 1 AS uid, uid_validity)
+INSERT INTO messages (id, mailbox_id, uid, uidl, size, chunks)
+SELECT $2, id, uid,
+       coalesce($5, lpad(to_hex(uid), 8, '0') || lpad(to_hex(uid_validity), 8, '0')),
+       $3, $4
+  FROM mb
+RETURNING uid";
+
+/// Mail in PostgreSQL.
+pub struct PostgresStore {
+    db: Arc<Database>,
+    leases: Arc<Leases>,
+    max_message_size: u64,
+}
+
+impl PostgresStore {
+    pub fn new(db: Arc<Database>, config: &Pop3Config) -> PostgresStore {
+        let node = config
+            .storage
+            .node_name
+            .clone()
+            .unwrap_or_else(|| config.server.hostname.clone());
+        PostgresStore {
+            db,
+            leases: Arc::new(Leases::new(node, config.storage.lease_ttl)),
+            max_message_size: config.server.max_message_size,
+        }
+    }
+
+    pub fn database(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    /// Store a message under a given UIDL (a migration keeps the UIDLs
+    /// clients already know), or the Dovecot-style one its UID makes.
+    /// Returns the UID and the POP3 size.
+    pub async fn add(
+        &self,
+        login: &str,
+        uidl: Option<&str>,
+        message: &mut (dyn AsyncRead + Send + Unpin),
+    ) -> Result<(i64, u64), StoreError> {
+        let login = login.to_lowercase();
+        self.db
+            .timed(async {
+                let mut client = self.db.client().await?;
+                let tx = client.transaction().await?;
+                let mut counter = SizeCounter::default();
+                let mut id: Option<i64> = None;
+                let mut chunks: i32 = 0;
+                loop {
+                    let slice = read_slice(message)
+                        .await
+                        .map_err(|e| DbError::Query(format!("reading the message: {e}")))?;
+                    if slice.is_empty() && id.is_some() {
+                        break;
+                    }
+                    counter.feed(&slice);
+                    if self.max_message_size > 0 && counter.size() > self.max_message_size {
+                        return Ok(Err(StoreError::TooLarge(self.max_message_size)));
+                    }
+                    let last = slice.len() < SLICE;
+                    match id {
+                        None => {
+                            let stmt = tx.prepare_cached(FIRST_SLICE).await?;
+                            id = Some(tx.query_one(&stmt, &[&slice]).await?.get(0));
+                        }
+                        Some(id) => {
+                            let stmt = tx.prepare_cached(NEXT_SLICE).await?;
+                            tx.execute(&stmt, &[&id, &chunks, &slice]).await?;
+                        }
+                    }
+                    chunks += 1;
+                    if last {
+                        break;
+                    }
+                }
+                let size = counter.size();
+                let stmt = tx.prepare_cached(ADD_MESSAGE).await?;
+                let row = tx
+                    .query_one(&stmt, &[&login, &id, &(size as i64), &chunks, &uidl])
+                    .await?;
+                tx.commit().await?;
+                Ok(Ok((row.get::<_, i64>(0), size)))
+            })
+            .await
+            .map_err(store_error)?
+    }
+
+    /// Create the mailbox row if it is missing.
+    async fn create_mailbox(&self, login: &str) -> Result<(), DbError> {
+        self.db
+            .timed(async {
+                let client = self.db.client().await?;
+                client.execute(CREATE_MAILBOX, &[&login]).await?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+/// Up to one slice from the message; shorter only at its end.
+async fn read_slice(message: &mut (dyn AsyncRead + Send + Unpin)) -> std::io::Result<Vec<u8>> {
+    let mut slice = Vec::with_capacity(64 * 1024);
+    (&mut *message)
+        .take(SLICE as u64)
+        .read_to_end(&mut slice)
+        .await?;
+    Ok(slice)
+}
+
+/// One row of a login's listing.
+type Listed = (
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i32>,
+);
+
+#[async_trait]
+impl MailStore for PostgresStore {
+    async fn open(&self, user: &UserRecord) -> Result<Box<dyn Maildrop>, StoreError> {
+        self.leases.start(&self.db).await.map_err(store_error)?;
+        let login = mailbox_key(user);
+        let session = self.leases.next_session();
+        for _ in 0..2 {
+            let rows = self
+                .db
+                .timed(async {
+                    let client = self.db.client().await?;
+                    let stmt = client.prepare_cached(ACQUIRE).await?;
+                    let rows = client
+                        .query(
+                            &stmt,
+                            &[
+                                &login,
+                                &self.leases.node,
+                                &self.leases.boot,
+                                &session,
+                                &self.leases.ttl_secs(),
+                            ],
+                        )
+                        .await?;
+                    Ok(rows
+                        .iter()
+                        .map(|r| {
+                            (
+                                r.get(0),
+                                r.get(1),
+                                r.get(2),
+                                r.get(3),
+                                r.get(4),
+                                r.get(5),
+                                r.get(6),
+                            )
+                        })
+                        .collect::<Vec<Listed>>())
+                })
+                .await
+                .map_err(store_error)?;
+            let Some(&(mailbox, epoch, ..)) = rows.first() else {
+                return Err(StoreError::Temporary("empty lease answer".into()));
+            };
+            let Some(mailbox) = mailbox else {
+                // A user's first login: an empty mailbox, then the lease.
+                self.create_mailbox(&login).await.map_err(store_error)?;
+                continue;
+            };
+            let Some(epoch) = epoch else {
+                return Err(StoreError::InUse);
+            };
+            self.leases.hold(session);
+            let mut messages = Vec::with_capacity(rows.len());
+            let mut bodies = Vec::with_capacity(rows.len());
+            for (_, _, id, _, uidl, size, chunks) in rows {
+                if let (Some(id), Some(uidl), Some(size), Some(chunks)) = (id, uidl, size, chunks) {
+                    messages.push(MessageInfo {
+                        size: size as u64,
+                        uid: uidl,
+                    });
+                    bodies.push((id, chunks));
+                }
+            }
+            return Ok(Box::new(PostgresDrop {
+                db: self.db.clone(),
+                leases: self.leases.clone(),
+                mailbox,
+                holder: Holder { session, epoch },
+                messages,
+                bodies,
+                open: true,
+            }));
+        }
+        Err(StoreError::Temporary(
+            "mailbox row vanished at login".into(),
+        ))
+    }
+
+    async fn deliver(
+        &self,
+        user: &UserRecord,
+        message: &mut (dyn AsyncRead + Send + Unpin),
+    ) -> Result<u64, StoreError> {
+        self.add(&mailbox_key(user), None, message)
+            .await
+            .map(|(_, size)| size)
+    }
+
+    async fn health(&self) -> Result<(), String> {
+        self.db.health().await
+    }
+
+    fn metrics_text(&self) -> Option<String> {
+        Some(self.db.encode_metrics())
+    }
+}
+
+/// A leased snapshot of one mailbox.
+pub struct PostgresDrop {
+    db: Arc<Database>,
+    leases: Arc<Leases>,
+    mailbox: i64,
+    holder: Holder,
+    messages: Vec<MessageInfo>,
+    /// (message id, slices) per message.
+    bodies: Vec<(i64, i32)>,
+    /// The lease is still this session's to free.
+    open: bool,
+}
+
+impl PostgresDrop {
+    async fn free(&mut self) -> Result<(), DbError> {
+        self.open = false;
+        self.leases.forget(self.holder.session);
+        let l = &self.leases;
+        self.db
+            .timed(async {
+                let client = self.db.client().await?;
+                let stmt = client.prepare_cached(RELEASE).await?;
+                client
+                    .execute(
+                        &stmt,
+                        &[&self.mailbox, &l.node, &l.boot, &self.holder.session],
+                    )
+                    .await?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl Maildrop for PostgresDrop {
+    fn messages(&self) -> &[MessageInfo] {
+        &self.messages
+    }
+
+    async fn open_message(&self, index: usize) -> Result<MessageReader, StoreError> {
+        let &(id, chunks) = self.bodies.get(index).ok_or(StoreError::MessageGone)?;
+        body::open(self.db.clone(), id, chunks).await
+    }
+
+    async fn commit(mut self: Box<Self>, changes: Changes) -> Result<CommitReport, StoreError> {
+        // The database keeps no seen flag: RETR and keep changes nothing.
+        let ids: Vec<i64> = changes
+            .deleted
+            .iter()
+            .filter_map(|&i| self.bodies.get(i).map(|b| b.0))
+            .collect();
+        self.open = false;
+        self.leases.forget(self.holder.session);
+        let l = &self.leases;
+        let (held, removed) = self
+            .db
+            .timed(async {
+                let client = self.db.client().await?;
+                let stmt = client.prepare_cached(COMMIT).await?;
+                let row = client
+                    .query_one(
+                        &stmt,
+                        &[
+                            &self.mailbox,
+                            &l.node,
+                            &l.boot,
+                            &self.holder.session,
+                            &self.holder.epoch,
+                            &ids,
+                        ],
+                    )
+                    .await?;
+                Ok((row.get::<_, i64>(0), row.get::<_, i64>(1)))
+            })
+            .await
+            .map_err(store_error)?;
+        if held == 0 {
+            self.db.lease_lost();
+            return Err(StoreError::Temporary(
+                "the maildrop lease expired or was taken over; nothing was deleted".into(),
+            ));
+        }
+        // A message someone else removed is gone all the same: not a
+        // failure.
+        Ok(CommitReport {
+            removed: removed as usize,
+            failed: 0,
+        })
+    }
+
+    async fn release(mut self: Box<Self>) {
+        if let Err(e) = self.free().await {
+            tracing::warn!("cannot free a maildrop lease (it lapses by itself): {e}");
+        }
+    }
+}
+
+impl Drop for PostgresDrop {
+    /// The safety net: stop renewing the lease, and free it if a runtime
+    /// is there to do it.
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        self.open = false;
+        self.leases.forget(self.holder.session);
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (db, leases, mailbox, session) = (
+            self.db.clone(),
+            self.leases.clone(),
+            self.mailbox,
+            self.holder.session,
+        );
+        handle.spawn(async move {
+            if let Ok(client) = db.client().await {
+                let _ = client
+                    .execute(RELEASE, &[&mailbox, &leases.node, &leases.boot, &session])
+                    .await;
+            }
+        });
+    }
+}

@@ -1,0 +1,274 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! `pop3d db` and `pop3d user`: the schema and pop3d's own users in
+//! PostgreSQL.
+
+use std::io::{BufRead, IsTerminal, Read};
+use std::process::ExitCode;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use pop3::auth::postgres::UserAdmin;
+use pop3::auth::{Scheme, hash_password};
+use pop3::config::{Pop3Config, UserBackend};
+use pop3::db::migrate;
+
+/// `--config FILE`, after the subcommand.
+#[derive(Args)]
+pub struct ConfigFile {
+    /// The TOML configuration file.
+    #[arg(long, short)]
+    pub config: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum DbCommand {
+    /// Apply the schema migrations this pop3d carries that the database
+    /// lacks (safe to run on several nodes at once).
+    Migrate(ConfigFile),
+    /// Show the migrations applied and pending. Exits 1 when some are
+    /// pending.
+    Status(ConfigFile),
+}
+
+impl DbCommand {
+    pub fn config(&self) -> &Path {
+        match self {
+            DbCommand::Migrate(f) | DbCommand::Status(f) => &f.config,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Add a user; the password is read from stdin (or asked for on a
+    /// terminal), never from the command line.
+    Add {
+        #[command(flatten)]
+        file: ConfigFile,
+        name: String,
+        /// The scheme the password is stored in (see hash-password).
+        #[arg(long, short, default_value = "ARGON2ID")]
+        scheme: String,
+    },
+    /// Set a user's password, read as for `add`.
+    Passwd {
+        #[command(flatten)]
+        file: ConfigFile,
+        name: String,
+        #[arg(long, short, default_value = "ARGON2ID")]
+        scheme: String,
+    },
+    /// Refuse the user's logins (and deliveries) until `enable`.
+    Disable {
+        #[command(flatten)]
+        file: ConfigFile,
+        name: String,
+    },
+    /// Allow a disabled user again.
+    Enable {
+        #[command(flatten)]
+        file: ConfigFile,
+        name: String,
+    },
+    /// Remove the user, and with it the mailbox and all its mail unless
+    /// --keep-mail.
+    Delete {
+        #[command(flatten)]
+        file: ConfigFile,
+        name: String,
+        #[arg(long)]
+        keep_mail: bool,
+    },
+    /// List users with their scheme, state and mailbox size.
+    List(ConfigFile),
+}
+
+impl UserCommand {
+    pub fn config(&self) -> &Path {
+        match self {
+            UserCommand::Add { file, .. }
+            | UserCommand::Passwd { file, .. }
+            | UserCommand::Disable { file, .. }
+            | UserCommand::Enable { file, .. }
+            | UserCommand::Delete { file, .. }
+            | UserCommand::List(file) => &file.config,
+        }
+    }
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("pop3d: {message}");
+    ExitCode::FAILURE
+}
+
+pub async fn db(config: &Pop3Config, command: DbCommand) -> ExitCode {
+    if !pop3::db::configured(config) {
+        return fail("the configuration uses no database (storage.backend and auth.backend)");
+    }
+    let mut client = match migrate::connect(config).await {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    match command {
+        DbCommand::Migrate(_) => match migrate::migrate(&mut client).await {
+            Ok(applied) if applied.is_empty() => {
+                println!("schema is up to date (version {})", migrate::latest());
+                ExitCode::SUCCESS
+            }
+            Ok(applied) => {
+                for m in applied {
+                    println!("applied {:04} {}", m.version, m.name);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        DbCommand::Status(_) => {
+            let state = match migrate::state(&client).await {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            for (version, name, at) in &state.applied {
+                println!("{version:04} {name:<30} applied {at}");
+            }
+            let pending = state.pending();
+            for m in &pending {
+                println!("{:04} {:<30} pending", m.version, m.name);
+            }
+            if pending.is_empty() {
+                println!("schema is up to date (version {})", migrate::latest());
+                ExitCode::SUCCESS
+            } else {
+                println!("{} pending: run `pop3d db migrate`", pending.len());
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+pub async fn user(config: &Pop3Config, command: UserCommand) -> ExitCode {
+    if config.auth.backend != UserBackend::Postgres {
+        return fail("auth.backend is not \"postgres\": users are in the passwd file");
+    }
+    if config.auth.password_query.is_some() {
+        return fail("users come from auth.password_query: manage them in that table");
+    }
+    let client = match migrate::connect(config).await {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = migrate::check(&client).await {
+        return fail(e);
+    }
+    let admin = UserAdmin { client: &client };
+    let done = |r: Result<bool, pop3::db::DbError>, name: &str, what: &str| match r {
+        Ok(true) => {
+            eprintln!("pop3d: {name}: {what}");
+            ExitCode::SUCCESS
+        }
+        Ok(false) => fail(format!("{name}: no such user")),
+        Err(e) => fail(e),
+    };
+    match command {
+        UserCommand::Add { name, scheme, .. } => {
+            let secret = match read_secret(&scheme) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            match admin.add(&name, &secret).await {
+                Ok(true) => {
+                    eprintln!("pop3d: {name}: added");
+                    ExitCode::SUCCESS
+                }
+                Ok(false) => fail(format!("{name}: already exists (use `pop3d user passwd`)")),
+                Err(e) => fail(e),
+            }
+        }
+        UserCommand::Passwd { name, scheme, .. } => {
+            let secret = match read_secret(&scheme) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            done(
+                admin.set_secret(&name, &secret).await,
+                &name,
+                "password set",
+            )
+        }
+        UserCommand::Disable { name, .. } => {
+            done(admin.set_disabled(&name, true).await, &name, "disabled")
+        }
+        UserCommand::Enable { name, .. } => {
+            done(admin.set_disabled(&name, false).await, &name, "enabled")
+        }
+        UserCommand::Delete {
+            name, keep_mail, ..
+        } => done(
+            admin.delete(&name, !keep_mail).await,
+            &name,
+            if keep_mail {
+                "deleted (mail kept)"
+            } else {
+                "deleted with its mail"
+            },
+        ),
+        UserCommand::List(_) => match admin.list().await {
+            Ok(users) => {
+                for u in users {
+                    println!(
+                        "{}\t{}\t{}\t{} messages\t{} octets",
+                        u.login,
+                        u.scheme,
+                        if u.disabled { "disabled" } else { "enabled" },
+                        u.messages,
+                        u.octets
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+    }
+}
+
+/// A password from stdin (asked for without echo on a terminal), hashed.
+fn read_secret(scheme: &str) -> Result<zeroize::Zeroizing<String>, ExitCode> {
+    let Some(scheme) = Scheme::from_name(scheme) else {
+        return Err(fail(format!("unknown scheme {scheme:?}")));
+    };
+    let password = read_password().map_err(|e| fail(format!("cannot read the password: {e}")))?;
+    if password.is_empty() {
+        return Err(fail("empty password"));
+    }
+    hash_password(scheme, &password)
+        .map(zeroize::Zeroizing::new)
+        .map_err(fail)
+}
+
+/// One line from stdin without its line end; on a terminal, asked for
+/// with echo off.
+pub fn read_password() -> std::io::Result<zeroize::Zeroizing<String>> {
+    let mut input = zeroize::Zeroizing::new(String::new());
+    if std::io::stdin().is_terminal() {
+        eprint!("Password: ");
+        let echo_off = std::process::Command::new("stty")
+            .arg("-echo")
+            .stdin(std::process::Stdio::inherit())
+            .status()
+            .is_ok_and(|s| s.success());
+        let read = std::io::stdin().lock().read_line(&mut input);
+        if echo_off {
+            let _ = std::process::Command::new("stty")
+                .arg("echo")
+                .stdin(std::process::Stdio::inherit())
+                .status();
+        }
+        eprintln!();
+        read?;
+    } else {
+        std::io::stdin().read_to_string(&mut input)?;
+    }
+    let line = input.lines().next().unwrap_or("").to_owned();
+    Ok(zeroize::Zeroizing::new(line))
+}

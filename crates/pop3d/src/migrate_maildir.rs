@@ -1,0 +1,224 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! `pop3d migrate-maildir`: copy a Maildir + passwd-file installation into
+//! PostgreSQL. Every message keeps the UIDL clients know (whether pop3d
+//! made it or took it from a `dovecot-uidlist`) and its size; a message
+//! whose UIDL the mailbox already has is skipped, so a second run, or one
+//! after an interruption, copies nothing twice. The Maildirs are only
+//! read; each is locked while it is copied, as a POP3 session would.
+
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use pop3::auth::{PasswdFile, UserRecord};
+use pop3::config::{Pop3Config, StorageBackend, UserBackend};
+use pop3::db::{Database, migrate};
+use pop3::store::{MailStore, MaildirStore, PostgresStore, StoreError};
+
+/// What one run did (or, dry, would do).
+#[derive(Default)]
+struct Summary {
+    users_added: usize,
+    users_present: usize,
+    messages_copied: usize,
+    messages_present: usize,
+    octets_copied: u64,
+    failed_users: Vec<String>,
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("pop3d: migrate-maildir: {message}");
+    ExitCode::FAILURE
+}
+
+pub async fn run(
+    old: &Pop3Config,
+    new: &Pop3Config,
+    only: Option<&str>,
+    dry_run: bool,
+) -> ExitCode {
+    if old.storage.backend != StorageBackend::Maildir || old.auth.backend != UserBackend::PasswdFile
+    {
+        return fail("--from must name a Maildir and passwd-file configuration");
+    }
+    if new.storage.backend != StorageBackend::Postgres {
+        return fail("--config must have storage.backend = \"postgres\"");
+    }
+    let passwd = match PasswdFile::open(&old.auth.passwd_file) {
+        Ok(p) => p.table(),
+        Err(e) => return fail(format!("{}: {e}", old.auth.passwd_file.display())),
+    };
+    let users: Vec<Arc<UserRecord>> = match only {
+        Some(name) => match passwd.get(name) {
+            Some(u) => vec![u],
+            None => return fail(format!("{name}: not in {}", old.auth.passwd_file.display())),
+        },
+        None => passwd.users(),
+    };
+    let client = match migrate::connect(new).await {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = migrate::check(&client).await {
+        return fail(e);
+    }
+    let database = match Database::from_config(new) {
+        Ok(d) => Arc::new(d),
+        Err((key, reason)) => return fail(format!("{key}: {reason}")),
+    };
+    let target = PostgresStore::new(database, new);
+    let source = MaildirStore::from_config(old);
+    // Users move only into pop3d's own table.
+    let copy_users = new.auth.backend == UserBackend::Postgres && new.auth.password_query.is_none();
+
+    let bar = if std::io::stdout().is_terminal() {
+        let bar = ProgressBar::new(users.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} users {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut summary = Summary::default();
+    for user in &users {
+        bar.set_message(user.name.clone());
+        if copy_users {
+            match copy_user(&client, user, dry_run).await {
+                Ok(true) => summary.users_added += 1,
+                Ok(false) => summary.users_present += 1,
+                Err(e) => {
+                    bar.suspend(|| eprintln!("pop3d: {}: {e}", user.name));
+                    summary.failed_users.push(user.name.clone());
+                    bar.inc(1);
+                    continue;
+                }
+            }
+        }
+        if let Err(e) = copy_mail(&client, &source, &target, user, dry_run, &mut summary).await {
+            bar.suspend(|| eprintln!("pop3d: {}: {e}", user.name));
+            summary.failed_users.push(user.name.clone());
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let verb = if dry_run { "would copy" } else { "copied" };
+    println!(
+        "{verb} {} messages ({} octets) for {} users; {} messages already there",
+        summary.messages_copied,
+        summary.octets_copied,
+        users.len() - summary.failed_users.len(),
+        summary.messages_present
+    );
+    if copy_users {
+        println!(
+            "users: {} {}, {} already there",
+            summary.users_added,
+            if dry_run { "to add" } else { "added" },
+            summary.users_present
+        );
+    }
+    if summary.failed_users.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "failed: {} (run again to resume)",
+            summary.failed_users.join(", ")
+        );
+        ExitCode::FAILURE
+    }
+}
+
+/// Add the user with the passwd file's secret; false if present already.
+async fn copy_user(
+    client: &pop3::db::Client,
+    user: &UserRecord,
+    dry_run: bool,
+) -> Result<bool, String> {
+    let Some(secret) = &user.secret else {
+        return Err("no password in the passwd file: not copied".into());
+    };
+    let admin = pop3::auth::postgres::UserAdmin { client };
+    if dry_run {
+        let exists = client
+            .query_opt("SELECT 1 FROM users WHERE login = lower($1)", &[&user.name])
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(exists.is_none());
+    }
+    admin
+        .add(&user.name, &secret.to_field())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn copy_mail(
+    client: &pop3::db::Client,
+    source: &MaildirStore,
+    target: &PostgresStore,
+    user: &UserRecord,
+    dry_run: bool,
+    summary: &mut Summary,
+) -> Result<(), String> {
+    let maildrop = match source.open(user).await {
+        Ok(m) => m,
+        Err(StoreError::InUse) => {
+            return Err("the Maildir is in use by a POP3 session; run again later".into());
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let known: HashSet<String> = client
+        .query(
+            "SELECT m.uidl FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id \
+             WHERE b.login = lower($1)",
+            &[&user.name],
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut result = Ok(());
+    for (i, info) in maildrop.messages().iter().enumerate() {
+        if known.contains(&info.uid) {
+            summary.messages_present += 1;
+            continue;
+        }
+        if dry_run {
+            summary.messages_copied += 1;
+            summary.octets_copied += info.size;
+            continue;
+        }
+        let copied = async {
+            let mut reader = maildrop.open_message(i).await?;
+            target.add(&user.name, Some(&info.uid), &mut reader).await
+        }
+        .await;
+        match copied {
+            Ok((_, size)) => {
+                if size != info.size {
+                    tracing::warn!(
+                        user = %user.name,
+                        uidl = %info.uid,
+                        listed = info.size,
+                        stored = size,
+                        "size differs from the Maildir's listing"
+                    );
+                }
+                summary.messages_copied += 1;
+                summary.octets_copied += size;
+            }
+            // Removed by another program since the listing: nothing to copy.
+            Err(StoreError::MessageGone) => {}
+            Err(e) => {
+                result = Err(format!("message {}: {e}", info.uid));
+                break;
+            }
+        }
+    }
+    maildrop.release().await;
+    result
+}
