@@ -82,6 +82,21 @@ pub async fn state(client: &impl GenericClient) -> Result<SchemaState, DbError> 
     })
 }
 
+/// The whole schema as one SQL script, for a fresh database (tests make
+/// a template from it; operators may read what `migrate` would do).
+pub fn script() -> String {
+    let mut sql = format!("{CREATE_TABLE};\n");
+    for m in MIGRATIONS {
+        sql.push_str(m.sql);
+        sql.push_str(&format!(
+            "\nINSERT INTO pop3d_schema (version, name) VALUES ({}, '{}');\n",
+            m.version,
+            m.name.replace('\'', "''")
+        ));
+    }
+    sql
+}
+
 /// Apply every pending migration; returns those applied.
 pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<Migration>, DbError> {
     client.batch_execute(CREATE_TABLE).await?;

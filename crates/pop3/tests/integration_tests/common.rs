@@ -15,6 +15,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+pub use crate::postgres_server::Postgres;
+
 pub const PASSWD: &str = "\
 alice:{PLAIN}secret:1000:1000::%HOME%/alice
 mrose:{PLAIN}tanstaaf:1001:1001::%HOME%/mrose
@@ -43,7 +45,21 @@ pub fn test_cert() -> TestCert {
     }
 }
 
+/// Where a test server keeps mail: the suites that are about POP3, not
+/// about one store, run on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Maildir,
+    /// A fresh database on the test binary's private PostgreSQL; users
+    /// still come from the passwd file.
+    Postgres,
+}
+
 pub struct TestServer {
+    pub backend: Backend,
+    /// The database name, on the postgres backend.
+    pub database: Option<String>,
+    next_message: std::sync::atomic::AtomicU32,
     pub dir: tempfile::TempDir,
     pub plain: SocketAddr,
     pub starttls: SocketAddr,
@@ -72,6 +88,26 @@ impl TestServer {
 
     /// As `start_with`, with a clock the test controls.
     pub async fn start_with_clock(
+        tweak: impl FnOnce(&mut Pop3Config),
+        clock: Arc<dyn pop3::security::Clock>,
+    ) -> TestServer {
+        Self::launch(Backend::Maildir, tweak, clock).await
+    }
+
+    /// A server over `backend`.
+    pub async fn start_on(backend: Backend) -> TestServer {
+        Self::start_on_with(backend, |_| {}).await
+    }
+
+    pub async fn start_on_with(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Pop3Config),
+    ) -> TestServer {
+        Self::launch(backend, tweak, Arc::new(pop3::security::SystemClock)).await
+    }
+
+    async fn launch(
+        backend: Backend,
         tweak: impl FnOnce(&mut Pop3Config),
         clock: Arc<dyn pop3::security::Clock>,
     ) -> TestServer {
@@ -104,6 +140,14 @@ impl TestServer {
         config.security.auth_failure_delay = Duration::ZERO;
         config.security.max_commands_per_minute = 100_000;
         config.security.enable_security_logging = false;
+        let database = (backend == Backend::Postgres).then(|| {
+            let pg = Postgres::shared();
+            let name = pg.database();
+            config.storage.backend = pop3::config::StorageBackend::Postgres;
+            config.storage.url = Some(pg.url(&name));
+            config.performance.connection_pool_size = 8;
+            name
+        });
         tweak(&mut config);
         config.validate().expect("test config is valid");
 
@@ -120,6 +164,9 @@ impl TestServer {
         let metrics = server.metrics_addr();
         tokio::spawn(server.run());
         TestServer {
+            backend,
+            database,
+            next_message: std::sync::atomic::AtomicU32::new(1),
             plain: find(TlsMode::None),
             starttls: find(TlsMode::Starttls),
             implicit: find(TlsMode::Implicit),
@@ -137,6 +184,51 @@ impl TestServer {
     /// Deliver a message into new/ with a name that sorts by `seq`.
     pub fn deliver(&self, user: &str, seq: u32, body: &[u8]) -> PathBuf {
         deliver(&self.maildir(user), seq, body)
+    }
+
+    /// Store a message for `user` in whichever backend the server has,
+    /// after any put before it.
+    pub async fn put(&self, user: &str, body: &[u8]) {
+        let seq = self
+            .next_message
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let services = self.manager.services();
+        let record = services.users.lookup(user).await.unwrap().unwrap();
+        match self.backend {
+            Backend::Maildir => {
+                let home = record.home.as_ref().unwrap();
+                deliver(&home.join("Maildir"), seq, body);
+            }
+            Backend::Postgres => {
+                let mut input = body;
+                services.store.deliver(&record, &mut input).await.unwrap();
+            }
+        }
+    }
+
+    /// How many messages the store holds for `user`, read behind the
+    /// server's back.
+    pub fn stored(&self, user: &str) -> usize {
+        match self.backend {
+            Backend::Maildir => ["new", "cur"]
+                .iter()
+                .map(|d| std::fs::read_dir(self.maildir(user).join(d)).map_or(0, |r| r.count()))
+                .sum(),
+            Backend::Postgres => self
+                .sql(&format!(
+                    "SELECT count(*) FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id \
+                     WHERE b.login = '{user}'"
+                ))
+                .trim()
+                .parse()
+                .unwrap(),
+        }
+    }
+
+    /// Run SQL on the server's database (postgres backend only).
+    pub fn sql(&self, sql: &str) -> String {
+        let db = self.database.as_deref().expect("a postgres test server");
+        Postgres::shared().psql(db, sql)
     }
 
     pub async fn connect(&self) -> Client<TcpStream> {
@@ -294,4 +386,33 @@ pub fn lines(body: &[u8]) -> Vec<String> {
     assert_eq!(v.pop().as_deref(), Some(""));
     assert_eq!(v.pop().as_deref(), Some("."));
     v
+}
+
+/// One HTTP GET; the status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = raw[9..12].parse().unwrap();
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of one sample line, e.g. `pop3_logins_total{mechanism="USER",result="ok"}`.
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no sample {series} in\n{metrics}"))
 }

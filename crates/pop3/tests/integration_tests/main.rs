@@ -5,9 +5,11 @@
 //! `cargo test --package pop3 --test integration_tests`.
 
 mod common;
+mod postgres_server;
 
 mod abuse;
 mod operations;
+mod postgres;
 mod random_input;
 mod rfc1939;
 mod session;

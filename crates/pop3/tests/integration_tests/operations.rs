@@ -13,27 +13,7 @@ use pop3::Pop3SessionManager;
 use pop3::auth::StaticUsers;
 use pop3::config::{MetricsConfig, Pop3Config, TlsMode};
 use pop3::store::MemoryStore;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut raw = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut raw))
-        .await
-        .unwrap()
-        .unwrap();
-    let status = raw[9..12].parse().unwrap();
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
+use tokio::io::AsyncReadExt;
 
 async fn with_metrics(tweak: impl FnOnce(&mut Pop3Config)) -> TestServer {
     TestServer::start_with(|c| {
@@ -43,14 +23,6 @@ async fn with_metrics(tweak: impl FnOnce(&mut Pop3Config)) -> TestServer {
         tweak(c);
     })
     .await
-}
-
-/// The value of one sample line, e.g. `pop3_logins_total{mechanism="USER",result="ok"}`.
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("no sample {series} in\n{metrics}"))
 }
 
 #[tokio::test]

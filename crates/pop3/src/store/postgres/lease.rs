@@ -73,6 +73,10 @@ impl Leases {
         self.live().insert(session);
     }
 
+    pub fn is_live(&self, session: i64) -> bool {
+        self.live().contains(&session)
+    }
+
     /// Stop renewing it.
     pub fn forget(&self, session: i64) {
         self.live().remove(&session);

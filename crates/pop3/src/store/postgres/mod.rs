@@ -47,7 +47,10 @@ lease AS (
            epoch = l.epoch + 1, expires_at = excluded.expires_at
      WHERE l.expires_at < now()
     RETURNING mailbox_id, epoch)
-SELECT mb.id, lease.epoch, m.id, m.uid, m.uidl, m.size, m.chunks
+SELECT mb.id, lease.epoch,
+       (SELECT x.session FROM maildrop_lease x
+         WHERE x.mailbox_id = mb.id AND x.node = $2 AND x.boot = $3),
+       m.id, m.uid, m.uidl, m.size, m.chunks
   FROM (SELECT 1) AS one
   LEFT JOIN mb ON true
   LEFT JOIN lease ON true
@@ -73,6 +76,10 @@ u AS (
       FROM l WHERE b.id = l.mailbox_id
     RETURNING 1)
 SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM d), (SELECT count(*) FROM u)";
+
+/// Free a lease this node holds for a session that is over.
+const FREE_OURS: &str = "UPDATE maildrop_lease SET expires_at = '-infinity' \
+     WHERE mailbox_id = $1 AND node = $2 AND boot = $3 AND session = $4";
 
 const RELEASE: &str = "UPDATE maildrop_lease SET expires_at = '-infinity' \
      WHERE mailbox_id = $1 AND node = $2 AND boot = $3 AND session = $4";
@@ -176,46 +183,9 @@ impl PostgresStore {
             .map_err(store_error)?
     }
 
-    /// Create the mailbox row if it is missing.
-    async fn create_mailbox(&self, login: &str) -> Result<(), DbError> {
-        self.db
-            .timed(async {
-                let client = self.db.client().await?;
-                client.execute(CREATE_MAILBOX, &[&login]).await?;
-                Ok(())
-            })
-            .await
-    }
-}
-
-/// Up to one slice from the message; shorter only at its end.
-async fn read_slice(message: &mut (dyn AsyncRead + Send + Unpin)) -> std::io::Result<Vec<u8>> {
-    let mut slice = Vec::with_capacity(64 * 1024);
-    (&mut *message)
-        .take(SLICE as u64)
-        .read_to_end(&mut slice)
-        .await?;
-    Ok(slice)
-}
-
-/// One row of a login's listing.
-type Listed = (
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<String>,
-    Option<i64>,
-    Option<i32>,
-);
-
-#[async_trait]
-impl MailStore for PostgresStore {
-    async fn open(&self, user: &UserRecord) -> Result<Box<dyn Maildrop>, StoreError> {
-        self.leases.start(&self.db).await.map_err(store_error)?;
-        let login = mailbox_key(user);
-        let session = self.leases.next_session();
-        for _ in 0..2 {
+    /// Take the lease for `session` and list the messages.
+    async fn acquire(&self, login: &str, session: i64) -> Result<Box<dyn Maildrop>, StoreError> {
+        for _ in 0..3 {
             let rows = self
                 .db
                 .timed(async {
@@ -244,27 +214,36 @@ impl MailStore for PostgresStore {
                                 r.get(4),
                                 r.get(5),
                                 r.get(6),
+                                r.get(7),
                             )
                         })
                         .collect::<Vec<Listed>>())
                 })
                 .await
                 .map_err(store_error)?;
-            let Some(&(mailbox, epoch, ..)) = rows.first() else {
+            let Some(&(mailbox, epoch, ours, ..)) = rows.first() else {
                 return Err(StoreError::Temporary("empty lease answer".into()));
             };
             let Some(mailbox) = mailbox else {
                 // A user's first login: an empty mailbox, then the lease.
-                self.create_mailbox(&login).await.map_err(store_error)?;
+                self.create_mailbox(login).await.map_err(store_error)?;
                 continue;
             };
             let Some(epoch) = epoch else {
-                return Err(StoreError::InUse);
+                // Held by a session of this node that is over (its release
+                // failed while the database was away): free it now rather
+                // than at expiry.
+                match ours {
+                    Some(dead) if !self.leases.is_live(dead) => {
+                        self.free_ours(mailbox, dead).await.map_err(store_error)?;
+                        continue;
+                    }
+                    _ => return Err(StoreError::InUse),
+                }
             };
-            self.leases.hold(session);
             let mut messages = Vec::with_capacity(rows.len());
             let mut bodies = Vec::with_capacity(rows.len());
-            for (_, _, id, _, uidl, size, chunks) in rows {
+            for (_, _, _, id, _, uidl, size, chunks) in rows {
                 if let (Some(id), Some(uidl), Some(size), Some(chunks)) = (id, uidl, size, chunks) {
                     messages.push(MessageInfo {
                         size: size as u64,
@@ -286,6 +265,70 @@ impl MailStore for PostgresStore {
         Err(StoreError::Temporary(
             "mailbox row vanished at login".into(),
         ))
+    }
+
+    async fn free_ours(&self, mailbox: i64, session: i64) -> Result<(), DbError> {
+        let l = &self.leases;
+        self.db
+            .timed(async {
+                let client = self.db.client().await?;
+                client
+                    .execute(FREE_OURS, &[&mailbox, &l.node, &l.boot, &session])
+                    .await?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Create the mailbox row if it is missing.
+    async fn create_mailbox(&self, login: &str) -> Result<(), DbError> {
+        self.db
+            .timed(async {
+                let client = self.db.client().await?;
+                client.execute(CREATE_MAILBOX, &[&login]).await?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+/// Up to one slice from the message; shorter only at its end.
+async fn read_slice(message: &mut (dyn AsyncRead + Send + Unpin)) -> std::io::Result<Vec<u8>> {
+    let mut slice = Vec::with_capacity(64 * 1024);
+    (&mut *message)
+        .take(SLICE as u64)
+        .read_to_end(&mut slice)
+        .await?;
+    Ok(slice)
+}
+
+/// One row of a login's answer: mailbox, epoch won, this node's session
+/// holding the lease, then the message (id, uid, uidl, size, slices).
+type Listed = (
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i32>,
+);
+
+#[async_trait]
+impl MailStore for PostgresStore {
+    async fn open(&self, user: &UserRecord) -> Result<Box<dyn Maildrop>, StoreError> {
+        self.leases.start(&self.db).await.map_err(store_error)?;
+        let login = mailbox_key(user);
+        let session = self.leases.next_session();
+        // Renewed (and not taken for a dead session of this node) from
+        // before the lease exists.
+        self.leases.hold(session);
+        let opened = self.acquire(&login, session).await;
+        if opened.is_err() {
+            self.leases.forget(session);
+        }
+        opened
     }
 
     async fn deliver(
