@@ -7,6 +7,8 @@
 
 #[path = "integration_tests/common.rs"]
 mod common;
+#[path = "../../pop3/tests/integration_tests/postgres_server.rs"]
+mod postgres_server;
 
 use std::io::Write;
 use std::path::Path;

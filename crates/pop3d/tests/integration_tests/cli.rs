@@ -252,47 +252,7 @@ fn two_processes_never_both_hold_a_maildrop() {
     let (twin, twin_port) = s.twin_config("twin.toml");
     let _a = s.start_with(&s.config, s.plain);
     let mut b = s.start_with(&twin, twin_port);
-    let ports = [s.plain, twin_port];
-    let rounds = 1000;
-    let barrier = std::sync::Barrier::new(2);
-    for round in 0..rounds {
-        let answers: Vec<(Client, String)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = ports
-                .iter()
-                .map(|&port| {
-                    let barrier = &barrier;
-                    scope.spawn(move || {
-                        let mut c = Client::connect(port);
-                        assert_eq!(c.cmd("USER alice"), "+OK\r\n");
-                        barrier.wait();
-                        let answer = c.cmd("PASS secret");
-                        (c, answer)
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        // Both sessions are still open here: the loser lost to a live
-        // holder, not to one that had already left.
-        let won = answers.iter().filter(|(_, a)| a.starts_with("+OK")).count();
-        assert_eq!(
-            won,
-            1,
-            "round {round}: {answers:?}",
-            answers = answers.iter().map(|(_, a)| a).collect::<Vec<_>>()
-        );
-        for (_, a) in &answers {
-            assert!(
-                a.starts_with("+OK") || a.starts_with("-ERR [IN-USE]"),
-                "round {round}: {a}"
-            );
-        }
-        for (mut c, a) in answers {
-            if a.starts_with("+OK") {
-                assert!(c.cmd("QUIT").starts_with("+OK"));
-            }
-        }
-    }
+    one_winner_per_round([s.plain, twin_port], 1000);
     // kill -9 of the holder: the other process takes the stale lock over.
     let mut c = Client::login(twin_port, "alice", "secret");
     assert_eq!(c.cmd("STAT"), "+OK 1 19\r\n");

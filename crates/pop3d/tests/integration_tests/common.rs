@@ -21,7 +21,22 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+pub use crate::postgres_server::Postgres;
+
+/// Where the daemon under test keeps mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Maildir,
+    /// A fresh database on the test binary's private PostgreSQL (users
+    /// still from the passwd file).
+    Postgres,
+}
+
 pub struct Setup {
+    pub backend: Backend,
+    /// The database name, on the postgres backend.
+    pub database: Option<String>,
+    next_message: std::sync::atomic::AtomicU32,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub plain: u16,
@@ -34,6 +49,11 @@ impl Setup {
     /// certificate for localhost and 127.0.0.1, and `messages` in alice's
     /// Maildir.
     pub fn new(messages: &[&[u8]]) -> Setup {
+        Setup::on(Backend::Maildir, messages)
+    }
+
+    /// As `new`, over `backend`.
+    pub fn on(backend: Backend, messages: &[&[u8]]) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
@@ -50,14 +70,14 @@ impl Setup {
         for sub in ["new", "cur", "tmp"] {
             std::fs::create_dir_all(md.join(sub)).unwrap();
         }
-        for (i, m) in messages.iter().enumerate() {
-            std::fs::write(
-                md.join("new")
-                    .join(format!("{}.M{i}P1.test", 1_700_000_000 + i)),
-                m,
-            )
-            .unwrap();
-        }
+        let database = (backend == Backend::Postgres).then(|| Postgres::shared().database());
+        let storage = match &database {
+            None => "maildir = \"mail/%n\"".to_owned(),
+            Some(db) => format!(
+                "backend = \"postgres\"\nurl = \"{}\"",
+                Postgres::shared().url(db)
+            ),
+        };
         let (plain, starttls, implicit) = (free_port(), free_port(), free_port());
         let config = d.join("pop3d.toml");
         std::fs::write(
@@ -89,7 +109,7 @@ auth_failure_delay = "0s"
 enable_security_logging = false
 
 [storage]
-maildir = "mail/%n"
+{storage}
 
 [auth]
 passwd_file = "passwd"
@@ -97,13 +117,69 @@ passwd_file = "passwd"
             ),
         )
         .unwrap();
-        Setup {
+        let setup = Setup {
+            backend,
+            database,
+            next_message: std::sync::atomic::AtomicU32::new(0),
             dir,
             config,
             plain,
             starttls,
             implicit,
+        };
+        for m in messages {
+            setup.put(m);
         }
+        setup
+    }
+
+    /// Store a message for alice: a file in her Maildir, or `pop3d
+    /// deliver` into the database.
+    pub fn put(&self, message: &[u8]) {
+        let n = self
+            .next_message
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self.backend {
+            Backend::Maildir => std::fs::write(
+                self.path("mail/alice/new")
+                    .join(format!("{}.M{n}P1.test", 1_700_000_000 + n)),
+                message,
+            )
+            .unwrap(),
+            Backend::Postgres => {
+                let mut child = pop3d()
+                    .args(["deliver", "--user", "alice", "--config"])
+                    .arg(&self.config)
+                    .stdin(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                child.stdin.take().unwrap().write_all(message).unwrap();
+                let out = child.wait_with_output().unwrap();
+                assert!(
+                    out.status.success(),
+                    "pop3d deliver: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+
+    /// Alice's messages as the store holds them.
+    pub fn count(&self) -> usize {
+        match self.backend {
+            Backend::Maildir => self.maildir_count(),
+            Backend::Postgres => self
+                .sql("SELECT count(*) FROM messages")
+                .trim()
+                .parse()
+                .unwrap(),
+        }
+    }
+
+    /// SQL on this setup's database.
+    pub fn sql(&self, sql: &str) -> String {
+        Postgres::shared().psql(self.database.as_deref().expect("postgres setup"), sql)
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -300,4 +376,47 @@ pub fn require(tool: &str) -> bool {
 
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap()
+}
+
+/// `rounds` times, one client on each port sends PASS at the same moment
+/// and both sessions stay open until both have answered: exactly one
+/// `+OK` (the other `-ERR [IN-USE]`) every round. The winner QUITs.
+pub fn one_winner_per_round(ports: [u16; 2], rounds: usize) {
+    let barrier = std::sync::Barrier::new(2);
+    for round in 0..rounds {
+        let answers: Vec<(Client, String)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ports
+                .iter()
+                .map(|&port| {
+                    let barrier = &barrier;
+                    scope.spawn(move || {
+                        let mut c = Client::connect(port);
+                        assert_eq!(c.cmd("USER alice"), "+OK\r\n");
+                        barrier.wait();
+                        let answer = c.cmd("PASS secret");
+                        (c, answer)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let won = answers.iter().filter(|(_, a)| a.starts_with("+OK")).count();
+        assert_eq!(
+            won,
+            1,
+            "round {round}: {answers:?}",
+            answers = answers.iter().map(|(_, a)| a).collect::<Vec<_>>()
+        );
+        for (_, a) in &answers {
+            assert!(
+                a.starts_with("+OK") || a.starts_with("-ERR [IN-USE]"),
+                "round {round}: {a}"
+            );
+        }
+        for (mut c, a) in answers {
+            if a.starts_with("+OK") {
+                assert!(c.cmd("QUIT").starts_with("+OK"));
+            }
+        }
+    }
 }

@@ -5,10 +5,13 @@
 //! needs the `gssapi` feature and a KDC.
 
 mod common;
+#[path = "../../../pop3/tests/integration_tests/postgres_server.rs"]
+mod postgres_server;
 
 mod attack_tools;
 mod cli;
 mod daemon;
 mod dovecot;
+mod postgres;
 mod real_clients;
 mod sasl_clients;

@@ -10,11 +10,9 @@ use crate::common::*;
 const M1: &[u8] = b"From: a@example.org\nSubject: first\n\nHello one.\n.leading dot\n";
 const M2: &[u8] = b"From: b@example.org\nSubject: second\n\nHello two.\n";
 
-fn deliver(s: &Setup, tag: &str) {
-    for (i, m) in [M1, M2].iter().enumerate() {
-        let name = format!("{}.M{i}{tag}.test", 1_800_000_000 + i);
-        std::fs::write(s.path("mail/alice/new").join(name), m).unwrap();
-    }
+fn deliver(s: &Setup) {
+    s.put(M1);
+    s.put(M2);
 }
 
 fn output(cmd: &mut Command) -> String {
@@ -28,12 +26,11 @@ fn output(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[test]
-fn curl_fetches_and_deletes_over_plain_stls_and_implicit_tls() {
+fn curl_fetches_and_deletes_over_plain_stls_and_implicit_tls(backend: Backend) {
     if !require("curl") {
         return;
     }
-    let s = Setup::new(&[]);
+    let s = Setup::on(backend, &[]);
     let _server = s.start();
     let cafile = s.path("cert.pem");
     let modes: [(&str, Vec<&str>, u16); 3] = [
@@ -42,7 +39,7 @@ fn curl_fetches_and_deletes_over_plain_stls_and_implicit_tls() {
         ("pop3s", vec![], s.implicit),
     ];
     for (scheme, extra, port) in modes {
-        deliver(&s, &port.to_string());
+        deliver(&s);
         let base = format!("{scheme}://127.0.0.1:{port}");
         let curl = |path: &str, more: &[&str]| {
             let mut c = Command::new(tool_path("curl").unwrap());
@@ -62,7 +59,7 @@ fn curl_fetches_and_deletes_over_plain_stls_and_implicit_tls() {
         // Numbers are per session: the old message 2 is now message 1.
         assert_eq!(curl("/", &[]), "1 52\r\n", "{base}");
         curl("/1", &["-X", "DELE", "-I"]);
-        assert_eq!(s.maildir_count(), 0, "{base}: deleted at QUIT");
+        assert_eq!(s.count(), 0, "{base}: deleted at QUIT");
     }
 }
 
@@ -91,19 +88,18 @@ print("uidl", len(p.uidl()[1]))
 print(p.quit().decode())
 "#;
 
-#[test]
-fn python_poplib_fetches_and_deletes_over_plain_stls_and_implicit_tls() {
+fn python_poplib_fetches_and_deletes_over_plain_stls_and_implicit_tls(backend: Backend) {
     if !require("python3") {
         return;
     }
-    let s = Setup::new(&[]);
+    let s = Setup::on(backend, &[]);
     let _server = s.start();
     for (mode, port) in [
         ("plain", s.plain),
         ("stls", s.starttls),
         ("implicit", s.implicit),
     ] {
-        deliver(&s, mode);
+        deliver(&s);
         let out = output(
             Command::new(tool_path("python3").unwrap())
                 .args(["-c", POPLIB, mode, &port.to_string()])
@@ -124,16 +120,15 @@ fn python_poplib_fetches_and_deletes_over_plain_stls_and_implicit_tls() {
             lines[4].starts_with("+OK pop.test POP3 server signing off (maildrop empty)"),
             "{out}"
         );
-        assert_eq!(s.maildir_count(), 0, "{mode}");
+        assert_eq!(s.count(), 0, "{mode}");
     }
 }
 
-#[test]
-fn mpop_fetches_and_deletes_over_plain_stls_and_implicit_tls() {
+fn mpop_fetches_and_deletes_over_plain_stls_and_implicit_tls(backend: Backend) {
     if !require("mpop") {
         return;
     }
-    let s = Setup::new(&[]);
+    let s = Setup::on(backend, &[]);
     let _server = s.start();
     let mbox = s.path("fetched.mbox");
     let rc = s.path("mpoprc");
@@ -157,18 +152,14 @@ fn mpop_fetches_and_deletes_over_plain_stls_and_implicit_tls() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).unwrap();
     for (n, account) in ["plain", "stls", "implicit"].iter().enumerate() {
-        deliver(&s, account);
+        deliver(&s);
         output(
             Command::new(tool_path("mpop").unwrap())
                 .arg("-C")
                 .arg(&rc)
                 .args(["-q", account]),
         );
-        assert_eq!(
-            s.maildir_count(),
-            0,
-            "{account}: mpop deleted what it fetched"
-        );
+        assert_eq!(s.count(), 0, "{account}: mpop deleted what it fetched");
         let text = std::fs::read_to_string(&mbox).unwrap();
         assert_eq!(text.matches("Subject: first").count(), n + 1, "{account}");
         assert_eq!(text.matches("Subject: second").count(), n + 1, "{account}");
@@ -217,5 +208,46 @@ fn curl_logs_in_with_each_sasl_mechanism() {
             !curl("alice:wrong").status.success(),
             "{mech}: a wrong secret fails"
         );
+    }
+}
+
+/// The fetch-and-delete tests on either store.
+mod maildir {
+    use crate::common::Backend;
+
+    #[test]
+    fn curl() {
+        super::curl_fetches_and_deletes_over_plain_stls_and_implicit_tls(Backend::Maildir);
+    }
+
+    #[test]
+    fn poplib() {
+        super::python_poplib_fetches_and_deletes_over_plain_stls_and_implicit_tls(Backend::Maildir);
+    }
+
+    #[test]
+    fn mpop() {
+        super::mpop_fetches_and_deletes_over_plain_stls_and_implicit_tls(Backend::Maildir);
+    }
+}
+
+mod postgres {
+    use crate::common::Backend;
+
+    #[test]
+    fn curl() {
+        super::curl_fetches_and_deletes_over_plain_stls_and_implicit_tls(Backend::Postgres);
+    }
+
+    #[test]
+    fn poplib() {
+        super::python_poplib_fetches_and_deletes_over_plain_stls_and_implicit_tls(
+            Backend::Postgres,
+        );
+    }
+
+    #[test]
+    fn mpop() {
+        super::mpop_fetches_and_deletes_over_plain_stls_and_implicit_tls(Backend::Postgres);
     }
 }

@@ -1,0 +1,383 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! The daemon on PostgreSQL as separate processes: two nodes racing for
+//! one maildrop, kill -9 and SIGSTOP of a lease holder, three delivering
+//! processes, `migrate-maildir`, the admin commands, and the database
+//! away when `serve` starts. Real clients over this backend are in
+//! `real_clients::postgres`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// Give the configuration at `path` a node name and a lease TTL.
+fn as_node(path: &Path, name: &str, ttl: &str) {
+    let text = read(path).replace(
+        "[storage]\n",
+        &format!("[storage]\nnode_name = \"{name}\"\nlease_ttl = \"{ttl}\"\n"),
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+/// Two nodes (A on `s.config`, B on a twin) with the given lease TTL.
+fn two_nodes(s: &Setup, ttl: &str) -> (PathBuf, u16) {
+    let (twin, port) = s.twin_config("node-b.toml");
+    as_node(&s.config, "node-a", ttl);
+    as_node(&twin, "node-b", ttl);
+    (twin, port)
+}
+
+fn try_login(port: u16) -> (Client, String) {
+    let mut c = Client::connect(port);
+    c.cmd("USER alice");
+    let r = c.cmd("PASS secret");
+    (c, r)
+}
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+const MESSAGES: [&[u8]; 3] = [
+    b"Subject: 1\n\none\n",
+    b"Subject: 2\n\ntwo\n",
+    b"Subject: 3\n\nthree\n",
+];
+
+#[test]
+fn two_nodes_never_both_hold_a_maildrop() {
+    let s = Setup::on(Backend::Postgres, &MESSAGES[..1]);
+    let text = read(&s.config).replace(
+        "[security]\n",
+        "[security]\ntrusted_networks = [\"127.0.0.0/8\"]\n",
+    );
+    std::fs::write(&s.config, text).unwrap();
+    let (twin, twin_port) = two_nodes(&s, "30s");
+    let _a = s.start_with(&s.config, s.plain);
+    let _b = s.start_with(&twin, twin_port);
+    one_winner_per_round([s.plain, twin_port], 1000);
+    assert_eq!(s.count(), 1);
+}
+
+#[test]
+fn kill_9_deletes_nothing_and_the_lease_lapses_or_the_node_restarts() {
+    let s = Setup::on(Backend::Postgres, &MESSAGES);
+    let (twin, twin_port) = two_nodes(&s, "3s");
+    let mut a = s.start_with(&s.config, s.plain);
+    let _b = s.start_with(&twin, twin_port);
+    let mut c = Client::login(s.plain, "alice", "secret");
+    c.cmd("DELE 1");
+    c.cmd("DELE 2");
+    c.multiline("RETR 3");
+    a.crash();
+    assert_eq!(s.count(), 3, "kill -9 after DELE removes nothing");
+    // B waits for the lease to lapse (about the TTL), then serves.
+    assert!(try_login(twin_port).1.starts_with("-ERR [IN-USE]"));
+    let started = Instant::now();
+    let mut served = loop {
+        let (c, r) = try_login(twin_port);
+        if r.starts_with("+OK") {
+            break c;
+        }
+        assert!(r.starts_with("-ERR [IN-USE]"), "{r}");
+        assert!(started.elapsed() < Duration::from_secs(10), "never lapsed");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(served.cmd("STAT"), "+OK 3 59\r\n");
+    assert!(served.cmd("QUIT").starts_with("+OK"));
+    // Node A again: a session, then kill -9; its lease is still live for
+    // B, but A restarted frees its previous run's leases at once.
+    let mut a = s.start_with(&s.config, s.plain);
+    let mut c = Client::login(s.plain, "alice", "secret");
+    c.cmd("DELE 3");
+    a.crash();
+    assert!(try_login(twin_port).1.starts_with("-ERR [IN-USE]"));
+    let _a = s.start_with(&s.config, s.plain);
+    let (mut c, r) = try_login(s.plain);
+    assert!(r.starts_with("+OK"), "restarted node: {r}");
+    assert_eq!(c.cmd("STAT"), "+OK 3 59\r\n");
+}
+
+#[test]
+fn a_paused_holder_is_fenced_out_after_takeover() {
+    let s = Setup::on(Backend::Postgres, &MESSAGES);
+    let (twin, twin_port) = two_nodes(&s, "2s");
+    let a = s.start_with(&s.config, s.plain);
+    let _b = s.start_with(&twin, twin_port);
+    let mut stale = Client::login(s.plain, "alice", "secret");
+    stale.cmd("DELE 1");
+    stale.cmd("DELE 2");
+    signal(a.child.id(), "STOP");
+    std::thread::sleep(Duration::from_millis(3500));
+    let (mut fresh, r) = try_login(twin_port);
+    assert!(r.starts_with("+OK"), "takeover after the TTL: {r}");
+    fresh.cmd("DELE 3");
+    assert!(fresh.cmd("QUIT").starts_with("+OK"));
+    signal(a.child.id(), "CONT");
+    assert_eq!(
+        stale.cmd("QUIT"),
+        "-ERR [SYS/TEMP] Mailbox temporarily unavailable\r\n"
+    );
+    assert_eq!(s.count(), 2, "only the new holder's deletion happened");
+    assert_eq!(
+        s.sql("SELECT string_agg(uid::text, ',' ORDER BY uid) FROM messages")
+            .trim(),
+        "1,2"
+    );
+}
+
+#[test]
+fn three_processes_deliver_a_thousand_messages_with_uids_1_to_1000() {
+    let s = Setup::on(Backend::Postgres, &[]);
+    std::thread::scope(|scope| {
+        for worker in 0..3 {
+            let s = &s;
+            scope.spawn(move || {
+                for n in (worker..1000).step_by(3) {
+                    s.put(format!("Subject: {n}\n\nbody {n}\n").as_bytes());
+                }
+            });
+        }
+    });
+    assert_eq!(
+        s.sql(
+            "SELECT count(*), count(DISTINCT uid), min(uid), max(uid), count(DISTINCT uidl) \
+             FROM messages"
+        )
+        .trim(),
+        "1000|1000|1|1000|1000"
+    );
+    assert_eq!(
+        s.sql("SELECT next_uid, msg_count FROM mailboxes").trim(),
+        "1001|1000"
+    );
+}
+
+/// The UIDL listing `pop3d` on `port` gives alice or bob.
+fn uidls(port: u16, user: &str, pass: &str) -> String {
+    let mut c = Client::login(port, user, pass);
+    let list = String::from_utf8(c.multiline("UIDL")).unwrap();
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    list
+}
+
+#[test]
+fn migrate_maildir_keeps_every_uidl_and_copies_nothing_twice() {
+    // The old installation: alice's Maildir served by pop3d before, bob's
+    // by Dovecot (a dovecot-uidlist with a P override and a W size).
+    let old = Setup::new(&MESSAGES);
+    let bob = old.path("mail/bob");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(bob.join(sub)).unwrap();
+    }
+    std::fs::write(bob.join("new/1700000001.M1P1.test"), MESSAGES[0]).unwrap();
+    std::fs::write(bob.join("cur/1700000002.M2P1.test:2,S"), MESSAGES[1]).unwrap();
+    std::fs::write(
+        bob.join("dovecot-uidlist"),
+        "3 V1234567890 N43 G0123\n41 :1700000001.M1P1.test\n42 P0000.custom W19 :1700000002.M2P1.test\n",
+    )
+    .unwrap();
+    std::fs::write(bob.join("new/1700000003.M3P1.test"), MESSAGES[2]).unwrap();
+    let before_alice;
+    let before_bob;
+    {
+        let _old = old.start();
+        before_alice = uidls(old.plain, "alice", "secret");
+        before_bob = uidls(old.plain, "bob", "password");
+    }
+    // The new one: mail and users in PostgreSQL.
+    let new = Setup::on(Backend::Postgres, &[]);
+    let text = read(&new.config).replace(
+        "[auth]\npasswd_file = \"passwd\"\n",
+        "[auth]\nbackend = \"postgres\"\n",
+    );
+    std::fs::write(&new.config, text).unwrap();
+    let migrate = |extra: &[&str]| {
+        run(pop3d()
+            .arg("migrate-maildir")
+            .arg("--from")
+            .arg(&old.config)
+            .arg("--config")
+            .arg(&new.config)
+            .args(extra))
+    };
+    let (code, out, err) = migrate(&["--all", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("would copy 6 messages"), "{out}");
+    assert_eq!(new.sql("SELECT count(*) FROM messages").trim(), "0");
+    let (code, out, err) = migrate(&["--user", "bob"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("copied 3 messages"), "{out}");
+    let (code, out, err) = migrate(&["--all"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("copied 3 messages"), "{out}");
+    assert!(out.contains("3 messages already there"), "{out}");
+    assert!(out.contains("users: 1 added, 1 already there"), "{out}");
+    let (code, out, err) = migrate(&["--all"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("copied 0 messages"), "{out}");
+    assert_eq!(new.sql("SELECT count(*) FROM messages").trim(), "6");
+    // The Maildirs are untouched.
+    assert_eq!(old.maildir_count(), 3);
+    let _new = new.start();
+    assert_eq!(uidls(new.plain, "alice", "secret"), before_alice);
+    assert_eq!(uidls(new.plain, "bob", "password"), before_bob);
+    assert!(before_bob.contains("0000.custom"), "{before_bob}");
+}
+
+#[test]
+fn database_commands_and_user_administration() {
+    let pg = Postgres::shared();
+    let db = pg.empty_database();
+    let s = Setup::new(&[]);
+    let text = read(&s.config)
+        .replace(
+            "[storage]\nmaildir = \"mail/%n\"\n",
+            &format!(
+                "[storage]\nbackend = \"postgres\"\nurl = \"{}\"\npassword_file = \"db.secret\"\n",
+                pg.url(&db)
+            ),
+        )
+        .replace(
+            "[auth]\npasswd_file = \"passwd\"\n",
+            "[auth]\nbackend = \"postgres\"\n",
+        );
+    std::fs::write(&s.config, text).unwrap();
+    std::fs::write(s.path("db.secret"), "hunter2-db\n").unwrap();
+    let pop3d_with = |args: &[&str], stdin: Option<&str>| {
+        let mut child = pop3d()
+            .args(args)
+            .arg("--config")
+            .arg(&s.config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // An empty database: status says what to run; serve and check-config
+    // refuse it.
+    let (code, out, _) = pop3d_with(&["db", "status"], None);
+    assert_eq!(code, 1);
+    assert!(out.contains("pending: run `pop3d db migrate`"), "{out}");
+    let (code, _, err) = pop3d_with(&["check-config"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("run `pop3d db migrate`"), "{err}");
+    let (code, _, err) = pop3d_with(&["serve"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("schema is at version 0"), "{err}");
+    let (code, out, err) = pop3d_with(&["db", "migrate"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("applied 0001"), "{out}");
+    let (code, out, _) = pop3d_with(&["db", "migrate"], None);
+    assert_eq!(code, 0);
+    assert!(out.contains("up to date"), "{out}");
+    let (code, out, err) = pop3d_with(&["check-config"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("schema up to date"), "{err}");
+    assert!(!out.contains("hunter2") && !err.contains("hunter2"));
+    // Users: the password from stdin only.
+    let (code, _, err) = pop3d_with(&["user", "add", "Carol"], Some("first pw\n"));
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = pop3d_with(&["user", "add", "carol"], Some("again\n"));
+    assert_eq!(code, 1);
+    assert!(err.contains("already exists"), "{err}");
+    let _server = s.start();
+    let login = |user: &str, pass: &str| {
+        let mut c = Client::connect(s.plain);
+        c.cmd(&format!("USER {user}"));
+        let r = c.cmd(&format!("PASS {pass}"));
+        if r.starts_with("+OK") {
+            c.cmd("QUIT");
+        }
+        r
+    };
+    assert!(login("carol", "first pw").starts_with("+OK"));
+    let (code, ..) = pop3d_with(&["user", "passwd", "carol"], Some("second pw\n"));
+    assert_eq!(code, 0);
+    assert!(login("carol", "first pw").starts_with("-ERR [AUTH]"));
+    assert!(login("carol", "second pw").starts_with("+OK"));
+    pop3d_with(&["user", "disable", "carol"], None);
+    assert!(login("carol", "second pw").starts_with("-ERR [AUTH]"));
+    let (_, out, _) = pop3d_with(&["user", "list"], None);
+    assert!(
+        out.starts_with("carol\tARGON2ID\tdisabled\t0 messages"),
+        "{out}"
+    );
+    pop3d_with(&["user", "enable", "carol"], None);
+    assert!(login("carol", "second pw").starts_with("+OK"));
+    let (code, ..) = pop3d_with(&["user", "delete", "carol"], None);
+    assert_eq!(code, 0);
+    assert!(login("carol", "second pw").starts_with("-ERR [AUTH]"));
+    let (code, _, err) = pop3d_with(&["user", "delete", "carol"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("no such user"), "{err}");
+}
+
+#[test]
+fn serve_starts_without_the_database_and_recovers_when_it_is_back() {
+    let pg = Postgres::private();
+    let db = pg.database();
+    let s = Setup::new(&MESSAGES[..1]);
+    let metrics = free_port();
+    let text = read(&s.config).replace(
+        "[storage]\nmaildir = \"mail/%n\"\n",
+        &format!(
+            "[storage]\nbackend = \"postgres\"\nurl = \"{}\"\nconnect_timeout = \"1s\"\n\n\
+             [metrics]\nbind = \"127.0.0.1:{metrics}\"\n",
+            pg.url(&db)
+        ),
+    );
+    std::fs::write(&s.config, text).unwrap();
+    pg.pg_ctl_stop();
+    let _server = s.start_with(&s.config, s.plain);
+    let readyz = || {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", metrics)).unwrap();
+        stream
+            .write_all(b"GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut raw = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut raw).unwrap();
+        raw
+    };
+    let down = readyz();
+    assert!(down.starts_with("HTTP/1.1 503"), "{down}");
+    assert!(down.contains("database unavailable"), "{down}");
+    let (_, r) = try_login(s.plain);
+    assert_eq!(r, "-ERR [SYS/TEMP] Mailbox temporarily unavailable\r\n");
+    pg.pg_ctl_start();
+    let started = Instant::now();
+    while !readyz().starts_with("HTTP/1.1 200") {
+        assert!(started.elapsed() < Duration::from_secs(10), "never ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (mut c, r) = try_login(s.plain);
+    assert!(r.starts_with("+OK alice's maildrop has 0 messages"), "{r}");
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+}
