@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: AGPL-3.0-only
 """Run the same POP3 loads against pop3d, Dovecot and the ceiling responder,
-alternating between them, and print medians, spreads and ratios.
+alternating between them, and print medians, spreads and ratios. With
+--postgres, pop3d on its PostgreSQL backend (a private server started here,
+the same mail copied in with `pop3d migrate-maildir`) joins the rotation.
 
 Everything listens on 127.0.0.1; every load is bounded in time. See
 BENCHMARKS.md for the method."""
@@ -21,7 +23,8 @@ BENCH = os.path.join(ROOT, "target/release/pop3-bench")
 POP3D = os.path.join(ROOT, "target/release/pop3d")
 
 PORTS = {"pop3d": 41110, "pop3d-tls": 41995, "dovecot": 42110, "ceiling": 43110, "ceiling-big": 43111,
-         "baseline": 44110, "baseline-tls": 44995}
+         "baseline": 44110, "baseline-tls": 44995, "postgres": 45110, "postgres-tls": 45995,
+         "database": 45432}
 
 
 def sh(*cmd, **kw):
@@ -130,6 +133,49 @@ enable_security_logging = false
 max_concurrent_sessions = 100000
 """)
     return path
+
+
+def start_database(work):
+    """A private PostgreSQL in the work dir (initdb refuses root: the
+    postgres user runs it), with pop3d's schema; returns its URL."""
+    pg_bin = sorted(d for d in os.listdir("/usr/lib/postgresql"))[-1]
+    bin_dir = f"/usr/lib/postgresql/{pg_bin}/bin"
+    data = os.path.join(work, "pgdata")
+    os.makedirs(data)
+    subprocess.run(["chown", "postgres", data], check=True)
+    as_pg = ["runuser", "-u", "postgres", "--"]
+    sh(*as_pg, f"{bin_dir}/initdb", "-D", data, "-A", "trust", "-U", "pop3d", "--no-sync", "-E", "UTF8",
+       "--locale", "C.UTF-8")
+    # Durable as shipped except fsync (this machine's disk is not what is
+    # measured); a connection limit above every pool here.
+    sh(*as_pg, f"{bin_dir}/pg_ctl", "-D", data, "-l", os.path.join(data, "log"), "-w", "-o",
+       f"-p {PORTS['database']} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off "
+       f"-c max_connections=300 -c shared_buffers=512MB", "start")
+    sh("psql", "-h", "127.0.0.1", "-p", str(PORTS["database"]), "-U", "pop3d", "-d", "postgres", "-c",
+       "CREATE DATABASE mail")
+    return bin_dir, data, f"postgres://pop3d@127.0.0.1:{PORTS['database']}/mail"
+
+
+def stop_database(bin_dir, data):
+    subprocess.run(["runuser", "-u", "postgres", "--", f"{bin_dir}/pg_ctl", "-D", data, "-m", "fast", "stop"],
+                   capture_output=True)
+
+
+def postgres_config(work, url):
+    path = pop3d_config(work, name="postgres.toml", port=PORTS["postgres"], tls_port=PORTS["postgres-tls"])
+    with open(path) as f:
+        text = f.read()
+    text = text.replace('[storage]\nmaildir = "%h/Maildir"\n',
+                        f'[storage]\nbackend = "postgres"\nurl = "{url}"\nnode_name = "bench"\n')
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def pg_connections():
+    out = sh("psql", "-h", "127.0.0.1", "-p", str(PORTS["database"]), "-U", "pop3d", "-d", "postgres", "-Atc",
+             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pop3d'")
+    return int(out.strip())
 
 
 def dovecot_config(work):
@@ -299,10 +345,68 @@ def summary(args, loads, results):
         print(f"{'  p99 latency ms':40} {p99['pop3d']:12.2f} {p99['dovecot']:12.2f} {p99['ceiling']:12.2f}")
         errs = {n: sum(r['errors'] for r in results[(load, n)]) for n in ("pop3d", "dovecot", "ceiling")}
         print(f"{'  errors':40} {errs['pop3d']:12} {errs['dovecot']:12} {errs['ceiling']:12}")
+        if args.postgres:
+            b = [r[key] for r in results[(load, "postgres")]]
+            print(f"{'  postgres backend':40} {med(b):12.1f}   postgres/maildir {ratio(med(b), m['pop3d']):.2f}x"
+                  f"   spread {spread(b):.1f}   p99 {med([r['p99'] for r in results[(load, 'postgres')]]):.2f} ms"
+                  f"   errors {sum(r['errors'] for r in results[(load, 'postgres')])}")
         if args.baseline:
             b = [r[key] for r in results[(load, "baseline")]]
             print(f"{'  baseline (--baseline)':40} {med(b):12.1f}   pop3d/baseline {ratio(m['pop3d'], med(b)):.2f}x"
                   f"   spread {spread(b):.1f}   p99 {med([r['p99'] for r in results[(load, 'baseline')]]):.2f} ms")
+
+
+def postgres_extras(work, server, n_idle):
+    """On the PostgreSQL backend: idle sessions against the pool, and one
+    1 GiB message (delivered with `pop3d deliver`) against memory."""
+    server.stop()
+    server.start()
+    pid = server.proc.pid
+    held_conns = []
+    cmd = [BENCH, "run", "--mode", "idle", "--addr", f"127.0.0.1:{server.port}", "-c", str(n_idle), "-d", "8",
+           "--user", "i{}", "--users", "10000", "--password", "pw", "--csv"]
+    p = subprocess.Popen(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    held = 0
+    for line in p.stdout:
+        if "sessions open" in line:
+            held = int(line.split()[1])
+            held_conns.append(pg_connections())
+            break
+    rest = p.stdout.read()
+    p.wait(timeout=300)
+    idle_errors = int(rest.strip().splitlines()[-1].split(",")[4]) if rest.strip() else -1
+    gib_file = os.path.join(work, "gib.eml")
+    with open(gib_file, "wb") as f:
+        block = message(1 << 20, 0)
+        for _ in range(1024):
+            f.write(block)
+    with open(os.path.join(work, "passwd"), "a") as f:
+        f.write(f"gib:{{PLAIN}}pw::::{work}/home/gib\n")
+    started = time.time()
+    with open(gib_file, "rb") as f:
+        subprocess.run([POP3D, "--log", "warn", "deliver", "--config", os.path.join(work, "postgres.toml"),
+                        "--user", "gib"], stdin=f, check=True)
+    deliver_s = time.time() - started
+    os.remove(gib_file)
+    server.stop()
+    server.start()
+    pid = server.proc.pid
+
+    def hwm():
+        with open(f"/proc/{pid}/status") as f:
+            return int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1))
+
+    before = hwm()
+    gib = bench(server.port, "retr", 1, 0.001, user="gib")
+    return {"held": held, "idle_errors": idle_errors, "connections": max(held_conns or [-1]),
+            "deliver_s": deliver_s, "gib": gib, "growth_mib": (hwm() - before) / 1024}
+
+
+def print_postgres_extras(x):
+    print(f"postgres backend: {x['held']} idle logged-in sessions ({x['idle_errors']} errors) held "
+          f"{x['connections']} database connections (pool size 256 in the production preset)")
+    print(f"postgres backend: 1 GiB message delivered in {x['deliver_s']:.1f} s; RETR {x['gib']['mib']:.0f} MiB/s, "
+          f"errors {x['gib']['errors']}, server peak memory grew {x['growth_mib']:.1f} MiB")
 
 
 def main():
@@ -315,6 +419,8 @@ def main():
     ap.add_argument("--baseline", metavar="POP3D",
                     help="another pop3d binary (an earlier commit's) to run the throughput loads "
                          "against in the same rotation, for a before/after comparison")
+    ap.add_argument("--postgres", action="store_true",
+                    help="also run every load on pop3d's PostgreSQL backend (a private server started here)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: Dovecot serves the same Maildirs as root here")
@@ -342,7 +448,19 @@ def main():
                                 maildir=os.path.join(work, "basehome/%n/Maildir"))
         servers["baseline"] = Server("baseline", [os.path.abspath(args.baseline), "--log", "warn", "serve",
                                                   "--config", base_cfg], PORTS["baseline"], work)
-    rotation = [n for n in ("pop3d", "baseline", "dovecot", "ceiling") if n in servers]
+    database = None
+    if args.postgres:
+        database = start_database(work)
+        pg_cfg = postgres_config(work, database[2])
+        sh(POP3D, "db", "migrate", "--config", pg_cfg)
+        started = time.time()
+        for user in [f"u{u}" for u in range(64)] + ["big"]:
+            sh(POP3D, "--log", "warn", "migrate-maildir", "--from", os.path.join(work, "pop3d.toml"),
+               "--config", pg_cfg, "--user", user)
+        print(f"migrate-maildir: 65 users, {64 * 20 + 1} messages in {time.time() - started:.1f} s", flush=True)
+        servers["postgres"] = Server("postgres", [POP3D, "--log", "warn", "serve", "--config", pg_cfg],
+                                     PORTS["postgres"], work)
+    rotation = [n for n in ("pop3d", "postgres", "baseline", "dovecot", "ceiling") if n in servers]
     ceiling_big = Server("ceiling-big", [BENCH, "ceiling", "--listen", f"127.0.0.1:{PORTS['ceiling-big']}",
                                          "--messages", "1", "--size", str(50 << 20)], PORTS["ceiling-big"])
     d = args.duration
@@ -370,8 +488,12 @@ def main():
                     r = fn(port)
                     results.setdefault((load, name), []).append(r)
                     print(f"rep {rep + 1} {load:38} {name:8} {r}", flush=True)
+        if args.postgres:
+            pg_extra = postgres_extras(work, servers["postgres"], n_idle=1000 if args.quick else 10000)
         if args.throughput_only:
             summary(args, loads, results)
+            if args.postgres:
+                print_postgres_extras(pg_extra)
             return
         # Memory per idle authenticated session, each from a fresh process.
         n_idle = 1000 if args.quick else 10000
@@ -439,6 +561,8 @@ def main():
     finally:
         for s in list(servers.values()) + [ceiling_big]:
             s.stop()
+        if database:
+            stop_database(database[0], database[1])
         shutil.rmtree(work, ignore_errors=True)
 
     summary(args, loads, results)
@@ -455,6 +579,8 @@ def main():
     print(f"ARGON2ID login flood ({flood['sessions']} logins): probe NOOP p50 {flood['p50']:.2f} ms, "
           f"p99 {flood['p99']:.2f} ms, errors {flood['errors']}")
     print(f"1 GiB message: {gib['mib']:.0f} MiB/s, errors {gib['errors']}, server peak memory grew {growth_mib:.1f} MiB")
+    if args.postgres:
+        print_postgres_extras(pg_extra)
 
 
 if __name__ == "__main__":

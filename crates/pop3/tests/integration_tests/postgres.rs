@@ -344,7 +344,8 @@ async fn delivery_numbers_uids_and_keeps_counters_and_limits() {
 #[tokio::test]
 async fn messages_larger_than_a_slice_stream_exactly() {
     let srv = TestServer::start_on(Backend::Postgres).await;
-    let slice = pop3::store::postgres::SLICE;
+    use pop3::store::postgres::{PART, SLICE_PARTS};
+    let slice = PART * SLICE_PARTS as usize;
     let mut body = b"Subject: big\r\n\r\n".to_vec();
     let mut n = 0;
     while body.len() < 2 * slice + 1000 {
@@ -352,7 +353,13 @@ async fn messages_larger_than_a_slice_stream_exactly() {
         n += 1;
     }
     srv.put("alice", &body).await;
-    assert_eq!(srv.sql("SELECT chunks FROM messages").trim(), "3");
+    assert_eq!(
+        srv.sql("SELECT parts FROM messages").trim(),
+        body.len().div_ceil(PART).to_string()
+    );
+    // Several small messages (read ahead together) and the big one.
+    srv.put("alice", b"Subject: s1\n\nsmall one\n").await;
+    srv.put("alice", b"Subject: s2\n\nsmall two\n").await;
     let mut c = srv.login("alice", "secret").await;
     let (first, got) = c.multi("RETR 1").await;
     assert_eq!(first, format!("+OK {} octets\r\n", body.len()));
@@ -360,6 +367,18 @@ async fn messages_larger_than_a_slice_stream_exactly() {
         .unwrap()
         .replace("\r\n.", "\r\n..");
     assert_eq!(got, [stuffed.as_bytes(), b".\r\n"].concat());
+    assert_eq!(
+        c.multi("RETR 3").await.1,
+        b"Subject: s2\r\n\r\nsmall two\r\n.\r\n"
+    );
+    assert_eq!(
+        c.multi("RETR 2").await.1,
+        b"Subject: s1\r\n\r\nsmall one\r\n.\r\n"
+    );
+    assert_eq!(
+        c.multi("RETR 3").await.1,
+        b"Subject: s2\r\n\r\nsmall two\r\n.\r\n"
+    );
 }
 
 #[tokio::test]

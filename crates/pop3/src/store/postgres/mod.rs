@@ -10,20 +10,20 @@
 mod body;
 mod lease;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 
 use crate::auth::UserRecord;
 use crate::config::Pop3Config;
 use crate::db::{Database, DbError};
-use crate::protocol::SizeCounter;
 use crate::store::{
     Changes, CommitReport, MailStore, Maildrop, MessageInfo, MessageReader, StoreError,
 };
 
-pub use body::SLICE;
+pub use body::{PART, SLICE_PARTS};
 use lease::{Holder, Leases};
 
 /// The database's failures as the session reports them: all of them may
@@ -50,7 +50,7 @@ lease AS (
 SELECT mb.id, lease.epoch,
        (SELECT x.session FROM maildrop_lease x
          WHERE x.mailbox_id = mb.id AND x.node = $2 AND x.boot = $3),
-       m.id, m.uid, m.uidl, m.size, m.chunks
+       m.id, m.uid, m.uidl, m.size, m.parts
   FROM (SELECT 1) AS one
   LEFT JOIN mb ON true
   LEFT JOIN lease ON true
@@ -84,10 +84,6 @@ const FREE_OURS: &str = "UPDATE maildrop_lease SET expires_at = '-infinity' \
 const RELEASE: &str = "UPDATE maildrop_lease SET expires_at = '-infinity' \
      WHERE mailbox_id = $1 AND node = $2 AND boot = $3 AND session = $4";
 
-const FIRST_SLICE: &str = "INSERT INTO bodies (message_id, chunk, data) VALUES (nextval('message_ids'), 0, $1) \
-     RETURNING message_id";
-const NEXT_SLICE: &str = "INSERT INTO bodies (message_id, chunk, data) VALUES ($1, $2, $3)";
-
 const ADD_MESSAGE: &str = "
 WITH mb AS (
     INSERT INTO mailboxes AS b (login, next_uid, msg_count, octets) VALUES ($1, 2, 1, $3)
@@ -95,7 +91,7 @@ WITH mb AS (
        SET next_uid = b.next_uid + 1, msg_count = b.msg_count + 1,
            octets = b.octets + excluded.octets
     RETURNING id, next_uid - 1 AS uid, uid_validity)
-INSERT INTO messages (id, mailbox_id, uid, uidl, size, chunks)
+INSERT INTO messages (id, mailbox_id, uid, uidl, size, parts)
 SELECT $2, id, uid,
        coalesce($5, lpad(to_hex(uid), 8, '0') || lpad(to_hex(uid_validity), 8, '0')),
        $3, $4
@@ -141,40 +137,18 @@ impl PostgresStore {
             .timed(async {
                 let mut client = self.db.client().await?;
                 let tx = client.transaction().await?;
-                let mut counter = SizeCounter::default();
-                let mut id: Option<i64> = None;
-                let mut chunks: i32 = 0;
-                loop {
-                    let slice = read_slice(message)
-                        .await
-                        .map_err(|e| DbError::Query(format!("reading the message: {e}")))?;
-                    if slice.is_empty() && id.is_some() {
-                        break;
-                    }
-                    counter.feed(&slice);
-                    if self.max_message_size > 0 && counter.size() > self.max_message_size {
-                        return Ok(Err(StoreError::TooLarge(self.max_message_size)));
-                    }
-                    let last = slice.len() < SLICE;
-                    match id {
-                        None => {
-                            let stmt = tx.prepare_cached(FIRST_SLICE).await?;
-                            id = Some(tx.query_one(&stmt, &[&slice]).await?.get(0));
-                        }
-                        Some(id) => {
-                            let stmt = tx.prepare_cached(NEXT_SLICE).await?;
-                            tx.execute(&stmt, &[&id, &chunks, &slice]).await?;
-                        }
-                    }
-                    chunks += 1;
-                    if last {
-                        break;
-                    }
-                }
-                let size = counter.size();
+                let id: i64 = tx
+                    .query_one("SELECT nextval('message_ids')", &[])
+                    .await?
+                    .get(0);
+                let Some(body::Written { parts, size }) =
+                    body::write(&tx, id, self.max_message_size, message).await?
+                else {
+                    return Ok(Err(StoreError::TooLarge(self.max_message_size)));
+                };
                 let stmt = tx.prepare_cached(ADD_MESSAGE).await?;
                 let row = tx
-                    .query_one(&stmt, &[&login, &id, &(size as i64), &chunks, &uidl])
+                    .query_one(&stmt, &[&login, &id, &(size as i64), &parts, &uidl])
                     .await?;
                 tx.commit().await?;
                 Ok(Ok((row.get::<_, i64>(0), size)))
@@ -243,13 +217,13 @@ impl PostgresStore {
             };
             let mut messages = Vec::with_capacity(rows.len());
             let mut bodies = Vec::with_capacity(rows.len());
-            for (_, _, _, id, _, uidl, size, chunks) in rows {
-                if let (Some(id), Some(uidl), Some(size), Some(chunks)) = (id, uidl, size, chunks) {
+            for (_, _, _, id, _, uidl, size, parts) in rows {
+                if let (Some(id), Some(uidl), Some(size), Some(parts)) = (id, uidl, size, parts) {
                     messages.push(MessageInfo {
                         size: size as u64,
                         uid: uidl,
                     });
-                    bodies.push((id, chunks));
+                    bodies.push((id, parts));
                 }
             }
             return Ok(Box::new(PostgresDrop {
@@ -259,6 +233,7 @@ impl PostgresStore {
                 holder: Holder { session, epoch },
                 messages,
                 bodies,
+                ahead: std::sync::Mutex::new(HashMap::new()),
                 open: true,
             }));
         }
@@ -290,16 +265,6 @@ impl PostgresStore {
             })
             .await
     }
-}
-
-/// Up to one slice from the message; shorter only at its end.
-async fn read_slice(message: &mut (dyn AsyncRead + Send + Unpin)) -> std::io::Result<Vec<u8>> {
-    let mut slice = Vec::with_capacity(64 * 1024);
-    (&mut *message)
-        .take(SLICE as u64)
-        .read_to_end(&mut slice)
-        .await?;
-    Ok(slice)
 }
 
 /// One row of a login's answer: mailbox, epoch won, this node's session
@@ -357,13 +322,19 @@ pub struct PostgresDrop {
     mailbox: i64,
     holder: Holder,
     messages: Vec<MessageInfo>,
-    /// (message id, slices) per message.
+    /// (message id, parts) per message.
     bodies: Vec<(i64, i32)>,
+    /// Small messages read ahead with an earlier one, by index.
+    ahead: std::sync::Mutex<HashMap<usize, body::Parts>>,
     /// The lease is still this session's to free.
     open: bool,
 }
 
 impl PostgresDrop {
+    fn ahead(&self) -> std::sync::MutexGuard<'_, HashMap<usize, body::Parts>> {
+        self.ahead.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     async fn free(&mut self) -> Result<(), DbError> {
         self.open = false;
         self.leases.forget(self.holder.session);
@@ -391,8 +362,36 @@ impl Maildrop for PostgresDrop {
     }
 
     async fn open_message(&self, index: usize) -> Result<MessageReader, StoreError> {
-        let &(id, chunks) = self.bodies.get(index).ok_or(StoreError::MessageGone)?;
-        body::open(self.db.clone(), id, chunks).await
+        let &(id, parts) = self.bodies.get(index).ok_or(StoreError::MessageGone)?;
+        if let Some(bytes) = self.ahead().remove(&index) {
+            return Ok(body::in_memory(bytes));
+        }
+        if self.messages[index].size > body::READ_AHEAD {
+            return body::open(self.db.clone(), id, parts).await;
+        }
+        // This message and the small ones after it, in one statement.
+        let mut batch = vec![(index, id)];
+        let mut total = self.messages[index].size;
+        for next in index + 1..self.messages.len() {
+            total += self.messages[next].size;
+            if total > body::READ_AHEAD {
+                break;
+            }
+            batch.push((next, self.bodies[next].0));
+        }
+        let ids: Vec<i64> = batch.iter().map(|b| b.1).collect();
+        let mut whole = body::fetch_many(&self.db, &ids)
+            .await
+            .map_err(store_error)?;
+        let this = whole.remove(&id).ok_or(StoreError::MessageGone)?;
+        let mut ahead = self.ahead();
+        ahead.clear();
+        for (i, id) in batch.into_iter().skip(1) {
+            if let Some(bytes) = whole.remove(&id) {
+                ahead.insert(i, bytes);
+            }
+        }
+        Ok(body::in_memory(this))
     }
 
     async fn commit(mut self: Box<Self>, changes: Changes) -> Result<CommitReport, StoreError> {
