@@ -88,8 +88,15 @@ pub async fn run(
         bar.set_message(user.name.clone());
         if copy_users {
             match copy_user(&client, user, dry_run).await {
-                Ok(true) => summary.users_added += 1,
-                Ok(false) => summary.users_present += 1,
+                Ok(Some(true)) => summary.users_added += 1,
+                Ok(Some(false)) => summary.users_present += 1,
+                // No password to copy: the mail still moves.
+                Ok(None) => bar.suspend(|| {
+                    eprintln!(
+                        "pop3d: {}: no password in the passwd file; user not added",
+                        user.name
+                    )
+                }),
                 Err(e) => {
                     bar.suspend(|| eprintln!("pop3d: {}: {e}", user.name));
                     summary.failed_users.push(user.name.clone());
@@ -132,14 +139,15 @@ pub async fn run(
     }
 }
 
-/// Add the user with the passwd file's secret; false if present already.
+/// Add the user with the passwd file's secret; false if present already,
+/// None if the user has no secret to copy.
 async fn copy_user(
     client: &pop3::db::Client,
     user: &UserRecord,
     dry_run: bool,
-) -> Result<bool, String> {
+) -> Result<Option<bool>, String> {
     let Some(secret) = &user.secret else {
-        return Err("no password in the passwd file: not copied".into());
+        return Ok(None);
     };
     let admin = pop3::auth::postgres::UserAdmin { client };
     if dry_run {
@@ -147,11 +155,12 @@ async fn copy_user(
             .query_opt("SELECT 1 FROM users WHERE login = lower($1)", &[&user.name])
             .await
             .map_err(|e| e.to_string())?;
-        return Ok(exists.is_none());
+        return Ok(Some(exists.is_none()));
     }
     admin
         .add(&user.name, &secret.to_field())
         .await
+        .map(Some)
         .map_err(|e| e.to_string())
 }
 

@@ -40,9 +40,14 @@ pub enum DbError {
 
 impl From<tokio_postgres::Error> for DbError {
     fn from(e: tokio_postgres::Error) -> Self {
-        // A closed connection or an I/O failure is the database being
-        // away; anything the server answered is a failed query.
-        if e.is_closed() || e.as_db_error().is_none() {
+        // The database away: a closed connection, a failed socket, or the
+        // server saying so (SQLSTATE class 08, shutting down, starting).
+        let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+        let away = e.as_db_error().is_some_and(|d| {
+            let code = d.code().code();
+            code.starts_with("08") || code.starts_with("57P")
+        });
+        if e.is_closed() || io || away {
             DbError::Unavailable(plain(&e))
         } else {
             DbError::Query(plain(&e))

@@ -16,6 +16,16 @@ pub use maildir::MaildirStore;
 pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
 
+/// A process's start time in clock ticks since boot (Linux /proc): with
+/// the pid, it names one run of a process (the Maildir lock's owner, a
+/// node's run in database leases).
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: skip past the last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// What STAT, LIST and UIDL need of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageInfo {

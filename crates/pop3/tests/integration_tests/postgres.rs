@@ -104,7 +104,7 @@ async fn a_session_whose_lease_lapsed_deletes_nothing_at_quit() {
 }
 
 #[tokio::test]
-async fn a_restarted_node_frees_its_previous_runs_leases_at_once() {
+async fn a_node_frees_its_previous_runs_leases_at_once_and_no_others() {
     let a = TestServer::start_on_with(Backend::Postgres, |c| {
         node_a(c);
         c.storage.lease_ttl = Duration::from_secs(3600);
@@ -112,17 +112,25 @@ async fn a_restarted_node_frees_its_previous_runs_leases_at_once() {
     .await;
     let mut held = a.login("alice", "secret").await;
     held.cmd("NOOP").await;
-    // Node A "restarts": a new process with the same node name. Its
-    // sessions died with it (here: the old one is forgotten unreleased).
+    // The session is never released (as if its process had died).
     std::mem::forget(held);
-    let again = second_node(&a, |c| c.storage.node_name = Some("node-a".into())).await;
-    let mut c = again.login("alice", "secret").await;
-    assert!(c.cmd("STAT").await.starts_with("+OK"));
-    // Another node's name frees nothing: B cannot take what A holds.
+    // Another node cannot take it.
     let b = second_node(&a, |_| {}).await;
     let mut other = b.connect().await;
     other.cmd("USER alice").await;
     assert!(other.cmd("PASS secret").await.starts_with("-ERR [IN-USE]"));
+    // A second store of the same run (a reload builds one) leaves the
+    // first store's sessions alone.
+    let reloaded = second_node(&a, |c| c.storage.node_name = Some("node-a".into())).await;
+    let mut c = reloaded.connect().await;
+    c.cmd("USER alice").await;
+    assert!(c.cmd("PASS secret").await.starts_with("-ERR [IN-USE]"));
+    // As if the lease had been left by an earlier run of node-a (another
+    // pid and start time): node-a, started again, frees it at once.
+    a.sql("UPDATE maildrop_lease SET boot = '1.1/' || split_part(boot, '/', 2)");
+    let restarted = second_node(&a, |c| c.storage.node_name = Some("node-a".into())).await;
+    let mut c = restarted.login("alice", "secret").await;
+    assert!(c.cmd("STAT").await.starts_with("+OK"));
 }
 
 #[tokio::test]

@@ -22,7 +22,7 @@ CREATE TABLE mailboxes (
     msg_count     bigint NOT NULL DEFAULT 0 CHECK (msg_count >= 0),
     -- POP3 octets of all messages.
     octets        bigint NOT NULL DEFAULT 0 CHECK (octets >= 0)
-);
+) WITH (fillfactor = 50);  -- room for HOT updates of the counters
 
 CREATE SEQUENCE message_ids;
 
@@ -63,5 +63,5 @@ CREATE TABLE maildrop_lease (
     session     bigint NOT NULL,
     epoch       bigint NOT NULL,
     expires_at  timestamptz NOT NULL
-);
+) WITH (fillfactor = 50);  -- every login and QUIT updates its row in place
 CREATE INDEX maildrop_lease_holder ON maildrop_lease (node, boot);

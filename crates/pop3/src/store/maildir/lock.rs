@@ -77,13 +77,7 @@ pub struct MaildropLock {
     in_background: bool,
 }
 
-/// A process's start time in clock ticks since boot (Linux /proc).
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: skip past the last ')'.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
-}
+use crate::store::start_time;
 
 /// Whether the owner a lock file names is still running. Anything that is
 /// not `pid start claim` names nobody.

@@ -26,7 +26,10 @@ pub struct Holder {
 /// the heartbeat that keeps their leases.
 pub struct Leases {
     pub node: String,
-    /// Random per process start.
+    /// This run of the process (pid and start time), then this store
+    /// within it: `run/store`. Leases of this node under another run are
+    /// its previous run's; another store of this run (built by a reload)
+    /// still has sessions of its own.
     pub boot: String,
     pub ttl: Duration,
     next_session: std::sync::atomic::AtomicI64,
@@ -36,22 +39,21 @@ pub struct Leases {
 
 impl Leases {
     pub fn new(node: String, ttl: Duration) -> Leases {
-        let mut random = [0u8; 8];
-        // Without randomness the time still tells two runs apart.
-        if getrandom::fill(&mut random).is_err() {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            random = (now.as_nanos() as u64).to_be_bytes();
-        }
+        let mut random = [0u8; 6];
+        let _ = getrandom::fill(&mut random);
         Leases {
             node,
-            boot: crate::hex::encode(&random),
+            boot: format!("{}/{}", this_run(), crate::hex::encode(&random)),
             ttl,
             next_session: std::sync::atomic::AtomicI64::new(1),
             live: Mutex::new(HashSet::new()),
             started: OnceCell::new(),
         }
+    }
+
+    /// The process run part of `boot`.
+    fn run(&self) -> &str {
+        self.boot.split('/').next().unwrap_or_default()
     }
 
     pub fn ttl_secs(&self) -> f64 {
@@ -94,8 +96,9 @@ impl Leases {
                         Ok(client
                             .execute(
                                 "UPDATE maildrop_lease SET expires_at = '-infinity' \
-                                 WHERE node = $1 AND boot <> $2 AND expires_at > '-infinity'",
-                                &[&self.node, &self.boot],
+                                 WHERE node = $1 AND split_part(boot, '/', 1) <> $2 \
+                                   AND expires_at > '-infinity'",
+                                &[&self.node, &self.run()],
                             )
                             .await?)
                     })
@@ -113,6 +116,25 @@ impl Leases {
             .await
             .map(|_| ())
     }
+}
+
+/// This process's run: its pid and start time, the same for every store
+/// it builds (a reload that builds a new store must not free the leases
+/// of sessions still running under the old one). Random where /proc is
+/// missing.
+fn this_run() -> String {
+    let pid = std::process::id();
+    if let Some(started) = crate::store::start_time(pid) {
+        return format!("{pid}.{started}");
+    }
+    let mut random = [0u8; 8];
+    if getrandom::fill(&mut random).is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        random = (now.as_nanos() as u64).to_be_bytes();
+    }
+    crate::hex::encode(&random)
 }
 
 /// Renew the live sessions' leases until the store is gone.

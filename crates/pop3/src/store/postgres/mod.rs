@@ -73,9 +73,15 @@ u AS (
     UPDATE mailboxes b
        SET msg_count = b.msg_count - (SELECT count(*) FROM d),
            octets = b.octets - (SELECT coalesce(sum(size), 0) FROM d)::bigint
-      FROM l WHERE b.id = l.mailbox_id
+      FROM l WHERE b.id = l.mailbox_id AND EXISTS (SELECT 1 FROM d)
     RETURNING 1)
 SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM d), (SELECT count(*) FROM u)";
+
+/// QUIT with nothing to delete: free the lease if it is still this
+/// session's (one row back), touching nothing else.
+const QUIT_UNCHANGED: &str = "UPDATE maildrop_lease SET expires_at = '-infinity' \
+     WHERE mailbox_id = $1 AND node = $2 AND boot = $3 AND session = $4 AND epoch = $5 \
+       AND expires_at > now()";
 
 /// Free a lease this node holds for a session that is over.
 const FREE_OURS: &str = "UPDATE maildrop_lease SET expires_at = '-infinity' \
@@ -408,6 +414,22 @@ impl Maildrop for PostgresDrop {
             .db
             .timed(async {
                 let client = self.db.client().await?;
+                if ids.is_empty() {
+                    let stmt = client.prepare_cached(QUIT_UNCHANGED).await?;
+                    let held = client
+                        .execute(
+                            &stmt,
+                            &[
+                                &self.mailbox,
+                                &l.node,
+                                &l.boot,
+                                &self.holder.session,
+                                &self.holder.epoch,
+                            ],
+                        )
+                        .await?;
+                    return Ok((held as i64, 0));
+                }
                 let stmt = client.prepare_cached(COMMIT).await?;
                 let row = client
                     .query_one(
