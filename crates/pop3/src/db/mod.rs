@@ -245,6 +245,8 @@ impl DbMetrics {
 pub struct Database {
     pool: Pool,
     metrics: DbMetrics,
+    /// The longest a statement is waited for.
+    deadline: Duration,
 }
 
 impl Database {
@@ -272,6 +274,7 @@ impl Database {
         Ok(Database {
             pool,
             metrics: DbMetrics::new(),
+            deadline: config.storage.connect_timeout + config.storage.statement_timeout,
         })
     }
 
@@ -284,9 +287,32 @@ impl Database {
             .map_err(|e| DbError::Unavailable(plain(&e)))
     }
 
-    /// Time `work` (which takes its own connection) into the query
-    /// latency histogram, counting the database being away.
+    /// Run `work` (one statement or a short transaction, on a connection
+    /// it takes itself) under a deadline of the connect and statement
+    /// timeouts together, so that a database host gone silent (no reset,
+    /// no answer) costs a session `[SYS/TEMP]` rather than a hang; timed
+    /// into the latency histogram.
     pub async fn timed<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, DbError>>,
+    ) -> Result<T, DbError> {
+        let deadline = self.deadline;
+        self.measured(async move {
+            tokio::time::timeout(deadline, work)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(DbError::Unavailable(format!(
+                        "no answer within {}",
+                        humantime::format_duration(deadline)
+                    )))
+                })
+        })
+        .await
+    }
+
+    /// As [`Database::timed`] without the deadline, for work whose length
+    /// the client sets (a delivery streaming a large message).
+    pub async fn measured<T>(
         &self,
         work: impl std::future::Future<Output = Result<T, DbError>>,
     ) -> Result<T, DbError> {

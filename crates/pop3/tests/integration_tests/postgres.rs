@@ -442,6 +442,34 @@ async fn the_database_going_away_and_coming_back() {
 }
 
 #[tokio::test]
+async fn a_silent_database_costs_a_session_sys_temp_not_a_hang() {
+    let pg = Postgres::private();
+    let url = pg.url(&pg.database());
+    let srv = TestServer::start_on_with(Backend::Postgres, |c| {
+        c.storage.url = Some(url);
+        c.storage.connect_timeout = Duration::from_secs(1);
+        c.storage.statement_timeout = Duration::from_secs(1);
+    })
+    .await;
+    srv.put("alice", b"Subject: 1\n\none\n").await;
+    srv.put("alice", b"Subject: 2\n\ntwo\n").await;
+    let mut c = srv.login("alice", "secret").await;
+    pg.signal_all("STOP");
+    let started = std::time::Instant::now();
+    let answer = c.cmd("RETR 2").await;
+    let waited = started.elapsed();
+    pg.signal_all("CONT");
+    assert_eq!(
+        answer,
+        "-ERR [SYS/TEMP] Mailbox temporarily unavailable\r\n"
+    );
+    assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+    // The session goes on, and the database is used again once it answers.
+    assert!(c.multi("RETR 1").await.0.starts_with("+OK"));
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
+}
+
+#[tokio::test]
 async fn configuration_errors_name_the_key() {
     let base = || {
         let mut c = Pop3Config::default();

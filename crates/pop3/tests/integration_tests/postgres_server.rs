@@ -158,6 +158,26 @@ impl Postgres {
         assert!(status.success(), "pg_ctl stop failed");
     }
 
+    /// SIGSTOP (or SIGCONT) the server and all its processes: a database
+    /// host gone silent, neither answering nor closing connections.
+    pub fn signal_all(&self, signal: &str) {
+        let pid = std::fs::read_to_string(self.dir.join("data/postmaster.pid")).unwrap();
+        let pid = pid.lines().next().unwrap().trim().to_owned();
+        let children = Command::new("pgrep").args(["-P", &pid]).output().unwrap();
+        let mut pids: Vec<String> = String::from_utf8_lossy(&children.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        pids.push(pid);
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .args(&pids)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} {pids:?}");
+    }
+
     /// Stop the server and remove its files once `pid` has exited. The
     /// watchdog runs as this user (the postgres user may not signal us).
     /// It outlives this process on purpose, so it is never waited for.

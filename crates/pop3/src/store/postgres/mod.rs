@@ -140,7 +140,7 @@ impl PostgresStore {
     ) -> Result<(i64, u64), StoreError> {
         let login = login.to_lowercase();
         self.db
-            .timed(async {
+            .measured(async {
                 let mut client = self.db.client().await?;
                 let tx = client.transaction().await?;
                 let id: i64 = tx
