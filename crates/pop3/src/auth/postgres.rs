@@ -19,20 +19,16 @@ const OWN_TABLE: &str = "SELECT login AS user, secret AS password FROM users \
 pub struct PostgresUsers {
     db: Arc<Database>,
     query: String,
-    decoy: Option<StoredSecret>,
+    /// Made at the first unknown user (`pop3d deliver` never needs one).
+    decoy: std::sync::OnceLock<Option<StoredSecret>>,
 }
 
 impl PostgresUsers {
     pub fn new(db: Arc<Database>, password_query: Option<&str>) -> PostgresUsers {
-        // An unknown user costs one ARGON2ID check, `pop3d user add`'s
-        // scheme, like a wrong password does.
-        let decoy = hash_password(Scheme::Argon2id, "decoy never matches")
-            .ok()
-            .and_then(|f| StoredSecret::parse(&f).ok());
         PostgresUsers {
             db,
             query: password_query.unwrap_or(OWN_TABLE).to_owned(),
-            decoy,
+            decoy: std::sync::OnceLock::new(),
         }
     }
 }
@@ -83,8 +79,16 @@ impl UserDb for PostgresUsers {
         self.db.health().await
     }
 
+    /// An unknown user costs one ARGON2ID check, `pop3d user add`'s
+    /// scheme, like a wrong password does.
     fn decoy(&self) -> Option<StoredSecret> {
-        self.decoy.clone()
+        self.decoy
+            .get_or_init(|| {
+                hash_password(Scheme::Argon2id, "decoy never matches")
+                    .ok()
+                    .and_then(|f| StoredSecret::parse(&f).ok())
+            })
+            .clone()
     }
 }
 

@@ -381,3 +381,62 @@ fn serve_starts_without_the_database_and_recovers_when_it_is_back() {
     assert!(r.starts_with("+OK alice's maildrop has 0 messages"), "{r}");
     assert!(c.cmd("QUIT").starts_with("+OK"));
 }
+
+#[test]
+fn the_bundled_postgres_example_runs_as_its_comments_say() {
+    let pg = Postgres::shared();
+    let db = pg.empty_database();
+    let dir = tempfile::tempdir().unwrap();
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    let (pop3, pop3s, metrics) = (free_port(), free_port(), free_port());
+    let text = read(&Path::new(examples).join("pop3d-postgres.toml"))
+        .replace("postgres://pop3d@127.0.0.1:5432/mail", &pg.url(&db))
+        .replace("127.0.0.1:1110", &format!("127.0.0.1:{pop3}"))
+        .replace("127.0.0.1:1995", &format!("127.0.0.1:{pop3s}"))
+        .replace("127.0.0.1:9110", &format!("127.0.0.1:{metrics}"))
+        .replace("\"tls/", &format!("\"{examples}/tls/"));
+    let config = dir.path().join("pop3d-postgres.toml");
+    std::fs::write(&config, text).unwrap();
+    let (code, _, err) = run(pop3d().args(["db", "migrate", "--config"]).arg(&config));
+    assert_eq!(code, 0, "{err}");
+    let mut add = pop3d()
+        .args(["user", "add", "--config"])
+        .arg(&config)
+        .arg("demo")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(b"a password\n")
+        .unwrap();
+    assert!(add.wait().unwrap().success());
+    let mut deliver = pop3d()
+        .args(["deliver", "--user", "demo", "--config"])
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    deliver
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Subject: hello\n\nfrom the example\n")
+        .unwrap();
+    assert!(deliver.wait().unwrap().success());
+    let mut server = pop3d()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(pop3);
+    let mut c = Client::login(pop3, "demo", "a password");
+    assert_eq!(c.cmd("STAT"), "+OK 1 36\r\n");
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    let _ = server.kill();
+    let _ = server.wait();
+}
