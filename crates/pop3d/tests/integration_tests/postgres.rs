@@ -344,13 +344,13 @@ fn database_commands_and_user_administration() {
 fn serve_starts_without_the_database_and_recovers_when_it_is_back() {
     let pg = Postgres::private();
     let db = pg.database();
-    let s = Setup::new(&MESSAGES[..1]);
+    let s = Setup::on(Backend::Postgres, &[]);
     let metrics = free_port();
+    let shared = Postgres::shared().url(s.database.as_deref().unwrap());
     let text = read(&s.config).replace(
-        "[storage]\nmaildir = \"mail/%n\"\n",
+        &format!("url = \"{shared}\"\n"),
         &format!(
-            "[storage]\nbackend = \"postgres\"\nurl = \"{}\"\nconnect_timeout = \"1s\"\n\n\
-             [metrics]\nbind = \"127.0.0.1:{metrics}\"\n",
+            "url = \"{}\"\nconnect_timeout = \"1s\"\n\n[metrics]\nbind = \"127.0.0.1:{metrics}\"\n",
             pg.url(&db)
         ),
     );
@@ -380,6 +380,48 @@ fn serve_starts_without_the_database_and_recovers_when_it_is_back() {
     let (mut c, r) = try_login(s.plain);
     assert!(r.starts_with("+OK alice's maildrop has 0 messages"), "{r}");
     assert!(c.cmd("QUIT").starts_with("+OK"));
+    // The database restarting under a session: while it is away the
+    // session hears [SYS/TEMP] at each command that needs it; nothing is
+    // lost or deleted; once it is back the session goes on.
+    s.put(MESSAGES[0]);
+    s.put(MESSAGES[1]);
+    let (mut c, r) = try_login(s.plain);
+    assert!(r.starts_with("+OK alice's maildrop has 2 messages"), "{r}");
+    c.cmd("DELE 1");
+    pg.pg_ctl_stop();
+    assert_eq!(
+        c.cmd("RETR 2"),
+        "-ERR [SYS/TEMP] Mailbox temporarily unavailable\r\n"
+    );
+    pg.pg_ctl_start();
+    // Once it is back, the same session goes on.
+    let started = Instant::now();
+    while !readyz().starts_with("HTTP/1.1 200") {
+        assert!(started.elapsed() < Duration::from_secs(10), "never ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        String::from_utf8(c.multiline("RETR 2"))
+            .unwrap()
+            .starts_with("+OK 19 octets")
+    );
+    // The database is back for QUIT, and the lease is still the
+    // session's: the deletion asked for happens.
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    let started = Instant::now();
+    let mut c = loop {
+        let (c, r) = try_login(s.plain);
+        if r.starts_with("+OK") {
+            break c;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "{r}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(c.cmd("STAT"), "+OK 1 19\r\n");
+    assert_eq!(
+        String::from_utf8(c.multiline("RETR 1")).unwrap(),
+        "+OK 19 octets\r\nSubject: 2\r\n\r\ntwo\r\n.\r\n"
+    );
 }
 
 #[test]
