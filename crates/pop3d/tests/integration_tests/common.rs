@@ -13,12 +13,15 @@ pub fn pop3d() -> Command {
 }
 
 /// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+pub use crate::postgres_server::free_port;
+
+/// Send a signal (`TERM`, `HUP`, `STOP` ...) to a process.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
 }
 
 pub use crate::postgres_server::Postgres;

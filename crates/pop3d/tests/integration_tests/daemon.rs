@@ -3,18 +3,10 @@
 //! and `pop3d deliver` as an MTA runs it.
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
 
 fn wait_exit(child: &mut std::process::Child, within: Duration) -> i32 {
     let start = Instant::now();

@@ -45,14 +45,6 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
     )
 }
 
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
 const MESSAGES: [&[u8]; 3] = [
     b"Subject: 1\n\none\n",
     b"Subject: 2\n\ntwo\n",

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::io::AsyncRead;
+use tokio_postgres::types::ToSql;
 
 use crate::auth::UserRecord;
 use crate::config::Pop3Config;
@@ -414,36 +415,21 @@ impl Maildrop for PostgresDrop {
             .db
             .timed(async {
                 let client = self.db.client().await?;
+                let lease: [&(dyn ToSql + Sync); 6] = [
+                    &self.mailbox,
+                    &l.node,
+                    &l.boot,
+                    &self.holder.session,
+                    &self.holder.epoch,
+                    &ids,
+                ];
                 if ids.is_empty() {
                     let stmt = client.prepare_cached(QUIT_UNCHANGED).await?;
-                    let held = client
-                        .execute(
-                            &stmt,
-                            &[
-                                &self.mailbox,
-                                &l.node,
-                                &l.boot,
-                                &self.holder.session,
-                                &self.holder.epoch,
-                            ],
-                        )
-                        .await?;
+                    let held = client.execute(&stmt, &lease[..5]).await?;
                     return Ok((held as i64, 0));
                 }
                 let stmt = client.prepare_cached(COMMIT).await?;
-                let row = client
-                    .query_one(
-                        &stmt,
-                        &[
-                            &self.mailbox,
-                            &l.node,
-                            &l.boot,
-                            &self.holder.session,
-                            &self.holder.epoch,
-                            &ids,
-                        ],
-                    )
-                    .await?;
+                let row = client.query_one(&stmt, &lease).await?;
                 Ok((row.get::<_, i64>(0), row.get::<_, i64>(1)))
             })
             .await
