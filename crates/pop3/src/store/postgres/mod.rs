@@ -76,7 +76,7 @@ u AS (
            octets = b.octets - (SELECT coalesce(sum(size), 0) FROM d)::bigint
       FROM l WHERE b.id = l.mailbox_id AND EXISTS (SELECT 1 FROM d)
     RETURNING 1)
-SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM d), (SELECT count(*) FROM u)";
+SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM d)";
 
 /// QUIT with nothing to delete: free the lease if it is still this
 /// session's (one row back), touching nothing else.
@@ -84,10 +84,8 @@ const QUIT_UNCHANGED: &str = "UPDATE maildrop_lease SET expires_at = '-infinity'
      WHERE mailbox_id = $1 AND node = $2 AND boot = $3 AND session = $4 AND epoch = $5 \
        AND expires_at > now()";
 
-/// Free a lease this node holds for a session that is over.
-const FREE_OURS: &str = "UPDATE maildrop_lease SET expires_at = '-infinity' \
-     WHERE mailbox_id = $1 AND node = $2 AND boot = $3 AND session = $4";
-
+/// Free the lease of a session of this store that is over (it ended
+/// without QUIT, or its release failed while the database was away).
 const RELEASE: &str = "UPDATE maildrop_lease SET expires_at = '-infinity' \
      WHERE mailbox_id = $1 AND node = $2 AND boot = $3 AND session = $4";
 
@@ -124,10 +122,6 @@ impl PostgresStore {
             leases: Arc::new(Leases::new(node, config.storage.lease_ttl)),
             max_message_size: config.server.max_message_size,
         }
-    }
-
-    pub fn database(&self) -> &Arc<Database> {
-        &self.db
     }
 
     /// Store a message under a given UIDL (a migration keeps the UIDLs
@@ -216,7 +210,9 @@ impl PostgresStore {
                 // than at expiry.
                 match ours {
                     Some(dead) if !self.leases.is_live(dead) => {
-                        self.free_ours(mailbox, dead).await.map_err(store_error)?;
+                        release(&self.db, &self.leases, mailbox, dead)
+                            .await
+                            .map_err(store_error)?;
                         continue;
                     }
                     _ => return Err(StoreError::InUse),
@@ -245,21 +241,8 @@ impl PostgresStore {
             }));
         }
         Err(StoreError::Temporary(
-            "mailbox row vanished at login".into(),
+            "the maildrop lease kept changing hands during login".into(),
         ))
-    }
-
-    async fn free_ours(&self, mailbox: i64, session: i64) -> Result<(), DbError> {
-        let l = &self.leases;
-        self.db
-            .timed(async {
-                let client = self.db.client().await?;
-                client
-                    .execute(FREE_OURS, &[&mailbox, &l.node, &l.boot, &session])
-                    .await?;
-                Ok(())
-            })
-            .await
     }
 
     /// Create the mailbox row if it is missing.
@@ -272,6 +255,24 @@ impl PostgresStore {
             })
             .await
     }
+}
+
+/// Free the lease `session` of this store holds on `mailbox`.
+async fn release(
+    db: &Database,
+    leases: &Leases,
+    mailbox: i64,
+    session: i64,
+) -> Result<(), DbError> {
+    db.timed(async {
+        let client = db.client().await?;
+        let stmt = client.prepare_cached(RELEASE).await?;
+        client
+            .execute(&stmt, &[&mailbox, &leases.node, &leases.boot, &session])
+            .await?;
+        Ok(())
+    })
+    .await
 }
 
 /// One row of a login's answer: mailbox, epoch won, this node's session
@@ -345,20 +346,7 @@ impl PostgresDrop {
     async fn free(&mut self) -> Result<(), DbError> {
         self.open = false;
         self.leases.forget(self.holder.session);
-        let l = &self.leases;
-        self.db
-            .timed(async {
-                let client = self.db.client().await?;
-                let stmt = client.prepare_cached(RELEASE).await?;
-                client
-                    .execute(
-                        &stmt,
-                        &[&self.mailbox, &l.node, &l.boot, &self.holder.session],
-                    )
-                    .await?;
-                Ok(())
-            })
-            .await
+        release(&self.db, &self.leases, self.mailbox, self.holder.session).await
     }
 }
 
@@ -474,11 +462,7 @@ impl Drop for PostgresDrop {
             self.holder.session,
         );
         handle.spawn(async move {
-            if let Ok(client) = db.client().await {
-                let _ = client
-                    .execute(RELEASE, &[&mailbox, &leases.node, &leases.boot, &session])
-                    .await;
-            }
+            let _ = release(&db, &leases, mailbox, session).await;
         });
     }
 }
