@@ -169,7 +169,7 @@ def postgres_config(work, url):
     with open(path) as f:
         text = f.read()
     text = text.replace('[storage]\nmaildir = "%h/Maildir"\n',
-                        f'[storage]\nbackend = "postgres"\nurl = "{url}"\nnode_name = "bench"\n')
+                        f'[storage]\nbackend = "postgres"\nurl = "{url}"\n')
     with open(path, "w") as f:
         f.write(text)
     return path

@@ -32,6 +32,17 @@ pub struct ServerConfig {
     /// process exits (nothing is deleted for a session cut short).
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// This node's name among several sharing one database: in maildrop
+    /// leases, so unique per node. The hostname when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+}
+
+impl ServerConfig {
+    /// The node name in effect.
+    pub fn node(&self) -> &str {
+        self.node_name.as_deref().unwrap_or(&self.hostname)
+    }
 }
 
 impl Default for ServerConfig {
@@ -47,6 +58,7 @@ impl Default for ServerConfig {
             enable_stls: true,
             login_delay: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(30),
+            node_name: None,
         }
     }
 }

@@ -67,11 +67,6 @@ pub struct StorageConfig {
     /// this long, unless it restarts first.
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,
-    /// This node's name in maildrop leases: unique per node. When it
-    /// restarts, leases held under this name by its previous run are
-    /// dropped at once. The server's hostname when unset.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub node_name: Option<String>,
 }
 
 impl Default for StorageConfig {
@@ -87,7 +82,6 @@ impl Default for StorageConfig {
             tls: DatabaseTls::Off,
             ca_file: None,
             lease_ttl: Duration::from_secs(30),
-            node_name: None,
         }
     }
 }

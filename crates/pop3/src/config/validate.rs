@@ -42,6 +42,14 @@ impl Pop3Config {
                 "must be a non-empty host name without spaces or angle brackets".into(),
             );
         }
+        if let Some(node) = &self.server.node_name
+            && (node.is_empty() || node.len() > 64 || !node.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return fail(
+                "server.node_name",
+                "must be 1 to 64 visible ASCII characters".into(),
+            );
+        }
         if self
             .server
             .greeting

@@ -19,14 +19,14 @@ async fn second_node(first: &TestServer, tweak: impl FnOnce(&mut Pop3Config)) ->
     let url = Postgres::shared().url(first.database.as_deref().unwrap());
     TestServer::start_on_with(Backend::Postgres, |c| {
         c.storage.url = Some(url);
-        c.storage.node_name = Some("node-b".into());
+        c.server.node_name = Some("node-b".into());
         tweak(c);
     })
     .await
 }
 
 fn node_a(c: &mut Pop3Config) {
-    c.storage.node_name = Some("node-a".into());
+    c.server.node_name = Some("node-a".into());
 }
 
 #[tokio::test]
@@ -121,14 +121,14 @@ async fn a_node_frees_its_previous_runs_leases_at_once_and_no_others() {
     assert!(other.cmd("PASS secret").await.starts_with("-ERR [IN-USE]"));
     // A second store of the same run (a reload builds one) leaves the
     // first store's sessions alone.
-    let reloaded = second_node(&a, |c| c.storage.node_name = Some("node-a".into())).await;
+    let reloaded = second_node(&a, |c| c.server.node_name = Some("node-a".into())).await;
     let mut c = reloaded.connect().await;
     c.cmd("USER alice").await;
     assert!(c.cmd("PASS secret").await.starts_with("-ERR [IN-USE]"));
     // As if the lease had been left by an earlier run of node-a (another
     // pid and start time): node-a, started again, frees it at once.
     a.sql("UPDATE maildrop_lease SET boot = '1.1/' || split_part(boot, '/', 2)");
-    let restarted = second_node(&a, |c| c.storage.node_name = Some("node-a".into())).await;
+    let restarted = second_node(&a, |c| c.server.node_name = Some("node-a".into())).await;
     let mut c = restarted.login("alice", "secret").await;
     assert!(c.cmd("STAT").await.starts_with("+OK"));
 }

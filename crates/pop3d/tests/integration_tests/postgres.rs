@@ -14,10 +14,12 @@ use crate::common::*;
 
 /// Give the configuration at `path` a node name and a lease TTL.
 fn as_node(path: &Path, name: &str, ttl: &str) {
-    let text = read(path).replace(
-        "[storage]\n",
-        &format!("[storage]\nnode_name = \"{name}\"\nlease_ttl = \"{ttl}\"\n"),
-    );
+    let text = read(path)
+        .replace("[server]\n", &format!("[server]\nnode_name = \"{name}\"\n"))
+        .replace(
+            "[storage]\n",
+            &format!("[storage]\nlease_ttl = \"{ttl}\"\n"),
+        );
     std::fs::write(path, text).unwrap();
 }
 

@@ -112,11 +112,7 @@ pub struct PostgresStore {
 
 impl PostgresStore {
     pub fn new(db: Arc<Database>, config: &Pop3Config) -> PostgresStore {
-        let node = config
-            .storage
-            .node_name
-            .clone()
-            .unwrap_or_else(|| config.server.hostname.clone());
+        let node = config.server.node().to_owned();
         PostgresStore {
             db,
             leases: Arc::new(Leases::new(node, config.storage.lease_ttl)),
