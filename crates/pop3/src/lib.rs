@@ -16,6 +16,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 mod hex;
+pub mod lmtp;
 pub mod op;
 pub mod protocol;
 pub mod security;

@@ -178,6 +178,11 @@ impl Pop3Config {
                 .to_string_lossy()
                 .into_owned();
         }
+        for l in &mut self.lmtp {
+            if let Some(p) = &mut l.path {
+                fix(p);
+            }
+        }
         if let Some(tls) = &mut self.tls {
             fix(&mut tls.cert);
             fix(&mut tls.key);
@@ -387,6 +392,11 @@ fn inert_keys(c: &Pop3Config, table: &toml::Table) -> Vec<String> {
         .chain(lease_keys)
         .chain(maildir_keys)
         .chain([passwd_file])
+        .chain([(
+            c.lmtp.is_empty() && has_key(table, "security.lmtp_trusted_networks"),
+            "security.lmtp_trusted_networks",
+            "there is no [[lmtp]] listener",
+        )])
         .filter(|(inert, ..)| *inert)
         .map(|(_, key, why)| format!("{key} has no effect: {why}"))
         .collect()

@@ -4,6 +4,7 @@
 
 mod auth;
 mod listener;
+mod lmtp;
 mod load;
 mod performance;
 mod presets;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use auth::{AuthConfig, ExternalIdentity, GssapiConfig, OAuthConfig, UserBackend};
 pub use listener::{ListenerConfig, TlsConfig, TlsMode};
+pub use lmtp::LmtpConfig;
 pub use load::{ConfigError, LoadedConfig};
 pub use performance::PerformanceConfig;
 pub use presets::Preset;
@@ -38,6 +40,9 @@ pub struct Pop3Config {
     pub listeners: Vec<ListenerConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// LMTP listeners for mail from an MTA; none by default.
+    #[serde(rename = "lmtp", skip_serializing_if = "Vec::is_empty")]
+    pub lmtp: Vec<LmtpConfig>,
     pub storage: StorageConfig,
     pub auth: AuthConfig,
     pub security: SecurityConfig,
@@ -65,6 +70,7 @@ impl Default for Pop3Config {
                 TlsMode::None,
             )],
             tls: None,
+            lmtp: Vec::new(),
             storage: StorageConfig::default(),
             auth: AuthConfig::default(),
             security: SecurityConfig::default(),

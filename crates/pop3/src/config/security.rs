@@ -30,6 +30,9 @@ pub struct SecurityConfig {
     pub user_throttle_delay: Duration,
     /// Addresses exempt from blocking, scoring and pacing.
     pub trusted_networks: Vec<ipnet::IpNet>,
+    /// Who may deliver over LMTP (which has no authentication). Unix
+    /// sockets are guarded by their file permissions instead.
+    pub lmtp_trusted_networks: Vec<ipnet::IpNet>,
     /// Where the block list is kept across restarts; none keeps it in memory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub block_list_file: Option<PathBuf>,
@@ -74,6 +77,10 @@ impl Default for SecurityConfig {
             max_user_auth_failures: 20,
             user_throttle_delay: Duration::from_secs(2),
             trusted_networks: Vec::new(),
+            lmtp_trusted_networks: vec![
+                "127.0.0.0/8".parse().expect("a network"),
+                "::1/128".parse().expect("a network"),
+            ],
             block_list_file: None,
             max_connections_per_ip: 20,
             max_commands_per_minute: 120,

@@ -24,6 +24,20 @@ impl Pop3Config {
                 );
             }
         }
+        for (i, l) in self.lmtp.iter().enumerate() {
+            if l.bind.is_some() == l.path.is_some() {
+                return fail(
+                    &format!("lmtp[{i}]"),
+                    "needs exactly one of bind (TCP) and path (Unix socket)".into(),
+                );
+            }
+            if l.max_connections == 0 {
+                return fail(
+                    &format!("lmtp[{i}].max_connections"),
+                    "must be at least 1".into(),
+                );
+            }
+        }
         if self.server.session_timeout < Duration::from_secs(1) {
             return fail("server.session_timeout", "must be at least 1s".into());
         }

@@ -4,6 +4,7 @@
 pub mod body;
 pub mod command;
 pub mod downgrade;
+pub mod lmtp;
 pub mod reply;
 
 pub use body::{BodyEncoder, SizeCounter, crlf_size};

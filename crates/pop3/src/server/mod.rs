@@ -15,10 +15,11 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{UserDb, UserDbError};
-use crate::config::{ListenerConfig, Pop3Config, SecurityConfig, TlsMode};
+use crate::config::{ListenerConfig, LmtpConfig, Pop3Config, SecurityConfig, TlsMode};
 use crate::db::Database;
 use crate::op::Connection;
 use crate::security::{Clock, Guard, SecurityLog, SystemClock, address};
@@ -36,8 +37,10 @@ pub use tokio_util::sync::CancellationToken;
 pub enum ServerError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    #[error("auth.passwd_file: {0}")]
+    #[error("user database: {0}")]
     UserDb(#[from] UserDbError),
+    #[error("cannot listen for LMTP on {at}: {source}")]
+    LmtpBind { at: String, source: std::io::Error },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -511,7 +514,41 @@ impl Drop for ActiveGauge {
 pub struct Server {
     manager: Arc<Pop3SessionManager>,
     listeners: Vec<(TcpListener, ListenerConfig)>,
+    lmtp: Vec<(LmtpListener, LmtpConfig)>,
     http: Option<TcpListener>,
+}
+
+/// Where an LMTP listener takes connections.
+enum LmtpListener {
+    Tcp(TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl LmtpListener {
+    async fn bind(config: &LmtpConfig) -> Result<LmtpListener, ServerError> {
+        let fail = |source: std::io::Error| ServerError::LmtpBind {
+            at: config.name(),
+            source,
+        };
+        match (&config.bind, &config.path) {
+            (Some(addr), _) => TcpListener::bind(addr)
+                .await
+                .map(LmtpListener::Tcp)
+                .map_err(fail),
+            (None, Some(path)) => {
+                // A socket left by an earlier run is replaced; anything
+                // else at that path is not touched.
+                use std::os::unix::fs::FileTypeExt;
+                if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+                    std::fs::remove_file(path).map_err(fail)?;
+                }
+                tokio::net::UnixListener::bind(path)
+                    .map(LmtpListener::Unix)
+                    .map_err(fail)
+            }
+            (None, None) => Err(fail(std::io::Error::other("no bind or path"))),
+        }
+    }
 }
 
 impl Server {
@@ -550,10 +587,15 @@ impl Server {
             }
             None => None,
         };
+        let mut lmtp = Vec::new();
+        for l in &services.config.lmtp {
+            lmtp.push((LmtpListener::bind(l).await?, l.clone()));
+        }
         manager.listeners_bound.store(true, Ordering::Release);
         Ok(Server {
             manager,
             listeners,
+            lmtp,
             http,
         })
     }
@@ -563,6 +605,17 @@ impl Server {
         self.listeners
             .iter()
             .filter_map(|(l, c)| l.local_addr().ok().map(|a| (a, c.tls)))
+            .collect()
+    }
+
+    /// The bound addresses of the TCP LMTP listeners.
+    pub fn lmtp_addrs(&self) -> Vec<SocketAddr> {
+        self.lmtp
+            .iter()
+            .filter_map(|(l, _)| match l {
+                LmtpListener::Tcp(t) => t.local_addr().ok(),
+                LmtpListener::Unix(_) => None,
+            })
             .collect()
     }
 
@@ -623,6 +676,16 @@ impl Server {
                 }
             });
         }
+        for (listener, lc) in self.lmtp {
+            tracing::info!(at = %lc.name(), "LMTP listening");
+            tracker.spawn(accept_lmtp(
+                listener,
+                Arc::new(Semaphore::new(lc.max_connections)),
+                self.manager.clone(),
+                shutdown.clone(),
+                tracker.clone(),
+            ));
+        }
         // Blocks end on time and say so in the log even if the address
         // never comes back.
         let guard = self.manager.guard().clone();
@@ -648,6 +711,68 @@ impl Server {
             );
         }
     }
+}
+
+/// Accept LMTP connections until shutdown; past `max_connections` a
+/// connection hears `421` and is closed.
+async fn accept_lmtp(
+    listener: LmtpListener,
+    slots: Arc<Semaphore>,
+    manager: Arc<Pop3SessionManager>,
+    shutdown: CancellationToken,
+    sessions: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = async {
+                match &listener {
+                    LmtpListener::Tcp(l) => l.accept().await.map(|(s, peer)| {
+                        let _ = s.set_nodelay(true);
+                        (LmtpStream::Tcp(s), Some(peer.ip()))
+                    }),
+                    LmtpListener::Unix(l) => l.accept().await.map(|(s, _)| (LmtpStream::Unix(s), None)),
+                }
+            } => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("LMTP accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let services = manager.services();
+        match slots.clone().try_acquire_owned() {
+            Ok(slot) => {
+                sessions.spawn(async move {
+                    match stream {
+                        LmtpStream::Tcp(s) => crate::lmtp::serve(s, peer, services).await,
+                        LmtpStream::Unix(s) => crate::lmtp::serve(s, None, services).await,
+                    }
+                    drop(slot);
+                });
+            }
+            Err(_) => {
+                sessions.spawn(async move {
+                    let busy = format!(
+                        "421 4.3.2 {} too many LMTP connections, try again later\r\n",
+                        services.config.server.hostname
+                    );
+                    let _ = match stream {
+                        LmtpStream::Tcp(mut s) => s.write_all(busy.as_bytes()).await,
+                        LmtpStream::Unix(mut s) => s.write_all(busy.as_bytes()).await,
+                    };
+                });
+            }
+        }
+    }
+}
+
+enum LmtpStream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
 }
 
 #[async_trait::async_trait]

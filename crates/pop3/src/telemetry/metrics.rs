@@ -62,6 +62,8 @@ pub struct Metrics {
     pub blocked_addresses: Gauge,
     pub suspicious_events: Family<ReasonLabels, Counter>,
     pub rate_limited: Counter,
+    /// LMTP deliveries by outcome, per recipient.
+    pub lmtp_deliveries: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -91,6 +93,7 @@ impl Metrics {
             blocked_addresses: Gauge::default(),
             suspicious_events: Family::default(),
             rate_limited: Counter::default(),
+            lmtp_deliveries: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -123,6 +126,11 @@ impl Metrics {
             "login_duration_seconds",
             "Time to check credentials and open the maildrop",
             m.login_seconds.clone(),
+        );
+        r.register(
+            "lmtp_deliveries",
+            "LMTP recipients by outcome (delivered, unknown_user, too_large, temp_failure)",
+            m.lmtp_deliveries.clone(),
         );
         r.register(
             "lock_conflicts",

@@ -343,6 +343,16 @@ fn configuration_reference_covers_every_key() {
     config.metrics = Some(pop3::config::MetricsConfig {
         bind: "127.0.0.1:9110".parse().unwrap(),
     });
+    config.lmtp = vec![pop3::config::LmtpConfig {
+        bind: Some("127.0.0.1:2424".parse().unwrap()),
+        path: Some("lmtp.sock".into()),
+        max_connections: 32,
+    }];
+    config.server.node_name = Some("n".into());
+    config.storage.url = Some("postgres://u@h/d".into());
+    config.storage.password_file = Some("p".into());
+    config.storage.ca_file = Some("ca".into());
+    config.auth.password_query = Some("SELECT password FROM t WHERE u = $1".into());
     config.auth.realm = Some("r".into());
     config.auth.anonymous_user = Some("a".into());
     config.auth.oauth = Some(pop3::config::OAuthConfig {

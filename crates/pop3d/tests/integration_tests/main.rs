@@ -12,6 +12,7 @@ mod attack_tools;
 mod cli;
 mod daemon;
 mod dovecot;
+mod lmtp;
 mod postgres;
 mod real_clients;
 mod sasl_clients;
