@@ -29,6 +29,8 @@ pub struct Services {
     pub shutdown: CancellationToken,
     /// Brute-force blocking and scoring; shared across reloads too.
     pub guard: Arc<Guard>,
+    /// The same counted with the other nodes (`security.shared_state`).
+    pub shared_limits: Option<Arc<crate::security::SharedLimits>>,
     pub buffers: BufferPool,
     pub sasl: SaslServices,
 }
@@ -39,6 +41,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
     pub guard: Arc<Guard>,
+    /// Counters shared with the other nodes, when configured.
+    pub shared_limits: Option<Arc<crate::security::SharedLimits>>,
     /// Key for SCRAM's made-up salts, stable across reloads.
     pub salt_key: Arc<[u8; 32]>,
 }
@@ -46,13 +50,18 @@ pub struct Shared {
 impl Shared {
     /// Fails without randomness from the system: the salt key must not be
     /// guessable.
-    pub fn new(metrics: Arc<Metrics>, guard: Arc<Guard>) -> Result<Shared, SetupError> {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        guard: Arc<Guard>,
+        shared_limits: Option<Arc<crate::security::SharedLimits>>,
+    ) -> Result<Shared, SetupError> {
         let salt_key = crate::auth::sasl::nonce()
             .map_err(|e| SetupError::new("auth", format!("cannot make the SCRAM salt key: {e}")))?;
         Ok(Shared {
             metrics,
             shutdown: CancellationToken::new(),
             guard,
+            shared_limits,
             salt_key: Arc::new(salt_key),
         })
     }
@@ -122,6 +131,7 @@ impl Services {
             metrics: shared.metrics.clone(),
             shutdown: shared.shutdown.clone(),
             guard: shared.guard.clone(),
+            shared_limits: shared.shared_limits.clone(),
             buffers,
             sasl,
         })

@@ -77,7 +77,11 @@ fn users_from_config(
             "auth.backend = \"postgres\" needs storage.url".into(),
         )),
         (UserBackend::PasswdFile, _) => {
-            let users = PasswdFile::open(&config.auth.passwd_file)?;
+            let users = PasswdFile::open(&config.auth.passwd_file).map_err(|e| match e {
+                UserDbError::Unavailable(why) => {
+                    UserDbError::Unavailable(format!("auth.passwd_file: {why}"))
+                }
+            })?;
             for w in &users.table().warnings {
                 tracing::warn!(file = %config.auth.passwd_file.display(), "{w}");
             }
@@ -117,6 +121,7 @@ type LayerCheck = fn(&Pop3Config) -> Result<(), (String, String)>;
 /// Each layer's own checks, in the order their errors are reported.
 const LAYER_CHECKS: &[LayerCheck] = &[
     crate::db::check_config,
+    crate::security::shared::check_config,
     crate::auth::sasl::check_config,
     crate::store::maildir::check_config,
 ];

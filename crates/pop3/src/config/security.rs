@@ -33,6 +33,10 @@ pub struct SecurityConfig {
     /// Who may deliver over LMTP (which has no authentication). Unix
     /// sockets are guarded by their file permissions instead.
     pub lmtp_trusted_networks: Vec<ipnet::IpNet>,
+    /// Failure counters, scores and blocks shared by every node:
+    /// `redis://HOST:PORT` (`rediss://` for TLS). Read at start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_state: Option<String>,
     /// Where the block list is kept across restarts; none keeps it in memory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub block_list_file: Option<PathBuf>,
@@ -77,6 +81,7 @@ impl Default for SecurityConfig {
             max_user_auth_failures: 20,
             user_throttle_delay: Duration::from_secs(2),
             trusted_networks: Vec::new(),
+            shared_state: None,
             lmtp_trusted_networks: vec![
                 "127.0.0.0/8".parse().expect("a network"),
                 "::1/128".parse().expect("a network"),

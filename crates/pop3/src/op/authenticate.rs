@@ -508,10 +508,29 @@ async fn failed(
     let verdict = services
         .guard
         .auth_failed(conn.peer.ip(), user, mechanism, reason);
+    // Counted with every node too: a limit that each node kept alone
+    // would give an attacker as many tries as there are nodes.
+    let blocked_everywhere = match &services.shared_limits {
+        Some(limits) if services.guard.counts(conn.peer.ip()) => {
+            let key = services.guard.key(conn.peer.ip());
+            let security = &services.config.security;
+            let blocked = limits
+                .add(key, crate::security::shared::Count::FailedLogin, security)
+                .await
+                == Some(true);
+            if blocked {
+                services
+                    .guard
+                    .adopt_block(key, security.auto_block_duration);
+            }
+            blocked
+        }
+        _ => false,
+    };
     if !verdict.delay.is_zero() {
         tokio::time::sleep(verdict.delay).await;
     }
-    if verdict.blocked {
+    if verdict.blocked || blocked_everywhere {
         return Outcome::Close(Reply::err_code(RespCode::SysTemp, BLOCKED));
     }
     if let State::Authorization { failures, user } = state {

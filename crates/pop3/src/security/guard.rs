@@ -177,6 +177,36 @@ impl Guard {
         address::group(ip, prefix)
     }
 
+    /// Take over a block decided by another node (through the shared
+    /// state): refused here too for `left`; not announced again.
+    pub fn adopt_block(&self, key: IpAddr, left: Duration) {
+        let until = self.clock.now_ms() + left.as_millis() as u64;
+        let fresh = {
+            let mut st = self.lock();
+            let fresh = st.blocked.get(&key).is_none_or(|u| *u + 1000 < until);
+            if fresh {
+                st.blocked.insert(key, until);
+                self.metrics.blocked_addresses.set(st.blocked.len() as i64);
+            }
+            fresh
+        };
+        if fresh {
+            self.log()
+                .blocked(key, "blocked by the shared limit", left.as_secs());
+        }
+    }
+
+    /// Whether failures and scores of this address count at all (not
+    /// trusted, and blockable).
+    pub fn counts(&self, ip: IpAddr) -> bool {
+        !self.is_trusted(ip) && self.blockable(ip)
+    }
+
+    /// The current settings.
+    pub fn config(&self) -> SecurityConfig {
+        self.cfg()
+    }
+
     /// Whether this address may be blocked at all.
     fn blockable(&self, ip: IpAddr) -> bool {
         let ip = address::canonical(ip);

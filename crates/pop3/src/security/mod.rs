@@ -7,8 +7,10 @@ pub mod clock;
 pub mod events;
 pub mod guard;
 pub mod pacer;
+pub mod shared;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::SecurityLog;
 pub use guard::{FailureVerdict, Guard, Rule, UserGate};
 pub use pacer::Pacer;
+pub use shared::SharedLimits;

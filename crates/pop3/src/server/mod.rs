@@ -37,7 +37,8 @@ pub use tokio_util::sync::CancellationToken;
 pub enum ServerError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    #[error("user database: {0}")]
+    /// The message names the configuration key.
+    #[error("{0}")]
     UserDb(#[from] UserDbError),
     #[error("cannot listen for LMTP on {at}: {source}")]
     LmtpBind { at: String, source: std::io::Error },
@@ -127,7 +128,14 @@ impl Pop3SessionManager {
             security_log(&config)?,
             metrics.clone(),
         );
-        let shared = Shared::new(metrics, Arc::new(guard))?;
+        let shared_limits = match &config.security.shared_state {
+            Some(url) => Some(Arc::new(
+                crate::security::SharedLimits::new(url, metrics.clone())
+                    .map_err(|e| crate::auth::SetupError::new("security.shared_state", e))?,
+            )),
+            None => None,
+        };
+        let shared = Shared::new(metrics, Arc::new(guard), shared_limits)?;
         let tls = tls.map(tokio_rustls::TlsAcceptor::from);
         let services = Services::new(Arc::new(config), users, store, tls, &shared)?;
         Ok(Pop3SessionManager {
@@ -303,6 +311,18 @@ impl Pop3SessionManager {
             Ok(())
         } else {
             Err(reasons)
+        }
+    }
+
+    /// What works, but not as configured: said by `/readyz` without
+    /// failing it (a node whose Redis is away keeps serving).
+    pub fn degraded(&self) -> Vec<String> {
+        match &self.shared.shared_limits {
+            Some(l) if !l.is_up() => vec![
+                "shared state (Redis) unavailable: this node counts failures and blocks alone"
+                    .to_owned(),
+            ],
+            _ => Vec::new(),
         }
     }
 
@@ -686,6 +706,9 @@ impl Server {
                 tracker.clone(),
             ));
         }
+        if let Some(limits) = self.manager.shared.shared_limits.clone() {
+            tokio::spawn(limits.follow(self.manager.guard().clone(), shutdown.clone()));
+        }
         // Blocks end on time and say so in the log even if the address
         // never comes back.
         let guard = self.manager.guard().clone();
@@ -790,6 +813,10 @@ impl crate::telemetry::http::Status for Pop3SessionManager {
             },
             None => own,
         }
+    }
+
+    fn degraded(&self) -> Vec<String> {
+        Pop3SessionManager::degraded(self)
     }
 
     async fn readiness(&self) -> Result<(), Vec<String>> {

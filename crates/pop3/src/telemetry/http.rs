@@ -30,6 +30,11 @@ pub trait Status: Send + Sync + 'static {
     }
     /// `Err` lists why the server is not ready.
     async fn readiness(&self) -> Result<(), Vec<String>>;
+    /// What is ready but not as configured (listed by `/readyz`, which
+    /// still answers 200).
+    fn degraded(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Scrapers and probes are few: more connections than this wait in the
@@ -94,7 +99,19 @@ async fn respond<B>(status: &dyn Status, req: &Request<B>) -> Response<Full<Byte
         ),
         "/healthz" => text(StatusCode::OK, PLAIN, "ok\n".into()),
         "/readyz" => match status.readiness().await {
-            Ok(()) => text(StatusCode::OK, PLAIN, "ready\n".into()),
+            Ok(()) => text(
+                StatusCode::OK,
+                PLAIN,
+                std::iter::once("ready".to_owned())
+                    .chain(
+                        status
+                            .degraded()
+                            .into_iter()
+                            .map(|d| format!("degraded: {d}")),
+                    )
+                    .map(|l| l + "\n")
+                    .collect(),
+            ),
             Err(reasons) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 PLAIN,

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub rate_limited: Counter,
     /// LMTP deliveries by outcome, per recipient.
     pub lmtp_deliveries: Family<ResultLabels, Counter>,
+    /// 1 while the shared abuse counters (Redis) answer.
+    pub shared_state_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -94,6 +96,7 @@ impl Metrics {
             suspicious_events: Family::default(),
             rate_limited: Counter::default(),
             lmtp_deliveries: Family::default(),
+            shared_state_up: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -126,6 +129,11 @@ impl Metrics {
             "login_duration_seconds",
             "Time to check credentials and open the maildrop",
             m.login_seconds.clone(),
+        );
+        r.register(
+            "shared_state_up",
+            "1 while the abuse counters shared by all nodes (Redis) answer; 0 while this node decides alone",
+            m.shared_state_up.clone(),
         );
         r.register(
             "lmtp_deliveries",

@@ -10,6 +10,7 @@ mod postgres_server;
 
 mod attack_tools;
 mod cli;
+mod cluster;
 mod daemon;
 mod dovecot;
 mod lmtp;

@@ -1,0 +1,253 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! Abuse counters shared by every node (`[security] shared_state =
+//! "redis://..."`). Each node keeps its own [`Guard`]; what must be seen by
+//! all goes through Redis too: failed logins and suspicion points per
+//! address group, counted in one Lua script with expiry on Redis's clock,
+//! and the blocks they lead to, announced on a channel that every node
+//! listens to (a block decided on one node refuses the address on all of
+//! them within moments) and kept as keys a starting node reads. Redis away
+//! is never a reason to refuse anyone: each node then decides with its own
+//! counters, says so once in the log, and shows it in a metric and in
+//! `/readyz`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use tokio::sync::OnceCell;
+
+use super::Guard;
+use crate::config::SecurityConfig;
+use crate::telemetry::Metrics;
+
+/// The channel blocks are announced on: `address milliseconds`.
+const CHANNEL: &str = "pop3d:blocks";
+/// Key prefixes.
+const COUNT: &str = "pop3d:count:";
+const BLOCK: &str = "pop3d:block:";
+/// How long a node waits for Redis before deciding alone.
+const ANSWER_WITHIN: Duration = Duration::from_millis(250);
+
+/// KEYS[1] the counter, KEYS[2] the block key; ARGV: amount, window ms,
+/// threshold, block ms, the address. Counts in a window that starts at
+/// the first count (PEXPIRE on Redis's clock); at the threshold, blocks,
+/// resets the count and announces the block. Returns {count, blocked}.
+const SCRIPT: &str = r"
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if n == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if n >= tonumber(ARGV[3]) then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', KEYS[3], ARGV[5] .. ' ' .. ARGV[4])
+  return {n, 1}
+end
+return {n, 0}
+";
+
+/// What a count is of.
+#[derive(Debug, Clone, Copy)]
+pub enum Count {
+    FailedLogin,
+    /// Suspicion points.
+    Points(u32),
+}
+
+pub struct SharedLimits {
+    client: redis::Client,
+    conn: OnceCell<ConnectionManager>,
+    script: redis::Script,
+    up: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+impl SharedLimits {
+    pub fn new(url: &str, metrics: Arc<Metrics>) -> Result<SharedLimits, String> {
+        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+        metrics.shared_state_up.set(0);
+        Ok(SharedLimits {
+            client,
+            conn: OnceCell::new(),
+            script: redis::Script::new(SCRIPT),
+            up: AtomicBool::new(false),
+            metrics,
+        })
+    }
+
+    /// Whether Redis answered last time it was asked.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    fn mark(&self, up: bool) {
+        if self.up.swap(up, Ordering::Relaxed) != up {
+            if up {
+                tracing::info!("shared abuse counters (Redis) in use");
+            } else {
+                tracing::warn!(
+                    "shared abuse counters (Redis) unavailable; this node decides alone"
+                );
+            }
+        }
+        self.metrics.shared_state_up.set(i64::from(up));
+    }
+
+    async fn connection(&self) -> Option<ConnectionManager> {
+        let connect = async {
+            self.conn
+                .get_or_try_init(|| async {
+                    let config = redis::aio::ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(ANSWER_WITHIN))
+                        .set_response_timeout(Some(ANSWER_WITHIN));
+                    ConnectionManager::new_with_config(self.client.clone(), config).await
+                })
+                .await
+                .cloned()
+        };
+        match tokio::time::timeout(ANSWER_WITHIN, connect).await {
+            Ok(Ok(c)) => Some(c),
+            _ => {
+                self.mark(false);
+                None
+            }
+        }
+    }
+
+    /// Count against `key` (an address group); Some(true) when that blocked
+    /// it everywhere, None when Redis did not answer.
+    pub async fn add(&self, key: IpAddr, what: Count, config: &SecurityConfig) -> Option<bool> {
+        let (amount, threshold, kind) = match what {
+            Count::FailedLogin => (1, config.max_auth_attempts, "fail"),
+            Count::Points(p) => (p, config.suspicious_threshold, "score"),
+        };
+        let mut conn = self.connection().await?;
+        let mut call = self.script.prepare_invoke();
+        call.key(format!("{COUNT}{kind}:{key}"))
+            .key(format!("{BLOCK}{key}"))
+            .key(CHANNEL)
+            .arg(amount)
+            .arg(config.auth_window.as_millis() as u64)
+            .arg(threshold.max(1))
+            .arg(config.auto_block_duration.as_millis() as u64)
+            .arg(key.to_string());
+        let answer: Result<(u64, u8), _> =
+            match tokio::time::timeout(ANSWER_WITHIN, call.invoke_async(&mut conn)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    self.mark(false);
+                    return None;
+                }
+            };
+        match answer {
+            Ok((_, blocked)) => {
+                self.mark(true);
+                Some(blocked == 1)
+            }
+            Err(e) => {
+                tracing::debug!("Redis: {e}");
+                self.mark(false);
+                None
+            }
+        }
+    }
+
+    /// Listen for blocks decided anywhere and apply them to `guard`, after
+    /// taking over the blocks in force; reconnects until `stop` fires.
+    pub async fn follow(
+        self: Arc<Self>,
+        guard: Arc<Guard>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            let followed = async {
+                let mut pubsub = self.client.get_async_pubsub().await?;
+                pubsub.subscribe(CHANNEL).await?;
+                self.adopt_existing(&guard).await?;
+                self.mark(true);
+                let mut messages = pubsub.on_message();
+                while let Some(msg) = messages.next().await {
+                    let Ok(text) = msg.get_payload::<String>() else {
+                        continue;
+                    };
+                    if let Some((ip, ms)) = parse_announcement(&text) {
+                        guard.adopt_block(ip, Duration::from_millis(ms));
+                    }
+                }
+                Ok::<(), redis::RedisError>(())
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                r = followed => {
+                    if let Err(e) = r {
+                        tracing::debug!("Redis subscription: {e}");
+                    }
+                    self.mark(false);
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// The blocks in force now, with their time left.
+    async fn adopt_existing(&self, guard: &Guard) -> Result<(), redis::RedisError> {
+        let Some(mut conn) = self.connection().await else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "no connection",
+            )));
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{BLOCK}*"))
+            .query_async(&mut conn)
+            .await?;
+        for key in keys {
+            let left: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await?;
+            if let (Some(ip), true) = (
+                key.strip_prefix(BLOCK)
+                    .and_then(|a| a.parse::<IpAddr>().ok()),
+                left > 0,
+            ) {
+                guard.adopt_block(ip, Duration::from_millis(left as u64));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_announcement(text: &str) -> Option<(IpAddr, u64)> {
+    let (ip, ms) = text.split_once(' ')?;
+    Some((ip.parse().ok()?, ms.parse().ok()?))
+}
+
+/// `[security] shared_state`, checked without connecting.
+pub fn check_config(config: &crate::config::Pop3Config) -> Result<(), (String, String)> {
+    match &config.security.shared_state {
+        Some(url) => redis::Client::open(url.as_str())
+            .map(|_| ())
+            .map_err(|e| ("security.shared_state".to_owned(), e.to_string())),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements() {
+        assert_eq!(
+            parse_announcement("192.0.2.7 900000"),
+            Some(("192.0.2.7".parse().unwrap(), 900_000))
+        );
+        assert_eq!(
+            parse_announcement("2001:db8:: 5"),
+            Some(("2001:db8::".parse().unwrap(), 5))
+        );
+        assert_eq!(parse_announcement("nonsense"), None);
+    }
+}
