@@ -136,7 +136,10 @@ where
         let _ = conn.flush().await;
         return;
     }
-    conn.reply(&format!("220 {host} LMTP pop3d ready"));
+    conn.reply(&format!(
+        "220 {host} LMTP pop3d ready ({})",
+        services.config.server.node()
+    ));
     let limit = message_limit(&services);
     let mut greeted = false;
     let mut envelope = Envelope::default();

@@ -289,7 +289,7 @@ fn inert_keys(c: &Pop3Config, table: &toml::Table) -> Vec<String> {
         "storage.ca_file",
     ]
     .map(|k| (!database && has_key(table, k), k, no_database));
-    let lease_keys = ["storage.lease_ttl", "server.node_name"].map(|k| {
+    let lease_keys = ["storage.lease_ttl"].map(|k| {
         (
             !postgres_store && has_key(table, k),
             k,

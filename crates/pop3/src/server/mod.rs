@@ -135,6 +135,12 @@ impl Pop3SessionManager {
             )),
             None => None,
         };
+        metrics
+            .node_info
+            .get_or_create(&crate::telemetry::metrics::NodeLabels {
+                node: config.server.node().to_owned(),
+            })
+            .set(1);
         let shared = Shared::new(metrics, Arc::new(guard), shared_limits)?;
         let tls = tls.map(tokio_rustls::TlsAcceptor::from);
         let services = Services::new(Arc::new(config), users, store, tls, &shared)?;
@@ -490,6 +496,7 @@ impl Pop3SessionManager {
         let summary = Session::new(transport, conn, services).run().await;
         tracing::info!(
             target: "pop3::session",
+            node = services_node(&self.services()),
             peer = %peer,
             listener,
             tls = mode.as_str(),
@@ -503,6 +510,10 @@ impl Pop3SessionManager {
         );
         summary.end
     }
+}
+
+fn services_node(services: &Services) -> String {
+    services.config.server.node().to_owned()
 }
 
 /// Answer `-ERR [SYS/TEMP] text` before the greeting and close.

@@ -96,9 +96,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Send the greeting and serve commands until the session ends.
     pub async fn run(mut self) -> Summary {
         let cfg = &self.services.config.server;
-        let greeting = match &self.conn.apop_timestamp {
-            Some(ts) => format!("{} {ts}", cfg.greeting),
+        // Which node answered, when nodes are named (before the APOP
+        // timestamp, which clients look for at the end).
+        let named = match &cfg.node_name {
+            Some(node) => format!("{} ({node})", cfg.greeting),
             None => cfg.greeting.clone(),
+        };
+        let greeting = match &self.conn.apop_timestamp {
+            Some(ts) => format!("{named} {ts}"),
+            None => named,
         };
         Reply::ok(greeting).encode(&mut self.output);
         let end = self.serve().await;

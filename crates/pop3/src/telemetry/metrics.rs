@@ -33,6 +33,11 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -66,6 +71,8 @@ pub struct Metrics {
     pub lmtp_deliveries: Family<ResultLabels, Counter>,
     /// 1 while the shared abuse counters (Redis) answer.
     pub shared_state_up: Gauge,
+    /// 1, labelled with this node's name.
+    pub node_info: Family<NodeLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -97,6 +104,7 @@ impl Metrics {
             rate_limited: Counter::default(),
             lmtp_deliveries: Family::default(),
             shared_state_up: Gauge::default(),
+            node_info: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -129,6 +137,11 @@ impl Metrics {
             "login_duration_seconds",
             "Time to check credentials and open the maildrop",
             m.login_seconds.clone(),
+        );
+        r.register(
+            "node_info",
+            "This node's name (server.node_name, or the hostname)",
+            m.node_info.clone(),
         );
         r.register(
             "shared_state_up",

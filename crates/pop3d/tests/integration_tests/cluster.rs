@@ -123,7 +123,16 @@ fn a_limit_spread_over_three_nodes_is_one_limit_and_redis_away_blocks_nobody() {
         ports.push(port);
     }
     wait_for_port(metrics);
-    assert!(http(metrics, "/metrics").contains("pop3_shared_state_up 1"));
+    let exported = http(metrics, "/metrics");
+    assert!(exported.contains("pop3_shared_state_up 1"), "{exported}");
+    assert!(
+        exported.contains("pop3_node_info{node=\"node0\"} 1"),
+        "{exported}"
+    );
+    // Which node answers is in the greeting.
+    let c = Client::connect(ports[1]);
+    assert!(c.greeting.contains("(node1)"), "{}", c.greeting);
+    drop(c);
     // Three bad passwords from 127.0.0.1, one per node: the third blocks.
     for (i, &port) in ports.iter().enumerate() {
         let answer = attempt(false, port, "wrong");
