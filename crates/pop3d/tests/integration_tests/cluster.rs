@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: AGPL-3.0-only
-//! Several `pop3d` nodes sharing abuse counters through a Redis the test
-//! starts (`redis-server --save '' --port N`): a limit spread round-robin
+//! Several `pop3d` nodes: sharing abuse counters through a Redis the test
+//! starts (`redis-server --save '' --port N`), a limit spread round-robin
 //! over three nodes stops an address after the configured number of
-//! failures, not three times that; and with Redis gone each node keeps
-//! serving on its own counters and says so.
+//! failures, not three times that, and with Redis gone each node keeps
+//! serving on its own counters and says so; and three nodes on one
+//! PostgreSQL behind HAProxy (`mode tcp`, `send-proxy-v2`, health checks
+//! on `/readyz`), as docs/cluster.md sets them up.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -175,4 +177,237 @@ fn a_limit_spread_over_three_nodes_is_one_limit_and_redis_away_blocks_nobody() {
     );
     assert!(http(metrics, "/metrics").contains("pop3_shared_state_up 0"));
     drop(nodes);
+}
+
+struct Node {
+    process: Running,
+    config: std::path::PathBuf,
+    /// A listener without PROXY protocol, for reaching this node itself.
+    direct: u16,
+    metrics: u16,
+}
+
+/// Three nodes on one database and one Redis, behind HAProxy.
+struct Cluster {
+    s: Setup,
+    _redis: Redis,
+    nodes: Vec<Node>,
+    haproxy: Child,
+    pop3: u16,
+    lmtp: u16,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.haproxy.kill();
+        let _ = self.haproxy.wait();
+    }
+}
+
+impl Cluster {
+    fn start(lease_ttl: &str) -> Option<Cluster> {
+        if !require("redis-server") || !require("haproxy") {
+            return None;
+        }
+        let redis = Redis::start(free_port());
+        let s = Setup::on(Backend::Postgres, &[]);
+        // Loopback is the balancer's and the test's only address: trusted,
+        // so that thousands of quick logins are not paced.
+        let base = read(&s.config)
+            .replace(
+                "[security]\n",
+                &format!(
+                    "[security]\ntrusted_networks = [\"127.0.0.0/8\"]\n\
+                     shared_state = \"redis://127.0.0.1:{}\"\n",
+                    redis.port
+                ),
+            )
+            .replace(
+                "[storage]\n",
+                &format!("[storage]\nlease_ttl = \"{lease_ttl}\"\n"),
+            );
+        let mut nodes = Vec::new();
+        let mut backends = (String::new(), String::new());
+        for n in 0..3 {
+            let (direct, tls, implicit) = (free_port(), free_port(), free_port());
+            let (proxied, lmtp, metrics) = (free_port(), free_port(), free_port());
+            let text = base
+                .replace(&format!(":{}\"", s.plain), &format!(":{direct}\""))
+                .replace(&format!(":{}\"", s.starttls), &format!(":{tls}\""))
+                .replace(&format!(":{}\"", s.implicit), &format!(":{implicit}\""))
+                .replace(
+                    "[server]\n",
+                    &format!("[server]\nnode_name = \"node{n}\"\n"),
+                )
+                + &format!(
+                    "\n[[listener]]\nbind = \"127.0.0.1:{proxied}\"\nproxy_protocol = true\n\
+                     proxy_trusted_networks = [\"127.0.0.1/32\"]\n\n\
+                     [[lmtp]]\nbind = \"127.0.0.1:{lmtp}\"\n\n\
+                     [metrics]\nbind = \"127.0.0.1:{metrics}\"\n"
+                );
+            let config = s.path(&format!("node{n}.toml"));
+            std::fs::write(&config, text).unwrap();
+            let process = s.start_with(&config, direct);
+            wait_for_port(metrics);
+            backends.0 += &format!(
+                "  server node{n} 127.0.0.1:{proxied} send-proxy-v2 check port {metrics} inter 300 fall 1 rise 1\n"
+            );
+            backends.1 += &format!(
+                "  server node{n} 127.0.0.1:{lmtp} check port {metrics} inter 300 fall 1 rise 1\n"
+            );
+            nodes.push(Node {
+                process,
+                config,
+                direct,
+                metrics,
+            });
+        }
+        let (pop3, lmtp) = (free_port(), free_port());
+        let cfg = s.path("haproxy.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global\n  maxconn 4000\n\
+                 defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n\
+                 frontend pop3\n  bind 127.0.0.1:{pop3}\n  default_backend pop3_nodes\n\
+                 backend pop3_nodes\n  balance roundrobin\n  option httpchk GET /readyz\n{}\
+                 frontend lmtp\n  bind 127.0.0.1:{lmtp}\n  default_backend lmtp_nodes\n\
+                 backend lmtp_nodes\n  balance roundrobin\n  option httpchk GET /readyz\n{}",
+                backends.0, backends.1
+            ),
+        )
+        .unwrap();
+        let haproxy = Command::new(tool_path("haproxy").unwrap())
+            .args(["-db", "-f"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(pop3);
+        wait_for_port(lmtp);
+        // The first health checks.
+        std::thread::sleep(Duration::from_millis(700));
+        Some(Cluster {
+            s,
+            _redis: redis,
+            nodes,
+            haproxy,
+            pop3,
+            lmtp,
+        })
+    }
+
+    /// Deliver one message through the balancer's LMTP frontend.
+    fn lmtp_deliver(&self, body: &str) {
+        let stream = TcpStream::connect(("127.0.0.1", self.lmtp)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut out = stream.try_clone().unwrap();
+        let mut r = BufReader::new(stream);
+        let mut reply = || {
+            let mut all = String::new();
+            loop {
+                let mut l = String::new();
+                r.read_line(&mut l).unwrap();
+                all.push_str(&l);
+                if l.len() < 4 || l.as_bytes()[3] != b'-' {
+                    return all;
+                }
+            }
+        };
+        assert!(reply().starts_with("220 "));
+        out.write_all(
+            format!(
+                "LHLO test\r\nMAIL FROM:<t@example.org>\r\nRCPT TO:<alice>\r\nDATA\r\n\
+                 Subject: x\r\n\r\n{body}\r\n.\r\nQUIT\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let answers: Vec<String> = (0..6).map(|_| reply()).collect();
+        assert!(answers[4].starts_with("250 2.0.0"), "{answers:?}");
+    }
+}
+
+#[test]
+fn three_nodes_behind_haproxy_one_lease_and_one_uid_sequence() {
+    let Some(c) = Cluster::start("30s") else {
+        return;
+    };
+    // 1,000 rounds of two simultaneous logins through the balancer, which
+    // hands them to different nodes: exactly one +OK each round.
+    one_winner_per_round([c.pop3, c.pop3], 1000);
+    // 1,000 LMTP deliveries spread over the three nodes from three
+    // threads: UIDs exactly 1..1000.
+    std::thread::scope(|scope| {
+        for worker in 0..3 {
+            let c = &c;
+            scope.spawn(move || {
+                for n in (worker..1000).step_by(3) {
+                    c.lmtp_deliver(&format!("message {n}"));
+                }
+            });
+        }
+    });
+    assert_eq!(
+        c.s.sql(
+            "SELECT count(*), count(DISTINCT uid), min(uid), max(uid), count(DISTINCT uidl) \
+             FROM messages"
+        )
+        .trim(),
+        "1000|1000|1|1000|1000"
+    );
+    // Every node delivered some of them.
+    for node in &c.nodes {
+        let m = http(node.metrics, "/metrics");
+        let line = m
+            .lines()
+            .find(|l| l.starts_with("pop3_lmtp_deliveries_total{result=\"delivered\"}"))
+            .unwrap_or_else(|| panic!("no deliveries counted on {}: {m}", node.config.display()));
+        let delivered: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(delivered >= 100.0, "{line}");
+    }
+}
+
+#[test]
+fn a_node_killed_mid_retr_loses_nothing_and_another_serves_after_the_lease() {
+    let Some(mut c) = Cluster::start("2s") else {
+        return;
+    };
+    for n in 0..3 {
+        c.lmtp_deliver(&format!("message {n}"));
+    }
+    let mut victim = Client::login(c.nodes[0].direct, "alice", "secret");
+    let uidls = victim.multiline("UIDL");
+    let stat = victim.cmd("STAT");
+    assert!(stat.starts_with("+OK 3 "), "{stat}");
+    victim.cmd("DELE 1");
+    victim.cmd("DELE 2");
+    // RETR under way when the node dies.
+    victim.cmd("RETR 3");
+    c.nodes[0].process.crash();
+    assert_eq!(c.s.count(), 3, "nothing deleted");
+    // Through the balancer: [IN-USE] until the lease lapses, then served
+    // by another node, with the same UIDLs.
+    let started = Instant::now();
+    let mut served = loop {
+        let mut client = Client::connect(c.pop3);
+        client.cmd("USER alice");
+        let r = client.cmd("PASS secret");
+        if r.starts_with("+OK") {
+            break client;
+        }
+        assert!(r.starts_with("-ERR [IN-USE]"), "{r}");
+        assert!(started.elapsed() < Duration::from_secs(10), "never served");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "the lease held"
+    );
+    assert!(!served.greeting.contains("(node0)"), "{}", served.greeting);
+    assert_eq!(served.multiline("UIDL"), uidls);
+    assert_eq!(served.cmd("STAT"), stat);
 }
