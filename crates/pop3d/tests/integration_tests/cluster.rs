@@ -411,3 +411,21 @@ fn a_node_killed_mid_retr_loses_nothing_and_another_serves_after_the_lease() {
     assert_eq!(served.multiline("UIDL"), uidls);
     assert_eq!(served.cmd("STAT"), stat);
 }
+
+#[test]
+fn the_documented_haproxy_configuration_is_valid() {
+    if !require("haproxy") {
+        return;
+    }
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/../../contrib/haproxy.cfg");
+    let out = Command::new(tool_path("haproxy").unwrap())
+        .args(["-c", "-f", cfg])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
