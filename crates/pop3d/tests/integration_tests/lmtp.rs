@@ -325,3 +325,190 @@ fn starttls_starts_over_and_a_store_that_is_away_answers_451() {
     );
     pg.pg_ctl_start();
 }
+
+/// A private Postfix (Debian's), run from a temporary configuration
+/// directory: SMTP on `smtp`, delivering example.org over LMTP to `lmtp`.
+struct Postfix {
+    dir: tempfile::TempDir,
+    smtp: u16,
+}
+
+impl Postfix {
+    fn start(lmtp: u16) -> Postfix {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // The postfix user must reach its queue and data directories.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for sub in ["conf", "queue", "data"] {
+            std::fs::create_dir(d.join(sub)).unwrap();
+        }
+        assert!(
+            Command::new("chown")
+                .arg("postfix")
+                .arg(d.join("data"))
+                .status()
+                .unwrap()
+                .success()
+        );
+        let smtp = free_port();
+        let p = d.display();
+        std::fs::write(
+            d.join("conf/main.cf"),
+            format!(
+                "compatibility_level = 3.6\nqueue_directory = {p}/queue\ndata_directory = {p}/data\n\
+                 mail_owner = postfix\nsetgid_group = postdrop\ninet_interfaces = 127.0.0.1\n\
+                 inet_protocols = ipv4\nmyhostname = mx.test\nmydestination =\nmynetworks = 127.0.0.0/8\n\
+                 smtpd_relay_restrictions = permit_mynetworks, reject\n\
+                 virtual_mailbox_domains = example.org\nvirtual_transport = lmtp:inet:127.0.0.1:{lmtp}\n\
+                 maillog_file = {p}/maillog\nmaillog_file_prefixes = {p}\n\
+                 queue_run_delay = 1s\nminimal_backoff_time = 1s\nmaximal_backoff_time = 2s\n"
+            ),
+        )
+        .unwrap();
+        let services = [
+            "pickup unix n - n 60 1 pickup",
+            "cleanup unix n - n - 0 cleanup",
+            "qmgr unix n - n 300 1 qmgr",
+            "rewrite unix - - n - - trivial-rewrite",
+            "bounce unix - - n - 0 bounce",
+            "defer unix - - n - 0 bounce",
+            "trace unix - - n - 0 bounce",
+            "verify unix - - n - 1 verify",
+            "flush unix n - n 1000? 0 flush",
+            "proxymap unix - - n - - proxymap",
+            "smtp unix - - n - - smtp",
+            "showq unix n - n - - showq",
+            "error unix - - n - - error",
+            "retry unix - - n - - error",
+            "lmtp unix - - n - - lmtp",
+            "anvil unix - - n - 1 anvil",
+            "scache unix - - n - 1 scache",
+            "postlog unix-dgram n - n - 1 postlogd",
+        ];
+        std::fs::write(
+            d.join("conf/master.cf"),
+            format!(
+                "127.0.0.1:{smtp} inet n - n - - smtpd\n{}\n",
+                services.join("\n")
+            ),
+        )
+        .unwrap();
+        let postfix = Postfix { dir, smtp };
+        let out = postfix.command("start");
+        assert!(out.status.success(), "postfix start: {}", postfix.log());
+        wait_for_port(smtp);
+        postfix
+    }
+
+    fn command(&self, verb: &str) -> std::process::Output {
+        Command::new(tool_path("postfix").unwrap())
+            .arg("-c")
+            .arg(self.dir.path().join("conf"))
+            .arg(verb)
+            .output()
+            .unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
+    }
+
+    /// Hand one message to Postfix over SMTP.
+    fn send(&self, subject: &str) {
+        let (mut c, greeting) = Lmtp::connect(self.smtp);
+        assert!(greeting.starts_with("220"), "{greeting}");
+        assert!(c.cmd("EHLO client.test").starts_with("250"));
+        assert!(c.cmd("MAIL FROM:<bob@else.test>").starts_with("250"));
+        assert!(c.cmd("RCPT TO:<alice@example.org>").starts_with("250"));
+        assert!(c.cmd("DATA").starts_with("354"));
+        let r = c.cmd(&format!("Subject: {subject}\r\n\r\nthrough Postfix\r\n."));
+        assert!(r.starts_with("250"), "{r}");
+        c.cmd("QUIT");
+    }
+
+    /// Ask for the queue to be tried again now.
+    fn flush(&self) {
+        let _ = Command::new(tool_path("postqueue").unwrap())
+            .arg("-c")
+            .arg(self.dir.path().join("conf"))
+            .arg("-f")
+            .output();
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = self.command("stop");
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Alice's messages' subjects, over POP3, waiting until there are `n`.
+fn wait_for_mail(port: u16, n: usize, postfix: &Postfix) -> Vec<String> {
+    let started = std::time::Instant::now();
+    loop {
+        let subjects: Vec<String> = retr_all(port)
+            .iter()
+            .filter_map(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("Subject: "))
+                    .map(str::to_owned)
+            })
+            .collect();
+        if subjects.len() >= n {
+            return subjects;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            panic!(
+                "{} of {n} messages arrived; Postfix log:\n{}",
+                subjects.len(),
+                postfix.log()
+            );
+        }
+        postfix.flush();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn postfix_delivers_over_lmtp_and_keeps_mail_queued_while_pop3d_is_down() {
+    if !require("postfix") || !is_root() {
+        eprintln!("SKIP: needs Debian's postfix and root (it starts a private Postfix)");
+        return;
+    }
+    let s = Setup::new(&[]);
+    let port = with_lmtp(&s, "");
+    let mut server = s.start();
+    wait_for_port(port);
+    let postfix = Postfix::start(port);
+    postfix.send("first");
+    assert_eq!(wait_for_mail(s.plain, 1, &postfix), ["first"]);
+    // pop3d away: Postfix keeps the message queued ...
+    server.crash();
+    postfix.send("second");
+    let started = std::time::Instant::now();
+    while !postfix.log().contains("status=deferred") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{}",
+            postfix.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // ... and delivers it once pop3d is back.
+    let _server = s.start();
+    let subjects = wait_for_mail(s.plain, 2, &postfix);
+    assert_eq!(subjects, ["first", "second"]);
+    assert!(
+        postfix
+            .log()
+            .contains("dsn=2.0.0, status=sent (250 2.0.0 <alice@example.org> delivered)")
+    );
+}
