@@ -269,6 +269,7 @@ impl Cluster {
             format!(
                 "global\n  maxconn 4000\n\
                  defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n\
+                 \x20 retries 3\n  option redispatch\n\
                  frontend pop3\n  bind 127.0.0.1:{pop3}\n  default_backend pop3_nodes\n\
                  backend pop3_nodes\n  balance roundrobin\n  option httpchk GET /readyz\n{}\
                  frontend lmtp\n  bind 127.0.0.1:{lmtp}\n  default_backend lmtp_nodes\n\
@@ -300,34 +301,48 @@ impl Cluster {
 
     /// Deliver one message through the balancer's LMTP frontend.
     fn lmtp_deliver(&self, body: &str) {
-        let stream = TcpStream::connect(("127.0.0.1", self.lmtp)).unwrap();
+        assert_eq!(self.try_lmtp("alice", body), Ok(()));
+    }
+
+    /// One LMTP delivery through the balancer: Err with what went wrong.
+    fn try_lmtp(&self, user: &str, body: &str) -> Result<(), String> {
+        let stream = TcpStream::connect(("127.0.0.1", self.lmtp)).map_err(|e| e.to_string())?;
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let mut out = stream.try_clone().unwrap();
+            .map_err(|e| e.to_string())?;
+        let mut out = stream.try_clone().map_err(|e| e.to_string())?;
         let mut r = BufReader::new(stream);
         let mut reply = || {
             let mut all = String::new();
             loop {
                 let mut l = String::new();
-                r.read_line(&mut l).unwrap();
+                if r.read_line(&mut l).unwrap_or(0) == 0 {
+                    return all;
+                }
                 all.push_str(&l);
                 if l.len() < 4 || l.as_bytes()[3] != b'-' {
                     return all;
                 }
             }
         };
-        assert!(reply().starts_with("220 "));
+        let greeting = reply();
+        if !greeting.starts_with("220 ") {
+            return Err(format!("greeting {greeting:?}"));
+        }
         out.write_all(
             format!(
-                "LHLO test\r\nMAIL FROM:<t@example.org>\r\nRCPT TO:<alice>\r\nDATA\r\n\
-                 Subject: x\r\n\r\n{body}\r\n.\r\nQUIT\r\n"
+                "LHLO test\r\nMAIL FROM:<t@example.org>\r\nRCPT TO:<{user}>\r\nDATA\r\n\
+                 Subject: {body}\r\n\r\n{body}\r\n.\r\nQUIT\r\n"
             )
             .as_bytes(),
         )
-        .unwrap();
+        .map_err(|e| e.to_string())?;
         let answers: Vec<String> = (0..6).map(|_| reply()).collect();
-        assert!(answers[4].starts_with("250 2.0.0"), "{answers:?}");
+        if answers[4].starts_with("250 2.0.0") {
+            Ok(())
+        } else {
+            Err(format!("{answers:?}"))
+        }
     }
 }
 
@@ -428,4 +443,161 @@ fn the_documented_haproxy_configuration_is_valid() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// One fetch-and-delete session through the balancer: the subjects it
+/// took, or why it could not.
+fn fetch_and_delete(port: u16, user: &str, pass: &str) -> Result<Vec<String>, String> {
+    let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    let mut out = s.try_clone().map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(s);
+    let mut line = || {
+        let mut l = String::new();
+        match r.read_line(&mut l) {
+            Ok(0) | Err(_) => Err("connection closed".to_owned()),
+            Ok(_) => Ok(l),
+        }
+    };
+    let greeting = line()?;
+    if !greeting.starts_with("+OK") {
+        return Err(greeting);
+    }
+    let mut send = |text: &str| out.write_all(text.as_bytes()).map_err(|e| e.to_string());
+    send(&format!("USER {user}\r\nPASS {pass}\r\nSTAT\r\n"))?;
+    line()?;
+    let answer = line()?;
+    if !answer.starts_with("+OK") {
+        return Err(answer);
+    }
+    let stat = line()?;
+    let n: usize = stat
+        .split(' ')
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| stat.clone())?;
+    let mut subjects = Vec::new();
+    for i in 1..=n {
+        send(&format!("RETR {i}\r\n"))?;
+        let first = line()?;
+        if !first.starts_with("+OK") {
+            return Err(first);
+        }
+        loop {
+            let l = line()?;
+            if l == ".\r\n" {
+                break;
+            }
+            if let Some(subject) = l.strip_prefix("Subject: ") {
+                subjects.push(subject.trim_end().to_owned());
+            }
+        }
+        send(&format!("DELE {i}\r\n"))?;
+        line()?;
+    }
+    send("QUIT\r\n")?;
+    let bye = line()?;
+    if bye.starts_with("+OK") {
+        Ok(subjects)
+    } else {
+        Err(bye)
+    }
+}
+
+#[test]
+fn a_rolling_restart_loses_no_mail_and_refuses_at_most_once_per_restart() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(c) = Cluster::start("3s") else {
+        return;
+    };
+    let stop = AtomicBool::new(false);
+    let (stop, c) = (&stop, &c);
+    let mut restarted = Vec::new();
+    // A deliverer and two clients fetching and deleting in a loop, all
+    // through the balancer, while each node is stopped with SIGTERM and
+    // started again in turn.
+    let (delivered, fetched) = std::thread::scope(|scope| {
+        let deliverer = scope.spawn(move || {
+            let mut delivered = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                for user in ["alice", "bob"] {
+                    let subject = format!("{user}-{n}");
+                    // A refused delivery is retried, as an MTA would.
+                    for _ in 0..40 {
+                        if c.try_lmtp(user, &subject).is_ok() {
+                            delivered.push(subject.clone());
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            delivered
+        });
+        let fetchers: Vec<_> = [("alice", "secret"), ("bob", "password")]
+            .into_iter()
+            .map(|(user, pass)| {
+                scope.spawn(move || {
+                    let mut got = Vec::new();
+                    let mut refusals = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        match fetch_and_delete(c.pop3, user, pass) {
+                            Ok(subjects) => got.extend(subjects),
+                            Err(e) => refusals.push(e),
+                        }
+                        std::thread::sleep(Duration::from_millis(30));
+                    }
+                    (got, refusals)
+                })
+            })
+            .collect();
+        for node in &c.nodes {
+            std::thread::sleep(Duration::from_millis(500));
+            signal(node.process.child.id(), "TERM");
+            let started = Instant::now();
+            while TcpStream::connect(("127.0.0.1", node.direct)).is_ok() {
+                assert!(started.elapsed() < Duration::from_secs(10), "did not stop");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            restarted.push(c.s.start_with(&node.config, node.direct));
+            while !http(node.metrics, "/readyz").starts_with("HTTP/1.1 200") {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::Relaxed);
+        let delivered = deliverer.join().unwrap();
+        let fetched: Vec<_> = fetchers.into_iter().map(|f| f.join().unwrap()).collect();
+        (delivered, fetched)
+    });
+    eprintln!(
+        "rolling restart: {} delivered, refusals per client {:?}",
+        delivered.len(),
+        fetched.iter().map(|(_, r)| r.len()).collect::<Vec<_>>()
+    );
+    for (_, refusals) in &fetched {
+        assert!(
+            refusals.len() <= 3,
+            "more than one refusal per restart: {refusals:?}"
+        );
+    }
+    assert!(
+        delivered.len() >= 20,
+        "too little traffic: {}",
+        delivered.len()
+    );
+    // Every delivered message was fetched, or is fetched now.
+    let mut seen: std::collections::HashSet<String> =
+        fetched.into_iter().flat_map(|(got, _)| got).collect();
+    for (user, pass) in [("alice", "secret"), ("bob", "password")] {
+        seen.extend(fetch_and_delete(c.pop3, user, pass).unwrap());
+    }
+    let lost: Vec<&String> = delivered.iter().filter(|d| !seen.contains(*d)).collect();
+    assert!(lost.is_empty(), "lost: {lost:?}");
+    drop(restarted);
 }
