@@ -190,7 +190,7 @@ struct Node {
 /// Three nodes on one database and one Redis, behind HAProxy.
 struct Cluster {
     s: Setup,
-    _redis: Redis,
+    redis: Redis,
     nodes: Vec<Node>,
     haproxy: Child,
     pop3: u16,
@@ -206,6 +206,12 @@ impl Drop for Cluster {
 
 impl Cluster {
     fn start(lease_ttl: &str) -> Option<Cluster> {
+        Cluster::start_on(lease_ttl, None)
+    }
+
+    /// As `start`, on `database` (a private server the test may stop)
+    /// rather than the shared one.
+    fn start_on(lease_ttl: &str, database: Option<&Postgres>) -> Option<Cluster> {
         if !require("redis-server") || !require("haproxy") {
             return None;
         }
@@ -226,6 +232,13 @@ impl Cluster {
                 "[storage]\n",
                 &format!("[storage]\nlease_ttl = \"{lease_ttl}\"\n"),
             );
+        let base = match database {
+            Some(pg) => base.replace(
+                &Postgres::shared().url(s.database.as_deref().unwrap()),
+                &pg.url(&pg.database()),
+            ),
+            None => base,
+        };
         let mut nodes = Vec::new();
         let mut backends = (String::new(), String::new());
         for n in 0..3 {
@@ -291,7 +304,7 @@ impl Cluster {
         std::thread::sleep(Duration::from_millis(700));
         Some(Cluster {
             s,
-            _redis: redis,
+            redis,
             nodes,
             haproxy,
             pop3,
@@ -600,4 +613,97 @@ fn a_rolling_restart_loses_no_mail_and_refuses_at_most_once_per_restart() {
     let lost: Vec<&String> = delivered.iter().filter(|d| !seen.contains(*d)).collect();
     assert!(lost.is_empty(), "lost: {lost:?}");
     drop(restarted);
+}
+
+#[test]
+fn the_database_restarting_and_redis_dying_under_load_lose_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let pg = Postgres::private();
+    let Some(mut c) = Cluster::start_on("3s", Some(&pg)) else {
+        return;
+    };
+    let redis_port = c.redis.port;
+    let stop = AtomicBool::new(false);
+    let (stop, cl) = (&stop, &c);
+    let (delivered, fetched, while_down) = std::thread::scope(|scope| {
+        let deliverer = scope.spawn(move || {
+            let mut delivered = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let subject = format!("alice-{n}");
+                // 451 while the database is away: retried, as an MTA would.
+                for _ in 0..100 {
+                    if cl.try_lmtp("alice", &subject).is_ok() {
+                        delivered.push(subject.clone());
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            delivered
+        });
+        let fetcher = scope.spawn(move || {
+            let mut got = Vec::new();
+            let mut refusals = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match fetch_and_delete(cl.pop3, "alice", "secret") {
+                    Ok(subjects) => got.extend(subjects),
+                    Err(e) => refusals.push(e),
+                }
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            (got, refusals)
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        pg.pg_ctl_stop();
+        std::thread::sleep(Duration::from_millis(300));
+        let while_down = http(cl.nodes[0].metrics, "/readyz");
+        std::thread::sleep(Duration::from_millis(700));
+        pg.pg_ctl_start();
+        std::thread::sleep(Duration::from_millis(1000));
+        stop.store(true, Ordering::Relaxed);
+        (
+            deliverer.join().unwrap(),
+            fetcher.join().unwrap(),
+            while_down,
+        )
+    });
+    assert!(while_down.starts_with("HTTP/1.1 503"), "{while_down}");
+    assert!(while_down.contains("database unavailable"), "{while_down}");
+    let (got, refusals) = fetched;
+    assert!(
+        refusals
+            .iter()
+            .all(|r| r.contains("[SYS/TEMP]") || r.contains("closed")),
+        "{refusals:?}"
+    );
+    // Redis dies: logins go on; back, the nodes use it again by themselves.
+    let _ = c.redis.child.kill();
+    let _ = c.redis.child.wait();
+    let mut seen: std::collections::HashSet<String> = got.into_iter().collect();
+    seen.extend(fetch_and_delete(c.pop3, "alice", "secret").unwrap());
+    c.redis = Redis::start(redis_port);
+    let started = Instant::now();
+    while !c
+        .nodes
+        .iter()
+        .all(|n| http(n.metrics, "/metrics").contains("pop3_shared_state_up 1"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "Redis not used again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Nothing lost: every delivered message was fetched.
+    seen.extend(fetch_and_delete(c.pop3, "alice", "secret").unwrap());
+    let lost: Vec<&String> = delivered.iter().filter(|d| !seen.contains(*d)).collect();
+    assert!(lost.is_empty(), "lost: {lost:?}");
+    assert!(
+        delivered.len() >= 10,
+        "too little traffic: {}",
+        delivered.len()
+    );
 }
