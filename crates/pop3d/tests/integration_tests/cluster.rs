@@ -707,3 +707,41 @@ fn the_database_restarting_and_redis_dying_under_load_lose_nothing() {
         delivered.len()
     );
 }
+
+#[test]
+fn a_paused_node_is_fenced_out_by_the_node_that_took_over() {
+    let Some(c) = Cluster::start("2s") else {
+        return;
+    };
+    for n in 0..3 {
+        c.lmtp_deliver(&format!("message {n}"));
+    }
+    let mut stale = Client::login(c.nodes[0].direct, "alice", "secret");
+    stale.cmd("DELE 1");
+    stale.cmd("DELE 2");
+    signal(c.nodes[0].process.child.id(), "STOP");
+    // The balancer's health check notices the silence first (a paused
+    // process's sockets still accept, then say nothing)...
+    std::thread::sleep(Duration::from_millis(1000));
+    // ... and past the TTL another node serves the user and deletes
+    // message 3.
+    let started = Instant::now();
+    let mut fresh = loop {
+        let mut client = Client::connect(c.pop3);
+        client.cmd("USER alice");
+        if client.cmd("PASS secret").starts_with("+OK") {
+            break client;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never served");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(!fresh.greeting.contains("(node0)"), "{}", fresh.greeting);
+    fresh.cmd("DELE 3");
+    assert!(fresh.cmd("QUIT").starts_with("+OK"));
+    signal(c.nodes[0].process.child.id(), "CONT");
+    assert_eq!(
+        stale.cmd("QUIT"),
+        "-ERR [SYS/TEMP] Mailbox temporarily unavailable\r\n"
+    );
+    assert_eq!(c.s.count(), 2, "only the new holder's deletion");
+}
