@@ -24,7 +24,7 @@ POP3D = os.path.join(ROOT, "target/release/pop3d")
 
 PORTS = {"pop3d": 41110, "pop3d-tls": 41995, "dovecot": 42110, "ceiling": 43110, "ceiling-big": 43111,
          "baseline": 44110, "baseline-tls": 44995, "postgres": 45110, "postgres-tls": 45995,
-         "database": 45432}
+         "database": 45432, "pop3d-lmtp": 41024, "postgres-lmtp": 45024, "dovecot-lmtp": 42024}
 
 
 def sh(*cmd, **kw):
@@ -90,6 +90,10 @@ def setup(work, quick):
     lines.append(f"huge:{{PLAIN}}pw::::{homes}/huge")
     make_maildir(os.path.join(homes, "hugew"), [message(2048, i) for i in range(huge_n)], sizes_in_names=True)
     lines.append(f"hugew:{{PLAIN}}pw::::{homes}/hugew")
+    # LMTP recipients, apart from the users the other loads read.
+    for u in range(64):
+        make_maildir(os.path.join(homes, f"l{u}"), [])
+        lines.append(f"l{u}:{{PLAIN}}pw::::{homes}/l{u}")
     for u in range(10000):
         lines.append(f"i{u}:{{PLAIN}}pw::::{homes}/i{u}")
         make_maildir(os.path.join(homes, f"i{u}"), [])
@@ -106,7 +110,7 @@ def setup(work, quick):
 
 
 def pop3d_config(work, name="pop3d.toml", port=PORTS["pop3d"], tls_port=PORTS["pop3d-tls"],
-                 maildir="%h/Maildir"):
+                 maildir="%h/Maildir", lmtp_port=PORTS["pop3d-lmtp"]):
     path = os.path.join(work, name)
     with open(path, "w") as f:
         f.write(f"""preset = "production"
@@ -131,6 +135,8 @@ max_connections_per_ip = 100000
 enable_security_logging = false
 [performance]
 max_concurrent_sessions = 100000
+[[lmtp]]
+bind = "127.0.0.1:{lmtp_port}"
 """)
     return path
 
@@ -165,7 +171,8 @@ def stop_database(bin_dir, data):
 
 
 def postgres_config(work, url):
-    path = pop3d_config(work, name="postgres.toml", port=PORTS["postgres"], tls_port=PORTS["postgres-tls"])
+    path = pop3d_config(work, name="postgres.toml", port=PORTS["postgres"], tls_port=PORTS["postgres-tls"],
+                        lmtp_port=PORTS["postgres-lmtp"])
     with open(path) as f:
         text = f.read()
     text = text.replace('[storage]\nmaildir = "%h/Maildir"\n',
@@ -186,7 +193,7 @@ def dovecot_config(work):
     os.makedirs(run, exist_ok=True)
     path = os.path.join(work, "dovecot.conf")
     with open(path, "w") as f:
-        f.write(f"""protocols = pop3
+        f.write(f"""protocols = pop3 lmtp
 listen = 127.0.0.1
 base_dir = {run}/run
 state_dir = {run}/state
@@ -224,6 +231,13 @@ service pop3-login {{
 }}
 service pop3 {{
   process_limit = 12000
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {PORTS['dovecot-lmtp']}
+  }}
+  process_min_avail = 2
 }}
 service auth {{
   client_limit = 15000
@@ -359,6 +373,32 @@ def summary(args, loads, results):
                   f"   spread {spread(b):.1f}   p99 {med([r['p99'] for r in results[(load, 'baseline')]]):.2f} ms")
 
 
+def lmtp_loads(args, servers):
+    """LMTP deliveries of 4 KiB messages, 8 connections over 64 users, into
+    pop3d's Maildir, pop3d's PostgreSQL and Dovecot's Maildir (dovecot-lmtpd),
+    in rotation."""
+    targets = [("pop3d", PORTS["pop3d-lmtp"]), ("dovecot", PORTS["dovecot-lmtp"])]
+    if "postgres" in servers:
+        targets.insert(1, ("postgres", PORTS["postgres-lmtp"]))
+    results = {}
+    for rep in range(args.reps):
+        for name, port in targets:
+            r = bench(port, "lmtp", 8, args.duration, user="l{}", users=64)
+            results.setdefault(name, []).append(r)
+            print(f"rep {rep + 1} LMTP deliveries/s (4 KiB)             {name:8} {r}", flush=True)
+    return results
+
+
+def print_lmtp(results):
+    d = med([r["rate"] for r in results.get("dovecot", [])])
+    print()
+    for name, rs in results.items():
+        rates = [r["rate"] for r in rs]
+        print(f"LMTP deliveries/s, 4 KiB, {name:9} {med(rates):10.1f}  spread {spread(rates):8.1f}  "
+              f"p99 {med([r['p99'] for r in rs]):7.2f} ms  errors {sum(r['errors'] for r in rs)}  "
+              f"vs dovecot {ratio(med(rates), d):.2f}x")
+
+
 def postgres_extras(work, server, n_idle):
     """On the PostgreSQL backend: idle sessions against the pool, and one
     1 GiB message (delivered with `pop3d deliver`) against memory."""
@@ -491,10 +531,12 @@ def main():
                     r = fn(port)
                     results.setdefault((load, name), []).append(r)
                     print(f"rep {rep + 1} {load:38} {name:8} {r}", flush=True)
+        lmtp_results = lmtp_loads(args, servers)
         if args.postgres:
             pg_extra = postgres_extras(work, servers["postgres"], n_idle=1000 if args.quick else 10000)
         if args.throughput_only:
             summary(args, loads, results)
+            print_lmtp(lmtp_results)
             if args.postgres:
                 print_postgres_extras(pg_extra)
             return
@@ -569,6 +611,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     summary(args, loads, results)
+    print_lmtp(lmtp_results)
     print()
     print(f"idle sessions: pop3d {held} held ({err} errors), {mem_pop3d:.1f} KiB PSS each; "
           f"with TLS {held_tls} held ({err_tls} errors), {mem_tls:.1f} KiB each; "

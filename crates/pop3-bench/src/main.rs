@@ -6,6 +6,7 @@
 
 mod ceiling;
 mod client;
+mod lmtp;
 mod report;
 
 use std::net::SocketAddr;
@@ -56,6 +57,9 @@ enum Mode {
     Idle,
     /// Login flood on some connections, one probe session timing NOOPs.
     Mixed,
+    /// LMTP deliveries (the address is an LMTP listener): connect, LHLO,
+    /// one message of `--size` octets to the user, QUIT.
+    Lmtp,
 }
 
 #[derive(clap::Args, Clone)]
@@ -85,6 +89,9 @@ struct RunArgs {
     /// Users to spread connections over (user numbers 0..users).
     #[arg(long, default_value_t = 0)]
     users: usize,
+    /// Message size for `lmtp`, octets.
+    #[arg(long, default_value_t = 4096)]
+    size: usize,
     /// Print one machine-readable line instead of the table.
     #[arg(long)]
     csv: bool,
@@ -139,7 +146,7 @@ async fn run(args: RunArgs) -> Report {
     match args.mode {
         Mode::Idle => idle(args, tls, duration).await,
         Mode::Mixed => mixed(args, tls, duration).await,
-        Mode::Login | Mode::Retr => {
+        Mode::Login | Mode::Retr | Mode::Lmtp => {
             let stop = Arc::new(AtomicBool::new(false));
             let started = Instant::now();
             let mut tasks = Vec::new();
@@ -147,10 +154,15 @@ async fn run(args: RunArgs) -> Report {
                 let (args, tls, stop) = (args.clone(), tls.clone(), stop.clone());
                 tasks.push(tokio::spawn(async move {
                     let user = user_for(&args, n);
+                    let body = lmtp::message(args.size);
                     let mut t = Totals::default();
                     while !stop.load(Ordering::Relaxed) {
                         let s = Instant::now();
-                        match session(&args, tls.as_ref(), &user).await {
+                        let done = match args.mode {
+                            Mode::Lmtp => lmtp::deliver(args.addr, &user, &body).await,
+                            _ => session(&args, tls.as_ref(), &user).await,
+                        };
+                        match done {
                             Ok(bytes) => {
                                 t.sessions += 1;
                                 t.bytes += bytes;
