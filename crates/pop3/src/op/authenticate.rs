@@ -402,6 +402,14 @@ async fn gate(conn: &Connection, services: &Services, user: &str) -> Result<(), 
     if guard.blocked(conn.peer.ip()).is_some() {
         return Err(Outcome::Close(Reply::err_code(RespCode::SysTemp, BLOCKED)));
     }
+    // A login sprayed from many addresses over many nodes is rationed by
+    // what all nodes have seen, before any slow hash.
+    if let Some(limits) = &services.shared_limits
+        && !guard.is_trusted(conn.peer.ip())
+        && let Some(n) = limits.login_failures(user).await
+    {
+        guard.note_user_failures(user, n);
+    }
     match guard.user_gate(conn.peer.ip(), user) {
         UserGate::Wait(delay) if delay.is_zero() => {}
         UserGate::Wait(delay) => tokio::time::sleep(delay).await,
@@ -510,23 +518,27 @@ async fn failed(
         .auth_failed(conn.peer.ip(), user, mechanism, reason);
     // Counted with every node too: a limit that each node kept alone
     // would give an attacker as many tries as there are nodes.
-    let blocked_everywhere = match &services.shared_limits {
-        Some(limits) if services.guard.counts(conn.peer.ip()) => {
+    let mut blocked_everywhere = false;
+    if let Some(limits) = &services.shared_limits
+        && !services.guard.is_trusted(conn.peer.ip())
+    {
+        let security = &services.config.security;
+        if let Some(user) = user {
+            limits.login_failed(user, security).await;
+        }
+        if services.guard.counts(conn.peer.ip()) {
             let key = services.guard.key(conn.peer.ip());
-            let security = &services.config.security;
-            let blocked = limits
+            blocked_everywhere = limits
                 .add(key, crate::security::shared::Count::FailedLogin, security)
                 .await
                 == Some(true);
-            if blocked {
+            if blocked_everywhere {
                 services
                     .guard
                     .adopt_block(key, security.auto_block_duration);
             }
-            blocked
         }
-        _ => false,
-    };
+    }
     if !verdict.delay.is_zero() {
         tokio::time::sleep(verdict.delay).await;
     }

@@ -196,6 +196,20 @@ impl Guard {
         }
     }
 
+    /// What every node together has seen of failures for `login` (the
+    /// shared state): the rationing of [`Guard::user_gate`] follows it.
+    pub fn note_user_failures(&self, login: &str, failures: u64) {
+        let now = self.clock.now_ms();
+        let window = self.cfg().auth_window.as_millis() as u64;
+        let mut st = self.lock();
+        let q = st.user_failures.entry(login.to_lowercase()).or_default();
+        expire(q, now, window);
+        let want = (failures as usize).min(MAX_PER_KEY);
+        while q.len() < want {
+            q.push_back(now);
+        }
+    }
+
     /// Whether failures and scores of this address count at all (not
     /// trusted, and blockable).
     pub fn counts(&self, ip: IpAddr) -> bool {

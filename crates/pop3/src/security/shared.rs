@@ -122,16 +122,61 @@ impl SharedLimits {
             Count::FailedLogin => (1, config.max_auth_attempts, "fail"),
             Count::Points(p) => (p, config.suspicious_threshold, "score"),
         };
+        let counter = format!("{COUNT}{kind}:{key}");
+        self.count(&counter, Some(key), amount, threshold.max(1), config)
+            .await
+            .map(|(_, blocked)| blocked)
+    }
+
+    /// A failed login for `login` (from any address), counted by every
+    /// node: the count in the window, None when Redis did not answer.
+    pub async fn login_failed(&self, login: &str, config: &SecurityConfig) -> Option<u64> {
+        let counter = format!("{COUNT}user:{}", login.to_lowercase());
+        self.count(&counter, None, 1, u32::MAX, config)
+            .await
+            .map(|(n, _)| n)
+    }
+
+    /// The failed logins for `login` in the window, on every node.
+    pub async fn login_failures(&self, login: &str) -> Option<u64> {
+        let mut conn = self.connection().await?;
+        let key = format!("{COUNT}user:{}", login.to_lowercase());
+        let mut get = redis::cmd("GET");
+        get.arg(key);
+        let get = get.query_async::<Option<u64>>(&mut conn);
+        match tokio::time::timeout(ANSWER_WITHIN, get).await {
+            Ok(Ok(n)) => {
+                self.mark(true);
+                Some(n.unwrap_or(0))
+            }
+            _ => {
+                self.mark(false);
+                None
+            }
+        }
+    }
+
+    /// Run the script on `counter`; `block` is the address to block at
+    /// the threshold (None: count only).
+    async fn count(
+        &self,
+        counter: &str,
+        block: Option<IpAddr>,
+        amount: u32,
+        threshold: u32,
+        config: &SecurityConfig,
+    ) -> Option<(u64, bool)> {
         let mut conn = self.connection().await?;
         let mut call = self.script.prepare_invoke();
-        call.key(format!("{COUNT}{kind}:{key}"))
-            .key(format!("{BLOCK}{key}"))
+        let target = block.map(|ip| ip.to_string()).unwrap_or_default();
+        call.key(counter)
+            .key(format!("{BLOCK}{target}"))
             .key(CHANNEL)
             .arg(amount)
             .arg(config.auth_window.as_millis() as u64)
-            .arg(threshold.max(1))
+            .arg(threshold)
             .arg(config.auto_block_duration.as_millis() as u64)
-            .arg(key.to_string());
+            .arg(target);
         let answer: Result<(u64, u8), _> =
             match tokio::time::timeout(ANSWER_WITHIN, call.invoke_async(&mut conn)).await {
                 Ok(r) => r,
@@ -141,9 +186,9 @@ impl SharedLimits {
                 }
             };
         match answer {
-            Ok((_, blocked)) => {
+            Ok((n, blocked)) => {
                 self.mark(true);
-                Some(blocked == 1)
+                Some((n, blocked == 1))
             }
             Err(e) => {
                 tracing::debug!("Redis: {e}");

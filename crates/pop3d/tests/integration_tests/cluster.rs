@@ -87,43 +87,9 @@ fn a_limit_spread_over_three_nodes_is_one_limit_and_redis_away_blocks_nobody() {
     }
     let redis = Redis::start(free_port());
     let s = Setup::new(&[b"Subject: 1\n\none\n"]);
-    let metrics = free_port();
-    // Loopback counts here (it is the only address a test has), and the
-    // nodes listen on both families so that ::1 is a second client.
-    let base = read(&s.config)
-        .replace(
-            "[security]\n",
-            &format!(
-                "[security]\nblock_loopback = true\nmax_auth_attempts = 3\n\
-                 shared_state = \"redis://127.0.0.1:{}\"\n",
-                redis.port
-            ),
-        )
-        .replace("bind = \"127.0.0.1:", "bind = \"[::]:");
-    let mut nodes = Vec::new();
-    let mut ports = Vec::new();
-    for n in 0..3 {
-        let port = free_port();
-        let (tls, implicit) = (free_port(), free_port());
-        let mut text = base
-            .replace(&format!("[::]:{}\"", s.plain), &format!("[::]:{port}\""))
-            .replace(&format!("[::]:{}\"", s.starttls), &format!("[::]:{tls}\""))
-            .replace(
-                &format!("[::]:{}\"", s.implicit),
-                &format!("[::]:{implicit}\""),
-            )
-            .replace(
-                "[server]\n",
-                &format!("[server]\nnode_name = \"node{n}\"\n"),
-            );
-        if n == 0 {
-            text.push_str(&format!("\n[metrics]\nbind = \"127.0.0.1:{metrics}\"\n"));
-        }
-        let config = s.path(&format!("node{n}.toml"));
-        std::fs::write(&config, text).unwrap();
-        nodes.push(s.start_with(&config, port));
-        ports.push(port);
-    }
+    // Loopback counts here (it is the only address a test has).
+    let (nodes, ports, metrics) =
+        shared_nodes(&s, &redis, "block_loopback = true\nmax_auth_attempts = 3\n");
     wait_for_port(metrics);
     let exported = http(metrics, "/metrics");
     assert!(exported.contains("pop3_shared_state_up 1"), "{exported}");
@@ -177,6 +143,74 @@ fn a_limit_spread_over_three_nodes_is_one_limit_and_redis_away_blocks_nobody() {
     );
     assert!(http(metrics, "/metrics").contains("pop3_shared_state_up 0"));
     drop(nodes);
+}
+
+/// Three nodes on `s`'s Maildirs sharing `redis`, listening on both
+/// families so that ::1 is a second client; `security` goes into
+/// `[security]`. The processes, their POP3 ports, node 0's metrics port.
+fn shared_nodes(s: &Setup, redis: &Redis, security: &str) -> (Vec<Running>, Vec<u16>, u16) {
+    let metrics = free_port();
+    let base = read(&s.config)
+        .replace(
+            "[security]\n",
+            &format!(
+                "[security]\n{security}shared_state = \"redis://127.0.0.1:{}\"\n",
+                redis.port
+            ),
+        )
+        .replace("bind = \"127.0.0.1:", "bind = \"[::]:");
+    let mut nodes = Vec::new();
+    let mut ports = Vec::new();
+    for n in 0..3 {
+        let port = free_port();
+        let (tls, implicit) = (free_port(), free_port());
+        let mut text = base
+            .replace(&format!("[::]:{}\"", s.plain), &format!("[::]:{port}\""))
+            .replace(&format!("[::]:{}\"", s.starttls), &format!("[::]:{tls}\""))
+            .replace(
+                &format!("[::]:{}\"", s.implicit),
+                &format!("[::]:{implicit}\""),
+            )
+            .replace(
+                "[server]\n",
+                &format!("[server]\nnode_name = \"node{n}\"\n"),
+            );
+        if n == 0 {
+            text.push_str(&format!("\n[metrics]\nbind = \"127.0.0.1:{metrics}\"\n"));
+        }
+        let config = s.path(&format!("node{n}.toml"));
+        std::fs::write(&config, text).unwrap();
+        nodes.push(s.start_with(&config, port));
+        ports.push(port);
+    }
+    wait_for_port(metrics);
+    (nodes, ports, metrics)
+}
+
+#[test]
+fn a_login_sprayed_over_nodes_is_rationed_by_what_all_of_them_saw() {
+    if !require("redis-server") {
+        return;
+    }
+    let redis = Redis::start(free_port());
+    let s = Setup::new(&[]);
+    let (_nodes, ports, _) = shared_nodes(
+        &s,
+        &redis,
+        "max_auth_attempts = 100\nmax_user_auth_failures = 3\nuser_throttle_delay = \"1500ms\"\n",
+    );
+    // Three failures for alice, from two addresses, on nodes 0 and 1.
+    for (v6, port) in [(false, ports[0]), (true, ports[1]), (false, ports[0])] {
+        assert!(attempt(v6, port, "wrong").starts_with("-ERR [AUTH]"));
+    }
+    // Node 2 saw none of them, yet rations the next attempt.
+    let started = Instant::now();
+    assert!(attempt(true, ports[2], "secret").starts_with("+OK"));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1200),
+        "node 2 let the attempt through at once ({waited:?})"
+    );
 }
 
 struct Node {
