@@ -130,6 +130,12 @@ where
     };
     if !trusted(&services, peer) {
         tracing::warn!(peer = ?peer, "LMTP connection from an untrusted address refused");
+        if let Some(ip) = peer {
+            services
+                .guard
+                .log()
+                .connection_refused(ip, "LMTP from an address not in lmtp_trusted_networks");
+        }
         conn.reply(&format!(
             "554 5.7.1 {host} LMTP is not offered to this address"
         ));

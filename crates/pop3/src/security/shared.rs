@@ -246,10 +246,24 @@ impl SharedLimits {
                 "no connection",
             )));
         };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{BLOCK}*"))
-            .query_async(&mut conn)
-            .await?;
+        // SCAN, not KEYS: never one long command on a busy Redis.
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{BLOCK}*"))
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
         for key in keys {
             let left: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await?;
             if let (Some(ip), true) = (

@@ -88,7 +88,7 @@ fn a_limit_spread_over_three_nodes_is_one_limit_and_redis_away_blocks_nobody() {
     let redis = Redis::start(free_port());
     let s = Setup::new(&[b"Subject: 1\n\none\n"]);
     // Loopback counts here (it is the only address a test has).
-    let (nodes, ports, metrics) =
+    let (mut nodes, ports, metrics) =
         shared_nodes(&s, &redis, "block_loopback = true\nmax_auth_attempts = 3\n");
     wait_for_port(metrics);
     let exported = http(metrics, "/metrics");
@@ -128,6 +128,21 @@ fn a_limit_spread_over_three_nodes_is_one_limit_and_redis_away_blocks_nobody() {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+    // A node that starts now takes over the blocks in force.
+    nodes[2].crash();
+    nodes[2] = s.start_with(&s.path("node2.toml"), ports[2]);
+    let started = Instant::now();
+    loop {
+        let answer = attempt(false, ports[2], "secret");
+        if answer.contains("Too many failures") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a restarted node forgot the block: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
     // Another address is not affected.
     assert!(attempt(true, ports[1], "secret").starts_with("+OK"));
