@@ -567,6 +567,49 @@ fn fetch_and_delete(port: u16, user: &str, pass: &str) -> Result<Vec<String>, St
     }
 }
 
+/// Deliver to `users` in turn through the balancer until `stop`, retrying
+/// a refused delivery (451, a node going away) as an MTA would; the
+/// subjects stored.
+fn deliver_until(c: &Cluster, stop: &std::sync::atomic::AtomicBool, users: &[&str]) -> Vec<String> {
+    let mut delivered = Vec::new();
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        for user in users {
+            let subject = format!("{user}-{n}");
+            for _ in 0..100 {
+                if c.try_lmtp(user, &subject).is_ok() {
+                    delivered.push(subject.clone());
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        n += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    delivered
+}
+
+/// Fetch and delete through the balancer in a loop until `stop`: the
+/// subjects taken and the refusals seen.
+fn fetch_until(
+    port: u16,
+    stop: &std::sync::atomic::AtomicBool,
+    user: &str,
+    pass: &str,
+) -> (Vec<String>, Vec<String>) {
+    let mut got = Vec::new();
+    let mut refusals = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        match fetch_and_delete(port, user, pass) {
+            Ok(subjects) => got.extend(subjects),
+            Err(e) => refusals.push(e),
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    (got, refusals)
+}
+
 #[test]
 fn a_rolling_restart_loses_no_mail_and_refuses_at_most_once_per_restart() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -580,42 +623,10 @@ fn a_rolling_restart_loses_no_mail_and_refuses_at_most_once_per_restart() {
     // through the balancer, while each node is stopped with SIGTERM and
     // started again in turn.
     let (delivered, fetched) = std::thread::scope(|scope| {
-        let deliverer = scope.spawn(move || {
-            let mut delivered = Vec::new();
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                for user in ["alice", "bob"] {
-                    let subject = format!("{user}-{n}");
-                    // A refused delivery is retried, as an MTA would.
-                    for _ in 0..40 {
-                        if c.try_lmtp(user, &subject).is_ok() {
-                            delivered.push(subject.clone());
-                            break;
-                        }
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                }
-                n += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            delivered
-        });
+        let deliverer = scope.spawn(move || deliver_until(c, stop, &["alice", "bob"]));
         let fetchers: Vec<_> = [("alice", "secret"), ("bob", "password")]
             .into_iter()
-            .map(|(user, pass)| {
-                scope.spawn(move || {
-                    let mut got = Vec::new();
-                    let mut refusals = Vec::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        match fetch_and_delete(c.pop3, user, pass) {
-                            Ok(subjects) => got.extend(subjects),
-                            Err(e) => refusals.push(e),
-                        }
-                        std::thread::sleep(Duration::from_millis(30));
-                    }
-                    (got, refusals)
-                })
-            })
+            .map(|(user, pass)| scope.spawn(move || fetch_until(c.pop3, stop, user, pass)))
             .collect();
         for node in &c.nodes {
             std::thread::sleep(Duration::from_millis(500));
@@ -675,36 +686,8 @@ fn the_database_restarting_and_redis_dying_under_load_lose_nothing() {
     let stop = AtomicBool::new(false);
     let (stop, cl) = (&stop, &c);
     let (delivered, fetched, while_down) = std::thread::scope(|scope| {
-        let deliverer = scope.spawn(move || {
-            let mut delivered = Vec::new();
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let subject = format!("alice-{n}");
-                // 451 while the database is away: retried, as an MTA would.
-                for _ in 0..100 {
-                    if cl.try_lmtp("alice", &subject).is_ok() {
-                        delivered.push(subject.clone());
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                n += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            delivered
-        });
-        let fetcher = scope.spawn(move || {
-            let mut got = Vec::new();
-            let mut refusals = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                match fetch_and_delete(cl.pop3, "alice", "secret") {
-                    Ok(subjects) => got.extend(subjects),
-                    Err(e) => refusals.push(e),
-                }
-                std::thread::sleep(Duration::from_millis(30));
-            }
-            (got, refusals)
-        });
+        let deliverer = scope.spawn(move || deliver_until(cl, stop, &["alice"]));
+        let fetcher = scope.spawn(move || fetch_until(cl.pop3, stop, "alice", "secret"));
         std::thread::sleep(Duration::from_millis(500));
         pg.pg_ctl_stop();
         std::thread::sleep(Duration::from_millis(300));
