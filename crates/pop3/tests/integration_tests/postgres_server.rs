@@ -57,12 +57,23 @@ fn as_owner(program: &Path) -> Command {
     }
 }
 
+/// A port free for a server to listen on: below the kernel's ephemeral
+/// range (32768 and up), so that the thousands of client connections the
+/// tests make cannot take it between this check and the server's bind; each
+/// test process walks its own stretch, and no port is handed out twice.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: OnceLock<std::sync::atomic::AtomicU32> = OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        std::sync::atomic::AtomicU32::new(20_000 + (std::process::id() % 40) * 300)
+    });
+    loop {
+        let port = 20_000 + (next.fetch_add(1, Ordering::Relaxed) - 20_000) % 12_000;
+        let port = port as u16;
+        let free = |host: &str| std::net::TcpListener::bind((host, port)).is_ok();
+        if free("127.0.0.1") && free("::1") {
+            return port;
+        }
+    }
 }
 
 impl Postgres {
