@@ -31,7 +31,10 @@ fn unique_name(hostname: &str) -> String {
         })
         .collect();
     format!(
-        "{}.M{}P{}Q{}.{host}",
+        // Microseconds and sequence zero-padded: names sort in delivery
+        // order within a second (M99999 would sort after M123456, Q9 after
+        // Q10), and the listing is ordered by name.
+        "{}.M{:06}P{}Q{:06}.{host}",
         now.as_secs(),
         now.subsec_micros(),
         std::process::id(),
@@ -134,6 +137,24 @@ mod tests {
         assert_eq!(names.len(), 1);
         assert!(names[0].ends_with(".mx.example,S=17,W=20"), "{}", names[0]);
         assert_eq!(std::fs::read_dir(md.join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn names_sort_in_delivery_order() {
+        let names: Vec<String> = (0..200).map(|_| unique_name("h")).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        // Within one second at least; a second boundary keeps the order
+        // too, the seconds having as many digits.
+        assert_eq!(sorted, names);
+        let micros = names[0]
+            .split(".M")
+            .nth(1)
+            .unwrap()
+            .split('P')
+            .next()
+            .unwrap();
+        assert_eq!(micros.len(), 6, "{}", names[0]);
     }
 
     #[tokio::test]
