@@ -232,14 +232,22 @@ pub async fn user(config: &Pop3Config, command: UserCommand) -> ExitCode {
     }
 }
 
-/// A password from stdin (asked for without echo on a terminal), hashed.
-fn read_secret(scheme: &str) -> Result<zeroize::Zeroizing<String>, ExitCode> {
+/// A password from stdin (asked for without echo on a terminal), hashed
+/// in `scheme`: what `hash-password` prints and `user add|passwd` store.
+/// Usage errors (unknown scheme, empty password) exit 2.
+pub fn read_secret(scheme: &str) -> Result<zeroize::Zeroizing<String>, ExitCode> {
     let Some(scheme) = Scheme::from_name(scheme) else {
-        return Err(fail(format!("unknown scheme {scheme:?}")));
+        let names: Vec<&str> = Scheme::ALL.iter().map(|s| s.name()).collect();
+        eprintln!(
+            "pop3d: unknown scheme {scheme:?}; choose one of {}",
+            names.join(", ")
+        );
+        return Err(ExitCode::from(2));
     };
     let password = read_password().map_err(|e| fail(format!("cannot read the password: {e}")))?;
     if password.is_empty() {
-        return Err(fail("empty password"));
+        eprintln!("pop3d: empty password");
+        return Err(ExitCode::from(2));
     }
     hash_password(scheme, &password)
         .map(zeroize::Zeroizing::new)
@@ -248,7 +256,7 @@ fn read_secret(scheme: &str) -> Result<zeroize::Zeroizing<String>, ExitCode> {
 
 /// One line from stdin without its line end; on a terminal, asked for
 /// with echo off.
-pub fn read_password() -> std::io::Result<zeroize::Zeroizing<String>> {
+fn read_password() -> std::io::Result<zeroize::Zeroizing<String>> {
     let mut input = zeroize::Zeroizing::new(String::new());
     if std::io::stdin().is_terminal() {
         eprint!("Password: ");

@@ -7,13 +7,12 @@
 mod admin;
 mod migrate_maildir;
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use pop3::auth::{Scheme, hash_password};
 use pop3::config::Pop3Config;
 use pop3::setup::Backends;
 use pop3::store::StoreError;
@@ -365,34 +364,12 @@ fn reload(manager: &Pop3SessionManager, path: &Path) {
 }
 
 fn hash(scheme: &str) -> ExitCode {
-    let Some(scheme) = Scheme::from_name(scheme) else {
-        let names: Vec<&str> = Scheme::ALL.iter().map(|s| s.name()).collect();
-        eprintln!(
-            "pop3d: unknown scheme {scheme:?}; choose one of {}",
-            names.join(", ")
-        );
-        return ExitCode::from(2);
-    };
-    let mut input = zeroize::Zeroizing::new(String::new());
-    if let Err(e) = std::io::stdin().read_to_string(&mut input) {
-        eprintln!("pop3d: cannot read the password from stdin: {e}");
-        return ExitCode::FAILURE;
-    }
-    let password = input.strip_suffix('\n').unwrap_or(&input);
-    let password = password.strip_suffix('\r').unwrap_or(password);
-    if password.is_empty() {
-        eprintln!("pop3d: empty password on stdin");
-        return ExitCode::from(2);
-    }
-    match hash_password(scheme, password) {
+    match admin::read_secret(scheme) {
         Ok(field) => {
-            println!("{field}");
+            println!("{}", &*field);
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("pop3d: {e}");
-            ExitCode::FAILURE
-        }
+        Err(code) => code,
     }
 }
 

@@ -493,10 +493,12 @@ impl Pop3SessionManager {
             session::tls_facts::learn(&mut conn, tls.get_ref().1, &services);
         }
         let started = std::time::Instant::now();
+        // The generation this session ran with names its node.
+        let config = services.config.clone();
         let summary = Session::new(transport, conn, services).run().await;
         tracing::info!(
             target: "pop3::session",
-            node = services_node(&self.services()),
+            node = config.server.node(),
             peer = %peer,
             listener,
             tls = mode.as_str(),
@@ -510,10 +512,6 @@ impl Pop3SessionManager {
         );
         summary.end
     }
-}
-
-fn services_node(services: &Services) -> String {
-    services.config.server.node().to_owned()
 }
 
 /// Answer `-ERR [SYS/TEMP] text` before the greeting and close.

@@ -244,6 +244,22 @@ impl TestServer {
         c
     }
 
+    /// Log in as soon as the maildrop is free: `[IN-USE]` is retried
+    /// (for up to 2 s), anything else fails the test.
+    pub async fn login_when_free(&self, user: &str, pass: &str) -> Client<TcpStream> {
+        for _ in 0..100 {
+            let mut c = self.connect().await;
+            c.cmd(&format!("USER {user}")).await;
+            let r = c.cmd(&format!("PASS {pass}")).await;
+            if r.starts_with("+OK") {
+                return c;
+            }
+            assert!(r.starts_with("-ERR [IN-USE]"), "{r}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{user}'s maildrop was never freed");
+    }
+
     pub fn tls_connector(&self) -> tokio_rustls::TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.cert.clone()).unwrap();

@@ -34,33 +34,10 @@ async fn the_lease_holds_across_nodes_and_is_freed_by_quit_or_a_drop() {
     let a = TestServer::start_on_with(Backend::Postgres, node_a).await;
     a.put("alice", b"Subject: 1\n\none\n").await;
     let b = second_node(&a, |_| {}).await;
-    let mut first = a.login("alice", "secret").await;
-    let mut other = b.connect().await;
-    other.cmd("USER alice").await;
-    assert_eq!(
-        other.cmd("PASS secret").await,
-        "-ERR [IN-USE] Maildrop is locked by another session\r\n"
-    );
-    first.cmd("QUIT").await;
-    first.until_closed().await;
-    other.cmd("USER alice").await;
-    assert!(other.cmd("PASS secret").await.starts_with("+OK"));
+    let other = crate::session::in_use_until_the_holder_quits(&a, &b).await;
     // A connection that just goes away frees its lease too.
     drop(other);
-    let mut again = None;
-    for _ in 0..100 {
-        let mut c = a.connect().await;
-        c.cmd("USER alice").await;
-        if c.cmd("PASS secret").await.starts_with("+OK") {
-            again = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        again.is_some(),
-        "the dropped session's lease was never freed"
-    );
+    a.login_when_free("alice", "secret").await;
     // The epoch grew with every holder.
     let epoch: i64 = a
         .sql("SELECT epoch FROM maildrop_lease")

@@ -246,16 +246,7 @@ async fn dropped_connection_and_timeout_delete_nothing(b: Backend) {
         drop(c); // connection reset, no QUIT
     }
     // The lock is released promptly and nothing was deleted.
-    let mut c = loop {
-        let mut c = srv.connect().await;
-        c.cmd("USER alice").await;
-        let r = c.cmd("PASS secret").await;
-        if r.starts_with("+OK") {
-            break c;
-        }
-        assert!(r.starts_with("-ERR [IN-USE]"), "{r}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let mut c = srv.login_when_free("alice", "secret").await;
     assert_eq!(c.cmd("STAT").await, "+OK 2 80\r\n");
     c.cmd("DELE 1").await;
     // Idle past session_timeout: autologout without UPDATE.
@@ -279,8 +270,18 @@ async fn unauthenticated_idle_is_cut() {
 
 async fn second_session_gets_in_use(b: Backend) {
     let srv = server_with_mail(b).await;
-    let mut first = srv.login("alice", "secret").await;
-    let mut second = srv.connect().await;
+    in_use_until_the_holder_quits(&srv, &srv).await;
+}
+
+/// A login on `second` while alice holds her maildrop through `first`
+/// hears `[IN-USE]`; the same session may try again after the holder's
+/// QUIT. `second` is returned logged in.
+pub async fn in_use_until_the_holder_quits(
+    first: &TestServer,
+    second: &TestServer,
+) -> Client<tokio::net::TcpStream> {
+    let mut first = first.login("alice", "secret").await;
+    let mut second = second.connect().await;
     second.cmd("USER alice").await;
     assert_eq!(
         second.cmd("PASS secret").await,
@@ -291,6 +292,7 @@ async fn second_session_gets_in_use(b: Backend) {
     first.until_closed().await;
     second.cmd("USER alice").await;
     assert!(second.cmd("PASS secret").await.starts_with("+OK"));
+    second
 }
 
 async fn new_mail_is_invisible_until_next_login(b: Backend) {

@@ -151,13 +151,7 @@ fn haproxy_v1_and_v2_give_pop3d_the_client_address() {
     let _server = s.start();
     let (v1, v2) = (free_port(), free_port());
     let cfg = haproxy_config(&s, v1, v2, backend);
-    let mut haproxy = Command::new(tool_path("haproxy").unwrap())
-        .args(["-db", "-f"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut haproxy = start_haproxy(&cfg);
     wait_for_port(v1);
     wait_for_port(v2);
     for (port, version) in [(v1, "v1"), (v2, "v2")] {

@@ -7,7 +7,7 @@
 //! PostgreSQL behind HAProxy (`mode tcp`, `send-proxy-v2`, health checks
 //! on `/readyz`), as docs/cluster.md sets them up.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -69,15 +69,6 @@ fn attempt(from_v6: bool, port: u16, pass: &str) -> String {
         ask("QUIT");
     }
     answer
-}
-
-fn http(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
-        .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    raw
 }
 
 #[test]
@@ -340,13 +331,7 @@ impl Cluster {
             ),
         )
         .unwrap();
-        let haproxy = Command::new(tool_path("haproxy").unwrap())
-            .args(["-db", "-f"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let haproxy = start_haproxy(&cfg);
         wait_for_port(pop3);
         wait_for_port(lmtp);
         // The first health checks.
@@ -368,38 +353,16 @@ impl Cluster {
 
     /// One LMTP delivery through the balancer: Err with what went wrong.
     fn try_lmtp(&self, user: &str, body: &str) -> Result<(), String> {
-        let stream = TcpStream::connect(("127.0.0.1", self.lmtp)).map_err(|e| e.to_string())?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .map_err(|e| e.to_string())?;
-        let mut out = stream.try_clone().map_err(|e| e.to_string())?;
-        let mut r = BufReader::new(stream);
-        let mut reply = || {
-            let mut all = String::new();
-            loop {
-                let mut l = String::new();
-                if r.read_line(&mut l).unwrap_or(0) == 0 {
-                    return all;
-                }
-                all.push_str(&l);
-                if l.len() < 4 || l.as_bytes()[3] != b'-' {
-                    return all;
-                }
-            }
-        };
-        let greeting = reply();
+        let (mut c, greeting) = Lmtp::try_connect(self.lmtp).map_err(|e| e.to_string())?;
         if !greeting.starts_with("220 ") {
             return Err(format!("greeting {greeting:?}"));
         }
-        out.write_all(
-            format!(
-                "LHLO test\r\nMAIL FROM:<t@example.org>\r\nRCPT TO:<{user}>\r\nDATA\r\n\
-                 Subject: {body}\r\n\r\n{body}\r\n.\r\nQUIT\r\n"
-            )
-            .as_bytes(),
-        )
+        c.try_send(&format!(
+            "LHLO test\r\nMAIL FROM:<t@example.org>\r\nRCPT TO:<{user}>\r\nDATA\r\n\
+             Subject: {body}\r\n\r\n{body}\r\n.\r\nQUIT\r\n"
+        ))
         .map_err(|e| e.to_string())?;
-        let answers: Vec<String> = (0..6).map(|_| reply()).collect();
+        let answers: Vec<String> = (0..6).map(|_| c.reply()).collect();
         if answers[4].starts_with("250 2.0.0") {
             Ok(())
         } else {

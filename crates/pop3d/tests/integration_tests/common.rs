@@ -423,3 +423,82 @@ pub fn one_winner_per_round(ports: [u16; 2], rounds: usize) {
         }
     }
 }
+
+/// One HTTP GET on 127.0.0.1: the raw response, status line first.
+pub fn http(port: u16, path: &str) -> String {
+    use std::io::Read;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    raw
+}
+
+/// HAProxy (Debian's) on the configuration file `cfg`, in the foreground;
+/// the caller stops it.
+pub fn start_haproxy(cfg: &Path) -> Child {
+    Command::new(tool_path("haproxy").expect("haproxy is installed"))
+        .args(["-db", "-f"])
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// An LMTP or SMTP client over any stream: whole replies, every line of
+/// a multi-line one (what is there when the peer closes).
+pub struct Lmtp<S: std::io::Read + Write = TcpStream> {
+    pub r: BufReader<S>,
+}
+
+impl Lmtp<TcpStream> {
+    /// Connect and read the greeting.
+    pub fn connect(port: u16) -> (Lmtp, String) {
+        Lmtp::try_connect(port).unwrap()
+    }
+
+    pub fn try_connect(port: u16) -> std::io::Result<(Lmtp, String)> {
+        let s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut c = Lmtp::over(s);
+        let greeting = c.reply();
+        Ok((c, greeting))
+    }
+}
+
+impl<S: std::io::Read + Write> Lmtp<S> {
+    pub fn over(stream: S) -> Lmtp<S> {
+        Lmtp {
+            r: BufReader::new(stream),
+        }
+    }
+
+    pub fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            if self.r.read_line(&mut line).unwrap_or(0) == 0 {
+                return all;
+            }
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    }
+
+    pub fn try_send(&mut self, text: &str) -> std::io::Result<()> {
+        self.r.get_mut().write_all(text.as_bytes())
+    }
+
+    pub fn send(&mut self, text: &str) {
+        self.try_send(text).unwrap();
+    }
+
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(&format!("{line}\r\n"));
+        self.reply()
+    }
+}

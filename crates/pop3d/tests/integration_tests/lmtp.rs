@@ -4,8 +4,6 @@
 //! what those do not show (one reply per recipient, pipelining, limits,
 //! STARTTLS, refusals, a store that is away).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
@@ -19,44 +17,6 @@ fn with_lmtp(s: &Setup, security: &str) -> u16 {
         + &format!("\n[[lmtp]]\nbind = \"127.0.0.1:{port}\"\n\n[[lmtp]]\npath = \"lmtp.sock\"\n");
     std::fs::write(&s.config, text).unwrap();
     port
-}
-
-/// A raw LMTP client: whole replies (every line of a multi-line one).
-struct Lmtp {
-    r: BufReader<TcpStream>,
-}
-
-impl Lmtp {
-    fn connect(port: u16) -> (Lmtp, String) {
-        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut c = Lmtp {
-            r: BufReader::new(s),
-        };
-        let greeting = c.reply();
-        (c, greeting)
-    }
-
-    fn reply(&mut self) -> String {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            self.r.read_line(&mut line).unwrap();
-            all.push_str(&line);
-            if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                return all;
-            }
-        }
-    }
-
-    fn send(&mut self, text: &str) {
-        self.r.get_mut().write_all(text.as_bytes()).unwrap();
-    }
-
-    fn cmd(&mut self, line: &str) -> String {
-        self.send(&format!("{line}\r\n"));
-        self.reply()
-    }
 }
 
 fn retr_all(port: u16) -> Vec<String> {
@@ -288,21 +248,8 @@ fn starttls_starts_over_and_a_store_that_is_away_answers_451() {
     .with_no_client_auth();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
     let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
-    let mut tls = BufReader::new(rustls::StreamOwned::new(conn, tcp));
-    let mut talk = |line: &str| {
-        tls.get_mut()
-            .write_all(format!("{line}\r\n").as_bytes())
-            .unwrap();
-        let mut all = String::new();
-        loop {
-            let mut l = String::new();
-            tls.read_line(&mut l).unwrap();
-            all.push_str(&l);
-            if l.len() < 4 || l.as_bytes()[3] != b'-' {
-                return all;
-            }
-        }
-    };
+    let mut tls = Lmtp::over(rustls::StreamOwned::new(conn, tcp));
+    let mut talk = |line: &str| tls.cmd(line);
     // The line pipelined in plaintext was thrown away: MAIL needs LHLO.
     assert_eq!(talk("MAIL FROM:<a@b>"), "503 5.5.1 LHLO first\r\n");
     let caps = talk("LHLO mx.test");

@@ -351,15 +351,7 @@ fn serve_starts_without_the_database_and_recovers_when_it_is_back() {
     std::fs::write(&s.config, text).unwrap();
     pg.pg_ctl_stop();
     let _server = s.start_with(&s.config, s.plain);
-    let readyz = || {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", metrics)).unwrap();
-        stream
-            .write_all(b"GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut raw = String::new();
-        std::io::Read::read_to_string(&mut stream, &mut raw).unwrap();
-        raw
-    };
+    let readyz = || http(metrics, "/readyz");
     let down = readyz();
     assert!(down.starts_with("HTTP/1.1 503"), "{down}");
     assert!(down.contains("database unavailable"), "{down}");
