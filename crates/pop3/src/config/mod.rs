@@ -24,10 +24,10 @@ pub use lmtp::LmtpConfig;
 pub use load::{ConfigError, LoadedConfig};
 pub use performance::PerformanceConfig;
 pub use presets::Preset;
-pub use protocol::ProtocolConfig;
+pub use protocol::{ProtocolConfig, Workaround};
 pub use security::SecurityConfig;
-pub use server::ServerConfig;
-pub use storage::{DatabaseTls, StorageBackend, StorageConfig};
+pub use server::{Expire, ServerConfig};
+pub use storage::{DatabaseTls, DeleteMode, StorageBackend, StorageConfig};
 
 /// The whole configuration of one server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

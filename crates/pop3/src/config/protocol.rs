@@ -3,6 +3,19 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Changes to the bytes RETR and TOP send, for clients that need them
+/// (Dovecot's `pop3_client_workarounds` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Workaround {
+    /// Leave out NUL octets, which Outlook cannot take.
+    #[serde(rename = "outlook-no-nuls")]
+    OutlookNoNuls,
+    /// Send the empty line that ends the header section when a message
+    /// has none (Outlook Express and Netscape Mail need it).
+    #[serde(rename = "oe-ns-eoh")]
+    OeNsEoh,
+}
+
 /// `[protocol]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -24,6 +37,8 @@ pub struct ProtocolConfig {
     pub enable_uidl: bool,
     /// TOP returns at most this many body lines.
     pub max_top_lines: u32,
+    /// Off by default: RETR sends a message exactly as stored.
+    pub client_workarounds: Vec<Workaround>,
 }
 
 impl Default for ProtocolConfig {
@@ -36,6 +51,7 @@ impl Default for ProtocolConfig {
             enable_top: true,
             enable_uidl: true,
             max_top_lines: 100_000,
+            client_workarounds: Vec::new(),
         }
     }
 }

@@ -36,6 +36,83 @@ pub struct ServerConfig {
     /// leases, so unique per node. The hostname when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
+    /// RFC 2449 EXPIRE as policy: how long a message is kept after its
+    /// first retrieval. Advertised in CAPA and enforced; per user from the
+    /// user database (`expire`).
+    pub expire: Expire,
+}
+
+/// A retention period for retrieved messages (RFC 2449 §6.7), in whole
+/// days: `"never"`, `"0"` (removed at the QUIT after its retrieval, even
+/// without DELE) or a duration like `"30d"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Expire {
+    #[default]
+    Never,
+    Days(u32),
+}
+
+impl Expire {
+    pub fn parse(text: &str) -> Result<Expire, String> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("never") {
+            return Ok(Expire::Never);
+        }
+        if let Ok(days) = text.parse::<u32>() {
+            return Ok(Expire::Days(days));
+        }
+        let d = humantime::parse_duration(text).map_err(|e| {
+            format!("{text:?}: {e}; use \"never\", \"0\" or a duration like \"30d\"")
+        })?;
+        if d.as_secs() % 86400 != 0 || d.subsec_nanos() != 0 {
+            return Err(format!(
+                "{text:?}: EXPIRE counts whole days (RFC 2449 §6.7); use a multiple of 1d"
+            ));
+        }
+        u32::try_from(d.as_secs() / 86400)
+            .map(Expire::Days)
+            .map_err(|_| format!("{text:?} is too long"))
+    }
+
+    /// The CAPA argument: `NEVER` or the days.
+    pub fn capa(&self) -> String {
+        match self {
+            Expire::Never => "NEVER".into(),
+            Expire::Days(d) => d.to_string(),
+        }
+    }
+
+    /// How long a retrieved message is kept; `None` for ever.
+    pub fn period(&self) -> Option<Duration> {
+        match self {
+            Expire::Never => None,
+            Expire::Days(d) => Some(Duration::from_secs(u64::from(*d) * 86400)),
+        }
+    }
+}
+
+impl Serialize for Expire {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Expire::Never => s.serialize_str("never"),
+            Expire::Days(d) => s.serialize_str(&format!("{d}d")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Expire {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Days(u32),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Days(n) => Ok(Expire::Days(n)),
+            Raw::Text(t) => Expire::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 impl ServerConfig {
@@ -59,6 +136,7 @@ impl Default for ServerConfig {
             login_delay: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(30),
             node_name: None,
+            expire: Expire::Never,
         }
     }
 }

@@ -17,6 +17,17 @@ pub enum StorageBackend {
     Postgres,
 }
 
+/// What QUIT does with the messages DELE marked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeleteMode {
+    /// Remove them (RFC 1939).
+    Expunge,
+    /// Keep them, out of POP3's sight, for `trash_retention`; `pop3d
+    /// restore` brings them back under their UIDLs.
+    Trash,
+}
+
 /// TLS to the database server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -67,6 +78,17 @@ pub struct StorageConfig {
     /// this long, unless it restarts first.
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,
+    /// How the UIDL of a message seen for the first time is made (see
+    /// `store::uidl`); strings once given never change.
+    pub uidl_format: String,
+    pub delete: DeleteMode,
+    /// How long trashed messages are kept before a sweep purges them.
+    #[serde(with = "humantime_serde")]
+    pub trash_retention: Duration,
+    /// A delivery over a user's quota is a temporary failure (LMTP `452
+    /// 4.2.2`, `pop3d deliver` exit 75) rather than a permanent one (`552
+    /// 5.2.2`, exit 77), as Dovecot's `quota_full_tempfail`.
+    pub quota_full_tempfail: bool,
 }
 
 impl Default for StorageConfig {
@@ -82,6 +104,10 @@ impl Default for StorageConfig {
             tls: DatabaseTls::Off,
             ca_file: None,
             lease_ttl: Duration::from_secs(30),
+            uidl_format: crate::store::uidl::DEFAULT.into(),
+            delete: DeleteMode::Expunge,
+            trash_retention: Duration::from_secs(30 * 86400),
+            quota_full_tempfail: false,
         }
     }
 }

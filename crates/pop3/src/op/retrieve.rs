@@ -3,8 +3,19 @@
 //! streaming [`BodyEncoder`].
 
 use super::{Outcome, Transaction};
+use crate::config::Workaround;
+use crate::protocol::body::Fixes;
 use crate::protocol::{BodyEncoder, Reply, RespCode};
 use crate::services::Services;
+
+/// The byte changes `[protocol] client_workarounds` asks for.
+fn fixes(services: &Services) -> Fixes {
+    let on = |w| services.config.protocol.client_workarounds.contains(&w);
+    Fixes {
+        strip_nuls: on(Workaround::OutlookNoNuls),
+        end_of_header: on(Workaround::OeNsEoh),
+    }
+}
 
 fn check(t: &Transaction, services: &Services, n: u32) -> Result<usize, Reply> {
     let i = t.live_index(n)?;
@@ -25,7 +36,7 @@ pub fn retr(t: &mut Transaction, services: &Services, n: u32) -> Outcome {
             Outcome::Body {
                 status: Reply::ok(format!("{} octets", t.maildrop.messages()[index].size)),
                 index,
-                encoder: BodyEncoder::retr(),
+                encoder: BodyEncoder::retr().with_fixes(fixes(services)),
             }
         }
         Err(r) => r.into(),
@@ -37,7 +48,8 @@ pub fn top(t: &mut Transaction, services: &Services, n: u32, lines: u32) -> Outc
         Ok(index) => Outcome::Body {
             status: Reply::ok(""),
             index,
-            encoder: BodyEncoder::top(lines.min(services.config.protocol.max_top_lines)),
+            encoder: BodyEncoder::top(lines.min(services.config.protocol.max_top_lines))
+                .with_fixes(fixes(services)),
         },
         Err(r) => r.into(),
     }

@@ -25,6 +25,17 @@ pub struct BodyEncoder {
     line_len: u64,
     part: Part,
     done: bool,
+    fixes: Fixes,
+}
+
+/// Changes to the bytes sent, for clients that need them (`[protocol]
+/// client_workarounds`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fixes {
+    /// Leave out NUL octets (`outlook-no-nuls`).
+    pub strip_nuls: bool,
+    /// End a header section that has no empty line with one (`oe-ns-eoh`).
+    pub end_of_header: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +69,18 @@ impl BodyEncoder {
             line_len: 0,
             part,
             done: false,
+            fixes: Fixes::default(),
         }
+    }
+
+    /// Apply `fixes`. The end-of-header fix follows lines, so RETR then
+    /// takes TOP's line-by-line path with no limit on body lines.
+    pub fn with_fixes(mut self, fixes: Fixes) -> Self {
+        if fixes.end_of_header && matches!(self.part, Part::Whole) {
+            self.part = Part::Headers { lines: u32::MAX };
+        }
+        self.fixes = fixes;
+        self
     }
 
     /// True once TOP has emitted all it needs; further input is ignored.
@@ -68,6 +90,13 @@ impl BodyEncoder {
 
     /// Encode one chunk, appending to `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        if self.fixes.strip_nuls && memchr::memchr(0, chunk).is_some() {
+            let kept: Vec<u8> = chunk.iter().copied().filter(|&b| b != 0).collect();
+            let fixes = std::mem::take(&mut self.fixes);
+            self.feed(&kept, out);
+            self.fixes = fixes;
+            return;
+        }
         if matches!(self.part, Part::Whole) {
             self.feed_whole(chunk, out);
             return;
@@ -151,6 +180,9 @@ impl BodyEncoder {
         if !self.at_line_start {
             out.extend_from_slice(b"\r\n");
         }
+        if self.fixes.end_of_header && matches!(self.part, Part::Headers { .. }) {
+            out.extend_from_slice(b"\r\n");
+        }
         out.extend_from_slice(b".\r\n");
     }
 }
@@ -232,6 +264,47 @@ mod tests {
         assert_eq!(retr(b"\n\n"), b"\r\n\r\n.\r\n");
         assert_eq!(retr(b"a\rb\n"), b"a\rb\r\n.\r\n");
         assert_eq!(retr(b"nul\0byte\n"), b"nul\0byte\r\n.\r\n");
+    }
+
+    #[test]
+    fn client_workarounds_byte_exact() {
+        let nuls = Fixes {
+            strip_nuls: true,
+            ..Fixes::default()
+        };
+        let eoh = Fixes {
+            end_of_header: true,
+            ..Fixes::default()
+        };
+        let with = |fixes, msg: &[u8], splits: &[usize]| {
+            encode_chunks(BodyEncoder::retr().with_fixes(fixes), msg, splits)
+        };
+        assert_eq!(
+            with(nuls, b"A: \0b\n\nx\0\0y\n", &[4]),
+            b"A: b\r\n\r\nxy\r\n.\r\n"
+        );
+        assert_eq!(with(nuls, b"\0.dot\n", &[]), b"..dot\r\n.\r\n");
+        assert_eq!(
+            with(eoh, b"Subject: x\nFrom: y", &[3]),
+            b"Subject: x\r\nFrom: y\r\n\r\n.\r\n"
+        );
+        assert_eq!(
+            with(eoh, b"Subject: x\r\n", &[]),
+            b"Subject: x\r\n\r\n.\r\n"
+        );
+        let whole = b"Subject: x\n\n.body\nmore";
+        assert_eq!(
+            with(eoh, whole, &[11]),
+            retr(whole),
+            "an ended header is left alone"
+        );
+        assert_eq!(
+            encode_chunks(BodyEncoder::top(0).with_fixes(eoh), b"A: b\n", &[]),
+            b"A: b\r\n\r\n.\r\n"
+        );
+        // Off by default: a NUL goes out as stored.
+        assert_eq!(retr(b"a\0b"), b"a\0b\r\n.\r\n");
+        assert_eq!(retr(b"Subject: x"), b"Subject: x\r\n.\r\n");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod maildir;
 pub mod memory;
 pub mod postgres;
+pub mod uidl;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncBufRead, AsyncRead};

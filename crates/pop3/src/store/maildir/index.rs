@@ -14,8 +14,12 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
+use crate::store::uidl::{Facts, UidlFormat, Var};
+
 pub const INDEX_FILE: &str = "pop3d-uidlist";
 pub const DOVECOT_UIDLIST: &str = "dovecot-uidlist";
+/// Courier's list of UIDs (Courier 4 and later), version 3.
+pub const COURIER_UIDLIST: &str = "courierpop3dsizelist";
 const MAGIC: &str = "pop3d-uidlist";
 /// Version 2 counts the CRLF that RETR adds to a message whose last line
 /// has none; sizes a version 1 file recorded are measured again.
@@ -48,6 +52,8 @@ pub struct Index {
     /// adds the CRLF). Checked against the file's last octet before use;
     /// never written to our index.
     pub recorded: HashMap<String, u64>,
+    /// How strings of messages seen for the first time are made.
+    pub format: UidlFormat,
 }
 
 impl Index {
@@ -57,6 +63,7 @@ impl Index {
             next_uid: 1,
             entries: HashMap::new(),
             recorded: HashMap::new(),
+            format: UidlFormat::default(),
         }
     }
 
@@ -67,11 +74,30 @@ impl Index {
         format!("{uid:08x}{:08x}", self.validity)
     }
 
+    /// The string the configured format gives a message; the default
+    /// format's when it needs what the message cannot give.
+    pub fn uidl_for(&self, uid: u32, validity: u32, key: &str, path: Option<&Path>) -> String {
+        let header = match path {
+            Some(p) if self.format.uses(Var::HeaderMd5) => read_head(p),
+            _ => None,
+        };
+        let facts = Facts {
+            uid,
+            validity,
+            file: Some(key),
+            guid: Some(key),
+            header: header.as_deref(),
+        };
+        self.format
+            .render(&facts)
+            .unwrap_or_else(|| format!("{uid:08x}{validity:08x}"))
+    }
+
     /// Give a new message the next UID (tests; the store assigns many at
     /// once with [`Index::assign_all`]).
     #[cfg(test)]
     pub fn assign(&mut self, key: &str, size: Option<u64>) -> Entry {
-        self.assign_all([key]);
+        self.assign_all([(key, None)]);
         let entry = self.entries.get_mut(key).expect("just assigned");
         entry.size = size;
         entry.clone()
@@ -80,11 +106,11 @@ impl Index {
     /// Give new messages the next UIDs, in the order given. The strings in
     /// use are gathered once, so a mailbox of 50,000 new messages costs
     /// 50,000 look-ups, not 50,000 scans.
-    pub fn assign_all<'a>(&mut self, keys: impl IntoIterator<Item = &'a str>) {
+    pub fn assign_all<'a>(&mut self, keys: impl IntoIterator<Item = (&'a str, Option<&'a Path>)>) {
         let mut taken: std::collections::HashSet<String> =
             self.entries.values().map(|e| e.uidl.clone()).collect();
-        for key in keys {
-            let (uid, uidl) = self.fresh_uid(&taken);
+        for (key, path) in keys {
+            let (uid, uidl) = self.fresh_uid(&taken, key, path);
             taken.insert(uidl.clone());
             let entry = Entry {
                 uid,
@@ -221,11 +247,24 @@ impl Index {
 
     /// A new UIDL string for the next UID, skipping any already `taken`
     /// (possible only after a rebuild kept foreign strings).
-    fn fresh_uid(&mut self, taken: &std::collections::HashSet<String>) -> (u32, String) {
+    /// A format that makes the same string for two messages (`%m` of
+    /// two copies of one message) falls back to the default format's.
+    fn fresh_uid(
+        &mut self,
+        taken: &std::collections::HashSet<String>,
+        key: &str,
+        path: Option<&Path>,
+    ) -> (u32, String) {
+        let mut first = true;
         loop {
             let uid = self.next_uid;
             self.next_uid = self.next_uid.saturating_add(1);
-            let uidl = self.default_uidl(uid);
+            let uidl = if first {
+                self.uidl_for(uid, self.validity, key, path)
+            } else {
+                self.default_uidl(uid)
+            };
+            first = false;
             if !taken.contains(&uidl) {
                 return (uid, uidl);
             }
@@ -257,8 +296,10 @@ impl Index {
         super::sync_dir(dir)
     }
 
-    /// Read Dovecot's `dovecot-uidlist` (versions 1 and 3).
-    pub fn from_dovecot(text: &str) -> Option<Index> {
+    /// Read Dovecot's `dovecot-uidlist` (versions 1 and 3); strings not
+    /// stored there (`P`) are made with `format`, as Dovecot makes them
+    /// with its `pop3_uidl_format`.
+    pub fn from_dovecot(text: &str, format: &UidlFormat) -> Option<Index> {
         let mut lines = text.lines();
         let header: Vec<&str> = lines.next()?.split(' ').collect();
         let (validity, next_uid, v3) = match *header.first()? {
@@ -281,6 +322,7 @@ impl Index {
         let mut index = Index {
             validity,
             next_uid,
+            format: format.clone(),
             ..Index::new(validity)
         };
         for line in lines {
@@ -311,7 +353,7 @@ impl Index {
                     _ => {}
                 }
             }
-            let uidl = uidl.unwrap_or_else(|| index.default_uidl(uid));
+            let uidl = uidl.unwrap_or_else(|| index.uidl_for(uid, validity, key, None));
             index.next_uid = index.next_uid.max(uid.saturating_add(1));
             if let Some(size) = size {
                 index.recorded.insert(key.to_owned(), size);
@@ -323,6 +365,65 @@ impl Index {
         }
         Some(index)
     }
+}
+
+impl Index {
+    /// Read Courier's `courierpop3dsizelist` (version 3: `/3 NEXT VALIDITY`,
+    /// then `NAME SIZE UID:VALIDITY[:...]` per message), making each
+    /// string with `format` under the validity recorded for the message
+    /// (Courier 4's own UIDLs are `UID%u-%v`).
+    pub fn from_courier(text: &str, format: &UidlFormat) -> Option<Index> {
+        let mut lines = text.lines();
+        let mut header = lines.next()?.split(' ');
+        if header.next()? != "/3" {
+            return None;
+        }
+        let next_uid: u32 = header.next()?.parse().ok()?;
+        let validity: u32 = header.next()?.parse().ok()?;
+        let mut index = Index {
+            validity,
+            next_uid: next_uid.max(1),
+            format: format.clone(),
+            ..Index::new(validity)
+        };
+        for line in lines {
+            let mut f = line.rsplitn(3, ' ');
+            let ids = f.next()?;
+            let size: Option<u64> = f.next()?.parse().ok();
+            let name = f.next()?;
+            let key = name.split(':').next().unwrap_or(name);
+            let mut ids = ids.split(':');
+            let uid: u32 = ids.next()?.parse().ok()?;
+            let message_validity: u32 = ids.next()?.parse().ok()?;
+            if key.is_empty() || uid == 0 {
+                continue;
+            }
+            let uidl = index.uidl_for(uid, message_validity, key, None);
+            index.next_uid = index.next_uid.max(uid.saturating_add(1));
+            if let Some(size) = size {
+                index.recorded.insert(key.to_owned(), size);
+            }
+            let entry = Entry {
+                uid,
+                size: None,
+                uidl,
+            };
+            index.entries.insert(key.to_owned(), entry);
+        }
+        Some(index)
+    }
+}
+
+/// The first octets of a message, enough for its header section.
+fn read_head(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(256 * 1024)
+        .read_to_end(&mut head)
+        .ok()?;
+    Some(head)
 }
 
 /// RFC 1939 §7: 1 to 70 characters in 0x21..=0x7E.
@@ -365,7 +466,7 @@ mod tests {
                     1 :1700000000.M1P1.mx\n\
                     4 W2048 S2000 :1700000001.M2P2.mx:2,S\n\
                     7 P0000abcd.legacy W10 :1700000002.M3P3.mx\n";
-        let idx = Index::from_dovecot(text).unwrap();
+        let idx = Index::from_dovecot(text, &UidlFormat::default()).unwrap();
         assert_eq!(idx.validity, 1_234_567_890);
         assert_eq!(idx.next_uid, 10);
         assert_eq!(idx.entries["1700000000.M1P1.mx"].uidl, "00000001499602d2");
@@ -378,16 +479,18 @@ mod tests {
 
     #[test]
     fn dovecot_v1() {
-        let idx = Index::from_dovecot("1 1000 3\n1 a.host\n2 b.host:2,S\n").unwrap();
+        let idx = Index::from_dovecot("1 1000 3\n1 a.host\n2 b.host:2,S\n", &UidlFormat::default())
+            .unwrap();
         assert_eq!(idx.entries["b.host"].uidl, "00000002000003e8");
-        assert!(Index::from_dovecot("9 junk\n").is_none());
+        assert!(Index::from_dovecot("9 junk\n", &UidlFormat::default()).is_none());
     }
 
     #[test]
     fn rebuild_keeps_validity_when_the_header_survives() {
         // Entry 5's line is damaged; UIDs up to 8 were handed out.
         let text = "pop3d-uidlist 2 V77 N9\n2 10 keep2 a\nbroken line\n5 x y\n";
-        let dovecot = Index::from_dovecot("3 V77 N4\n1 :gone\n2 :a\n3 :b\n").unwrap();
+        let dovecot =
+            Index::from_dovecot("3 V77 N4\n1 :gone\n2 :a\n3 :b\n", &UidlFormat::default()).unwrap();
         let mut idx = Index::rebuild(Index::salvage(text), Some(dovecot), 1000);
         assert_eq!(idx.validity, 77);
         assert_eq!(idx.entries["a"].uidl, "keep2", "salvaged strings win");
@@ -402,7 +505,7 @@ mod tests {
     #[test]
     fn rebuild_without_a_header_changes_validity_but_no_string() {
         let text = "garbage\n3 10 0000000300000063 a\n";
-        let dovecot = Index::from_dovecot("3 V99 N2\n1 :b\n").unwrap();
+        let dovecot = Index::from_dovecot("3 V99 N2\n1 :b\n", &UidlFormat::default()).unwrap();
         let mut idx = Index::rebuild(Index::salvage(text), Some(dovecot), 99);
         assert_ne!(idx.validity, 99, "Dovecot's validity is not reused");
         assert_eq!(idx.entries["a"].uidl, "0000000300000063");
@@ -431,6 +534,22 @@ mod tests {
         );
         idx.next_uid = 2;
         assert_eq!(idx.assign("x", None).uidl, "0000000300000001");
+    }
+
+    #[test]
+    fn courier_v3() {
+        let text = "/3 4 1796123231\n1700000000.M1P1.host:2, 21 1:1796123231:0\n\
+                    1700000001.M2P2.host:2,S 19 3:1796120000:0\n";
+        let courier = UidlFormat::parse("UID%u-%v").unwrap();
+        let idx = Index::from_courier(text, &courier).unwrap();
+        assert_eq!(idx.entries["1700000000.M1P1.host"].uidl, "UID1-1796123231");
+        assert_eq!(
+            idx.entries["1700000001.M2P2.host"].uidl, "UID3-1796120000",
+            "each message under its own recorded validity"
+        );
+        assert_eq!((idx.validity, idx.next_uid), (1796123231, 4));
+        assert_eq!(idx.recorded["1700000001.M2P2.host"], 19);
+        assert!(Index::from_courier("/2 1 2\n", &courier).is_none());
     }
 
     #[test]

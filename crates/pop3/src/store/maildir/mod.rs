@@ -19,10 +19,11 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use tokio::io::AsyncRead;
 
+use super::uidl::UidlFormat;
 use super::{Changes, CommitReport, MailStore, Maildrop, MessageInfo, MessageReader, StoreError};
 use crate::auth::UserRecord;
 use crate::config::Pop3Config;
-use index::{DOVECOT_UIDLIST, INDEX_FILE, Index};
+use index::{COURIER_UIDLIST, DOVECOT_UIDLIST, INDEX_FILE, Index};
 
 pub use lock::LOCK_FILE;
 const SUBDIRS: [&str; 2] = ["new", "cur"];
@@ -39,6 +40,8 @@ pub struct MaildirStore {
     max_message_size: u64,
     /// What each opened maildrop is told.
     options: DropOptions,
+    /// `storage.uidl_format`.
+    format: Arc<UidlFormat>,
 }
 
 /// How an opened maildrop behaves, from the configuration.
@@ -67,6 +70,7 @@ impl MaildirStore {
                 read_size: DEFAULT_READ_SIZE,
                 mark_seen: true,
             },
+            format: Arc::default(),
         }
     }
 
@@ -86,7 +90,14 @@ impl MaildirStore {
                 read_size: p.io_buffer_size,
                 mark_seen: config.storage.mark_seen,
             },
+            format: Arc::new(UidlFormat::parse(&config.storage.uidl_format).unwrap_or_default()),
         }
+    }
+
+    /// Make the UIDLs of new messages with `format`.
+    pub fn with_uidl_format(mut self, format: UidlFormat) -> Self {
+        self.format = Arc::new(format);
+        self
     }
 
     /// Keep listings between sessions (see [`ListingCache`]).
@@ -170,8 +181,11 @@ impl MailStore for MaildirStore {
         let locks = self.locks.clone();
         let limit = self.measure.clone();
         let options = self.options;
-        let drop = blocking(move || open_blocking(&dir, &locks, &limit, cache.as_deref(), options))
-            .await?;
+        let format = self.format.clone();
+        let drop = blocking(move || {
+            open_blocking(&dir, &locks, &limit, cache.as_deref(), options, &format)
+        })
+        .await?;
         Ok(Box::new(drop))
     }
 
@@ -340,23 +354,33 @@ fn size_from_name(name: &str) -> Option<u64> {
 
 /// The Maildir's index, and whether it must be written back even if no
 /// message changes (it was rebuilt from a damaged file).
-fn load_index(dir: &Path) -> Result<(Index, bool), StoreError> {
+fn load_index(dir: &Path, format: &UidlFormat) -> Result<(Index, bool), StoreError> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_secs() as u32);
-    let dovecot = || match std::fs::read_to_string(dir.join(DOVECOT_UIDLIST)) {
-        Ok(text) => Index::from_dovecot(&text).or_else(|| {
-            tracing::warn!(maildir = %dir.display(), "unreadable {DOVECOT_UIDLIST}; ignored");
-            None
-        }),
-        Err(_) => None,
+    // The list of the server the Maildir comes from: Dovecot's, else
+    // Courier's.
+    let foreign = || {
+        let read = |file: &str, parse: fn(&str, &UidlFormat) -> Option<Index>| {
+            let text = std::fs::read_to_string(dir.join(file)).ok()?;
+            parse(&text, format).or_else(|| {
+                tracing::warn!(maildir = %dir.display(), "unreadable {file}; ignored");
+                None
+            })
+        };
+        read(DOVECOT_UIDLIST, Index::from_dovecot)
+            .or_else(|| read(COURIER_UIDLIST, Index::from_courier))
+    };
+    let with_format = |mut index: Index| {
+        index.format = format.clone();
+        index
     };
     match std::fs::read_to_string(dir.join(INDEX_FILE)) {
         Ok(text) => {
             if let Some(index) = Index::parse(&text) {
-                return Ok((index, false));
+                return Ok((with_format(index), false));
             }
-            let index = Index::rebuild(Index::salvage(&text), dovecot(), now);
+            let index = with_format(Index::rebuild(Index::salvage(&text), foreign(), now));
             tracing::error!(
                 maildir = %dir.display(),
                 validity = index.validity,
@@ -366,9 +390,10 @@ fn load_index(dir: &Path) -> Result<(Index, bool), StoreError> {
             );
             Ok((index, true))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Ok((dovecot().unwrap_or_else(|| Index::new(now.max(1))), false))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((
+            with_format(foreign().unwrap_or_else(|| Index::new(now.max(1)))),
+            false,
+        )),
         // Present but unreadable: never mistake it for absent.
         Err(e) => Err(io(&dir.join(INDEX_FILE), e)),
     }
@@ -398,6 +423,7 @@ fn open_blocking(
     limit: &measure::MeasureLimit,
     cache: Option<&ListingCache>,
     options: DropOptions,
+    format: &UidlFormat,
 ) -> Result<MaildirDrop, StoreError> {
     // A user's first login creates the Maildir, as Dovecot does. The
     // common case costs no extra look: claiming the lock needs the
@@ -428,7 +454,7 @@ fn open_blocking(
         return Ok(maildrop(hit.messages.clone(), hit.infos.clone()));
     }
     let scanned_at = SystemTime::now();
-    let (messages, infos) = scan_and_index(dir, limit)?;
+    let (messages, infos) = scan_and_index(dir, limit, format)?;
     let (messages, infos) = (Arc::new(messages), Arc::new(infos));
     // Cache only what nobody changed while we scanned.
     if let Some(cache) = cache
@@ -449,9 +475,10 @@ fn open_blocking(
 fn scan_and_index(
     dir: &Path,
     limit: &measure::MeasureLimit,
+    format: &UidlFormat,
 ) -> Result<(Vec<Message>, Vec<MessageInfo>), StoreError> {
     let files = scan(dir)?;
-    let (mut index, mut changed) = load_index(dir)?;
+    let (mut index, mut changed) = load_index(dir, format)?;
 
     // Forget messages that are gone; their UIDs are never given out again
     // because next_uid only grows.
@@ -471,7 +498,11 @@ fn scan_and_index(
     fresh.sort_by(|a, b| a.0.cmp(&b.0));
     fresh.dedup_by(|a, b| a.0 == b.0);
     changed |= !fresh.is_empty();
-    index.assign_all(fresh.into_iter().map(|(key, _)| key.as_str()));
+    index.assign_all(
+        fresh
+            .into_iter()
+            .map(|(key, path)| (key.as_str(), Some(path.as_path()))),
+    );
 
     // One entry per message (the same message may sit in new/ and cur/
     // for a moment).

@@ -159,6 +159,9 @@ pub struct Written {
     pub parts: i32,
     /// The POP3 size (CRLF line ends).
     pub size: u64,
+    /// MD5 of the header section (of the first slice, if the header is
+    /// longer), for `uidl_format`'s `%m`.
+    pub header_md5: [u8; 16],
 }
 
 /// Store `message` as the parts of body `id` inside `tx`, 1 MiB per
@@ -172,6 +175,7 @@ pub async fn write(
     let stmt = tx.prepare_cached(WRITE_PARTS).await?;
     let mut counter = SizeCounter::default();
     let mut parts: i32 = 0;
+    let mut header_md5 = None;
     let slice_len = PART * SLICE_PARTS as usize;
     loop {
         let mut slice = Vec::with_capacity(64 * 1024);
@@ -184,6 +188,7 @@ pub async fn write(
             break;
         }
         counter.feed(&slice);
+        header_md5.get_or_insert_with(|| crate::store::uidl::header_md5(&slice));
         if max_size > 0 && counter.size() > max_size {
             return Ok(None);
         }
@@ -202,6 +207,7 @@ pub async fn write(
     Ok(Some(Written {
         parts,
         size: counter.size(),
+        header_md5: header_md5.unwrap_or_default(),
     }))
 }
 

@@ -27,6 +27,8 @@ use crate::store::{
 pub use body::{PART, SLICE_PARTS};
 use lease::{Holder, Leases};
 
+use crate::store::uidl::{Piece, UidlFormat, Var};
+
 /// The database's failures as the session reports them: all of them may
 /// pass (`[SYS/TEMP]`).
 fn store_error(e: DbError) -> StoreError {
@@ -89,25 +91,59 @@ const QUIT_UNCHANGED: &str = "UPDATE maildrop_lease SET expires_at = '-infinity'
 const RELEASE: &str = "UPDATE maildrop_lease SET expires_at = '-infinity' \
      WHERE mailbox_id = $1 AND node = $2 AND boot = $3 AND session = $4";
 
+/// Delivery: the next UID from the mailbox row, the message row with a
+/// UIDL made by `{uidl}` (see [`uidl_sql`]) unless `$5` gives one.
 const ADD_MESSAGE: &str = "
-WITH mb AS (
+WITH header AS (SELECT $6::text AS md5),
+mb AS (
     INSERT INTO mailboxes AS b (login, next_uid, msg_count, octets) VALUES ($1, 2, 1, $3)
     ON CONFLICT (login) DO UPDATE
        SET next_uid = b.next_uid + 1, msg_count = b.msg_count + 1,
            octets = b.octets + excluded.octets
     RETURNING id, next_uid - 1 AS uid, uid_validity)
 INSERT INTO messages (id, mailbox_id, uid, uidl, size, parts)
-SELECT $2, id, uid,
-       coalesce($5, lpad(to_hex(uid), 8, '0') || lpad(to_hex(uid_validity), 8, '0')),
-       $3, $4
-  FROM mb
+SELECT $2, id, uid, coalesce($5, {uidl}), $3, $4
+  FROM mb, header
 RETURNING uid";
+
+/// `uidl_format` as an SQL expression over `uid`, `uid_validity`, the
+/// message id `$2` (`%g`) and the header's MD5 in hex (`header.md5`, `%m`).
+/// Literal text is quoted (the format holds printable ASCII only).
+fn uidl_sql(format: &UidlFormat) -> String {
+    let parts: Vec<String> = format
+        .pieces()
+        .map(|piece| match piece {
+            Piece::Text(t) => format!("'{}'", t.replace('\'', "''")),
+            Piece::Var { var, width, hex } => {
+                let value = match (var, hex) {
+                    (Var::Uid, false) => "uid::text".to_owned(),
+                    (Var::Uid, true) => "to_hex(uid)".to_owned(),
+                    (Var::Validity, false) => "uid_validity::text".to_owned(),
+                    (Var::Validity, true) => "to_hex(uid_validity)".to_owned(),
+                    (Var::HeaderMd5, _) => "header.md5".to_owned(),
+                    // A GUID: the message's id, 32 hex digits.
+                    (Var::Guid, _) => "lpad(to_hex($2::bigint), 32, '0')".to_owned(),
+                    // Refused by the configuration check.
+                    (Var::File, _) => "''".to_owned(),
+                };
+                if *width == 0 {
+                    value
+                } else {
+                    format!("lpad({value}, greatest({width}, length({value})), '0')")
+                }
+            }
+        })
+        .collect();
+    format!("({})", parts.join(" || "))
+}
 
 /// Mail in PostgreSQL.
 pub struct PostgresStore {
     db: Arc<Database>,
     leases: Arc<Leases>,
     max_message_size: u64,
+    /// [`ADD_MESSAGE`] with `uidl_format` in it.
+    add_message: String,
 }
 
 impl PostgresStore {
@@ -117,6 +153,10 @@ impl PostgresStore {
             db,
             leases: Arc::new(Leases::new(node, config.storage.lease_ttl)),
             max_message_size: config.server.max_message_size,
+            add_message: ADD_MESSAGE.replace(
+                "{uidl}",
+                &uidl_sql(&UidlFormat::parse(&config.storage.uidl_format).unwrap_or_default()),
+            ),
         }
     }
 
@@ -138,14 +178,18 @@ impl PostgresStore {
                     .query_one("SELECT nextval('message_ids')", &[])
                     .await?
                     .get(0);
-                let Some(body::Written { parts, size }) =
-                    body::write(&tx, id, self.max_message_size, message).await?
+                let Some(body::Written {
+                    parts,
+                    size,
+                    header_md5,
+                }) = body::write(&tx, id, self.max_message_size, message).await?
                 else {
                     return Ok(Err(StoreError::TooLarge(self.max_message_size)));
                 };
-                let stmt = tx.prepare_cached(ADD_MESSAGE).await?;
+                let stmt = tx.prepare_cached(&self.add_message).await?;
+                let md5 = crate::hex::encode(&header_md5);
                 let row = tx
-                    .query_one(&stmt, &[&login, &id, &(size as i64), &parts, &uidl])
+                    .query_one(&stmt, &[&login, &id, &(size as i64), &parts, &uidl, &md5])
                     .await?;
                 tx.commit().await?;
                 Ok(Ok((row.get::<_, i64>(0), size)))
