@@ -339,6 +339,15 @@ async fn deliver(
             count(services, "too_large");
             format!("552 5.3.4 <{to}>: messages are limited to {limit} octets")
         }
+        // RFC 3463 X.2.2: mailbox full.
+        Err(StoreError::OverQuota) if services.config.storage.quota_full_tempfail => {
+            count(services, "over_quota");
+            format!("452 4.2.2 <{to}>: mailbox is over quota, try again later")
+        }
+        Err(StoreError::OverQuota) => {
+            count(services, "over_quota");
+            format!("552 5.2.2 <{to}>: mailbox is over quota")
+        }
         Err(e) => {
             count(services, "temp_failure");
             tracing::warn!(user = %user.name, "LMTP delivery failed: {e}");

@@ -116,7 +116,7 @@ impl Services {
         shared: &Shared,
     ) -> Result<Services, SetupError> {
         let sasl = SaslServices::new(&config, shared.salt_key.clone())?;
-        let login_delay = LoginDelay::new(config.server.login_delay);
+        let login_delay = LoginDelay::new();
         let buffers = BufferPool::new(
             config.performance.io_buffer_size,
             config.performance.connection_pool_size,
@@ -187,46 +187,44 @@ impl BufferPool {
     }
 }
 
-/// RFC 2449 §6.8 LOGIN-DELAY: the least time between two logins of a user.
-#[derive(Debug)]
+/// RFC 2449 §6.8 LOGIN-DELAY: the least time between two logins of a
+/// user (the server's, or the user's own from the user database).
+#[derive(Debug, Default)]
 pub struct LoginDelay {
-    delay: Duration,
-    last: Mutex<HashMap<String, Instant>>,
+    /// When each user last logged in, and the delay that applied.
+    last: Mutex<HashMap<String, (Instant, Duration)>>,
 }
 
 impl LoginDelay {
-    pub fn new(delay: Duration) -> Self {
-        LoginDelay {
-            delay,
-            last: Mutex::new(HashMap::new()),
-        }
+    pub fn new() -> Self {
+        LoginDelay::default()
     }
 
-    /// `Err(-ERR [LOGIN-DELAY])` if the user logged in too recently.
-    pub fn check(&self, user: &str) -> Result<(), Reply> {
-        if self.delay.is_zero() {
+    /// `Err(-ERR [LOGIN-DELAY])` if the user logged in less than `delay`
+    /// ago.
+    pub fn check(&self, user: &str, delay: Duration) -> Result<(), Reply> {
+        if delay.is_zero() {
             return Ok(());
         }
-        let last = self.last.lock().expect("login delay lock");
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         match last.get(user) {
-            Some(t) if t.elapsed() < self.delay => Err(Reply::err_code(
+            Some((t, _)) if t.elapsed() < delay => Err(Reply::err_code(
                 RespCode::LoginDelay,
-                format!("Wait {} seconds between logins", self.delay.as_secs()),
+                format!("Wait {} seconds between logins", delay.as_secs()),
             )),
             _ => Ok(()),
         }
     }
 
-    pub fn record(&self, user: &str) {
-        if self.delay.is_zero() {
+    pub fn record(&self, user: &str, delay: Duration) {
+        if delay.is_zero() {
             return;
         }
-        let mut last = self.last.lock().expect("login delay lock");
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if last.len() > 10_000 {
-            let delay = self.delay;
-            last.retain(|_, t| t.elapsed() < delay);
+            last.retain(|_, (t, d)| t.elapsed() < *d);
         }
-        last.insert(user.to_owned(), Instant::now());
+        last.insert(user.to_owned(), (Instant::now(), delay));
     }
 }
 

@@ -78,7 +78,8 @@ enum Command {
     /// Read one message on stdin and store it in the user's Maildir
     /// atomically. Exit codes follow sysexits(3): 0 delivered, 67 unknown
     /// user, 75 temporary failure (the MTA retries), 77 refused (too
-    /// large), 78 bad configuration.
+    /// large, or over the user's quota; 75 for that with
+    /// storage.quota_full_tempfail), 78 bad configuration.
     Deliver {
         /// The TOML configuration file.
         #[arg(long, short)]
@@ -86,6 +87,21 @@ enum Command {
         /// The recipient, as named in the passwd file.
         #[arg(long, short)]
         user: String,
+    },
+    /// Put back messages that storage.delete = "trash" kept, under their
+    /// old UIDLs (the user's clients download them again only if they
+    /// forgot them). Exit codes: 0 done, 67 unknown user, 75 store
+    /// unavailable, 78 bad configuration.
+    Restore {
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, short)]
+        user: String,
+        /// Only messages trashed at or after this time: RFC 3339
+        /// ("2026-11-30T08:00:00Z") or an age ("36h", "7d").
+        #[arg(long)]
+        since: Option<String>,
     },
     /// The PostgreSQL schema: apply migrations, or show them.
     Db {
@@ -124,6 +140,11 @@ fn main() -> ExitCode {
     init_logging(&cli.log, cli.log_format);
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Restore {
+            config,
+            user,
+            since,
+        } => restore(&config, &user, since.as_deref()),
         Command::CheckConfig { config } => check_config(config),
         Command::HashPassword { scheme } => hash(&scheme),
         Command::Deliver { config, user } => deliver(&config, &user),
@@ -373,6 +394,69 @@ fn hash(scheme: &str) -> ExitCode {
     }
 }
 
+/// `--since`: a time (RFC 3339) or an age.
+fn parse_since(text: &str) -> Result<std::time::SystemTime, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(text) {
+        return Ok(t);
+    }
+    let age = humantime::parse_duration(text)
+        .map_err(|_| format!("--since {text:?}: neither a time (RFC 3339) nor an age (\"7d\")"))?;
+    std::time::SystemTime::now()
+        .checked_sub(age)
+        .ok_or_else(|| format!("--since {text:?}: too long ago"))
+}
+
+fn restore(path: &Path, user: &str, since: Option<&str>) -> ExitCode {
+    let config = match Pop3Config::load(path) {
+        Ok(loaded) => loaded.config,
+        Err(e) => {
+            eprintln!("pop3d: error: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let since = match since.map(parse_since).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pop3d: restore: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(_) => return ExitCode::from(EX_TEMPFAIL),
+    };
+    runtime.block_on(async move {
+        let Backends { users, store, .. } = match Backends::from_config(&config) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("pop3d: restore: {e}");
+                return ExitCode::from(EX_TEMPFAIL);
+            }
+        };
+        let record = match users.lookup(user).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                eprintln!("pop3d: restore: unknown user {user:?}");
+                return ExitCode::from(EX_NOUSER);
+            }
+            Err(e) => {
+                eprintln!("pop3d: restore: {e}");
+                return ExitCode::from(EX_TEMPFAIL);
+            }
+        };
+        match store.restore(&record, since).await {
+            Ok(n) => {
+                println!("restored {n} messages for {}", record.name);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pop3d: restore: {}: {e}", record.name);
+                ExitCode::from(EX_TEMPFAIL)
+            }
+        }
+    })
+}
+
 fn deliver(path: &Path, user: &str) -> ExitCode {
     let config = match Pop3Config::load(path) {
         Ok(loaded) => loaded.config,
@@ -418,6 +502,11 @@ fn deliver(path: &Path, user: &str) -> ExitCode {
             Err(e @ StoreError::TooLarge(_)) => {
                 eprintln!("pop3d: deliver: {e}");
                 ExitCode::from(EX_NOPERM)
+            }
+            Err(e @ StoreError::OverQuota) => {
+                eprintln!("pop3d: deliver: {}: {e}", record.name);
+                let tempfail = config.storage.quota_full_tempfail;
+                ExitCode::from(if tempfail { EX_TEMPFAIL } else { EX_NOPERM })
             }
             Err(e) => {
                 eprintln!("pop3d: deliver: {e}");

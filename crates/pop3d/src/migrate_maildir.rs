@@ -203,7 +203,9 @@ async fn copy_mail(
         }
         let copied = async {
             let mut reader = maildrop.open_message(i).await?;
-            target.add(&user.name, Some(&info.uid), &mut reader).await
+            target
+                .add(&user.name, Some(&info.uid), None, &mut reader)
+                .await
         }
         .await;
         match copied {

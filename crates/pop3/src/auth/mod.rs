@@ -8,6 +8,7 @@ pub mod passwd;
 pub mod postgres;
 pub mod sasl;
 pub mod scheme;
+pub mod settings;
 pub mod static_users;
 
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use tokio::sync::Semaphore;
 pub use passwd::PasswdFile;
 pub use postgres::PostgresUsers;
 pub use scheme::{Scheme, StoredSecret, hash_password};
+pub use settings::{Quota, UserSettings};
 pub use static_users::StaticUsers;
 
 /// One user as the user database knows it.
@@ -35,6 +37,8 @@ pub struct UserRecord {
     pub home: Option<PathBuf>,
     /// The free-form eighth field (userdb extras).
     pub extra: String,
+    /// Per-user settings read from the extras or database columns.
+    pub settings: UserSettings,
 }
 
 /// Why the user database could not answer. Not "no such user": that is
@@ -71,6 +75,12 @@ pub trait UserDb: Send + Sync {
 
     /// Whether the database can answer now (for `/readyz`).
     async fn health(&self) -> Result<(), String>;
+
+    /// Every user, where the database is a list one can walk (a passwd
+    /// file); empty otherwise. For sweeps over every mailbox.
+    async fn all(&self) -> Vec<Arc<UserRecord>> {
+        Vec::new()
+    }
 
     /// A secret of the kind this database's users have, verified when the
     /// user is unknown so that the answer takes as long as for a wrong

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 
 use super::scheme::StoredSecret;
-use super::{UserDb, UserDbError, UserRecord};
+use super::{UserDb, UserDbError, UserRecord, UserSettings};
 
 /// A problem on one line of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +148,7 @@ fn parse_line(line: &str) -> Result<UserRecord, String> {
     let gid = number(3, "gid")?;
     let home = fields.get(5).filter(|h| !h.is_empty()).map(PathBuf::from);
     let extra = fields.get(7).map(|e| e.to_string()).unwrap_or_default();
+    let settings = UserSettings::from_extra(&extra).map_err(|r| format!("user {name:?}: {r}"))?;
     Ok(UserRecord {
         name: name.to_owned(),
         secret,
@@ -155,6 +156,7 @@ fn parse_line(line: &str) -> Result<UserRecord, String> {
         gid,
         home,
         extra,
+        settings,
     })
 }
 
@@ -296,6 +298,11 @@ impl UserDb for PasswdFile {
 
     fn schemes(&self) -> Option<Vec<super::Scheme>> {
         Some(self.table().schemes.clone())
+    }
+
+    async fn all(&self) -> Vec<Arc<UserRecord>> {
+        self.maybe_refresh().await;
+        self.table().users.values().cloned().collect()
     }
 
     fn decoy(&self) -> Option<StoredSecret> {

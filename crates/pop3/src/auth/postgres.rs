@@ -10,11 +10,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio_postgres::GenericClient;
 
-use super::{Scheme, StoredSecret, UserDb, UserDbError, UserRecord, hash_password};
+use super::{Scheme, StoredSecret, UserDb, UserDbError, UserRecord, UserSettings, hash_password};
 use crate::db::{Database, DbError};
 
-const OWN_TABLE: &str = "SELECT login AS user, secret AS password FROM users \
+const OWN_TABLE: &str = "SELECT login AS user, secret AS password, \
+            expire, login_delay, quota_rule FROM users \
      WHERE login = lower($1) AND NOT disabled";
+
+/// Columns a user query may return beside `user` and `password`.
+const SETTING_COLUMNS: [&str; 3] = ["expire", "login_delay", "quota_rule"];
 
 pub struct PostgresUsers {
     db: Arc<Database>,
@@ -65,6 +69,16 @@ impl UserDb for PostgresUsers {
             }
             None => None,
         };
+        let mut settings = UserSettings::default();
+        for column in SETTING_COLUMNS {
+            let value: Option<String> = row.try_get(column).ok().flatten();
+            if let Some(value) = value.filter(|v| !v.is_empty())
+                && let Err(reason) = settings.set(column, &value)
+            {
+                // The user may still log in; the server's defaults apply.
+                tracing::warn!(user = %name, "unusable setting in the user database: {reason}");
+            }
+        }
         Ok(Some(Arc::new(UserRecord {
             name: user.unwrap_or_else(|| name.to_owned()),
             secret,
@@ -72,6 +86,7 @@ impl UserDb for PostgresUsers {
             gid: None,
             home: None,
             extra: String::new(),
+            settings,
         })))
     }
 

@@ -41,6 +41,7 @@ impl StaticUsers {
             gid: None,
             home: None,
             extra: String::new(),
+            settings: Default::default(),
         })
     }
 }

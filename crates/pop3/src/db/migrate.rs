@@ -18,11 +18,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "mail and users",
-    sql: include_str!("migrations/0001_mail_and_users.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "mail and users",
+        sql: include_str!("migrations/0001_mail_and_users.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "retention and quota",
+        sql: include_str!("migrations/0002_retention_and_quota.sql"),
+    },
+];
 
 /// The schema version this pop3d needs.
 pub fn latest() -> i32 {

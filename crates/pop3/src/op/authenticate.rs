@@ -569,7 +569,8 @@ async fn login(
     read_only: bool,
 ) -> Outcome {
     services.guard.auth_succeeded(conn.peer.ip());
-    if let Err(reply) = services.login_delay.check(&user.name) {
+    let delay = super::capa::login_delay_for(services, &user);
+    if let Err(reply) = services.login_delay.check(&user.name, delay) {
         return reply.into();
     }
     match services.store.open(&user).await {
@@ -578,7 +579,7 @@ async fn login(
             let count = infos.len();
             let octets: u64 = infos.iter().map(|m| m.size).sum();
             tracing::info!(user = %user.name, mechanism, messages = count, "logged in");
-            services.login_delay.record(&user.name);
+            services.login_delay.record(&user.name, delay);
             services.metrics.login(mechanism, true);
             let reply = Reply::ok(format!(
                 "{}'s maildrop has {count} messages ({octets} octets)",

@@ -4,8 +4,24 @@
 
 use super::authenticate::offered_mechanisms;
 use super::{Connection, Outcome, State};
+use crate::auth::UserRecord;
+use crate::config::Expire;
 use crate::protocol::Reply;
 use crate::services::Services;
+
+/// The retention period in force for `user`.
+pub fn expire_for(services: &Services, user: &UserRecord) -> Expire {
+    user.settings
+        .expire
+        .unwrap_or(services.config.server.expire)
+}
+
+/// The least time between two logins of `user`.
+pub fn login_delay_for(services: &Services, user: &UserRecord) -> std::time::Duration {
+    user.settings
+        .login_delay
+        .unwrap_or(services.config.server.login_delay)
+}
 
 /// The capability lines, without the `+OK` and the terminator.
 pub fn capabilities(state: &State, conn: &Connection, services: &Services) -> Vec<String> {
@@ -32,10 +48,19 @@ pub fn capabilities(state: &State, conn: &Connection, services: &Services) -> Ve
     if cfg.protocol.enable_uidl {
         caps.push("UIDL".to_owned());
     }
-    caps.push("EXPIRE NEVER".to_owned());
-    let delay = cfg.server.login_delay.as_secs();
-    if delay > 0 {
-        caps.push(format!("LOGIN-DELAY {delay}"));
+    // RFC 2449 §6.7, §6.8: before login, the server's values with USER
+    // (the user database may set others per user); after it, the user's.
+    let (expire, delay, suffix) = match state {
+        State::Transaction(t) => (
+            expire_for(services, &t.user),
+            login_delay_for(services, &t.user),
+            "",
+        ),
+        _ => (cfg.server.expire, cfg.server.login_delay, " USER"),
+    };
+    caps.push(format!("EXPIRE {}{suffix}", expire.capa()));
+    if delay.as_secs() > 0 {
+        caps.push(format!("LOGIN-DELAY {}{suffix}", delay.as_secs()));
     }
     if before_login && conn.stls_available && !conn.secure {
         caps.push("STLS".to_owned());

@@ -139,7 +139,7 @@ pub fn store_error_reply(e: &StoreError) -> Reply {
         StoreError::Temporary(_) => {
             Reply::err_code(RespCode::SysTemp, "Mailbox temporarily unavailable")
         }
-        StoreError::Permanent(_) | StoreError::TooLarge(_) => {
+        StoreError::Permanent(_) | StoreError::TooLarge(_) | StoreError::OverQuota => {
             Reply::err_code(RespCode::SysPerm, "Mailbox unavailable")
         }
     }
@@ -157,7 +157,7 @@ pub async fn dispatch(
     match (cmd, &mut *state) {
         (C::Capa, _) => capa::capa(state, conn, services).into(),
         (C::Noop, State::Transaction(_)) => Reply::ok("").into(),
-        (C::Quit, _) => update::quit(state, &services.config.server.hostname, stats).await,
+        (C::Quit, _) => update::quit(state, services, stats).await,
         (C::Utf8, _) => capa::utf8(conn, services).into(),
         (C::Stls, State::Authorization { .. }) => capa::stls(conn, services),
         (C::User(name), State::Authorization { .. }) => {

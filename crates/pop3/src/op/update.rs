@@ -3,29 +3,33 @@
 //! are removed.
 
 use super::{Outcome, SessionStats, State, store_error_reply};
+use crate::config::Expire;
 use crate::protocol::{Reply, RespCode};
+use crate::services::Services;
 use crate::store::Changes;
 
-pub async fn quit(state: &mut State, hostname: &str, stats: &mut SessionStats) -> Outcome {
+pub async fn quit(state: &mut State, services: &Services, stats: &mut SessionStats) -> Outcome {
+    let hostname = &services.config.server.hostname;
     let State::Transaction(t) = std::mem::take(state) else {
         return Outcome::Close(Reply::ok(format!("{hostname} POP3 server signing off")));
     };
     let t = *t;
-    let marked: Vec<usize> = t
-        .deleted
-        .iter()
-        .enumerate()
-        .filter_map(|(i, d)| d.then_some(i))
+    // EXPIRE 0 (RFC 2449 §6.7): a message retrieved is removed at this
+    // QUIT, marked or not (a read-only session removes nothing).
+    let expire_now = !t.read_only && super::capa::expire_for(services, &t.user) == Expire::Days(0);
+    let marked: Vec<usize> = (0..t.deleted.len())
+        .filter(|&i| t.deleted[i] || (expire_now && t.retrieved[i]))
         .collect();
     // A read-only (anonymous) session changes nothing, flags included.
     let seen: Vec<usize> = if t.read_only {
         Vec::new()
     } else {
         (0..t.deleted.len())
-            .filter(|&i| t.retrieved[i] && !t.deleted[i])
+            .filter(|&i| t.retrieved[i] && !t.deleted[i] && !expire_now)
             .collect()
     };
     let wanted = marked.len();
+    let left = t.deleted.len() - wanted;
     let user = t.user.name.clone();
     let changes = Changes {
         deleted: marked,
@@ -34,7 +38,6 @@ pub async fn quit(state: &mut State, hostname: &str, stats: &mut SessionStats) -
     match t.maildrop.commit(changes).await {
         Ok(report) if report.failed == 0 => {
             stats.deleted = report.removed;
-            let left = t.deleted.len() - wanted;
             let text = match left {
                 0 => format!("{hostname} POP3 server signing off (maildrop empty)"),
                 n => format!("{hostname} POP3 server signing off ({n} messages left)"),

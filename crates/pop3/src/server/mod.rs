@@ -731,6 +731,7 @@ impl Server {
                 }
             }
         });
+        tokio::spawn(sweep_trash(self.manager.clone(), shutdown.clone()));
         shutdown.cancelled().await;
         tracker.close();
         let deadline = self.manager.services().config.server.shutdown_timeout;
@@ -741,6 +742,28 @@ impl Server {
             tracing::warn!(
                 "shutdown deadline reached; remaining sessions are dropped, nothing deleted"
             );
+        }
+    }
+}
+
+/// How often trashed messages past `trash_retention` are purged.
+const TRASH_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Purge the trash of `delete = "trash"` (and of a configuration that
+/// used it before) once an hour, from the services in force at the time.
+async fn sweep_trash(manager: Arc<Pop3SessionManager>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(TRASH_SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let services = manager.services();
+        let users = services.users.all().await;
+        match services.store.purge_trash(&users).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "trashed messages past their retention purged"),
+            Err(e) => tracing::warn!("trash sweep failed (tried again in an hour): {e}"),
         }
     }
 }

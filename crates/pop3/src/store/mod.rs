@@ -27,6 +27,45 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// The time as a store sees it: the system clock, or one a test moves
+/// (retention counts days).
+#[derive(Clone)]
+pub struct Clock(std::sync::Arc<dyn Fn() -> std::time::SystemTime + Send + Sync>);
+
+impl Clock {
+    pub fn system() -> Clock {
+        Clock(std::sync::Arc::new(std::time::SystemTime::now))
+    }
+
+    /// A clock that reads `now`.
+    pub fn new(now: impl Fn() -> std::time::SystemTime + Send + Sync + 'static) -> Clock {
+        Clock(std::sync::Arc::new(now))
+    }
+
+    pub fn now(&self) -> std::time::SystemTime {
+        (self.0)()
+    }
+
+    /// Seconds since the Unix epoch.
+    pub fn unix_secs(&self) -> u64 {
+        self.now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
 /// What STAT, LIST and UIDL need of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageInfo {
@@ -54,6 +93,9 @@ pub enum StoreError {
     /// A delivered message is over the configured size limit.
     #[error("message larger than the limit of {0} octets")]
     TooLarge(u64),
+    /// A delivery would take the user over their quota.
+    #[error("mailbox over quota")]
+    OverQuota,
 }
 
 impl StoreError {
@@ -108,6 +150,26 @@ pub trait MailStore: Send + Sync {
 
     /// Whether the store is reachable now (for `/readyz`).
     async fn health(&self) -> Result<(), String>;
+
+    /// Put back the messages `delete = "trash"` kept for the user, those
+    /// trashed at or after `since` (all without it), under their old
+    /// UIDLs. Returns how many came back.
+    async fn restore(
+        &self,
+        user: &UserRecord,
+        since: Option<std::time::SystemTime>,
+    ) -> Result<usize, StoreError> {
+        let _ = (user, since);
+        Err(StoreError::Permanent("this store keeps no trash".into()))
+    }
+
+    /// Remove trashed messages older than `trash_retention`: every
+    /// user's where the store can find them alone (a database), else
+    /// those of `users`. Returns how many went.
+    async fn purge_trash(&self, users: &[std::sync::Arc<UserRecord>]) -> Result<usize, StoreError> {
+        let _ = users;
+        Ok(0)
+    }
 
     /// The store's own metrics in Prometheus text format (no `# EOF`),
     /// appended to the server's on `/metrics`.

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::io;
+use crate::auth::Quota;
 use crate::protocol::SizeCounter;
 use crate::store::StoreError;
 
@@ -46,10 +47,15 @@ fn unique_name(hostname: &str) -> String {
 /// `max_size` (0 for none) refuses larger messages with
 /// [`StoreError::TooLarge`]. It is compared with the POP3 size, the one
 /// RETR checks, so nothing is accepted here that RETR would then refuse.
+///
+/// Under a `quota`, or with a `maildirsize` another program keeps, the
+/// message is counted there; one that would go over the quota is refused
+/// with [`StoreError::OverQuota`] and not stored.
 pub async fn deliver(
     dir: &Path,
     hostname: &str,
     max_size: u64,
+    quota: Option<Quota>,
     message: &mut (dyn AsyncRead + Send + Unpin),
 ) -> Result<u64, StoreError> {
     for sub in ["tmp", "new", "cur"] {
@@ -61,6 +67,20 @@ pub async fn deliver(
     match write_tmp(&tmp, max_size, message).await {
         Ok((octets, counter)) => {
             let pop3_size = counter.size();
+            let quota_dir = dir.to_owned();
+            let usage =
+                super::blocking(move || super::quota::usage(&quota_dir, quota.as_ref())).await;
+            let counted = match usage {
+                Ok(Some(used)) if quota.is_some_and(|q| q.exceeded_by(used, octets)) => {
+                    let _ = tokio::fs::remove_file(&tmp).await;
+                    return Err(StoreError::OverQuota);
+                }
+                Ok(used) => used.is_some(),
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&tmp).await;
+                    return Err(e);
+                }
+            };
             let target: PathBuf = dir
                 .join("new")
                 .join(format!("{name},S={octets},W={pop3_size}"));
@@ -70,6 +90,14 @@ pub async fn deliver(
                     // hears that the message is stored.
                     let new = dir.join("new");
                     super::blocking(move || super::sync_dir(&new).map_err(|e| io(&new, e))).await?;
+                    if counted {
+                        let dir = dir.to_owned();
+                        super::blocking(move || {
+                            super::quota::record(&dir, &[(octets as i64, 1)]);
+                            Ok(())
+                        })
+                        .await?;
+                    }
                     Ok(pop3_size)
                 }
                 Err(e) => {
@@ -128,7 +156,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let md = dir.path().join("Maildir");
         let mut msg: &[u8] = b"Subject: x\n\nbody\n";
-        let size = deliver(&md, "mx.example", 0, &mut msg).await.unwrap();
+        let size = deliver(&md, "mx.example", 0, None, &mut msg).await.unwrap();
         assert_eq!(size, 20);
         let names: Vec<String> = std::fs::read_dir(md.join("new"))
             .unwrap()
@@ -162,7 +190,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let md = dir.path().join("Maildir");
         let mut big: &[u8] = &[b'x'; 1000];
-        let e = deliver(&md, "h", 100, &mut big).await.unwrap_err();
+        let e = deliver(&md, "h", 100, None, &mut big).await.unwrap_err();
         assert!(matches!(e, StoreError::TooLarge(100)));
         // 68 octets on disk but 102 as POP3 sends them: refused, as RETR
         // would refuse it.
@@ -170,15 +198,15 @@ mod tests {
         assert_eq!(lf_only.len(), 68);
         let mut m: &[u8] = &lf_only;
         assert!(matches!(
-            deliver(&md, "h", 100, &mut m).await,
+            deliver(&md, "h", 100, None, &mut m).await,
             Err(StoreError::TooLarge(100))
         ));
         let mut m: &[u8] = &lf_only;
-        assert_eq!(deliver(&md, "h", 102, &mut m).await.unwrap(), 102);
+        assert_eq!(deliver(&md, "h", 102, None, &mut m).await.unwrap(), 102);
         // Without a last line end: W counts the CRLF that RETR adds, so
         // the name alone gives LIST its exact size.
         let mut m: &[u8] = b"a\nb";
-        assert_eq!(deliver(&md, "h", 0, &mut m).await.unwrap(), 6);
+        assert_eq!(deliver(&md, "h", 0, None, &mut m).await.unwrap(), 6);
         let names: Vec<String> = std::fs::read_dir(md.join("new"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -197,7 +225,7 @@ mod tests {
                 std::task::Poll::Ready(Err(std::io::Error::other("pipe broke")))
             }
         }
-        let e = deliver(&md, "h", 0, &mut Broken).await.unwrap_err();
+        let e = deliver(&md, "h", 0, None, &mut Broken).await.unwrap_err();
         assert!(matches!(e, StoreError::Temporary(_)));
         for sub in ["tmp", "new", "cur"] {
             assert_eq!(std::fs::read_dir(md.join(sub)).unwrap().count(), 0, "{sub}");

@@ -5,8 +5,10 @@
 
 pub mod deliver;
 pub mod index;
+pub mod keep;
 pub mod lock;
 pub mod measure;
+pub mod quota;
 pub mod reader;
 
 use std::collections::HashMap;
@@ -20,9 +22,11 @@ use async_trait::async_trait;
 use tokio::io::AsyncRead;
 
 use super::uidl::UidlFormat;
-use super::{Changes, CommitReport, MailStore, Maildrop, MessageInfo, MessageReader, StoreError};
+use super::{
+    Changes, Clock, CommitReport, MailStore, Maildrop, MessageInfo, MessageReader, StoreError,
+};
 use crate::auth::UserRecord;
-use crate::config::Pop3Config;
+use crate::config::{DeleteMode, Expire, Pop3Config};
 use index::{COURIER_UIDLIST, DOVECOT_UIDLIST, INDEX_FILE, Index};
 
 pub use lock::LOCK_FILE;
@@ -42,6 +46,10 @@ pub struct MaildirStore {
     options: DropOptions,
     /// `storage.uidl_format`.
     format: Arc<UidlFormat>,
+    /// `server.expire`, for users the user database sets none for.
+    expire: Expire,
+    trash_retention: Duration,
+    clock: Clock,
 }
 
 /// How an opened maildrop behaves, from the configuration.
@@ -51,6 +59,8 @@ struct DropOptions {
     read_size: usize,
     /// `storage.mark_seen`.
     mark_seen: bool,
+    /// `storage.delete`.
+    delete: DeleteMode,
 }
 
 /// Block size for message reads when no configuration says otherwise.
@@ -69,8 +79,12 @@ impl MaildirStore {
             options: DropOptions {
                 read_size: DEFAULT_READ_SIZE,
                 mark_seen: true,
+                delete: DeleteMode::Expunge,
             },
             format: Arc::default(),
+            expire: Expire::Never,
+            trash_retention: Duration::from_secs(30 * 86400),
+            clock: Clock::system(),
         }
     }
 
@@ -89,9 +103,19 @@ impl MaildirStore {
             options: DropOptions {
                 read_size: p.io_buffer_size,
                 mark_seen: config.storage.mark_seen,
+                delete: config.storage.delete,
             },
             format: Arc::new(UidlFormat::parse(&config.storage.uidl_format).unwrap_or_default()),
+            expire: config.server.expire,
+            trash_retention: config.storage.trash_retention,
+            clock: Clock::system(),
         }
+    }
+
+    /// Read the time from `clock` (tests of retention).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Make the UIDLs of new messages with `format`.
@@ -182,11 +206,75 @@ impl MailStore for MaildirStore {
         let limit = self.measure.clone();
         let options = self.options;
         let format = self.format.clone();
+        let period = user.settings.expire.unwrap_or(self.expire).period();
+        let clock = self.clock.clone();
         let drop = blocking(move || {
-            open_blocking(&dir, &locks, &limit, cache.as_deref(), options, &format)
+            let mut drop = open_blocking(&dir, &locks, &limit, cache.as_deref(), options, &format)?;
+            drop.expire = period;
+            drop.clock = clock;
+            if period.is_some_and(|p| !p.is_zero()) {
+                drop.remove_expired()?;
+            }
+            Ok(drop)
         })
         .await?;
         Ok(Box::new(drop))
+    }
+
+    async fn restore(
+        &self,
+        user: &UserRecord,
+        since: Option<SystemTime>,
+    ) -> Result<usize, StoreError> {
+        let dir = self.path_for(user)?;
+        let locks = self.locks.clone();
+        let format = self.format.clone();
+        let since = since
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        blocking(move || {
+            let lock = locks.lock(&dir)?;
+            let (mut index, _) = load_index(&dir, &format)?;
+            let restored = keep::restore(&dir, &mut index, since)?;
+            if restored > 0 {
+                index
+                    .store(&dir)
+                    .map_err(|e| io(&dir.join(INDEX_FILE), e))?;
+            }
+            lock.release();
+            Ok(restored)
+        })
+        .await
+    }
+
+    async fn purge_trash(&self, users: &[Arc<UserRecord>]) -> Result<usize, StoreError> {
+        let before = self
+            .clock
+            .unix_secs()
+            .saturating_sub(self.trash_retention.as_secs());
+        let mut purged = 0;
+        for user in users {
+            let Ok(dir) = self.path_for(user) else {
+                continue;
+            };
+            let locks = self.locks.clone();
+            purged += blocking(move || {
+                if !dir.join(keep::TRASH_DIR).join(keep::TRASH_LIST).exists() {
+                    return Ok(0);
+                }
+                // A user in a session is swept next time.
+                let lock = match locks.lock(&dir) {
+                    Ok(lock) => lock,
+                    Err(StoreError::InUse) => return Ok(0),
+                    Err(e) => return Err(e),
+                };
+                let purged = keep::purge(&dir, before);
+                lock.release();
+                purged
+            })
+            .await?;
+        }
+        Ok(purged)
     }
 
     async fn deliver(
@@ -195,7 +283,8 @@ impl MailStore for MaildirStore {
         message: &mut (dyn AsyncRead + Send + Unpin),
     ) -> Result<u64, StoreError> {
         let dir = self.path_for(user)?;
-        deliver::deliver(&dir, &self.hostname, self.max_message_size, message).await
+        let quota = user.settings.quota;
+        deliver::deliver(&dir, &self.hostname, self.max_message_size, quota, message).await
     }
 
     /// The fixed part of the template (before the first escape) must be a
@@ -293,6 +382,8 @@ impl ListingCache {
 struct Message {
     /// Base name: the file name before the `:2,flags` info.
     key: String,
+    /// Its UID in the index (kept in the trash, for a restore).
+    uid: u32,
     /// Where it was at snapshot time (may move when flags change).
     path: PathBuf,
 }
@@ -310,6 +401,9 @@ pub struct MaildirDrop {
     /// bytes), so that a client fetching one after another costs one trip
     /// to the blocking pool per [`READ_AHEAD`] octets, not one per message.
     read_ahead: Mutex<std::collections::VecDeque<(usize, Vec<u8>)>>,
+    /// How long a retrieved message is kept, for this user.
+    expire: Option<Duration>,
+    clock: Clock,
 }
 
 /// Most octets of following small messages read with a small one.
@@ -449,6 +543,8 @@ fn open_blocking(
         lock,
         options,
         read_ahead: Mutex::default(),
+        expire: None,
+        clock: Clock::system(),
     };
     if let Some(hit) = cache.and_then(|c| c.get(dir, before)) {
         return Ok(maildrop(hit.messages.clone(), hit.infos.clone()));
@@ -555,6 +651,7 @@ fn scan_and_index(
         };
         let message = Message {
             key: key.clone(),
+            uid: entry.uid,
             path: path.clone(),
         };
         listed.push((entry.uid, message, info));
@@ -685,16 +782,21 @@ impl Maildrop for MaildirDrop {
         }
     }
 
-    async fn commit(self: Box<Self>, mut changes: Changes) -> Result<CommitReport, StoreError> {
-        if !self.options.mark_seen {
-            changes.seen.clear();
-        }
-        if changes.deleted.is_empty() && changes.seen.is_empty() {
+    async fn commit(self: Box<Self>, changes: Changes) -> Result<CommitReport, StoreError> {
+        // Retrieval times are kept whether or not flags are.
+        let recording = self.expire.is_some_and(|p| !p.is_zero());
+        let seen = if self.options.mark_seen {
+            changes.seen.clone()
+        } else {
+            Vec::new()
+        };
+        if changes.deleted.is_empty() && seen.is_empty() && !(recording && !changes.seen.is_empty())
+        {
             // Nothing to write: the QUIT need not wait for the release.
             self.lock.release_in_background();
             return Ok(CommitReport::default());
         }
-        blocking(move || Ok(self.commit_blocking(&changes))).await
+        blocking(move || Ok(self.commit_blocking(&changes, &seen))).await
     }
 
     async fn release(self: Box<Self>) {
@@ -703,41 +805,176 @@ impl Maildrop for MaildirDrop {
 }
 
 impl MaildirDrop {
-    /// Remove the marked messages, move the retrieved ones to `cur/` with
-    /// the seen flag (as Dovecot does, so IMAP clients sharing the Maildir
-    /// see them as read), make it all durable, then release the lock:
-    /// another session must not see the maildrop before that is done.
-    fn commit_blocking(self, changes: &Changes) -> CommitReport {
-        let mut report = CommitReport::default();
+    /// Remove messages (into the trash with `delete = "trash"`); which
+    /// of `new/` and `cur/` changed.
+    fn remove(&self, indices: &[usize], report: &mut CommitReport) -> [bool; 2] {
         let mut touched = [false; 2];
-        for &i in &changes.deleted {
-            let removed = match self.locate(i) {
-                Ok(path) => match std::fs::remove_file(&path) {
-                    Ok(()) => {
-                        let sub = path.parent().and_then(|p| p.file_name());
-                        touched[usize::from(sub.is_some_and(|s| s == "cur"))] = true;
-                        true
-                    }
+        let mut found = Vec::with_capacity(indices.len());
+        for &i in indices {
+            match self.locate(i) {
+                Ok(path) => found.push((i, path)),
+                // Someone else removed it already: the client's wish holds.
+                Err(StoreError::MessageGone) => report.removed += 1,
+                Err(e) => {
+                    tracing::error!(maildir = %self.dir.display(), "cannot delete message: {e}");
+                    report.failed += 1;
+                }
+            }
+        }
+        // Sizes for maildirsize, taken before the files go.
+        let sizes: Vec<i64> = if self.dir.join(quota::MAILDIRSIZE).exists() {
+            found
+                .iter()
+                .map(|(_, path)| quota::file_octets(path) as i64)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let removed: Vec<bool> = match self.options.delete {
+            DeleteMode::Expunge => found
+                .iter()
+                .map(|(_, path)| match std::fs::remove_file(path) {
+                    Ok(()) => true,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
                     Err(e) => {
                         tracing::error!(file = %path.display(), "cannot delete message: {e}");
                         false
                     }
-                },
-                // Someone else removed it already: the client's wish holds.
-                Err(StoreError::MessageGone) => true,
-                Err(e) => {
-                    tracing::error!(maildir = %self.dir.display(), "cannot delete message: {e}");
-                    false
+                })
+                .collect(),
+            DeleteMode::Trash => {
+                let what: Vec<(PathBuf, u32, String)> = found
+                    .iter()
+                    .map(|(i, path)| {
+                        (
+                            path.clone(),
+                            self.messages[*i].uid,
+                            self.infos[*i].uid.clone(),
+                        )
+                    })
+                    .collect();
+                keep::trash(&self.dir, &what, self.clock.unix_secs())
+            }
+        };
+        let mut counted = Vec::new();
+        for (n, ((_, path), ok)) in found.iter().zip(removed).enumerate() {
+            if ok {
+                if let Some(size) = sizes.get(n) {
+                    counted.push((-size, -1));
                 }
-            };
-            if removed {
+                let sub = path.parent().and_then(|p| p.file_name());
+                touched[usize::from(sub.is_some_and(|s| s == "cur"))] = true;
                 report.removed += 1;
             } else {
                 report.failed += 1;
             }
         }
-        for &i in &changes.seen {
+        quota::record(&self.dir, &counted);
+        touched
+    }
+
+    /// Make changes in `new/` and `cur/` durable.
+    fn sync(&self, touched: [bool; 2]) {
+        for (sub, _) in SUBDIRS.iter().zip(touched).filter(|(_, t)| *t) {
+            let d = self.dir.join(sub);
+            if let Err(e) = sync_dir(&d) {
+                tracing::error!(dir = %d.display(), "cannot make deletions durable: {e}");
+            }
+        }
+    }
+
+    /// At login, under the lock: remove the messages first retrieved
+    /// longer ago than the retention period, and list the rest.
+    fn remove_expired(&mut self) -> Result<(), StoreError> {
+        let Some(period) = self.expire else {
+            return Ok(());
+        };
+        let times = keep::read_retrieved(&self.dir)?;
+        if times.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.unix_secs();
+        let expired: Vec<usize> = (0..self.messages.len())
+            .filter(|&i| {
+                times
+                    .get(&self.messages[i].key)
+                    .is_some_and(|&t| t.saturating_add(period.as_secs()) <= now)
+            })
+            .collect();
+        if !expired.is_empty() {
+            let mut report = CommitReport::default();
+            let touched = self.remove(&expired, &mut report);
+            self.sync(touched);
+            tracing::info!(
+                maildir = %self.dir.display(),
+                removed = report.removed,
+                "messages past their retention period removed at login"
+            );
+            let gone: std::collections::HashSet<usize> = expired.into_iter().collect();
+            let keep = |i: &usize| !gone.contains(i);
+            let messages: Vec<Message> = (0..self.messages.len())
+                .filter(keep)
+                .map(|i| Message {
+                    key: self.messages[i].key.clone(),
+                    uid: self.messages[i].uid,
+                    path: self.messages[i].path.clone(),
+                })
+                .collect();
+            let infos: Vec<MessageInfo> = (0..self.infos.len())
+                .filter(keep)
+                .map(|i| self.infos[i].clone())
+                .collect();
+            self.messages = Arc::new(messages);
+            self.infos = Arc::new(infos);
+        }
+        // Forget the times of messages that are gone.
+        let present: std::collections::HashSet<&str> =
+            self.messages.iter().map(|m| m.key.as_str()).collect();
+        if times.keys().any(|k| !present.contains(k.as_str())) {
+            let kept = times
+                .into_iter()
+                .filter(|(k, _)| present.contains(k.as_str()))
+                .collect();
+            keep::write_retrieved(&self.dir, &kept)?;
+        }
+        Ok(())
+    }
+
+    /// Record when retrieved messages were first retrieved, for a
+    /// retention period.
+    fn record_retrieved(&self, seen: &[usize]) {
+        let mut times = match keep::read_retrieved(&self.dir) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(maildir = %self.dir.display(), "cannot read retrieval times: {e}");
+                return;
+            }
+        };
+        let now = self.clock.unix_secs();
+        let before = times.len();
+        for &i in seen {
+            if let Some(m) = self.messages.get(i) {
+                times.entry(m.key.clone()).or_insert(now);
+            }
+        }
+        if times.len() != before
+            && let Err(e) = keep::write_retrieved(&self.dir, &times)
+        {
+            tracing::error!(maildir = %self.dir.display(), "cannot record retrieval times: {e}");
+        }
+    }
+
+    /// Remove the marked messages, move the retrieved ones to `cur/` with
+    /// the seen flag (as Dovecot does, so IMAP clients sharing the Maildir
+    /// see them as read), make it all durable, then release the lock:
+    /// another session must not see the maildrop before that is done.
+    fn commit_blocking(self, changes: &Changes, seen: &[usize]) -> CommitReport {
+        let mut report = CommitReport::default();
+        let mut touched = self.remove(&changes.deleted, &mut report);
+        if self.expire.is_some_and(|p| !p.is_zero()) && !changes.seen.is_empty() {
+            self.record_retrieved(&changes.seen);
+        }
+        for &i in seen {
             let Ok(from) = self.locate(i) else { continue };
             let name = from.file_name().and_then(|n| n.to_str()).unwrap_or("");
             let in_cur = from.parent().and_then(|p| p.file_name()) == Some("cur".as_ref());
@@ -750,12 +987,7 @@ impl MaildirDrop {
                 Err(e) => tracing::warn!(file = %from.display(), "cannot mark as seen: {e}"),
             }
         }
-        for (sub, _) in SUBDIRS.iter().zip(touched).filter(|(_, t)| *t) {
-            let d = self.dir.join(sub);
-            if let Err(e) = sync_dir(&d) {
-                tracing::error!(dir = %d.display(), "cannot make deletions durable: {e}");
-            }
-        }
+        self.sync(touched);
         self.lock.release();
         report
     }
@@ -803,6 +1035,7 @@ mod tests {
             gid: None,
             home: Some(home.into()),
             extra: String::new(),
+            settings: Default::default(),
         }
     }
 
@@ -845,6 +1078,7 @@ mod cache_tests {
             gid: None,
             home: Some(home.to_owned()),
             extra: String::new(),
+            settings: Default::default(),
         }
     }
 

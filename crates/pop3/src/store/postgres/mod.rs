@@ -17,11 +17,12 @@ use async_trait::async_trait;
 use tokio::io::AsyncRead;
 use tokio_postgres::types::ToSql;
 
-use crate::auth::UserRecord;
+use crate::auth::{Quota, UserRecord};
 use crate::config::Pop3Config;
+use crate::config::{DeleteMode, Expire};
 use crate::db::{Database, DbError};
 use crate::store::{
-    Changes, CommitReport, MailStore, Maildrop, MessageInfo, MessageReader, StoreError,
+    Changes, Clock, CommitReport, MailStore, Maildrop, MessageInfo, MessageReader, StoreError,
 };
 
 pub use body::{PART, SLICE_PARTS};
@@ -53,32 +54,84 @@ lease AS (
 SELECT mb.id, lease.epoch,
        (SELECT x.session FROM maildrop_lease x
          WHERE x.mailbox_id = mb.id AND x.node = $2 AND x.boot = $3),
-       m.id, m.uid, m.uidl, m.size, m.parts
+       m.id, m.uid, m.uidl, m.size, m.parts,
+       coalesce(m.retrieved_at <= $6::timestamptz, false)
   FROM (SELECT 1) AS one
   LEFT JOIN mb ON true
   LEFT JOIN lease ON true
-  LEFT JOIN messages m ON m.mailbox_id = lease.mailbox_id
+  LEFT JOIN messages m ON m.mailbox_id = lease.mailbox_id AND m.trashed_at IS NULL
  ORDER BY m.uid";
 
 const CREATE_MAILBOX: &str = "INSERT INTO mailboxes (login) VALUES ($1) ON CONFLICT DO NOTHING";
 
+/// QUIT: free the lease if it is still this session's (`l`), remove the
+/// messages `$6` (`{remove}`: [`EXPUNGE`] or [`TRASH`]), record the first
+/// retrieval of the messages `$8` at `$7`, keep the counters.
 const COMMIT: &str = "
 WITH l AS (
     UPDATE maildrop_lease SET expires_at = '-infinity'
      WHERE mailbox_id = $1 AND node = $2 AND boot = $3 AND session = $4 AND epoch = $5
        AND expires_at > now()
     RETURNING mailbox_id),
-d AS (
-    DELETE FROM messages m USING l
-     WHERE m.mailbox_id = l.mailbox_id AND m.id = ANY($6)
-    RETURNING m.size),
+d AS ({remove}),
+r AS (
+    UPDATE messages m SET retrieved_at = $7 FROM l
+     WHERE m.mailbox_id = l.mailbox_id AND m.id = ANY($8) AND m.retrieved_at IS NULL
+    RETURNING 1),
 u AS (
     UPDATE mailboxes b
        SET msg_count = b.msg_count - (SELECT count(*) FROM d),
            octets = b.octets - (SELECT coalesce(sum(size), 0) FROM d)::bigint
       FROM l WHERE b.id = l.mailbox_id AND EXISTS (SELECT 1 FROM d)
     RETURNING 1)
-SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM d)";
+SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM d), (SELECT count(*) FROM r)";
+
+/// At login, under the lease (checked, kept): remove the messages `$6`
+/// past their retention period.
+const EXPIRE: &str = "
+WITH l AS (
+    SELECT mailbox_id FROM maildrop_lease
+     WHERE mailbox_id = $1 AND node = $2 AND boot = $3 AND session = $4 AND epoch = $5
+       AND expires_at > now()),
+d AS ({remove}),
+u AS (
+    UPDATE mailboxes b
+       SET msg_count = b.msg_count - (SELECT count(*) FROM d),
+           octets = b.octets - (SELECT coalesce(sum(size), 0) FROM d)::bigint
+      FROM l WHERE b.id = l.mailbox_id AND EXISTS (SELECT 1 FROM d)
+    RETURNING 1)
+SELECT (SELECT count(*) FROM d), $7::timestamptz IS NULL";
+
+/// `delete = "expunge"`: the rows go (bodies with them).
+const EXPUNGE: &str = "DELETE FROM messages m USING l \
+     WHERE m.mailbox_id = l.mailbox_id AND m.id = ANY($6) AND m.trashed_at IS NULL \
+    RETURNING m.size";
+
+/// `delete = "trash"`: the rows stay, stamped `$7`, out of the listing and
+/// the counters.
+const TRASH: &str = "UPDATE messages m SET trashed_at = $7 FROM l \
+     WHERE m.mailbox_id = l.mailbox_id AND m.id = ANY($6) AND m.trashed_at IS NULL \
+    RETURNING m.size";
+
+/// `pop3d restore`: trashed messages (at or after `$2`) back, counted again.
+const RESTORE: &str = "
+WITH back AS (
+    UPDATE messages m SET trashed_at = NULL FROM mailboxes b
+     WHERE b.login = $1 AND m.mailbox_id = b.id AND m.trashed_at >= $2
+    RETURNING m.mailbox_id, m.size)
+UPDATE mailboxes b
+   SET msg_count = b.msg_count + (SELECT count(*) FROM back),
+       octets = b.octets + (SELECT coalesce(sum(size), 0) FROM back)::bigint
+ WHERE b.login = $1
+RETURNING (SELECT count(*) FROM back)";
+
+/// The retention sweep of the trash.
+const PURGE: &str = "DELETE FROM messages WHERE trashed_at < $1";
+
+/// What a delivery sees of the mailbox, for a quota.
+/// Locked until the delivery commits, so that two deliveries cannot both
+/// fit under the quota's last octets.
+const USAGE: &str = "SELECT octets, msg_count FROM mailboxes WHERE login = $1 FOR UPDATE";
 
 /// QUIT with nothing to delete: free the lease if it is still this
 /// session's (one row back), touching nothing else.
@@ -144,11 +197,22 @@ pub struct PostgresStore {
     max_message_size: u64,
     /// [`ADD_MESSAGE`] with `uidl_format` in it.
     add_message: String,
+    /// [`COMMIT`] and [`EXPIRE`] with `storage.delete`'s removal in them.
+    commit: Arc<str>,
+    expire_sql: String,
+    /// `server.expire`, for users the user database sets none for.
+    expire: Expire,
+    trash_retention: std::time::Duration,
+    clock: Clock,
 }
 
 impl PostgresStore {
     pub fn new(db: Arc<Database>, config: &Pop3Config) -> PostgresStore {
         let node = config.server.node().to_owned();
+        let remove = match config.storage.delete {
+            DeleteMode::Expunge => EXPUNGE,
+            DeleteMode::Trash => TRASH,
+        };
         PostgresStore {
             db,
             leases: Arc::new(Leases::new(node, config.storage.lease_ttl)),
@@ -157,16 +221,29 @@ impl PostgresStore {
                 "{uidl}",
                 &uidl_sql(&UidlFormat::parse(&config.storage.uidl_format).unwrap_or_default()),
             ),
+            commit: COMMIT.replace("{remove}", remove).into(),
+            expire_sql: EXPIRE.replace("{remove}", remove),
+            expire: config.server.expire,
+            trash_retention: config.storage.trash_retention,
+            clock: Clock::system(),
         }
+    }
+
+    /// Read the time from `clock` (tests of retention).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Store a message under a given UIDL (a migration keeps the UIDLs
     /// clients already know), or the Dovecot-style one its UID makes.
-    /// Returns the UID and the POP3 size.
+    /// Returns the UID and the POP3 size. With a `quota`, a message that
+    /// would go over it is refused (`OverQuota`) and nothing is stored.
     pub async fn add(
         &self,
         login: &str,
         uidl: Option<&str>,
+        quota: Option<Quota>,
         message: &mut (dyn AsyncRead + Send + Unpin),
     ) -> Result<(i64, u64), StoreError> {
         let login = login.to_lowercase();
@@ -186,6 +263,14 @@ impl PostgresStore {
                 else {
                     return Ok(Err(StoreError::TooLarge(self.max_message_size)));
                 };
+                if let Some(quota) = quota {
+                    let used = tx.query_opt(USAGE, &[&login]).await?.map_or((0, 0), |r| {
+                        (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64)
+                    });
+                    if quota.exceeded_by(used, size) {
+                        return Ok(Err(StoreError::OverQuota));
+                    }
+                }
                 let stmt = tx.prepare_cached(&self.add_message).await?;
                 let md5 = crate::hex::encode(&header_md5);
                 let row = tx
@@ -198,8 +283,16 @@ impl PostgresStore {
             .map_err(store_error)?
     }
 
-    /// Take the lease for `session` and list the messages.
-    async fn acquire(&self, login: &str, session: i64) -> Result<Box<dyn Maildrop>, StoreError> {
+    /// Take the lease for `session` and list the messages; remove those
+    /// past `expire`.
+    async fn acquire(
+        &self,
+        login: &str,
+        session: i64,
+        expire: Option<std::time::Duration>,
+    ) -> Result<Box<dyn Maildrop>, StoreError> {
+        let now = self.clock.now();
+        let cutoff = expire.filter(|p| !p.is_zero()).map(|p| now - p);
         for _ in 0..3 {
             let rows = self
                 .db
@@ -215,6 +308,7 @@ impl PostgresStore {
                                 &self.leases.boot,
                                 &session,
                                 &self.leases.ttl_secs(),
+                                &cutoff,
                             ],
                         )
                         .await?;
@@ -230,6 +324,7 @@ impl PostgresStore {
                                 r.get(5),
                                 r.get(6),
                                 r.get(7),
+                                r.get(8),
                             )
                         })
                         .collect::<Vec<Listed>>())
@@ -260,8 +355,13 @@ impl PostgresStore {
             };
             let mut messages = Vec::with_capacity(rows.len());
             let mut bodies = Vec::with_capacity(rows.len());
-            for (_, _, _, id, _, uidl, size, parts) in rows {
+            let mut expired = Vec::new();
+            for (_, _, _, id, _, uidl, size, parts, past) in rows {
                 if let (Some(id), Some(uidl), Some(size), Some(parts)) = (id, uidl, size, parts) {
+                    if past {
+                        expired.push(id);
+                        continue;
+                    }
                     messages.push(MessageInfo {
                         size: size as u64,
                         uid: uidl,
@@ -269,20 +369,62 @@ impl PostgresStore {
                     bodies.push((id, parts));
                 }
             }
+            let holder = Holder { session, epoch };
+            if !expired.is_empty() {
+                self.remove_expired(mailbox, &holder, &expired, now).await?;
+            }
             return Ok(Box::new(PostgresDrop {
                 db: self.db.clone(),
                 leases: self.leases.clone(),
                 mailbox,
-                holder: Holder { session, epoch },
+                holder,
                 messages,
                 bodies,
                 ahead: std::sync::Mutex::new(HashMap::new()),
                 open: true,
+                commit_sql: self.commit.clone(),
+                record_retrieval: cutoff.is_some(),
+                clock: self.clock.clone(),
             }));
         }
         Err(StoreError::Temporary(
             "the maildrop lease kept changing hands during login".into(),
         ))
+    }
+
+    /// Remove messages past their retention period, under the lease.
+    async fn remove_expired(
+        &self,
+        mailbox: i64,
+        holder: &Holder,
+        ids: &[i64],
+        now: std::time::SystemTime,
+    ) -> Result<(), StoreError> {
+        let l = &self.leases;
+        let removed: i64 = self
+            .db
+            .timed(async {
+                let client = self.db.client().await?;
+                let stmt = client.prepare_cached(&self.expire_sql).await?;
+                let params: [&(dyn ToSql + Sync); 7] = [
+                    &mailbox,
+                    &l.node,
+                    &l.boot,
+                    &holder.session,
+                    &holder.epoch,
+                    &ids,
+                    &now,
+                ];
+                Ok(client.query_one(&stmt, &params).await?.get(0))
+            })
+            .await
+            .map_err(store_error)?;
+        tracing::info!(
+            mailbox,
+            removed,
+            "messages past their retention period removed at login"
+        );
+        Ok(())
     }
 
     /// Create the mailbox row if it is missing.
@@ -316,7 +458,8 @@ async fn release(
 }
 
 /// One row of a login's answer: mailbox, epoch won, this node's session
-/// holding the lease, then the message (id, uid, uidl, size, slices).
+/// holding the lease, then the message (id, uid, uidl, size, slices, past
+/// its retention period).
 type Listed = (
     Option<i64>,
     Option<i64>,
@@ -326,6 +469,7 @@ type Listed = (
     Option<String>,
     Option<i64>,
     Option<i32>,
+    bool,
 );
 
 #[async_trait]
@@ -337,7 +481,8 @@ impl MailStore for PostgresStore {
         // Renewed (and not taken for a dead session of this node) from
         // before the lease exists.
         self.leases.hold(session);
-        let opened = self.acquire(&login, session).await;
+        let expire = user.settings.expire.unwrap_or(self.expire).period();
+        let opened = self.acquire(&login, session, expire).await;
         if opened.is_err() {
             self.leases.forget(session);
         }
@@ -349,13 +494,46 @@ impl MailStore for PostgresStore {
         user: &UserRecord,
         message: &mut (dyn AsyncRead + Send + Unpin),
     ) -> Result<u64, StoreError> {
-        self.add(&mailbox_key(user), None, message)
+        self.add(&mailbox_key(user), None, user.settings.quota, message)
             .await
             .map(|(_, size)| size)
     }
 
     async fn health(&self) -> Result<(), String> {
         self.db.health().await
+    }
+
+    async fn restore(
+        &self,
+        user: &UserRecord,
+        since: Option<std::time::SystemTime>,
+    ) -> Result<usize, StoreError> {
+        let login = mailbox_key(user);
+        let since = since.unwrap_or(std::time::UNIX_EPOCH);
+        let back: Option<i64> = self
+            .db
+            .timed(async {
+                let client = self.db.client().await?;
+                let row = client.query_opt(RESTORE, &[&login, &since]).await?;
+                Ok(row.map(|r| r.get(0)))
+            })
+            .await
+            .map_err(store_error)?;
+        Ok(back.unwrap_or(0) as usize)
+    }
+
+    /// One statement for every mailbox: the database knows them all.
+    async fn purge_trash(&self, _users: &[Arc<UserRecord>]) -> Result<usize, StoreError> {
+        let before = self.clock.now() - self.trash_retention;
+        let purged = self
+            .db
+            .timed(async {
+                let client = self.db.client().await?;
+                Ok(client.execute(PURGE, &[&before]).await?)
+            })
+            .await
+            .map_err(store_error)?;
+        Ok(purged as usize)
     }
 
     fn metrics_text(&self) -> Option<String> {
@@ -376,6 +554,11 @@ pub struct PostgresDrop {
     ahead: std::sync::Mutex<HashMap<usize, body::Parts>>,
     /// The lease is still this session's to free.
     open: bool,
+    /// The store's [`COMMIT`].
+    commit_sql: Arc<str>,
+    /// A retention period applies: QUIT records first retrievals.
+    record_retrieval: bool,
+    clock: Clock,
 }
 
 impl PostgresDrop {
@@ -431,11 +614,18 @@ impl Maildrop for PostgresDrop {
 
     async fn commit(mut self: Box<Self>, changes: Changes) -> Result<CommitReport, StoreError> {
         // The database keeps no seen flag: RETR and keep changes nothing.
-        let ids: Vec<i64> = changes
-            .deleted
-            .iter()
-            .filter_map(|&i| self.bodies.get(i).map(|b| b.0))
-            .collect();
+        let id_of = |list: &[usize]| -> Vec<i64> {
+            list.iter()
+                .filter_map(|&i| self.bodies.get(i).map(|b| b.0))
+                .collect()
+        };
+        let ids = id_of(&changes.deleted);
+        let retrieved = if self.record_retrieval {
+            id_of(&changes.seen)
+        } else {
+            Vec::new()
+        };
+        let now = self.clock.now();
         self.open = false;
         self.leases.forget(self.holder.session);
         let l = &self.leases;
@@ -443,20 +633,22 @@ impl Maildrop for PostgresDrop {
             .db
             .timed(async {
                 let client = self.db.client().await?;
-                let lease: [&(dyn ToSql + Sync); 6] = [
+                let lease: [&(dyn ToSql + Sync); 8] = [
                     &self.mailbox,
                     &l.node,
                     &l.boot,
                     &self.holder.session,
                     &self.holder.epoch,
                     &ids,
+                    &now,
+                    &retrieved,
                 ];
-                if ids.is_empty() {
+                if ids.is_empty() && retrieved.is_empty() {
                     let stmt = client.prepare_cached(QUIT_UNCHANGED).await?;
                     let held = client.execute(&stmt, &lease[..5]).await?;
                     return Ok((held as i64, 0));
                 }
-                let stmt = client.prepare_cached(COMMIT).await?;
+                let stmt = client.prepare_cached(&self.commit_sql).await?;
                 let row = client.query_one(&stmt, &lease).await?;
                 Ok((row.get::<_, i64>(0), row.get::<_, i64>(1)))
             })

@@ -1,0 +1,203 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! Per-user settings from the user database, overriding `[server]` for
+//! one user: written as Dovecot's userdb extra fields in a passwd file's
+//! eighth field (`userdb_expire=30d userdb_login_delay=5m
+//! userdb_quota_rule=*:storage=1G`), or as the columns `expire`,
+//! `login_delay` and `quota_rule` of a PostgreSQL user row.
+
+use std::time::Duration;
+
+use crate::config::Expire;
+
+/// What the user database says of one user beyond the secret.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserSettings {
+    pub expire: Option<Expire>,
+    pub login_delay: Option<Duration>,
+    pub quota: Option<Quota>,
+}
+
+/// A Maildir++-style quota: octets (as stored) and messages; `None` is no
+/// limit of that kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quota {
+    pub storage: Option<u64>,
+    pub messages: Option<u64>,
+}
+
+impl Quota {
+    /// Whether `used` plus one more message of `size` octets goes over.
+    pub fn exceeded_by(&self, used: (u64, u64), size: u64) -> bool {
+        let (octets, count) = used;
+        self.storage
+            .is_some_and(|s| octets.saturating_add(size) > s)
+            || self.messages.is_some_and(|m| count.saturating_add(1) > m)
+    }
+
+    /// The Maildir++ `maildirsize` definition line: `<bytes>S,<count>C`.
+    pub fn maildirsize_line(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(s) = self.storage {
+            parts.push(format!("{s}S"));
+        }
+        if let Some(c) = self.messages {
+            parts.push(format!("{c}C"));
+        }
+        parts.join(",")
+    }
+}
+
+impl UserSettings {
+    /// Read the `key=value` words of a passwd file's extra field; other
+    /// words (Dovecot's own `userdb_mail=...` and the like) are left alone.
+    pub fn from_extra(extra: &str) -> Result<UserSettings, String> {
+        let mut settings = UserSettings::default();
+        for word in extra.split_whitespace() {
+            let Some((key, value)) = word.split_once('=') else {
+                continue;
+            };
+            let key = key.strip_prefix("userdb_").unwrap_or(key);
+            settings.set(key, value)?;
+        }
+        Ok(settings)
+    }
+
+    /// Set one setting by its name (`expire`, `login_delay`, `quota_rule`,
+    /// `quota_rule2`); unknown names are ignored. The error names the key.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "expire" => {
+                self.expire = Some(Expire::parse(value).map_err(|r| format!("{key}: {r}"))?)
+            }
+            "login_delay" => {
+                let d = match value.parse::<u64>() {
+                    Ok(secs) => Duration::from_secs(secs),
+                    Err(_) => humantime::parse_duration(value)
+                        .map_err(|e| format!("{key}: {value:?}: {e}"))?,
+                };
+                self.login_delay = Some(d);
+            }
+            "quota_rule" | "quota_rule2" => {
+                let rule = parse_quota_rule(value).map_err(|r| format!("{key}: {r}"))?;
+                let quota = self.quota.get_or_insert_with(Quota::default);
+                quota.storage = rule.storage.or(quota.storage);
+                quota.messages = rule.messages.or(quota.messages);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Dovecot's quota rule for the whole mailbox: `*:storage=1G`,
+/// `*:messages=1000`, `*:bytes=500M:messages=10`, or `*:ignore`/`*:none`
+/// (no limit). `storage` counts kilobytes unless a unit follows (b, k, M,
+/// G, T); `bytes` counts octets.
+fn parse_quota_rule(rule: &str) -> Result<Quota, String> {
+    let mut fields = rule.split(':');
+    if fields.next() != Some("*") {
+        return Err(format!(
+            "{rule:?}: only the rule for the whole mailbox (\"*:...\") is supported"
+        ));
+    }
+    let mut quota = Quota::default();
+    for field in fields {
+        if matches!(field, "ignore" | "none" | "noenforcing") {
+            continue;
+        }
+        let (name, value) = field
+            .split_once('=')
+            .ok_or_else(|| format!("{rule:?}: {field:?} is not name=value"))?;
+        let amount = |default_unit: u64| {
+            let digits = value.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+            let number: u64 = digits
+                .parse()
+                .map_err(|_| format!("{rule:?}: {value:?} is not a size"))?;
+            let unit = match &value[digits.len()..] {
+                "" => default_unit,
+                "b" | "B" => 1,
+                "k" | "K" => 1 << 10,
+                "m" | "M" => 1 << 20,
+                "g" | "G" => 1 << 30,
+                "t" | "T" => 1 << 40,
+                other => return Err(format!("{rule:?}: unknown unit {other:?}")),
+            };
+            number
+                .checked_mul(unit)
+                .ok_or_else(|| format!("{rule:?}: {value:?} is too large"))
+        };
+        match name {
+            "storage" => quota.storage = Some(amount(1024)?),
+            "bytes" => quota.storage = Some(amount(1)?),
+            "messages" => quota.messages = Some(amount(1)?),
+            other => return Err(format!("{rule:?}: unknown limit {other:?}")),
+        }
+    }
+    // A limit of 0 is Dovecot's "unlimited".
+    quota.storage = quota.storage.filter(|&s| s > 0);
+    quota.messages = quota.messages.filter(|&m| m > 0);
+    Ok(quota)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_fields() {
+        let s = UserSettings::from_extra(
+            "userdb_mail=maildir:~/Maildir userdb_expire=30d userdb_login_delay=300 \
+             userdb_quota_rule=*:storage=1G userdb_quota_rule2=*:messages=10",
+        )
+        .unwrap();
+        assert_eq!(s.expire, Some(Expire::Days(30)));
+        assert_eq!(s.login_delay, Some(Duration::from_secs(300)));
+        assert_eq!(
+            s.quota,
+            Some(Quota {
+                storage: Some(1 << 30),
+                messages: Some(10)
+            })
+        );
+        assert_eq!(s.quota.unwrap().maildirsize_line(), "1073741824S,10C");
+        let none = UserSettings::from_extra("").unwrap();
+        assert_eq!(none, UserSettings::default());
+        assert_eq!(
+            UserSettings::from_extra("userdb_expire=never")
+                .unwrap()
+                .expire,
+            Some(Expire::Never)
+        );
+        assert_eq!(
+            UserSettings::from_extra("userdb_expire=0").unwrap().expire,
+            Some(Expire::Days(0))
+        );
+    }
+
+    #[test]
+    fn quota_rules() {
+        let q = |r: &str| parse_quota_rule(r);
+        assert_eq!(q("*:storage=100").unwrap().storage, Some(102_400));
+        assert_eq!(q("*:bytes=100").unwrap().storage, Some(100));
+        assert_eq!(q("*:storage=2M:messages=5").unwrap().messages, Some(5));
+        assert_eq!(q("*:storage=0").unwrap(), Quota::default());
+        assert_eq!(q("*:ignore").unwrap(), Quota::default());
+        for bad in [
+            "Trash:storage=1G",
+            "*:storage=x",
+            "*:storage=1Q",
+            "*:size=1",
+        ] {
+            assert!(q(bad).is_err(), "{bad}");
+        }
+        let bad = UserSettings::from_extra("userdb_expire=12h").unwrap_err();
+        assert!(bad.starts_with("expire:"), "{bad}");
+        let quota = Quota {
+            storage: Some(100),
+            messages: Some(2),
+        };
+        assert!(!quota.exceeded_by((90, 0), 10));
+        assert!(quota.exceeded_by((91, 0), 10));
+        assert!(quota.exceeded_by((0, 2), 1));
+    }
+}

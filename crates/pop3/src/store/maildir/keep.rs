@@ -1,0 +1,235 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! What a Maildir keeps for retention policy, beside the messages:
+//!
+//! - `pop3d-retrieved`: when each message was first retrieved (`KEY
+//!   SECS` per line), for `expire`; written only while a retention period
+//!   applies.
+//! - the trash: `delete = "trash"` moves messages into the Maildir++
+//!   folder `.Trash` (IMAP clients show it as Trash), listed in
+//!   `.Trash/pop3d-trash` (`SECS UID UIDL NAME` per line: when, and what
+//!   the message was, so that `pop3d restore` gives back the same UIDL).
+//!
+//! Both files are rewritten whole (temporary file, fsync, rename) under
+//! the maildrop's lock.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::index::{Entry, Index, valid_uidl};
+use super::{io, sync_dir};
+use crate::store::StoreError;
+
+pub const RETRIEVED_FILE: &str = "pop3d-retrieved";
+pub const TRASH_DIR: &str = ".Trash";
+pub const TRASH_LIST: &str = "pop3d-trash";
+
+/// Write `text` to `dir/name` atomically and durably.
+fn replace(dir: &Path, name: &str, text: &str) -> Result<(), StoreError> {
+    let tmp = dir.join(format!("{name}.tmp.{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(name))?;
+        sync_dir(dir)
+    };
+    write().map_err(|e| io(&dir.join(name), e))
+}
+
+fn read_optional(path: &Path) -> Result<String, StoreError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(io(path, e)),
+    }
+}
+
+/// First retrieval times by message key.
+pub fn read_retrieved(dir: &Path) -> Result<HashMap<String, u64>, StoreError> {
+    let text = read_optional(&dir.join(RETRIEVED_FILE))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let (key, secs) = l.rsplit_once(' ')?;
+            Some((key.to_owned(), secs.parse().ok()?))
+        })
+        .collect())
+}
+
+pub fn write_retrieved(dir: &Path, times: &HashMap<String, u64>) -> Result<(), StoreError> {
+    let mut lines: Vec<String> = times.iter().map(|(k, s)| format!("{k} {s}\n")).collect();
+    lines.sort();
+    replace(dir, RETRIEVED_FILE, &lines.concat())
+}
+
+/// One message in the trash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trashed {
+    pub when: u64,
+    pub uid: u32,
+    pub uidl: String,
+    /// The file name in `.Trash/cur`.
+    pub name: String,
+}
+
+fn trash_dir(dir: &Path) -> PathBuf {
+    dir.join(TRASH_DIR)
+}
+
+pub fn read_trash(dir: &Path) -> Result<Vec<Trashed>, StoreError> {
+    let text = read_optional(&trash_dir(dir).join(TRASH_LIST))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(4, ' ');
+            let when = f.next()?.parse().ok()?;
+            let uid = f.next()?.parse().ok()?;
+            let uidl = f.next().filter(|u| valid_uidl(u))?.to_owned();
+            let name = f.next().filter(|n| !n.is_empty() && !n.contains('/'))?;
+            Some(Trashed {
+                when,
+                uid,
+                uidl,
+                name: name.to_owned(),
+            })
+        })
+        .collect())
+}
+
+fn write_trash(dir: &Path, list: &[Trashed]) -> Result<(), StoreError> {
+    let text: String = list
+        .iter()
+        .map(|t| format!("{} {} {} {}\n", t.when, t.uid, t.uidl, t.name))
+        .collect();
+    replace(&trash_dir(dir), TRASH_LIST, &text)
+}
+
+/// Create `.Trash` as a Maildir++ folder.
+fn ensure_trash(dir: &Path) -> Result<(), StoreError> {
+    let trash = trash_dir(dir);
+    if trash.join("cur").is_dir() {
+        return Ok(());
+    }
+    for sub in ["cur", "new", "tmp"] {
+        let p = trash.join(sub);
+        std::fs::create_dir_all(&p).map_err(|e| io(&p, e))?;
+    }
+    let marker = trash.join("maildirfolder");
+    std::fs::write(&marker, b"").map_err(|e| io(&marker, e))?;
+    sync_dir(dir).map_err(|e| io(dir, e))
+}
+
+/// Move messages into the trash, recording them. Each is `(current path,
+/// uid, uidl)`; returns whether each one left the maildrop.
+pub fn trash(dir: &Path, messages: &[(PathBuf, u32, String)], now: u64) -> Vec<bool> {
+    if let Err(e) = ensure_trash(dir) {
+        tracing::error!(maildir = %dir.display(), "cannot create the trash: {e}");
+        return vec![false; messages.len()];
+    }
+    let mut list = match read_trash(dir) {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::error!(maildir = %dir.display(), "cannot read the trash list: {e}");
+            return vec![false; messages.len()];
+        }
+    };
+    let mut moved = Vec::with_capacity(messages.len());
+    for (path, uid, uidl) in messages {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            moved.push(false);
+            continue;
+        };
+        match std::fs::rename(path, trash_dir(dir).join("cur").join(name)) {
+            Ok(()) => {
+                list.push(Trashed {
+                    when: now,
+                    uid: *uid,
+                    uidl: uidl.clone(),
+                    name: name.to_owned(),
+                });
+                moved.push(true);
+            }
+            // Gone already: someone else removed it, the wish holds.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => moved.push(true),
+            Err(e) => {
+                tracing::error!(file = %path.display(), "cannot move message to the trash: {e}");
+                moved.push(false);
+            }
+        }
+    }
+    // The list first, then the directories: a crash between them leaves a
+    // message in the trash that the list does not name, which a restore by
+    // hand can still reach; never one listed that is not there.
+    if let Err(e) = write_trash(dir, &list) {
+        tracing::error!(maildir = %dir.display(), "cannot write the trash list: {e}");
+    }
+    let _ = sync_dir(&trash_dir(dir).join("cur"));
+    moved
+}
+
+/// Move trashed messages (those trashed at or after `since`) back into
+/// `cur/` and give them their UID and UIDL again. The caller holds the
+/// maildrop's lock and writes the index.
+pub fn restore(dir: &Path, index: &mut Index, since: u64) -> Result<usize, StoreError> {
+    let list = read_trash(dir)?;
+    let mut kept = Vec::new();
+    let mut restored = 0;
+    let taken: std::collections::HashSet<String> =
+        index.entries.values().map(|e| e.uidl.clone()).collect();
+    for t in list {
+        if t.when < since {
+            kept.push(t);
+            continue;
+        }
+        let from = trash_dir(dir).join("cur").join(&t.name);
+        let to = dir.join("cur").join(&t.name);
+        match std::fs::rename(&from, &to) {
+            Ok(()) => {}
+            // Purged or taken out by hand meanwhile: nothing to restore.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(&from, e)),
+        }
+        let key = t.name.split(':').next().unwrap_or(&t.name).to_owned();
+        // A UIDL given meanwhile to another message (impossible while
+        // UIDs only grow, but a hand-edited list could say so) is not
+        // given twice: the index hands this message a fresh one.
+        if taken.contains(&t.uidl) {
+            index.assign_all([(key.as_str(), Some(to.as_path()))]);
+        } else {
+            let entry = Entry {
+                uid: t.uid,
+                size: None,
+                uidl: t.uidl,
+            };
+            index.next_uid = index.next_uid.max(t.uid.saturating_add(1));
+            index.entries.insert(key, entry);
+        }
+        restored += 1;
+    }
+    write_trash(dir, &kept)?;
+    sync_dir(&dir.join("cur")).map_err(|e| io(dir, e))?;
+    Ok(restored)
+}
+
+/// Remove trashed messages trashed before `before`; returns how many.
+pub fn purge(dir: &Path, before: u64) -> Result<usize, StoreError> {
+    if !trash_dir(dir).join(TRASH_LIST).exists() {
+        return Ok(0);
+    }
+    let (old, kept): (Vec<Trashed>, Vec<Trashed>) =
+        read_trash(dir)?.into_iter().partition(|t| t.when < before);
+    if old.is_empty() {
+        return Ok(0);
+    }
+    for t in &old {
+        let path = trash_dir(dir).join("cur").join(&t.name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&path, e)),
+        }
+    }
+    write_trash(dir, &kept)?;
+    Ok(old.len())
+}
