@@ -16,7 +16,7 @@ use std::sync::Arc;
 use crate::auth::{PasswdFile, PostgresUsers, UserDb, UserDbError};
 use crate::config::{ConfigError, LoadedConfig, Pop3Config, StorageBackend, UserBackend};
 use crate::db::Database;
-use crate::store::{MailStore, MaildirStore, PostgresStore};
+use crate::store::{Clock, MailStore, MaildirStore, PostgresStore};
 
 /// The user database and the mail store a server serves from, and the
 /// database pool they share when either is in PostgreSQL.
@@ -30,10 +30,18 @@ pub struct Backends {
 impl Backends {
     /// The backends the configuration names.
     pub fn from_config(config: &Pop3Config) -> Result<Backends, UserDbError> {
+        Self::from_config_with_clock(config, Clock::system())
+    }
+
+    /// As [`Backends::from_config`], the store reading time from `clock`.
+    pub fn from_config_with_clock(
+        config: &Pop3Config,
+        clock: Clock,
+    ) -> Result<Backends, UserDbError> {
         let database = database_from_config(config)?;
         Ok(Backends {
             users: users_from_config(config, database.as_ref())?,
-            store: store_from_config(config, database.as_ref()),
+            store: store_from_config(config, database.as_ref(), clock),
             database,
         })
     }
@@ -49,7 +57,10 @@ impl Backends {
             (self.store.clone(), self.database.clone())
         } else {
             let database = database_from_config(config)?;
-            (store_from_config(config, database.as_ref()), database)
+            (
+                store_from_config(config, database.as_ref(), Clock::system()),
+                database,
+            )
         };
         Ok(Backends {
             users: users_from_config(config, database.as_ref())?,
@@ -90,11 +101,17 @@ fn users_from_config(
     }
 }
 
-fn store_from_config(config: &Pop3Config, database: Option<&Arc<Database>>) -> Arc<dyn MailStore> {
+fn store_from_config(
+    config: &Pop3Config,
+    database: Option<&Arc<Database>>,
+    clock: Clock,
+) -> Arc<dyn MailStore> {
     match (config.storage.backend, database) {
-        (StorageBackend::Postgres, Some(db)) => Arc::new(PostgresStore::new(db.clone(), config)),
+        (StorageBackend::Postgres, Some(db)) => {
+            Arc::new(PostgresStore::new(db.clone(), config).with_clock(clock))
+        }
         // validate() makes sure a postgres store has its database.
-        _ => Arc::new(MaildirStore::from_config(config)),
+        _ => Arc::new(MaildirStore::from_config(config).with_clock(clock)),
     }
 }
 

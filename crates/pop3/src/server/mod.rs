@@ -185,7 +185,7 @@ impl Pop3SessionManager {
             users,
             store,
             database,
-        } = Backends::from_config(&config)?;
+        } = Backends::from_config_with_clock(&config, crate::store::Clock::new(clock.clone()))?;
         let tls = config.tls.as_ref().map(tls::load).transpose()?;
         let manager = Self::with_clock(config, users, store, tls, clock)?;
         Ok(Pop3SessionManager {

@@ -27,30 +27,29 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// The time as a store sees it: the system clock, or one a test moves
-/// (retention counts days).
+/// The time as a store sees it (retention counts days): the security
+/// layer's clock, so that a test moves both with one [`ManualClock`].
+///
+/// [`ManualClock`]: crate::security::ManualClock
 #[derive(Clone)]
-pub struct Clock(std::sync::Arc<dyn Fn() -> std::time::SystemTime + Send + Sync>);
+pub struct Clock(std::sync::Arc<dyn crate::security::Clock>);
 
 impl Clock {
     pub fn system() -> Clock {
-        Clock(std::sync::Arc::new(std::time::SystemTime::now))
+        Clock(std::sync::Arc::new(crate::security::SystemClock))
     }
 
-    /// A clock that reads `now`.
-    pub fn new(now: impl Fn() -> std::time::SystemTime + Send + Sync + 'static) -> Clock {
-        Clock(std::sync::Arc::new(now))
+    pub fn new(clock: std::sync::Arc<dyn crate::security::Clock>) -> Clock {
+        Clock(clock)
     }
 
     pub fn now(&self) -> std::time::SystemTime {
-        (self.0)()
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.0.now_ms())
     }
 
     /// Seconds since the Unix epoch.
     pub fn unix_secs(&self) -> u64 {
-        self.now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
+        self.0.now_ms() / 1000
     }
 }
 

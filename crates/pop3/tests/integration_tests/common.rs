@@ -23,6 +23,7 @@ mrose:{PLAIN}tanstaaf:1001:1001::%HOME%/mrose
 bob:{SSHA}yI6cZwQadOA1e+/f+T+H3eCQQhRzYWx0:1002:1002::%HOME%/bob
 nopass::1003:1003::%HOME%/nopass
 jörg:{PLAIN}pässwört:1004:1004::%HOME%/joerg
+carol:{PLAIN}secret:1005:1005::%HOME%/carol::userdb_expire=5d userdb_login_delay=60 userdb_quota_rule=*:bytes=300
 ";
 
 /// A generated certificate for localhost.
@@ -104,6 +105,27 @@ impl TestServer {
         tweak: impl FnOnce(&mut Pop3Config),
     ) -> TestServer {
         Self::launch(backend, tweak, Arc::new(pop3::security::SystemClock)).await
+    }
+
+    /// A server over `backend` whose store and security windows read
+    /// `clock`.
+    pub async fn start_on_with_clock(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Pop3Config),
+        clock: Arc<dyn pop3::security::Clock>,
+    ) -> TestServer {
+        Self::launch(backend, tweak, clock).await
+    }
+
+    /// The user database's record of `user`.
+    pub async fn user(&self, user: &str) -> Arc<pop3::auth::UserRecord> {
+        self.manager
+            .services()
+            .users
+            .lookup(user)
+            .await
+            .unwrap()
+            .unwrap()
     }
 
     async fn launch(

@@ -11,6 +11,7 @@ mod abuse;
 mod operations;
 mod postgres;
 mod random_input;
+mod retention;
 mod rfc1939;
 mod session;
 mod tls;

@@ -498,7 +498,7 @@ async fn capa_reflects_state_and_config(b: Backend) {
             "AUTH-RESP-CODE",
             "PIPELINING",
             "UIDL",
-            "EXPIRE NEVER",
+            "EXPIRE NEVER USER",
             "UTF8 USER",
             &format!("IMPLEMENTATION pop3d-{}", env!("CARGO_PKG_VERSION")),
         ]
@@ -528,7 +528,7 @@ async fn capa_reflects_state_and_config(b: Backend) {
     for absent in ["TOP", "UIDL", "PIPELINING", "UTF8 USER"] {
         assert!(!caps.contains(&absent.to_string()), "{absent} in {caps:?}");
     }
-    assert!(caps.contains(&"LOGIN-DELAY 900".to_string()));
+    assert!(caps.contains(&"LOGIN-DELAY 900 USER".to_string()));
     assert_eq!(c.cmd("UTF8").await, "-ERR UTF8 is not enabled\r\n");
     c.cmd("USER alice").await;
     c.cmd("PASS secret").await;
@@ -1014,6 +1014,7 @@ macro_rules! on_both_backends {
         }
     };
 }
+pub(crate) use on_both_backends;
 
 on_both_backends!(
     greeting_and_wrong_state,

@@ -175,8 +175,13 @@ pub fn restore(dir: &Path, index: &mut Index, since: u64) -> Result<usize, Store
     let list = read_trash(dir)?;
     let mut kept = Vec::new();
     let mut restored = 0;
-    let taken: std::collections::HashSet<String> =
-        index.entries.values().map(|e| e.uidl.clone()).collect();
+    // UIDL -> key, of the messages the index knows (the index may still
+    // hold the trashed ones, if no login scanned the Maildir since).
+    let taken: HashMap<String, String> = index
+        .entries
+        .iter()
+        .map(|(k, e)| (e.uidl.clone(), k.clone()))
+        .collect();
     for t in list {
         if t.when < since {
             kept.push(t);
@@ -194,7 +199,7 @@ pub fn restore(dir: &Path, index: &mut Index, since: u64) -> Result<usize, Store
         // A UIDL given meanwhile to another message (impossible while
         // UIDs only grow, but a hand-edited list could say so) is not
         // given twice: the index hands this message a fresh one.
-        if taken.contains(&t.uidl) {
+        if taken.get(&t.uidl).is_some_and(|k| *k != key) {
             index.assign_all([(key.as_str(), Some(to.as_path()))]);
         } else {
             let entry = Entry {
