@@ -790,8 +790,8 @@ impl Maildrop for MaildirDrop {
         } else {
             Vec::new()
         };
-        if changes.deleted.is_empty() && seen.is_empty() && !(recording && !changes.seen.is_empty())
-        {
+        let record = recording && !changes.seen.is_empty();
+        if changes.deleted.is_empty() && seen.is_empty() && !record {
             // Nothing to write: the QUIT need not wait for the release.
             self.lock.release_in_background();
             return Ok(CommitReport::default());
