@@ -169,12 +169,12 @@ pub fn trash(dir: &Path, messages: &[(PathBuf, u32, String)], now: u64) -> Vec<b
 }
 
 /// Move trashed messages (those trashed at or after `since`) back into
-/// `cur/` and give them their UID and UIDL again. The caller holds the
-/// maildrop's lock and writes the index.
-pub fn restore(dir: &Path, index: &mut Index, since: u64) -> Result<usize, StoreError> {
+/// `cur/` and give them their UID and UIDL again; returns where they are
+/// now. The caller holds the maildrop's lock and writes the index.
+pub fn restore(dir: &Path, index: &mut Index, since: u64) -> Result<Vec<PathBuf>, StoreError> {
     let list = read_trash(dir)?;
     let mut kept = Vec::new();
-    let mut restored = 0;
+    let mut restored = Vec::new();
     // UIDL -> key, of the messages the index knows (the index may still
     // hold the trashed ones, if no login scanned the Maildir since).
     let taken: HashMap<String, String> = index
@@ -210,7 +210,7 @@ pub fn restore(dir: &Path, index: &mut Index, since: u64) -> Result<usize, Store
             index.next_uid = index.next_uid.max(t.uid.saturating_add(1));
             index.entries.insert(key, entry);
         }
-        restored += 1;
+        restored.push(to);
     }
     write_trash(dir, &kept)?;
     sync_dir(&dir.join("cur")).map_err(|e| io(dir, e))?;

@@ -236,13 +236,19 @@ impl MailStore for MaildirStore {
             let lock = locks.lock(&dir)?;
             let (mut index, _) = load_index(&dir, &format)?;
             let restored = keep::restore(&dir, &mut index, since)?;
-            if restored > 0 {
+            if !restored.is_empty() {
                 index
                     .store(&dir)
                     .map_err(|e| io(&dir.join(INDEX_FILE), e))?;
+                // Back in the count of maildirsize, if the Maildir keeps one.
+                let counted: Vec<(i64, i64)> = restored
+                    .iter()
+                    .map(|p| (quota::file_octets(p) as i64, 1))
+                    .collect();
+                quota::record(&dir, &counted);
             }
             lock.release();
-            Ok(restored)
+            Ok(restored.len())
         })
         .await
     }
