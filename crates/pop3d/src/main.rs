@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use pop3::auth::UserRecord;
 use pop3::config::Pop3Config;
 use pop3::setup::Backends;
 use pop3::store::StoreError;
@@ -406,58 +407,16 @@ fn parse_since(text: &str) -> Result<std::time::SystemTime, String> {
         .ok_or_else(|| format!("--since {text:?}: too long ago"))
 }
 
-fn restore(path: &Path, user: &str, since: Option<&str>) -> ExitCode {
-    let config = match Pop3Config::load(path) {
-        Ok(loaded) => loaded.config,
-        Err(e) => {
-            eprintln!("pop3d: error: {e}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
-    let since = match since.map(parse_since).transpose() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("pop3d: restore: {e}");
-            return ExitCode::from(EX_USAGE);
-        }
-    };
-    let runtime = match runtime() {
-        Ok(r) => r,
-        Err(_) => return ExitCode::from(EX_TEMPFAIL),
-    };
-    runtime.block_on(async move {
-        let Backends { users, store, .. } = match Backends::from_config(&config) {
-            Ok(b) => b,
-            Err(e) => {
-                eprintln!("pop3d: restore: {e}");
-                return ExitCode::from(EX_TEMPFAIL);
-            }
-        };
-        let record = match users.lookup(user).await {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                eprintln!("pop3d: restore: unknown user {user:?}");
-                return ExitCode::from(EX_NOUSER);
-            }
-            Err(e) => {
-                eprintln!("pop3d: restore: {e}");
-                return ExitCode::from(EX_TEMPFAIL);
-            }
-        };
-        match store.restore(&record, since).await {
-            Ok(n) => {
-                println!("restored {n} messages for {}", record.name);
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("pop3d: restore: {}: {e}", record.name);
-                ExitCode::from(EX_TEMPFAIL)
-            }
-        }
-    })
-}
-
-fn deliver(path: &Path, user: &str) -> ExitCode {
+/// Load the configuration, build its backends and look up `user`, then
+/// `run`: the common part of the commands that act for one user (sysexits
+/// codes: 78 bad configuration, 67 unknown user, 75 anything that may
+/// pass).
+fn for_user(
+    path: &Path,
+    user: &str,
+    command: &str,
+    run: impl AsyncFnOnce(&Pop3Config, Backends, Arc<UserRecord>) -> ExitCode,
+) -> ExitCode {
     let config = match Pop3Config::load(path) {
         Ok(loaded) => loaded.config,
         Err(e) => {
@@ -466,7 +425,7 @@ fn deliver(path: &Path, user: &str) -> ExitCode {
         }
     };
     if user.is_empty() {
-        eprintln!("pop3d: deliver: empty user name");
+        eprintln!("pop3d: {command}: empty user name");
         return ExitCode::from(EX_USAGE);
     }
     let runtime = match runtime() {
@@ -475,45 +434,81 @@ fn deliver(path: &Path, user: &str) -> ExitCode {
     };
     runtime.block_on(async move {
         // The same backends `serve` builds from this configuration.
-        let Backends { users, store, .. } = match Backends::from_config(&config) {
+        let backends = match Backends::from_config(&config) {
             Ok(b) => b,
             Err(e) => {
-                eprintln!("pop3d: deliver: {e}");
+                eprintln!("pop3d: {command}: {e}");
                 return ExitCode::from(EX_TEMPFAIL);
             }
         };
-        let record = match users.lookup(user).await {
+        let record = match backends.users.lookup(user).await {
             Ok(Some(r)) => r,
             Ok(None) => {
-                eprintln!("pop3d: deliver: unknown user {user:?}");
+                eprintln!("pop3d: {command}: unknown user {user:?}");
                 return ExitCode::from(EX_NOUSER);
             }
             Err(e) => {
-                eprintln!("pop3d: deliver: {e}");
+                eprintln!("pop3d: {command}: {e}");
                 return ExitCode::from(EX_TEMPFAIL);
             }
         };
-        let mut stdin = tokio::io::stdin();
-        match store.deliver(&record, &mut stdin).await {
-            Ok(size) => {
-                tracing::info!(user = %record.name, size, "delivered");
+        run(&config, backends, record).await
+    })
+}
+
+fn restore(path: &Path, user: &str, since: Option<&str>) -> ExitCode {
+    let since = match since.map(parse_since).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pop3d: restore: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    for_user(
+        path,
+        user,
+        "restore",
+        async |_, backends, record| match backends.store.restore(&record, since).await {
+            Ok(n) => {
+                println!("restored {n} messages for {}", record.name);
                 ExitCode::SUCCESS
             }
-            Err(e @ StoreError::TooLarge(_)) => {
-                eprintln!("pop3d: deliver: {e}");
-                ExitCode::from(EX_NOPERM)
-            }
-            Err(e @ StoreError::OverQuota) => {
-                eprintln!("pop3d: deliver: {}: {e}", record.name);
-                let tempfail = config.storage.quota_full_tempfail;
-                ExitCode::from(if tempfail { EX_TEMPFAIL } else { EX_NOPERM })
-            }
             Err(e) => {
-                eprintln!("pop3d: deliver: {e}");
+                eprintln!("pop3d: restore: {}: {e}", record.name);
                 ExitCode::from(EX_TEMPFAIL)
             }
-        }
-    })
+        },
+    )
+}
+
+fn deliver(path: &Path, user: &str) -> ExitCode {
+    for_user(
+        path,
+        user,
+        "deliver",
+        async |config, Backends { store, .. }, record| {
+            let mut stdin = tokio::io::stdin();
+            match store.deliver(&record, &mut stdin).await {
+                Ok(size) => {
+                    tracing::info!(user = %record.name, size, "delivered");
+                    ExitCode::SUCCESS
+                }
+                Err(e @ StoreError::TooLarge(_)) => {
+                    eprintln!("pop3d: deliver: {e}");
+                    ExitCode::from(EX_NOPERM)
+                }
+                Err(e @ StoreError::OverQuota) => {
+                    eprintln!("pop3d: deliver: {}: {e}", record.name);
+                    let tempfail = config.storage.quota_full_tempfail;
+                    ExitCode::from(if tempfail { EX_TEMPFAIL } else { EX_NOPERM })
+                }
+                Err(e) => {
+                    eprintln!("pop3d: deliver: {e}");
+                    ExitCode::from(EX_TEMPFAIL)
+                }
+            }
+        },
+    )
 }
 
 #[cfg(test)]

@@ -262,6 +262,16 @@ async fn uidl_format_makes_the_strings_of_new_mail(b: Backend) {
         listed,
         vec![format!("1 UID1-{validity}"), format!("2 UID2-{validity}")]
     );
+    // %m: the MD5 of the header section.
+    let srv = TestServer::start_on_with(b, |c| c.storage.uidl_format = "%m".into()).await;
+    let message = b"Subject: same\r\n\r\nbody\r\n";
+    srv.put("alice", message).await;
+    let mut c = srv.login("alice", "secret").await;
+    let md5: String = pop3::store::uidl::header_md5(b"Subject: same\r\n\r\n")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(uidls(&mut c).await, vec![format!("1 {md5}")]);
 }
 
 async fn client_workarounds_change_exactly_their_bytes(b: Backend) {

@@ -150,22 +150,27 @@ passwd_file = "passwd"
             )
             .unwrap(),
             Backend::Postgres => {
-                let mut child = pop3d()
-                    .args(["deliver", "--user", "alice", "--config"])
-                    .arg(&self.config)
-                    .stdin(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                child.stdin.take().unwrap().write_all(message).unwrap();
-                let out = child.wait_with_output().unwrap();
-                assert!(
-                    out.status.success(),
-                    "pop3d deliver: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                let (code, stderr) = self.deliver(message);
+                assert_eq!(code, 0, "pop3d deliver: {stderr}");
             }
         }
+    }
+
+    /// Run `pop3d deliver` for alice; its exit code and what it said.
+    pub fn deliver(&self, message: &[u8]) -> (i32, String) {
+        let mut child = pop3d()
+            .args(["deliver", "--user", "alice", "--config"])
+            .arg(&self.config)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(message).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Alice's messages as the store holds them.

@@ -3,9 +3,6 @@
 //! binary: `deliver`'s exit codes and LMTP's replies over quota (both
 //! settings of `quota_full_tempfail`), and `pop3d restore`.
 
-use std::io::Write;
-use std::process::Stdio;
-
 use crate::common::*;
 
 /// alice may hold 100 octets; LMTP on a port of its own.
@@ -27,22 +24,6 @@ fn over_quota_setup(tempfail: bool) -> (Setup, u16) {
     (s, lmtp)
 }
 
-fn deliver(s: &Setup, message: &[u8]) -> (i32, String) {
-    let mut child = pop3d()
-        .args(["deliver", "--user", "alice", "--config"])
-        .arg(&s.config)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(message).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn lmtp_deliver(port: u16, message: &str) -> String {
     let (mut c, greeting) = Lmtp::connect(port);
     assert!(greeting.starts_with("220"), "{greeting}");
@@ -58,8 +39,8 @@ fn over_quota_deliver_exits_77_and_lmtp_answers_552() {
     let (s, lmtp) = over_quota_setup(false);
     let sixty = format!("Subject: q\n\n{}\n", "x".repeat(47));
     assert_eq!(sixty.len(), 60);
-    assert_eq!(deliver(&s, sixty.as_bytes()).0, 0);
-    let (code, stderr) = deliver(&s, sixty.as_bytes());
+    assert_eq!(s.deliver(sixty.as_bytes()).0, 0);
+    let (code, stderr) = s.deliver(sixty.as_bytes());
     assert_eq!(code, 77, "{stderr}");
     assert!(stderr.contains("over quota"), "{stderr}");
     assert_eq!(s.count(), 1, "nothing stored");
@@ -90,7 +71,7 @@ fn over_quota_deliver_exits_77_and_lmtp_answers_552() {
 fn with_quota_full_tempfail_deliver_exits_75_and_lmtp_answers_452() {
     let (s, lmtp) = over_quota_setup(true);
     let big = format!("Subject: q\n\n{}\n", "x".repeat(200));
-    let (code, stderr) = deliver(&s, big.as_bytes());
+    let (code, stderr) = s.deliver(big.as_bytes());
     assert_eq!(code, 75, "{stderr}");
     let _pop3d = s.start();
     let reply = lmtp_deliver(lmtp, &format!("Subject: q\r\n\r\n{}", "x".repeat(200)));

@@ -11,7 +11,6 @@
 //! string is ever given to a second message.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
 use crate::store::uidl::{Facts, UidlFormat, Var};
@@ -71,7 +70,7 @@ impl Index {
     /// Dovecot's `X` modifier writes lowercase hex, and clients compare
     /// UIDLs as strings, so lowercase it is.
     pub fn default_uidl(&self, uid: u32) -> String {
-        format!("{uid:08x}{:08x}", self.validity)
+        default_uidl(uid, self.validity)
     }
 
     /// The string the configured format gives a message; the default
@@ -90,7 +89,7 @@ impl Index {
         };
         self.format
             .render(&facts)
-            .unwrap_or_else(|| format!("{uid:08x}{validity:08x}"))
+            .unwrap_or_else(|| default_uidl(uid, validity))
     }
 
     /// Give a new message the next UID (tests; the store assigns many at
@@ -286,14 +285,7 @@ impl Index {
     /// fsync of the directory (without it a crash may bring back the old
     /// index, and with it UIDs that were already handed out).
     pub fn store(&self, dir: &Path) -> std::io::Result<()> {
-        let tmp = dir.join(format!("{INDEX_FILE}.tmp.{}", std::process::id()));
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(self.serialize().as_bytes())?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, dir.join(INDEX_FILE))?;
-        super::sync_dir(dir)
+        super::replace_file(dir, INDEX_FILE, self.serialize().as_bytes())
     }
 
     /// Read Dovecot's `dovecot-uidlist` (versions 1 and 3); strings not
@@ -412,6 +404,11 @@ impl Index {
         }
         Some(index)
     }
+}
+
+/// `%08Xu%08Xv` as Dovecot writes it.
+fn default_uidl(uid: u32, validity: u32) -> String {
+    format!("{uid:08x}{validity:08x}")
 }
 
 /// The first octets of a message, enough for its header section.

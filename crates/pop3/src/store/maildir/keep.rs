@@ -13,28 +13,18 @@
 //! the maildrop's lock.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::index::{Entry, Index, valid_uidl};
-use super::{io, sync_dir};
+use super::{io, replace_file, sync_dir};
 use crate::store::StoreError;
 
 pub const RETRIEVED_FILE: &str = "pop3d-retrieved";
 pub const TRASH_DIR: &str = ".Trash";
 pub const TRASH_LIST: &str = "pop3d-trash";
 
-/// Write `text` to `dir/name` atomically and durably.
 fn replace(dir: &Path, name: &str, text: &str) -> Result<(), StoreError> {
-    let tmp = dir.join(format!("{name}.tmp.{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(name))?;
-        sync_dir(dir)
-    };
-    write().map_err(|e| io(&dir.join(name), e))
+    replace_file(dir, name, text.as_bytes()).map_err(|e| io(&dir.join(name), e))
 }
 
 fn read_optional(path: &Path) -> Result<String, StoreError> {
@@ -120,9 +110,17 @@ fn ensure_trash(dir: &Path) -> Result<(), StoreError> {
     sync_dir(dir).map_err(|e| io(dir, e))
 }
 
-/// Move messages into the trash, recording them. Each is `(current path,
-/// uid, uidl)`; returns whether each one left the maildrop.
-pub fn trash(dir: &Path, messages: &[(PathBuf, u32, String)], now: u64) -> Vec<bool> {
+/// Move messages into the trash, recording them, and purge what was
+/// trashed before `purge_before` while the list is being rewritten anyway
+/// (so a Maildir the hourly sweep cannot find, its users not being in a
+/// passwd file, is kept within bounds too). Each message is `(current
+/// path, uid, uidl)`; returns whether each one left the maildrop.
+pub fn trash(
+    dir: &Path,
+    messages: &[(PathBuf, u32, String)],
+    now: u64,
+    purge_before: u64,
+) -> Vec<bool> {
     if let Err(e) = ensure_trash(dir) {
         tracing::error!(maildir = %dir.display(), "cannot create the trash: {e}");
         return vec![false; messages.len()];
@@ -158,6 +156,13 @@ pub fn trash(dir: &Path, messages: &[(PathBuf, u32, String)], now: u64) -> Vec<b
             }
         }
     }
+    let list = match drop_old(dir, list, purge_before) {
+        Ok((kept, _)) => kept,
+        Err((list, e)) => {
+            tracing::warn!(maildir = %dir.display(), "cannot purge the trash: {e}");
+            list
+        }
+    };
     // The list first, then the directories: a crash between them leaves a
     // message in the trash that the list does not name, which a restore by
     // hand can still reach; never one listed that is not there.
@@ -222,19 +227,35 @@ pub fn purge(dir: &Path, before: u64) -> Result<usize, StoreError> {
     if !trash_dir(dir).join(TRASH_LIST).exists() {
         return Ok(0);
     }
-    let (old, kept): (Vec<Trashed>, Vec<Trashed>) =
-        read_trash(dir)?.into_iter().partition(|t| t.when < before);
-    if old.is_empty() {
-        return Ok(0);
+    let (kept, purged) = drop_old(dir, read_trash(dir)?, before).map_err(|(_, e)| e)?;
+    if purged > 0 {
+        write_trash(dir, &kept)?;
     }
-    for t in &old {
+    Ok(purged)
+}
+
+/// Delete the files of the entries trashed before `before`: the entries
+/// left and how many went; on failure the list as it was, less what went.
+fn drop_old(
+    dir: &Path,
+    list: Vec<Trashed>,
+    before: u64,
+) -> Result<(Vec<Trashed>, usize), (Vec<Trashed>, StoreError)> {
+    let (old, mut kept): (Vec<Trashed>, Vec<Trashed>) =
+        list.into_iter().partition(|t| t.when < before);
+    let mut purged = 0;
+    let mut old = old.into_iter();
+    while let Some(t) = old.next() {
         let path = trash_dir(dir).join("cur").join(&t.name);
         match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(&path, e)),
+            Ok(()) => purged += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => purged += 1,
+            Err(e) => {
+                kept.push(t);
+                kept.extend(old);
+                return Err((kept, io(&path, e)));
+            }
         }
     }
-    write_trash(dir, &kept)?;
-    Ok(old.len())
+    Ok((kept, purged))
 }

@@ -48,7 +48,6 @@ pub struct MaildirStore {
     format: Arc<UidlFormat>,
     /// `server.expire`, for users the user database sets none for.
     expire: Expire,
-    trash_retention: Duration,
     clock: Clock,
 }
 
@@ -61,6 +60,8 @@ struct DropOptions {
     mark_seen: bool,
     /// `storage.delete`.
     delete: DeleteMode,
+    /// `storage.trash_retention`.
+    trash_retention: Duration,
 }
 
 /// Block size for message reads when no configuration says otherwise.
@@ -80,10 +81,10 @@ impl MaildirStore {
                 read_size: DEFAULT_READ_SIZE,
                 mark_seen: true,
                 delete: DeleteMode::Expunge,
+                trash_retention: Duration::from_secs(30 * 86400),
             },
             format: Arc::default(),
             expire: Expire::Never,
-            trash_retention: Duration::from_secs(30 * 86400),
             clock: Clock::system(),
         }
     }
@@ -104,10 +105,10 @@ impl MaildirStore {
                 read_size: p.io_buffer_size,
                 mark_seen: config.storage.mark_seen,
                 delete: config.storage.delete,
+                trash_retention: config.storage.trash_retention,
             },
             format: Arc::new(UidlFormat::parse(&config.storage.uidl_format).unwrap_or_default()),
             expire: config.server.expire,
-            trash_retention: config.storage.trash_retention,
             clock: Clock::system(),
         }
     }
@@ -257,7 +258,7 @@ impl MailStore for MaildirStore {
         let before = self
             .clock
             .unix_secs()
-            .saturating_sub(self.trash_retention.as_secs());
+            .saturating_sub(self.options.trash_retention.as_secs());
         let mut purged = 0;
         for user in users {
             let Ok(dir) = self.path_for(user) else {
@@ -384,7 +385,7 @@ impl ListingCache {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Message {
     /// Base name: the file name before the `:2,flags` info.
     key: String,
@@ -859,7 +860,9 @@ impl MaildirDrop {
                         )
                     })
                     .collect();
-                keep::trash(&self.dir, &what, self.clock.unix_secs())
+                let now = self.clock.unix_secs();
+                let retention = self.options.trash_retention.as_secs();
+                keep::trash(&self.dir, &what, now, now.saturating_sub(retention))
             }
         };
         let mut counted = Vec::new();
@@ -917,19 +920,14 @@ impl MaildirDrop {
                 "messages past their retention period removed at login"
             );
             let gone: std::collections::HashSet<usize> = expired.into_iter().collect();
-            let keep = |i: &usize| !gone.contains(i);
-            let messages: Vec<Message> = (0..self.messages.len())
-                .filter(keep)
-                .map(|i| Message {
-                    key: self.messages[i].key.clone(),
-                    uid: self.messages[i].uid,
-                    path: self.messages[i].path.clone(),
-                })
-                .collect();
-            let infos: Vec<MessageInfo> = (0..self.infos.len())
-                .filter(keep)
-                .map(|i| self.infos[i].clone())
-                .collect();
+            let (messages, infos) = self
+                .messages
+                .iter()
+                .zip(self.infos.iter())
+                .enumerate()
+                .filter(|(i, _)| !gone.contains(i))
+                .map(|(_, (m, info))| (m.clone(), info.clone()))
+                .unzip();
             self.messages = Arc::new(messages);
             self.infos = Arc::new(infos);
         }
@@ -1013,6 +1011,26 @@ fn seen_name(name: &str) -> Option<String> {
         flags.sort_unstable();
     }
     Some(format!("{key}:2,{}", flags.into_iter().collect::<String>()))
+}
+
+/// Replace `dir/name` with `bytes` atomically and durably: a temporary
+/// file of this process and call, fsync, rename, fsync of the directory.
+pub(crate) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!("{name}.tmp.{}.{n}", std::process::id()));
+    let written = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(name))
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    sync_dir(dir)
 }
 
 /// fsync a directory, so that renames and unlinks in it survive a crash.

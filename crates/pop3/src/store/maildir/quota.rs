@@ -12,7 +12,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::{io, keep::TRASH_DIR};
+use super::{io, keep::TRASH_DIR, replace_file};
 use crate::auth::Quota;
 use crate::store::StoreError;
 
@@ -92,15 +92,8 @@ fn count(dir: &Path) -> (u64, u64) {
 /// Rewrite the file from a count, under `definition`.
 fn rewrite(dir: &Path, definition: &str) -> Result<(u64, u64), StoreError> {
     let (octets, messages) = count(dir);
-    let path = dir.join(MAILDIRSIZE);
-    let tmp = dir.join(format!("{MAILDIRSIZE}.tmp.{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(format!("{definition}\n{octets} {messages}\n").as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(|e| io(&path, e))?;
+    let text = format!("{definition}\n{octets} {messages}\n");
+    replace_file(dir, MAILDIRSIZE, text.as_bytes()).map_err(|e| io(&dir.join(MAILDIRSIZE), e))?;
     Ok((octets, messages))
 }
 
@@ -115,11 +108,11 @@ pub fn usage(dir: &Path, quota: Option<&Quota>) -> Result<Option<(u64, u64)>, St
     };
     let wanted = quota.map(Quota::maildirsize_line);
     let parsed = text.as_deref().and_then(parse);
-    let definition = match (&wanted, &parsed) {
-        (Some(w), _) => w.clone(),
+    let definition = match (wanted, &parsed) {
+        (Some(w), _) => w,
         (None, Some(p)) => p.definition.clone(),
-        (None, None) if text.is_none() => return Ok(None),
-        // Damaged and no quota to write: leave it to its owner.
+        // No file, or a damaged one and no quota to write: leave it to its
+        // owner.
         (None, None) => return Ok(None),
     };
     let stale = match &parsed {

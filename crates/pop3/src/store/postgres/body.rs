@@ -160,8 +160,8 @@ pub struct Written {
     /// The POP3 size (CRLF line ends).
     pub size: u64,
     /// MD5 of the header section (of the first slice, if the header is
-    /// longer), for `uidl_format`'s `%m`.
-    pub header_md5: [u8; 16],
+    /// longer), when asked for: `uidl_format`'s `%m`.
+    pub header_md5: Option<[u8; 16]>,
 }
 
 /// Store `message` as the parts of body `id` inside `tx`, 1 MiB per
@@ -171,6 +171,7 @@ pub async fn write(
     id: i64,
     max_size: u64,
     message: &mut (dyn AsyncRead + Send + Unpin),
+    want_md5: bool,
 ) -> Result<Option<Written>, DbError> {
     let stmt = tx.prepare_cached(WRITE_PARTS).await?;
     let mut counter = SizeCounter::default();
@@ -188,7 +189,9 @@ pub async fn write(
             break;
         }
         counter.feed(&slice);
-        header_md5.get_or_insert_with(|| crate::store::uidl::header_md5(&slice));
+        if want_md5 && parts == 0 {
+            header_md5 = Some(crate::store::uidl::header_md5(&slice));
+        }
         if max_size > 0 && counter.size() > max_size {
             return Ok(None);
         }
@@ -207,7 +210,7 @@ pub async fn write(
     Ok(Some(Written {
         parts,
         size: counter.size(),
-        header_md5: header_md5.unwrap_or_default(),
+        header_md5,
     }))
 }
 

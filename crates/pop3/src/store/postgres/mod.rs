@@ -65,42 +65,39 @@ SELECT mb.id, lease.epoch,
 const CREATE_MAILBOX: &str = "INSERT INTO mailboxes (login) VALUES ($1) ON CONFLICT DO NOTHING";
 
 /// QUIT: free the lease if it is still this session's (`l`), remove the
-/// messages `$6` (`{remove}`: [`EXPUNGE`] or [`TRASH`]), record the first
-/// retrieval of the messages `$8` at `$7`, keep the counters.
+/// messages `$6` ([`REMOVE`]), record the first retrieval of the messages
+/// `$8` at `$7`.
 const COMMIT: &str = "
 WITH l AS (
     UPDATE maildrop_lease SET expires_at = '-infinity'
      WHERE mailbox_id = $1 AND node = $2 AND boot = $3 AND session = $4 AND epoch = $5
        AND expires_at > now()
     RETURNING mailbox_id),
-d AS ({remove}),
+{remove},
 r AS (
     UPDATE messages m SET retrieved_at = $7 FROM l
-     WHERE m.mailbox_id = l.mailbox_id AND m.id = ANY($8) AND m.retrieved_at IS NULL
-    RETURNING 1),
-u AS (
-    UPDATE mailboxes b
-       SET msg_count = b.msg_count - (SELECT count(*) FROM d),
-           octets = b.octets - (SELECT coalesce(sum(size), 0) FROM d)::bigint
-      FROM l WHERE b.id = l.mailbox_id AND EXISTS (SELECT 1 FROM d)
-    RETURNING 1)
-SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM d), (SELECT count(*) FROM r)";
+     WHERE m.mailbox_id = l.mailbox_id AND m.id = ANY($8) AND m.retrieved_at IS NULL)
+SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM d)";
 
 /// At login, under the lease (checked, kept): remove the messages `$6`
-/// past their retention period.
+/// past their retention period ([`REMOVE`]).
 const EXPIRE: &str = "
 WITH l AS (
     SELECT mailbox_id FROM maildrop_lease
      WHERE mailbox_id = $1 AND node = $2 AND boot = $3 AND session = $4 AND epoch = $5
        AND expires_at > now()),
-d AS ({remove}),
+{remove}
+SELECT count(*) FROM d";
+
+/// Remove the messages `$6` of the mailbox in `l` (`{how}`: [`EXPUNGE`]
+/// or [`TRASH`], which stamps them `$7`) and take them off its counters.
+const REMOVE: &str = "d AS ({how}),
 u AS (
     UPDATE mailboxes b
        SET msg_count = b.msg_count - (SELECT count(*) FROM d),
            octets = b.octets - (SELECT coalesce(sum(size), 0) FROM d)::bigint
       FROM l WHERE b.id = l.mailbox_id AND EXISTS (SELECT 1 FROM d)
-    RETURNING 1)
-SELECT (SELECT count(*) FROM d), $7::timestamptz IS NULL";
+    RETURNING 1)";
 
 /// `delete = "expunge"`: the rows go (bodies with them).
 const EXPUNGE: &str = "DELETE FROM messages m USING l \
@@ -197,9 +194,13 @@ pub struct PostgresStore {
     max_message_size: u64,
     /// [`ADD_MESSAGE`] with `uidl_format` in it.
     add_message: String,
+    /// The format has `%m`: deliveries hash the header.
+    md5_in_uidl: bool,
     /// [`COMMIT`] and [`EXPIRE`] with `storage.delete`'s removal in them.
     commit: Arc<str>,
     expire_sql: String,
+    /// `storage.delete = "trash"`: removals stamp the time.
+    trash: bool,
     /// `server.expire`, for users the user database sets none for.
     expire: Expire,
     trash_retention: std::time::Duration,
@@ -209,20 +210,21 @@ pub struct PostgresStore {
 impl PostgresStore {
     pub fn new(db: Arc<Database>, config: &Pop3Config) -> PostgresStore {
         let node = config.server.node().to_owned();
-        let remove = match config.storage.delete {
+        let how = match config.storage.delete {
             DeleteMode::Expunge => EXPUNGE,
             DeleteMode::Trash => TRASH,
         };
+        let remove = REMOVE.replace("{how}", how);
+        let format = UidlFormat::parse(&config.storage.uidl_format).unwrap_or_default();
         PostgresStore {
             db,
             leases: Arc::new(Leases::new(node, config.storage.lease_ttl)),
             max_message_size: config.server.max_message_size,
-            add_message: ADD_MESSAGE.replace(
-                "{uidl}",
-                &uidl_sql(&UidlFormat::parse(&config.storage.uidl_format).unwrap_or_default()),
-            ),
-            commit: COMMIT.replace("{remove}", remove).into(),
-            expire_sql: EXPIRE.replace("{remove}", remove),
+            add_message: ADD_MESSAGE.replace("{uidl}", &uidl_sql(&format)),
+            md5_in_uidl: format.uses(Var::HeaderMd5),
+            commit: COMMIT.replace("{remove}", &remove).into(),
+            expire_sql: EXPIRE.replace("{remove}", &remove),
+            trash: config.storage.delete == DeleteMode::Trash,
             expire: config.server.expire,
             trash_retention: config.storage.trash_retention,
             clock: Clock::system(),
@@ -259,7 +261,7 @@ impl PostgresStore {
                     parts,
                     size,
                     header_md5,
-                }) = body::write(&tx, id, self.max_message_size, message).await?
+                }) = body::write(&tx, id, self.max_message_size, message, self.md5_in_uidl).await?
                 else {
                     return Ok(Err(StoreError::TooLarge(self.max_message_size)));
                 };
@@ -272,7 +274,7 @@ impl PostgresStore {
                     }
                 }
                 let stmt = tx.prepare_cached(&self.add_message).await?;
-                let md5 = crate::hex::encode(&header_md5);
+                let md5 = header_md5.map(|h| crate::hex::encode(&h));
                 let row = tx
                     .query_one(&stmt, &[&login, &id, &(size as i64), &parts, &uidl, &md5])
                     .await?;
@@ -415,7 +417,13 @@ impl PostgresStore {
                     &ids,
                     &now,
                 ];
-                Ok(client.query_one(&stmt, &params).await?.get(0))
+                // Only a removal into the trash takes the time.
+                let params = if self.trash {
+                    &params[..]
+                } else {
+                    &params[..6]
+                };
+                Ok(client.query_one(&stmt, params).await?.get(0))
             })
             .await
             .map_err(store_error)?;
