@@ -13,6 +13,7 @@
 #![cfg_attr(feature = "gssapi", deny(unsafe_code))]
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod db;
 mod hex;

@@ -5,6 +5,7 @@
 //! `user` and `migrate-maildir` look after the PostgreSQL backend.
 
 mod admin;
+mod import_pop3;
 mod migrate_maildir;
 
 use std::io::IsTerminal;
@@ -134,6 +135,48 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Move mailboxes in from another POP3 server over TLS, each message
+    /// under the UIDL it had there, so clients that keep mail on the
+    /// server download nothing again. Never deletes on the old server;
+    /// a second run fetches only what is missing. Exit 0 done, 1 some
+    /// users failed (run again to resume), 2 bad arguments.
+    ImportPop3 {
+        /// The TOML configuration file of this server (the store to fill).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The old server: pop3s://HOST[:PORT] (TLS) or pop3://HOST[:PORT]
+        /// (STLS required).
+        #[arg(long)]
+        from: String,
+        /// Move this user's mailbox.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        user: Option<String>,
+        /// The user's name on the old server, if it differs.
+        #[arg(long, requires = "user")]
+        remote_user: Option<String>,
+        /// The user's password on the old server (first line of the file),
+        /// or the master user's with --master-user.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Log in as this master user for each user (SASL PLAIN with an
+        /// authorization identity, as Dovecot's master users accept).
+        #[arg(long)]
+        master_user: Option<String>,
+        /// Move every user of this file: `USER PASSWORD` per line, or
+        /// `USER` alone with --master-user.
+        #[arg(long)]
+        all: Option<PathBuf>,
+        /// CA certificates (PEM) for the old server's certificate; the
+        /// system's roots otherwise.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Accept a pop3:// server without STLS, on a loopback address only.
+        #[arg(long)]
+        allow_plaintext: bool,
+        /// List what would be copied; store nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -171,6 +214,31 @@ fn main() -> ExitCode {
             with_config(&config, |new| async move {
                 migrate_maildir::run(&old, &new, user.as_deref(), dry_run).await
             })
+        }
+        Command::ImportPop3 {
+            config,
+            from,
+            user,
+            remote_user,
+            password_file,
+            master_user,
+            all,
+            ca_file,
+            allow_plaintext,
+            dry_run,
+        } => {
+            let request = import_pop3::Request {
+                from,
+                user,
+                remote_user,
+                password_file,
+                master_user,
+                all,
+                ca_file,
+                allow_plaintext,
+                dry_run,
+            };
+            with_config(&config, |config| import_pop3::run(config, request))
         }
     }
 }

@@ -150,6 +150,20 @@ pub trait MailStore: Send + Sync {
     /// Whether the store is reachable now (for `/readyz`).
     async fn health(&self) -> Result<(), String>;
 
+    /// Store a message moved from another server under the UIDL it had
+    /// there (`pop3d import-pop3`), as atomically as a delivery. The
+    /// caller holds the user's maildrop meanwhile, so that no session
+    /// sees the mailbox half moved. Returns the POP3 size.
+    async fn import(
+        &self,
+        user: &UserRecord,
+        uidl: &str,
+        message: &mut (dyn AsyncRead + Send + Unpin),
+    ) -> Result<u64, StoreError> {
+        let _ = (user, uidl, message);
+        Err(StoreError::Permanent("this store cannot import".into()))
+    }
+
     /// Put back the messages `delete = "trash"` kept for the user, those
     /// trashed at or after `since` (all without it), under their old
     /// UIDLs. Returns how many came back.

@@ -35,7 +35,10 @@ fn is_root() -> bool {
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
 
-fn start_dovecot(s: &Setup) -> (Dovecot, u16) {
+/// Dovecot serving `s`'s mail root: plain POP3 (STLS offered) on the first
+/// port, POP3 over TLS on the second, with `s`'s certificate; `admin` with
+/// password `masterpw` is a master user.
+fn start_dovecot(s: &Setup) -> (Dovecot, u16, u16) {
     let _ = Command::new(tool_path("useradd").unwrap())
         .args([
             "--system",
@@ -59,9 +62,10 @@ fn start_dovecot(s: &Setup) -> (Dovecot, u16) {
         .status()
         .unwrap();
     assert!(ok.success());
-    let port = free_port();
+    let (port, tls_port) = (free_port(), free_port());
     let run = s.path("dovecot");
     let conf = s.path("dovecot.conf");
+    std::fs::write(s.path("masters"), "admin:{PLAIN}masterpw\n").unwrap();
     std::fs::write(
         &conf,
         format!(
@@ -70,17 +74,22 @@ fn start_dovecot(s: &Setup) -> (Dovecot, u16) {
              base_dir = {run}/run\n\
              state_dir = {run}/state\n\
              log_path = {run}/dovecot.log\n\
-             ssl = no\n\
+             ssl = yes\n\
+             ssl_cert = <{dir}/cert.pem\n\
+             ssl_key = <{dir}/key.pem\n\
+             auth_master_user_separator = *\n\
              disable_plaintext_auth = no\n\
              first_valid_uid = 1\n\
              mail_location = maildir:{mail}/%n\n\
              pop3_uidl_format = %08Xu%08Xv\n\
+             passdb {{\n  driver = passwd-file\n  master = yes\n  args = {dir}/masters\n}}\n\
              passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {passwd}\n}}\n\
              userdb {{\n  driver = passwd-file\n  args = username_format=%u {passwd}\n  default_fields = uid=vmail gid=vmail\n}}\n\
-             service pop3-login {{\n  inet_listener pop3 {{\n    port = {port}\n  }}\n  inet_listener pop3s {{\n    port = 0\n  }}\n}}\n",
+             service pop3-login {{\n  inet_listener pop3 {{\n    port = {port}\n  }}\n  inet_listener pop3s {{\n    port = {tls_port}\n    ssl = yes\n  }}\n}}\n",
             run = run.display(),
             mail = s.path("mail").display(),
             passwd = s.path("passwd").display(),
+            dir = s.dir.path().display(),
         ),
     )
     .unwrap();
@@ -94,7 +103,8 @@ fn start_dovecot(s: &Setup) -> (Dovecot, u16) {
         .unwrap();
     let dovecot = Dovecot(child);
     wait_for_port(port);
-    (dovecot, port)
+    wait_for_port(tls_port);
+    (dovecot, port, tls_port)
 }
 
 /// UIDL, LIST and every message as one server sends them, then QUIT.
@@ -176,7 +186,7 @@ fn uidls_sizes_and_bytes_match_dovecots_before_and_after_new_mail() {
         return;
     }
     let s = Setup::new(&MAIL);
-    let (dovecot, dport) = start_dovecot(&s);
+    let (dovecot, dport, _) = start_dovecot(&s);
     // Dovecot serves the maildrop first, as before a migration.
     let before = listing(dport);
     assert_eq!(before.2.len(), MAIL.len());
@@ -204,4 +214,170 @@ fn uidls_sizes_and_bytes_match_dovecots_before_and_after_new_mail() {
     );
     drop(server);
     drop(dovecot);
+}
+
+/// Run `pop3d import-pop3` with `args` against `new`'s configuration:
+/// its exit code and what it printed.
+fn import(new: &Setup, args: &[&str]) -> (i32, String) {
+    let out = pop3d()
+        .args(["import-pop3", "--config"])
+        .arg(&new.config)
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap(), text)
+}
+
+/// A mailbox moved from Dovecot over TLS keeps every UIDL and byte; a
+/// second run (over STLS) fetches only new mail; Dovecot keeps all of it;
+/// `--all` with Dovecot's master user moves several mailboxes.
+fn import_from_dovecot(backend: Backend) {
+    if !require("dovecot") {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIP: Dovecot's mail processes need root to switch to vmail");
+        return;
+    }
+    let old = Setup::new(&MAIL);
+    let bob = old.path("mail/bob");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(bob.join(sub)).unwrap();
+    }
+    std::fs::write(bob.join("new/1700000009.M1P1.old"), MAIL[1]).unwrap();
+    let (dovecot, dport, tls_port) = start_dovecot(&old);
+    let before = listing(dport);
+
+    let new = Setup::on(backend, &[]);
+    let file = |name: &str, text: &str| {
+        std::fs::write(new.path(name), text).unwrap();
+        new.path(name).to_str().unwrap().to_owned()
+    };
+    let alice_pw = file("alice.pw", "secret\n");
+    let ca = old.path("cert.pem");
+    let ca = ca.to_str().unwrap();
+    let tls = format!("pop3s://127.0.0.1:{tls_port}");
+    let one = [
+        "--user",
+        "alice",
+        "--password-file",
+        &alice_pw,
+        "--ca-file",
+        ca,
+    ];
+    let run = |from: &str, extra: &[&str]| {
+        let mut args = vec!["--from", from];
+        args.extend(&one);
+        args.extend(extra);
+        import(&new, &args)
+    };
+
+    let (code, out) = run(&tls, &["--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("would copy 4 messages"), "{out}");
+    let (code, out) = run(&tls, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("copied 4 messages"), "{out}");
+    assert!(out.contains("0 messages already there"), "{out}");
+    assert!(!out.contains("secret"), "never the password: {out}");
+
+    let server = new.start();
+    let moved = listing(new.plain);
+    assert_eq!(moved.0, before.0, "UIDL byte for byte");
+    assert_eq!(moved.2, before.2, "RETR byte for byte");
+    assert_eq!(
+        listing(dport).0,
+        before.0,
+        "nothing deleted on the old server"
+    );
+
+    // New mail on the old server; the second run goes over STLS.
+    std::fs::write(old.path("mail/alice/new/1800000000.M9P9.later"), MAIL[0]).unwrap();
+    let _ = Command::new("chown")
+        .args(["-R", "vmail:vmail"])
+        .arg(old.path("mail"))
+        .status();
+    let stls = format!("pop3://127.0.0.1:{dport}");
+    let (code, out) = run(&stls, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("copied 1 messages"), "{out}");
+    assert!(out.contains("4 messages already there"), "{out}");
+    let after = listing(dport);
+    let moved = listing(new.plain);
+    assert_eq!((moved.0, moved.2), (after.0, after.2));
+
+    // A wrong password: that user fails, the exit code says so; without a
+    // password file there is nothing to try.
+    let wrong = file("wrong.pw", "nope\n");
+    let (code, out) = import(&new, &["--from", &tls, "--user", "alice"]);
+    assert_eq!(code, 2, "{out}");
+    let (code, out) = import(
+        &new,
+        &[
+            "--from",
+            &tls,
+            "--user",
+            "alice",
+            "--password-file",
+            &wrong,
+            "--ca-file",
+            ca,
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("failed: alice"), "{out}");
+    // Without the old server's CA its certificate is refused.
+    let (code, out) = import(
+        &new,
+        &[
+            "--from",
+            &tls,
+            "--user",
+            "alice",
+            "--password-file",
+            &alice_pw,
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("TLS"), "{out}");
+
+    // Every user of a list, through Dovecot's master user.
+    let users = file("users", "# moved on 2026-12-01\nalice\nbob\n");
+    let master_pw = file("master.pw", "masterpw\n");
+    let (code, out) = import(
+        &new,
+        &[
+            "--from",
+            &tls,
+            "--all",
+            &users,
+            "--master-user",
+            "admin",
+            "--password-file",
+            &master_pw,
+            "--ca-file",
+            ca,
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("copied 1 messages") && out.contains("for 2 users; 5 messages already there"),
+        "{out}"
+    );
+    let mut c = Client::login(new.plain, "bob", "password");
+    assert!(c.cmd("STAT").starts_with("+OK 1 "));
+    drop(server);
+    drop(dovecot);
+}
+
+#[test]
+fn import_pop3_from_dovecot_into_maildir() {
+    import_from_dovecot(Backend::Maildir);
+}
+
+#[test]
+fn import_pop3_from_dovecot_into_postgres() {
+    import_from_dovecot(Backend::Postgres);
 }

@@ -17,6 +17,27 @@ use crate::store::StoreError;
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
+/// The name field that carries an imported message's UIDL, in hex.
+pub const UIDL_FIELD: &str = "U=";
+
+/// The UIDL a delivered file's name carries, if any (see [`deliver`]).
+pub fn uidl_in_name(key: &str) -> Option<String> {
+    let hex = key
+        .split(',')
+        .skip(1)
+        .find_map(|f| f.strip_prefix(UIDL_FIELD))?;
+    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+        .collect::<Option<_>>()?;
+    String::from_utf8(bytes)
+        .ok()
+        .filter(|u| super::index::valid_uidl(u))
+}
+
 fn unique_name(hostname: &str) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -51,11 +72,15 @@ fn unique_name(hostname: &str) -> String {
 /// Under a `quota`, or with a `maildirsize` another program keeps, the
 /// message is counted there; one that would go over the quota is refused
 /// with [`StoreError::OverQuota`] and not stored.
+///
+/// A `uidl` (a message moved from another server) goes into the name as
+/// `,U=<hex>`; the login that first sees the file gives it that UIDL.
 pub async fn deliver(
     dir: &Path,
     hostname: &str,
     max_size: u64,
     quota: Option<Quota>,
+    uidl: Option<&str>,
     message: &mut (dyn AsyncRead + Send + Unpin),
 ) -> Result<u64, StoreError> {
     for sub in ["tmp", "new", "cur"] {
@@ -81,9 +106,12 @@ pub async fn deliver(
                     return Err(e);
                 }
             };
+            let imported = uidl.map_or_else(String::new, |u| {
+                format!(",{UIDL_FIELD}{}", crate::hex::encode(u.as_bytes()))
+            });
             let target: PathBuf = dir
                 .join("new")
-                .join(format!("{name},S={octets},W={pop3_size}"));
+                .join(format!("{name},S={octets},W={pop3_size}{imported}"));
             match tokio::fs::rename(&tmp, &target).await {
                 Ok(()) => {
                     // The rename itself must be durable before the sender
@@ -156,7 +184,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let md = dir.path().join("Maildir");
         let mut msg: &[u8] = b"Subject: x\n\nbody\n";
-        let size = deliver(&md, "mx.example", 0, None, &mut msg).await.unwrap();
+        let size = deliver(&md, "mx.example", 0, None, None, &mut msg)
+            .await
+            .unwrap();
         assert_eq!(size, 20);
         let names: Vec<String> = std::fs::read_dir(md.join("new"))
             .unwrap()
@@ -190,7 +220,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let md = dir.path().join("Maildir");
         let mut big: &[u8] = &[b'x'; 1000];
-        let e = deliver(&md, "h", 100, None, &mut big).await.unwrap_err();
+        let e = deliver(&md, "h", 100, None, None, &mut big)
+            .await
+            .unwrap_err();
         assert!(matches!(e, StoreError::TooLarge(100)));
         // 68 octets on disk but 102 as POP3 sends them: refused, as RETR
         // would refuse it.
@@ -198,15 +230,18 @@ mod tests {
         assert_eq!(lf_only.len(), 68);
         let mut m: &[u8] = &lf_only;
         assert!(matches!(
-            deliver(&md, "h", 100, None, &mut m).await,
+            deliver(&md, "h", 100, None, None, &mut m).await,
             Err(StoreError::TooLarge(100))
         ));
         let mut m: &[u8] = &lf_only;
-        assert_eq!(deliver(&md, "h", 102, None, &mut m).await.unwrap(), 102);
+        assert_eq!(
+            deliver(&md, "h", 102, None, None, &mut m).await.unwrap(),
+            102
+        );
         // Without a last line end: W counts the CRLF that RETR adds, so
         // the name alone gives LIST its exact size.
         let mut m: &[u8] = b"a\nb";
-        assert_eq!(deliver(&md, "h", 0, None, &mut m).await.unwrap(), 6);
+        assert_eq!(deliver(&md, "h", 0, None, None, &mut m).await.unwrap(), 6);
         let names: Vec<String> = std::fs::read_dir(md.join("new"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -225,7 +260,9 @@ mod tests {
                 std::task::Poll::Ready(Err(std::io::Error::other("pipe broke")))
             }
         }
-        let e = deliver(&md, "h", 0, None, &mut Broken).await.unwrap_err();
+        let e = deliver(&md, "h", 0, None, None, &mut Broken)
+            .await
+            .unwrap_err();
         assert!(matches!(e, StoreError::Temporary(_)));
         for sub in ["tmp", "new", "cur"] {
             assert_eq!(std::fs::read_dir(md.join(sub)).unwrap().count(), 0, "{sub}");

@@ -291,7 +291,30 @@ impl MailStore for MaildirStore {
     ) -> Result<u64, StoreError> {
         let dir = self.path_for(user)?;
         let quota = user.settings.quota;
-        deliver::deliver(&dir, &self.hostname, self.max_message_size, quota, message).await
+        deliver::deliver(
+            &dir,
+            &self.hostname,
+            self.max_message_size,
+            quota,
+            None,
+            message,
+        )
+        .await
+    }
+
+    /// Delivered with the UIDL in the name; the next login (the import
+    /// holds the maildrop meanwhile) records it in the index. No quota: an
+    /// import is the administrator's, and counts in `maildirsize` all the
+    /// same.
+    async fn import(
+        &self,
+        user: &UserRecord,
+        uidl: &str,
+        message: &mut (dyn AsyncRead + Send + Unpin),
+    ) -> Result<u64, StoreError> {
+        let dir = self.path_for(user)?;
+        let max = self.max_message_size;
+        deliver::deliver(&dir, &self.hostname, max, None, Some(uidl), message).await
     }
 
     /// The fixed part of the template (before the first escape) must be a

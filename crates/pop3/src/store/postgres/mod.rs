@@ -507,6 +507,17 @@ impl MailStore for PostgresStore {
             .map(|(_, size)| size)
     }
 
+    async fn import(
+        &self,
+        user: &UserRecord,
+        uidl: &str,
+        message: &mut (dyn AsyncRead + Send + Unpin),
+    ) -> Result<u64, StoreError> {
+        self.add(&mailbox_key(user), Some(uidl), None, message)
+            .await
+            .map(|(_, size)| size)
+    }
+
     async fn health(&self) -> Result<(), String> {
         self.db.health().await
     }

@@ -1,0 +1,276 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! `pop3d import-pop3`: move mailboxes in from any POP3 server. Each
+//! message is fetched over TLS (`pop3s://`, or STLS on `pop3://`) and
+//! stored in the configured store under the UIDL the old server gave it,
+//! so clients that leave mail on the server see nothing new. Messages
+//! whose UIDL the mailbox already has are skipped: a second run, or one
+//! after an interruption, fetches only what is missing. Nothing is ever
+//! deleted on the old server (no DELE is sent). The local maildrop is held
+//! for the user's whole import, as a POP3 session would hold it.
+
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use pop3::auth::UserRecord;
+use pop3::client::{Client, Credentials, Remote};
+use pop3::config::Pop3Config;
+use pop3::setup::Backends;
+use pop3::store::{MailStore, StoreError};
+use zeroize::Zeroizing;
+
+/// What the command line asks for.
+pub struct Request {
+    pub from: String,
+    pub user: Option<String>,
+    pub remote_user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub master_user: Option<String>,
+    pub all: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub allow_plaintext: bool,
+    pub dry_run: bool,
+}
+
+/// One mailbox to move: the local user, the name on the old server and
+/// its password (the master's, with a master user).
+struct Job {
+    local: String,
+    remote: String,
+    password: Zeroizing<String>,
+}
+
+#[derive(Default)]
+struct Summary {
+    copied: usize,
+    octets: u64,
+    present: usize,
+    failed: Vec<String>,
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("pop3d: import-pop3: {message}");
+    ExitCode::from(2)
+}
+
+/// A password file's first line (its trailing newline dropped).
+fn read_password(path: &Path) -> Result<Zeroizing<String>, String> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
+    );
+    let line = text.lines().next().unwrap_or("");
+    if line.is_empty() {
+        return Err(format!("{}: empty", path.display()));
+    }
+    Ok(Zeroizing::new(line.to_owned()))
+}
+
+/// The jobs of `--all FILE`: `USER PASSWORD` per line (the password is
+/// the rest of the line), or `USER` alone with a master user; `#` starts
+/// a comment line.
+fn read_list(path: &Path, master: Option<&Zeroizing<String>>) -> Result<Vec<Job>, String> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
+    );
+    let mut jobs = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (user, password) = match line.split_once([' ', '\t']) {
+            Some((u, p)) => (u, Some(p.trim_start())),
+            None => (line, None),
+        };
+        let password = match (password, master) {
+            (_, Some(master)) => master.clone(),
+            (Some(p), None) if !p.is_empty() => Zeroizing::new(p.to_owned()),
+            _ => {
+                return Err(format!(
+                    "{}:{}: {user}: no password (USER PASSWORD per line, or --master-user)",
+                    path.display(),
+                    n + 1
+                ));
+            }
+        };
+        jobs.push(Job {
+            local: user.to_owned(),
+            remote: user.to_owned(),
+            password,
+        });
+    }
+    Ok(jobs)
+}
+
+fn jobs(request: &Request) -> Result<Vec<Job>, String> {
+    let password = request
+        .password_file
+        .as_deref()
+        .map(read_password)
+        .transpose()?;
+    match (&request.user, &request.all) {
+        (Some(user), None) => Ok(vec![Job {
+            local: user.clone(),
+            remote: request.remote_user.clone().unwrap_or_else(|| user.clone()),
+            password: password.ok_or("--user needs --password-file")?,
+        }]),
+        (None, Some(list)) => {
+            if request.master_user.is_some() && password.is_none() {
+                return Err("--master-user needs --password-file (the master's password)".into());
+            }
+            let master = password.filter(|_| request.master_user.is_some());
+            read_list(list, master.as_ref())
+        }
+        _ => Err("give --user or --all".into()),
+    }
+}
+
+pub async fn run(config: Pop3Config, request: Request) -> ExitCode {
+    let remote = match Remote::parse(&request.from) {
+        Ok(r) => r,
+        Err(e) => return fail(format!("--from {e}")),
+    };
+    let jobs = match jobs(&request) {
+        Ok(j) => j,
+        Err(e) => return fail(e),
+    };
+    let backends = match Backends::from_config(&config) {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    let bar = if std::io::stdout().is_terminal() {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} messages {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut summary = Summary::default();
+    for job in &jobs {
+        bar.set_message(job.local.clone());
+        let user = match backends.users.lookup(&job.local).await {
+            Ok(Some(u)) => u,
+            Ok(None) => {
+                bar.suspend(|| eprintln!("pop3d: {}: no such local user", job.local));
+                summary.failed.push(job.local.clone());
+                continue;
+            }
+            Err(e) => {
+                bar.suspend(|| eprintln!("pop3d: {}: {e}", job.local));
+                summary.failed.push(job.local.clone());
+                continue;
+            }
+        };
+        let moved = import_user(&backends.store, &user, job, &remote, &request, &bar).await;
+        match moved {
+            Ok(counts) => {
+                summary.copied += counts.copied;
+                summary.octets += counts.octets;
+                summary.present += counts.present;
+            }
+            Err(e) => {
+                bar.suspend(|| eprintln!("pop3d: {}: {e}", job.local));
+                summary.failed.push(job.local.clone());
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let verb = if request.dry_run {
+        "would copy"
+    } else {
+        "copied"
+    };
+    println!(
+        "{verb} {} messages ({} octets) for {} users; {} messages already there",
+        summary.copied,
+        summary.octets,
+        jobs.len() - summary.failed.len(),
+        summary.present
+    );
+    if summary.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "failed: {} (run again to resume)",
+            summary.failed.join(", ")
+        );
+        ExitCode::FAILURE
+    }
+}
+
+/// Move one mailbox: hold the local maildrop, list the old one, fetch and
+/// store what is missing.
+async fn import_user(
+    store: &Arc<dyn MailStore>,
+    user: &UserRecord,
+    job: &Job,
+    remote: &Remote,
+    request: &Request,
+    bar: &ProgressBar,
+) -> Result<Summary, String> {
+    let maildrop = match store.open(user).await {
+        Ok(m) => m,
+        Err(StoreError::InUse) => {
+            return Err("the mailbox is in use by a POP3 session; run again later".into());
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let known: HashSet<String> = maildrop.messages().iter().map(|m| m.uid.clone()).collect();
+    let moved = async {
+        let credentials = match &request.master_user {
+            Some(master) => Credentials::Master {
+                user: &job.remote,
+                master,
+                password: &job.password,
+            },
+            None => Credentials::User {
+                user: &job.remote,
+                password: &job.password,
+            },
+        };
+        let mut old = Client::connect(
+            remote,
+            request.ca_file.as_deref(),
+            request.allow_plaintext,
+            &credentials,
+        )
+        .await
+        .map_err(|e| format!("{}: {e}", remote.host))?;
+        let listing = old.listing().await.map_err(|e| e.to_string())?;
+        bar.inc_length(listing.len() as u64);
+        let mut counts = Summary::default();
+        for message in listing {
+            bar.inc(1);
+            if known.contains(&message.uidl) {
+                counts.present += 1;
+                continue;
+            }
+            if request.dry_run {
+                counts.copied += 1;
+                counts.octets += message.size;
+                continue;
+            }
+            let bytes = old
+                .retrieve(message.number)
+                .await
+                .map_err(|e| format!("message {}: {e}", message.uidl))?;
+            let size = store
+                .import(user, &message.uidl, &mut bytes.as_slice())
+                .await
+                .map_err(|e| format!("message {}: {e}", message.uidl))?;
+            counts.copied += 1;
+            counts.octets += size;
+        }
+        old.quit().await.map_err(|e| e.to_string())?;
+        Ok(counts)
+    }
+    .await;
+    maildrop.release().await;
+    moved
+}
