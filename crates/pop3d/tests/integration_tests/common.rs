@@ -353,6 +353,16 @@ impl Client {
         assert!(r.starts_with("+OK"), "{r}");
         c
     }
+
+    /// As `login`, on any server (Courier says more after USER's +OK).
+    pub fn login_anywhere(port: u16, user: &str, pass: &str) -> Client {
+        let mut c = Client::connect(port);
+        for line in [format!("USER {user}"), format!("PASS {pass}")] {
+            let r = c.cmd(&line);
+            assert!(r.starts_with("+OK"), "{r}");
+        }
+        c
+    }
 }
 
 /// Where a program is: on PATH, or in the sbin folders root's PATH may
@@ -506,4 +516,76 @@ impl<S: std::io::Read + Write> Lmtp<S> {
         self.send(&format!("{line}\r\n"));
         self.reply()
     }
+}
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// The system user `vmail` (created if missing) owns `path`, as Dovecot's
+/// and Courier's mail processes refuse root. Returns its uid and gid.
+pub fn vmail_owns(path: &Path) -> (u32, u32) {
+    let _ = Command::new(tool_path("useradd").unwrap())
+        .args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            "vmail",
+        ])
+        .stderr(Stdio::null())
+        .status();
+    let ok = Command::new("chown")
+        .args(["-R", "vmail:vmail"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id").args([flag, "vmail"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    (id("-u"), id("-g"))
+}
+
+/// UIDL, LIST and every message as one server sends them, then QUIT.
+pub fn listing(port: u16) -> (String, String, Vec<Vec<u8>>) {
+    let mut c = Client::login_anywhere(port, "alice", "secret");
+    // Status lines are free text and differ; the listings must not.
+    let body = |r: Vec<u8>| {
+        let text = String::from_utf8(r).unwrap();
+        assert!(text.starts_with("+OK"), "{text}");
+        text[text.find('\n').unwrap() + 1..].to_owned()
+    };
+    let uidl = body(c.multiline("UIDL"));
+    let list = body(c.multiline("LIST"));
+    let count = list.lines().count() - 1;
+    let bodies = (1..=count)
+        .map(|i| {
+            let mut r = c.multiline(&format!("RETR {i}"));
+            // The status line differs between servers; the bytes do not.
+            let first = r.iter().position(|&b| b == b'\n').unwrap() + 1;
+            r.drain(..first);
+            r
+        })
+        .collect();
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    (uidl, list, bodies)
+}
+
+/// Run `pop3d import-pop3` with `args` against `new`'s configuration:
+/// its exit code and what it printed.
+pub fn import_pop3(new: &Setup, args: &[&str]) -> (i32, String) {
+    let out = pop3d()
+        .args(["import-pop3", "--config"])
+        .arg(&new.config)
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap(), text)
 }

@@ -28,33 +28,11 @@ impl Drop for Dovecot {
     }
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
-}
-
 /// Dovecot serving `s`'s mail root: plain POP3 (STLS offered) on the first
 /// port, POP3 over TLS on the second, with `s`'s certificate; `admin` with
 /// password `masterpw` is a master user.
 fn start_dovecot(s: &Setup) -> (Dovecot, u16, u16) {
-    let _ = Command::new(tool_path("useradd").unwrap())
-        .args([
-            "--system",
-            "--no-create-home",
-            "--shell",
-            "/usr/sbin/nologin",
-            "vmail",
-        ])
-        .stderr(Stdio::null())
-        .status();
-    let ok = Command::new("chown")
-        .args(["-R", "vmail:vmail"])
-        .arg(s.path("mail"))
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    vmail_owns(&s.path("mail"));
     // Dovecot's auth process runs as "dovecot" and must reach the passwd file.
     let ok = Command::new("chmod")
         .args(["755"])
@@ -105,31 +83,6 @@ fn start_dovecot(s: &Setup) -> (Dovecot, u16, u16) {
     wait_for_port(port);
     wait_for_port(tls_port);
     (dovecot, port, tls_port)
-}
-
-/// UIDL, LIST and every message as one server sends them, then QUIT.
-fn listing(port: u16) -> (String, String, Vec<Vec<u8>>) {
-    let mut c = Client::login(port, "alice", "secret");
-    // Status lines are free text and differ; the listings must not.
-    let body = |r: Vec<u8>| {
-        let text = String::from_utf8(r).unwrap();
-        assert!(text.starts_with("+OK"), "{text}");
-        text[text.find('\n').unwrap() + 1..].to_owned()
-    };
-    let uidl = body(c.multiline("UIDL"));
-    let list = body(c.multiline("LIST"));
-    let count = list.lines().count() - 1;
-    let bodies = (1..=count)
-        .map(|i| {
-            let mut r = c.multiline(&format!("RETR {i}"));
-            // The status line differs between servers; the bytes do not.
-            let first = r.iter().position(|&b| b == b'\n').unwrap() + 1;
-            r.drain(..first);
-            r
-        })
-        .collect();
-    assert!(c.cmd("QUIT").starts_with("+OK"));
-    (uidl, list, bodies)
 }
 
 /// The octets RETR sends before the terminating line, undoing
@@ -216,20 +169,6 @@ fn uidls_sizes_and_bytes_match_dovecots_before_and_after_new_mail() {
     drop(dovecot);
 }
 
-/// Run `pop3d import-pop3` with `args` against `new`'s configuration:
-/// its exit code and what it printed.
-fn import(new: &Setup, args: &[&str]) -> (i32, String) {
-    let out = pop3d()
-        .args(["import-pop3", "--config"])
-        .arg(&new.config)
-        .args(args)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap(), text)
-}
-
 /// A mailbox moved from Dovecot over TLS keeps every UIDL and byte; a
 /// second run (over STLS) fetches only new mail; Dovecot keeps all of it;
 /// `--all` with Dovecot's master user moves several mailboxes.
@@ -271,7 +210,7 @@ fn import_from_dovecot(backend: Backend) {
         let mut args = vec!["--from", from];
         args.extend(&one);
         args.extend(extra);
-        import(&new, &args)
+        import_pop3(&new, &args)
     };
 
     let (code, out) = run(&tls, &["--dry-run"]);
@@ -295,10 +234,7 @@ fn import_from_dovecot(backend: Backend) {
 
     // New mail on the old server; the second run goes over STLS.
     std::fs::write(old.path("mail/alice/new/1800000000.M9P9.later"), MAIL[0]).unwrap();
-    let _ = Command::new("chown")
-        .args(["-R", "vmail:vmail"])
-        .arg(old.path("mail"))
-        .status();
+    vmail_owns(&old.path("mail"));
     let stls = format!("pop3://127.0.0.1:{dport}");
     let (code, out) = run(&stls, &[]);
     assert_eq!(code, 0, "{out}");
@@ -311,9 +247,9 @@ fn import_from_dovecot(backend: Backend) {
     // A wrong password: that user fails, the exit code says so; without a
     // password file there is nothing to try.
     let wrong = file("wrong.pw", "nope\n");
-    let (code, out) = import(&new, &["--from", &tls, "--user", "alice"]);
+    let (code, out) = import_pop3(&new, &["--from", &tls, "--user", "alice"]);
     assert_eq!(code, 2, "{out}");
-    let (code, out) = import(
+    let (code, out) = import_pop3(
         &new,
         &[
             "--from",
@@ -329,7 +265,7 @@ fn import_from_dovecot(backend: Backend) {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("failed: alice"), "{out}");
     // Without the old server's CA its certificate is refused.
-    let (code, out) = import(
+    let (code, out) = import_pop3(
         &new,
         &[
             "--from",
@@ -346,7 +282,7 @@ fn import_from_dovecot(backend: Backend) {
     // Every user of a list, through Dovecot's master user.
     let users = file("users", "# moved on 2026-12-01\nalice\nbob\n");
     let master_pw = file("master.pw", "masterpw\n");
-    let (code, out) = import(
+    let (code, out) = import_pop3(
         &new,
         &[
             "--from",

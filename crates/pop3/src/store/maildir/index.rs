@@ -258,11 +258,12 @@ impl Index {
         loop {
             let uid = self.next_uid;
             self.next_uid = self.next_uid.saturating_add(1);
-            let uidl = match first {
+            let uidl = if first {
                 // A message moved from another server keeps its UIDL.
-                true => super::deliver::uidl_in_name(key)
-                    .unwrap_or_else(|| self.uidl_for(uid, self.validity, key, path)),
-                false => self.default_uidl(uid),
+                super::deliver::uidl_in_name(key)
+                    .unwrap_or_else(|| self.uidl_for(uid, self.validity, key, path))
+            } else {
+                self.default_uidl(uid)
             };
             first = false;
             if !taken.contains(&uidl) {
