@@ -23,15 +23,39 @@ use pop3::store::{MailStore, StoreError};
 use zeroize::Zeroizing;
 
 /// What the command line asks for.
+#[derive(clap::Args)]
 pub struct Request {
+    /// The old server: pop3s://HOST[:PORT] (TLS) or pop3://HOST[:PORT]
+    /// (STLS required).
+    #[arg(long)]
     pub from: String,
+    /// Move this user's mailbox.
+    #[arg(long, conflicts_with = "all", required_unless_present = "all")]
     pub user: Option<String>,
+    /// The user's name on the old server, if it differs.
+    #[arg(long, requires = "user")]
     pub remote_user: Option<String>,
+    /// The user's password on the old server (first line of the file),
+    /// or the master user's with --master-user.
+    #[arg(long)]
     pub password_file: Option<PathBuf>,
+    /// Log in as this master user for each user (SASL PLAIN with an
+    /// authorization identity, as Dovecot's master users accept).
+    #[arg(long)]
     pub master_user: Option<String>,
+    /// Move every user of this file: `USER PASSWORD` per line, or
+    /// `USER` alone with --master-user.
+    #[arg(long)]
     pub all: Option<PathBuf>,
+    /// CA certificates (PEM) for the old server's certificate; the
+    /// system's roots otherwise.
+    #[arg(long)]
     pub ca_file: Option<PathBuf>,
+    /// Accept a pop3:// server without STLS, on a loopback address only.
+    #[arg(long)]
     pub allow_plaintext: bool,
+    /// List what would be copied; store nothing.
+    #[arg(long)]
     pub dry_run: bool,
 }
 

@@ -144,38 +144,8 @@ enum Command {
         /// The TOML configuration file of this server (the store to fill).
         #[arg(long, short)]
         config: PathBuf,
-        /// The old server: pop3s://HOST[:PORT] (TLS) or pop3://HOST[:PORT]
-        /// (STLS required).
-        #[arg(long)]
-        from: String,
-        /// Move this user's mailbox.
-        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
-        user: Option<String>,
-        /// The user's name on the old server, if it differs.
-        #[arg(long, requires = "user")]
-        remote_user: Option<String>,
-        /// The user's password on the old server (first line of the file),
-        /// or the master user's with --master-user.
-        #[arg(long)]
-        password_file: Option<PathBuf>,
-        /// Log in as this master user for each user (SASL PLAIN with an
-        /// authorization identity, as Dovecot's master users accept).
-        #[arg(long)]
-        master_user: Option<String>,
-        /// Move every user of this file: `USER PASSWORD` per line, or
-        /// `USER` alone with --master-user.
-        #[arg(long)]
-        all: Option<PathBuf>,
-        /// CA certificates (PEM) for the old server's certificate; the
-        /// system's roots otherwise.
-        #[arg(long)]
-        ca_file: Option<PathBuf>,
-        /// Accept a pop3:// server without STLS, on a loopback address only.
-        #[arg(long)]
-        allow_plaintext: bool,
-        /// List what would be copied; store nothing.
-        #[arg(long)]
-        dry_run: bool,
+        #[command(flatten)]
+        request: import_pop3::Request,
     },
 }
 
@@ -215,29 +185,7 @@ fn main() -> ExitCode {
                 migrate_maildir::run(&old, &new, user.as_deref(), dry_run).await
             })
         }
-        Command::ImportPop3 {
-            config,
-            from,
-            user,
-            remote_user,
-            password_file,
-            master_user,
-            all,
-            ca_file,
-            allow_plaintext,
-            dry_run,
-        } => {
-            let request = import_pop3::Request {
-                from,
-                user,
-                remote_user,
-                password_file,
-                master_user,
-                all,
-                ca_file,
-                allow_plaintext,
-                dry_run,
-            };
+        Command::ImportPop3 { config, request } => {
             with_config(&config, |config| import_pop3::run(config, request))
         }
     }

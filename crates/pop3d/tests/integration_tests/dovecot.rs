@@ -28,6 +28,18 @@ impl Drop for Dovecot {
     }
 }
 
+/// Dovecot is installed (in CI it must be) and can switch to `vmail`.
+fn dovecot_runs_here() -> bool {
+    if !require("dovecot") {
+        return false;
+    }
+    if !is_root() {
+        eprintln!("SKIP: Dovecot's mail processes need root to switch to vmail");
+        return false;
+    }
+    true
+}
+
 /// Dovecot serving `s`'s mail root: plain POP3 (STLS offered) on the first
 /// port, POP3 over TLS on the second, with `s`'s certificate; `admin` with
 /// password `masterpw` is a master user.
@@ -131,11 +143,7 @@ fn same_sizes(
 
 #[test]
 fn uidls_sizes_and_bytes_match_dovecots_before_and_after_new_mail() {
-    if !require("dovecot") {
-        return;
-    }
-    if !is_root() {
-        eprintln!("SKIP: Dovecot's mail processes need root to switch to vmail");
+    if !dovecot_runs_here() {
         return;
     }
     let s = Setup::new(&MAIL);
@@ -173,11 +181,7 @@ fn uidls_sizes_and_bytes_match_dovecots_before_and_after_new_mail() {
 /// second run (over STLS) fetches only new mail; Dovecot keeps all of it;
 /// `--all` with Dovecot's master user moves several mailboxes.
 fn import_from_dovecot(backend: Backend) {
-    if !require("dovecot") {
-        return;
-    }
-    if !is_root() {
-        eprintln!("SKIP: Dovecot's mail processes need root to switch to vmail");
+    if !dovecot_runs_here() {
         return;
     }
     let old = Setup::new(&MAIL);
