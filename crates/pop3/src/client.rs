@@ -105,6 +105,98 @@ pub enum ClientError {
     Timeout(Duration),
 }
 
+/// The usual verification against the CA file (or the system's roots),
+/// and one more way through: the server presents exactly a certificate of
+/// the CA file. Old mail servers often run on a self-signed certificate
+/// marked as a CA, which WebPKI refuses as a server's own
+/// (`CaUsedAsEndEntity`); naming that very certificate pins it. The
+/// handshake's signatures are checked either way.
+#[derive(Debug)]
+struct PinnedOrWebPki {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    pinned: Vec<rustls_pki_types::CertificateDer<'static>>,
+}
+
+impl PinnedOrWebPki {
+    fn new(ca_file: Option<&Path>) -> Result<PinnedOrWebPki, String> {
+        let roots = client_roots(ca_file)?;
+        let pinned = match ca_file {
+            Some(path) => {
+                use rustls_pki_types::pem::PemObject;
+                rustls_pki_types::CertificateDer::pem_file_iter(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            None => Vec::new(),
+        };
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .map_err(|e| e.to_string())?;
+        Ok(PinnedOrWebPki { webpki, pinned })
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedOrWebPki {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(_)
+                if self
+                    .pinned
+                    .iter()
+                    .any(|p| p.as_ref() == end_entity.as_ref()) =>
+            {
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+            verdict => verdict,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+fn handshake_failed(e: std::io::Error) -> ClientError {
+    ClientError::Tls(format!(
+        "{e} (give the old server's CA, or its own certificate, with --ca-file)"
+    ))
+}
+
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
@@ -133,21 +225,19 @@ impl Client {
     ) -> Result<Client, ClientError> {
         let tcp = TcpStream::connect((remote.host.as_str(), remote.port)).await?;
         let tls = || -> Result<tokio_rustls::TlsConnector, ClientError> {
-            let roots = client_roots(ca_file).map_err(ClientError::Tls)?;
+            let verifier = PinnedOrWebPki::new(ca_file).map_err(ClientError::Tls)?;
             let config = rustls::ClientConfig::builder_with_provider(provider())
                 .with_safe_default_protocol_versions()
                 .map_err(|e| ClientError::Tls(e.to_string()))?
-                .with_root_certificates(roots)
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
                 .with_no_client_auth();
             Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
         };
         let name = ServerName::try_from(remote.host.clone())
             .map_err(|e| ClientError::Tls(format!("{}: {e}", remote.host)))?;
         let mut client = if remote.implicit_tls {
-            let stream = tls()?
-                .connect(name, tcp)
-                .await
-                .map_err(|e| ClientError::Tls(e.to_string()))?;
+            let stream = tls()?.connect(name, tcp).await.map_err(handshake_failed)?;
             let mut c = Client::over(Box::new(stream));
             c.expect_ok("the greeting").await?;
             c
@@ -162,7 +252,7 @@ impl Client {
                 let stream = tls()?
                     .connect(name, plain)
                     .await
-                    .map_err(|e| ClientError::Tls(e.to_string()))?;
+                    .map_err(handshake_failed)?;
                 Client::over(Box::new(stream))
             } else if allow_plaintext && remote.is_loopback() {
                 c

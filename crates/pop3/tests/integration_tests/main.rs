@@ -8,6 +8,7 @@ mod common;
 mod postgres_server;
 
 mod abuse;
+mod client;
 mod operations;
 mod postgres;
 mod random_input;
