@@ -20,6 +20,7 @@ mod hex;
 pub mod lmtp;
 pub mod op;
 pub mod protocol;
+pub mod safe_fs;
 pub mod security;
 pub mod server;
 pub mod services;

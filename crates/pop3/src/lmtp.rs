@@ -234,7 +234,7 @@ where
                 loop {
                     match conn.next(DATA_LINE, &services).await {
                         Next::Line(l) => {
-                            if body.line(&l) == DataLine::End {
+                            if body.line(&l, conn.input.last_ended_crlf()) == DataLine::End {
                                 break;
                             }
                         }

@@ -123,7 +123,9 @@ impl Services {
         );
         Ok(Services {
             config,
-            users,
+            // Whatever the database, a name that could escape the mail root
+            // never reaches it (POP3, LMTP, an embedding host's lookups).
+            users: crate::auth::CheckedNames::wrap(users),
             store,
             tls,
             verifier: Verifier::default(),

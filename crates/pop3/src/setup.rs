@@ -75,18 +75,23 @@ fn database_from_config(config: &Pop3Config) -> Result<Option<Arc<Database>>, Us
         .map_err(|(key, reason)| UserDbError::Unavailable(format!("{key}: {reason}")))
 }
 
+/// The user database the configuration names, behind the user-name check
+/// (so `pop3d deliver`, `restore` and `import-pop3` refuse the names a
+/// session refuses).
 fn users_from_config(
     config: &Pop3Config,
     database: Option<&Arc<Database>>,
 ) -> Result<Arc<dyn UserDb>, UserDbError> {
-    match (config.auth.backend, database) {
-        (UserBackend::Postgres, Some(db)) => Ok(Arc::new(PostgresUsers::new(
+    let users: Arc<dyn UserDb> = match (config.auth.backend, database) {
+        (UserBackend::Postgres, Some(db)) => Arc::new(PostgresUsers::new(
             db.clone(),
             config.auth.password_query.as_deref(),
-        ))),
-        (UserBackend::Postgres, None) => Err(UserDbError::Unavailable(
-            "auth.backend = \"postgres\" needs storage.url".into(),
         )),
+        (UserBackend::Postgres, None) => {
+            return Err(UserDbError::Unavailable(
+                "auth.backend = \"postgres\" needs storage.url".into(),
+            ));
+        }
         (UserBackend::PasswdFile, _) => {
             let users = PasswdFile::open(&config.auth.passwd_file).map_err(|e| match e {
                 UserDbError::Unavailable(why) => {
@@ -96,9 +101,10 @@ fn users_from_config(
             for w in &users.table().warnings {
                 tracing::warn!(file = %config.auth.passwd_file.display(), "{w}");
             }
-            Ok(Arc::new(users))
+            Arc::new(users)
         }
-    }
+    };
+    Ok(crate::auth::CheckedNames::wrap(users))
 }
 
 fn store_from_config(

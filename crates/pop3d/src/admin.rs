@@ -85,6 +85,20 @@ pub enum UserCommand {
 }
 
 impl UserCommand {
+    /// The user the command is about.
+    fn name(&self) -> Option<&str> {
+        match self {
+            UserCommand::Add { name, .. }
+            | UserCommand::Passwd { name, .. }
+            | UserCommand::Disable { name, .. }
+            | UserCommand::Enable { name, .. }
+            | UserCommand::Delete { name, .. } => Some(name),
+            UserCommand::List(_) => None,
+        }
+    }
+}
+
+impl UserCommand {
     pub fn config(&self) -> &Path {
         match self {
             UserCommand::Add { file, .. }
@@ -153,6 +167,9 @@ pub async fn user(config: &Pop3Config, command: UserCommand) -> ExitCode {
     }
     if config.auth.password_query.is_some() {
         return fail("users come from auth.password_query: manage them in that table");
+    }
+    if let Some(Err(why)) = command.name().map(pop3::auth::check_name) {
+        return fail(format!("{:?}: {why}", command.name().unwrap_or_default()));
     }
     let client = match migrate::connect(config).await {
         Ok(c) => c,

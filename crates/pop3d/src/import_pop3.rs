@@ -150,6 +150,17 @@ fn jobs(request: &Request) -> Result<Vec<Job>, String> {
         }
         _ => Err("give --user or --all".into()),
     }
+    .and_then(|jobs: Vec<Job>| {
+        // Refused before any lookup, as a session refuses them.
+        match jobs.iter().find_map(|j| {
+            pop3::auth::check_name(&j.local)
+                .err()
+                .map(|why| format!("{:?}: {why}", j.local.escape_debug().to_string()))
+        }) {
+            Some(e) => Err(e),
+            None => Ok(jobs),
+        }
+    })
 }
 
 pub async fn run(config: Pop3Config, request: Request) -> ExitCode {

@@ -440,8 +440,11 @@ fn for_user(
             return ExitCode::from(EX_CONFIG);
         }
     };
-    if user.is_empty() {
-        eprintln!("pop3d: {command}: empty user name");
+    if let Err(why) = pop3::auth::check_name(user) {
+        eprintln!(
+            "pop3d: {command}: {:?}: {why}",
+            user.escape_debug().to_string()
+        );
         return ExitCode::from(EX_USAGE);
     }
     let runtime = match runtime() {

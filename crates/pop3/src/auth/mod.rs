@@ -67,6 +67,74 @@ impl SetupError {
     }
 }
 
+/// Why a user name is refused before any lookup: it could not name a
+/// mailbox safely (a path separator, a `.` or `..` segment that a Maildir
+/// template would turn into a path out of the mail root, NUL or control
+/// characters that end or forge log lines and SQL strings).
+pub fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 255 {
+        return Err("a user name has 1 to 255 octets");
+    }
+    if name.chars().any(|c| c == '/' || c.is_control()) {
+        return Err("a user name holds no '/' and no control characters");
+    }
+    // `%u`, and `%n` and `%d` split at the last '@', are path segments.
+    let segments = match name.rsplit_once('@') {
+        Some((local, domain)) => [name, local, domain],
+        None => [name, name, name],
+    };
+    if segments.iter().any(|s| *s == "." || *s == "..") {
+        return Err("a user name is not '.' or '..'");
+    }
+    Ok(())
+}
+
+/// A user database behind [`check_name`]: names it refuses are unknown
+/// users, and the database behind is never asked about them.
+pub struct CheckedNames(pub Arc<dyn UserDb>);
+
+#[async_trait]
+impl UserDb for CheckedNames {
+    async fn lookup(&self, name: &str) -> Result<Option<Arc<UserRecord>>, UserDbError> {
+        if let Err(why) = check_name(name) {
+            tracing::info!(user = %name.escape_debug(), "{why}; refused before any lookup");
+            return Ok(None);
+        }
+        self.0.lookup(name).await
+    }
+
+    async fn health(&self) -> Result<(), String> {
+        self.0.health().await
+    }
+
+    async fn all(&self) -> Vec<Arc<UserRecord>> {
+        self.0.all().await
+    }
+
+    fn decoy(&self) -> Option<StoredSecret> {
+        self.0.decoy()
+    }
+
+    fn schemes(&self) -> Option<Vec<Scheme>> {
+        self.0.schemes()
+    }
+
+    fn checks_names(&self) -> bool {
+        true
+    }
+}
+
+impl CheckedNames {
+    /// `users` behind [`check_name`], unless it is already.
+    pub fn wrap(users: Arc<dyn UserDb>) -> Arc<dyn UserDb> {
+        if users.checks_names() {
+            users
+        } else {
+            Arc::new(CheckedNames(users))
+        }
+    }
+}
+
 /// Where users and their secrets come from. Async so that a network
 /// database fits behind it.
 #[async_trait]
@@ -95,6 +163,12 @@ pub trait UserDb: Send + Sync {
     /// every enabled mechanism.
     fn schemes(&self) -> Option<Vec<Scheme>> {
         None
+    }
+
+    /// Whether this database refuses the names [`check_name`] refuses
+    /// (true only for [`CheckedNames`], so that it is never stacked).
+    fn checks_names(&self) -> bool {
+        false
     }
 }
 

@@ -23,8 +23,28 @@ const SETTING_COLUMNS: [&str; 3] = ["expire", "login_delay", "quota_rule"];
 pub struct PostgresUsers {
     db: Arc<Database>,
     query: String,
-    /// Made at the first unknown user (`pop3d deliver` never needs one).
-    decoy: std::sync::OnceLock<Option<StoredSecret>>,
+    decoys: std::sync::Mutex<Decoys>,
+}
+
+/// The schemes of the secrets lookups have found, and a decoy in the most
+/// common one, so that an unknown user costs what a known one does.
+/// Before any lookup: ARGON2ID for pop3d's own table (`pop3d user add`'s
+/// scheme), SHA512-CRYPT for a `password_query` (what Dovecot and
+/// Postfixadmin store).
+struct Decoys {
+    seen: std::collections::HashMap<&'static str, (u64, Scheme)>,
+    guess: Scheme,
+    /// Made on demand (`pop3d deliver` never needs one).
+    made: Option<(Scheme, StoredSecret)>,
+}
+
+impl Decoys {
+    fn leading(&self) -> Scheme {
+        self.seen
+            .values()
+            .max_by_key(|(n, s)| (*n, s.name()))
+            .map_or(self.guess, |(_, s)| *s)
+    }
 }
 
 impl PostgresUsers {
@@ -32,8 +52,20 @@ impl PostgresUsers {
         PostgresUsers {
             db,
             query: password_query.unwrap_or(OWN_TABLE).to_owned(),
-            decoy: std::sync::OnceLock::new(),
+            decoys: std::sync::Mutex::new(Decoys {
+                seen: std::collections::HashMap::new(),
+                guess: if password_query.is_some() {
+                    Scheme::Sha512Crypt
+                } else {
+                    Scheme::Argon2id
+                },
+                made: None,
+            }),
         }
+    }
+
+    fn decoys(&self) -> std::sync::MutexGuard<'_, Decoys> {
+        self.decoys.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -56,7 +88,22 @@ impl UserDb for PostgresUsers {
         let Some(row) = row else {
             return Ok(None);
         };
-        let user: Option<String> = row.try_get("user").ok().flatten();
+        // The name the database spells: one mailbox whatever case the
+        // client typed (or a char(n) column padded). Without it, `ALICE`
+        // and `alice` would be two Maildirs.
+        let user: String = match row.try_get::<_, Option<String>>("user") {
+            Ok(Some(u)) if !u.trim_end().is_empty() => u.trim_end().to_owned(),
+            Ok(_) => {
+                return Err(UserDbError::Unavailable(
+                    "the user query returned an empty user column".into(),
+                ));
+            }
+            Err(_) => {
+                return Err(UserDbError::Unavailable(
+                    "auth.password_query returns no `user` column: it must return the canonical login (e.g. SELECT username AS user, password ...)".into(),
+                ));
+            }
+        };
         let field: Option<String> = row.try_get("password").map_err(|e| {
             UserDbError::Unavailable(format!("the user query returns no password column: {e}"))
         })?;
@@ -69,6 +116,14 @@ impl UserDb for PostgresUsers {
             }
             None => None,
         };
+        if let Some(s) = &secret {
+            let mut decoys = self.decoys();
+            decoys
+                .seen
+                .entry(s.scheme().name())
+                .or_insert((0, s.scheme()))
+                .0 += 1;
+        }
         let mut settings = UserSettings::default();
         for column in SETTING_COLUMNS {
             let value: Option<String> = row.try_get(column).ok().flatten();
@@ -80,7 +135,7 @@ impl UserDb for PostgresUsers {
             }
         }
         Ok(Some(Arc::new(UserRecord {
-            name: user.unwrap_or_else(|| name.to_owned()),
+            name: user,
             secret,
             uid: None,
             gid: None,
@@ -94,16 +149,23 @@ impl UserDb for PostgresUsers {
         self.db.health().await
     }
 
-    /// An unknown user costs one ARGON2ID check, `pop3d user add`'s
-    /// scheme, like a wrong password does.
+    /// An unknown user costs one check in the scheme most of the users
+    /// found so far have (see [`Decoys`]), like a wrong password does.
     fn decoy(&self) -> Option<StoredSecret> {
-        self.decoy
-            .get_or_init(|| {
-                hash_password(Scheme::Argon2id, "decoy never matches")
-                    .ok()
-                    .and_then(|f| StoredSecret::parse(&f).ok())
-            })
-            .clone()
+        let mut decoys = self.decoys();
+        let scheme = decoys.leading();
+        if let Some((made, secret)) = &decoys.made
+            && *made == scheme
+        {
+            return Some(secret.clone());
+        }
+        let mut noise = [0u8; 16];
+        getrandom::fill(&mut noise).ok()?;
+        let secret = hash_password(scheme, &crate::hex::encode(&noise))
+            .ok()
+            .and_then(|f| StoredSecret::parse(&f).ok())?;
+        decoys.made = Some((scheme, secret.clone()));
+        Some(secret)
     }
 }
 

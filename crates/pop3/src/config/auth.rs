@@ -95,8 +95,13 @@ pub enum ExternalIdentity {
 #[serde(deny_unknown_fields, default)]
 pub struct OAuthConfig {
     /// Required `iss` of JWTs (and of introspection answers that carry one).
+    /// Without it a token from any tenant or issuer that shares the keys
+    /// and audience would open the mailbox its claim names, so it must be
+    /// set unless `allow_any_issuer` says otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+    /// Accept tokens whatever their issuer (check-config warns).
+    pub allow_any_issuer: bool,
     /// Required `aud`: this server's identity at the provider. Without it
     /// a token the provider issued to any of its applications would open
     /// the mailbox, so it must be set unless `allow_any_audience` says
@@ -137,6 +142,7 @@ impl Default for OAuthConfig {
     fn default() -> Self {
         OAuthConfig {
             issuer: None,
+            allow_any_issuer: false,
             audience: None,
             allow_any_audience: false,
             jwks_file: None,

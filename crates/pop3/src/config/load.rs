@@ -134,15 +134,17 @@ impl Pop3Config {
                     .to_owned(),
             );
         }
-        if config
-            .auth
-            .oauth
-            .as_ref()
-            .is_some_and(|o| o.allow_any_audience)
-        {
-            warnings.push(
-                "auth.oauth.allow_any_audience = true: a token the provider issued to any of its applications opens the mailbox".to_owned(),
-            );
+        if let Some(oauth) = &config.auth.oauth {
+            if oauth.allow_any_audience {
+                warnings.push(
+                    "auth.oauth.allow_any_audience = true: a token the provider issued to any of its applications opens the mailbox".to_owned(),
+                );
+            }
+            if oauth.allow_any_issuer {
+                warnings.push(
+                    "auth.oauth.allow_any_issuer = true: a token from any issuer that shares the signing keys opens the mailbox its claim names".to_owned(),
+                );
+            }
         }
         warnings.extend(inert_keys(&config, &table));
         if config.listeners.iter().all(|l| l.tls == TlsMode::None) {

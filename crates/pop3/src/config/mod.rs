@@ -230,23 +230,31 @@ allow_plaintext = true
         assert_eq!(c.auth.oauth.unwrap().user_claim, "email");
         let e = load("[auth.oauth]\nleeway = \"soon\"\n").unwrap_err();
         assert!(e.to_string().contains("leeway"), "{e}");
-        // Tokens for any application of the provider only when asked for.
+        // Tokens for any application of the provider, or from any issuer,
+        // only when asked for.
         let e = load("[auth.oauth]\nissuer = \"i\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("auth.oauth.audience"), "{e}");
-        let any = load("[auth.oauth]\nallow_any_audience = true\n").unwrap();
-        assert!(
-            any.warnings
-                .iter()
-                .any(|w| w.contains("allow_any_audience")),
-            "{:?}",
-            any.warnings
-        );
-        let e = load("[auth.oauth]\naudience = \"a\"\nallow_any_audience = true\n").unwrap_err();
+        let e = load("[auth.oauth]\naudience = \"a\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("auth.oauth.issuer"), "{e}");
+        let any =
+            load("[auth.oauth]\nallow_any_audience = true\nallow_any_issuer = true\n").unwrap();
+        for key in ["allow_any_audience", "allow_any_issuer"] {
+            assert!(
+                any.warnings.iter().any(|w| w.contains(key)),
+                "{key}: {:?}",
+                any.warnings
+            );
+        }
+        let e = load("[auth.oauth]\nissuer = \"i\"\naudience = \"a\"\nallow_any_audience = true\n")
+            .unwrap_err();
         assert_eq!(
             e.key.as_deref(),
             Some("auth.oauth.allow_any_audience"),
             "{e}"
         );
+        let e = load("[auth.oauth]\nissuer = \"i\"\naudience = \"a\"\nallow_any_issuer = true\n")
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("auth.oauth.allow_any_issuer"), "{e}");
     }
 
     #[test]

@@ -34,6 +34,7 @@ impl Pop3Config {
             ..Pop3Config::default()
         };
         c.server.unauth_timeout = Duration::from_secs(30);
+        c.server.login_timeout = Duration::from_secs(60);
         c.security.max_auth_attempts = 3;
         c.security.max_connections_per_ip = 10;
         c.security.suspicious_threshold = 50;
@@ -53,6 +54,7 @@ impl Pop3Config {
             ..Pop3Config::default()
         };
         c.server.unauth_timeout = Duration::from_secs(300);
+        c.server.login_timeout = Duration::from_secs(600);
         c.server.session_timeout = Duration::from_secs(1800);
         c.server.enable_apop = true;
         c.auth.allow_plaintext = true;

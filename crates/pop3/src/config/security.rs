@@ -35,8 +35,14 @@ pub struct SecurityConfig {
     pub lmtp_trusted_networks: Vec<ipnet::IpNet>,
     /// Failure counters, scores and blocks shared by every node:
     /// `redis://HOST:PORT` (`rediss://` for TLS). Read at start.
+    /// A password in the URL is refused (check-config prints it, logs
+    /// show it): it goes in `shared_state_password_file`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shared_state: Option<String>,
+    /// A file holding the Redis password (`requirepass`, or the ACL user's
+    /// named in the URL as `redis://USER@HOST`); trailing newline ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_state_password_file: Option<PathBuf>,
     /// Where the block list is kept across restarts; none keeps it in memory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub block_list_file: Option<PathBuf>,
@@ -82,6 +88,7 @@ impl Default for SecurityConfig {
             user_throttle_delay: Duration::from_secs(2),
             trusted_networks: Vec::new(),
             shared_state: None,
+            shared_state_password_file: None,
             lmtp_trusted_networks: vec![
                 "127.0.0.0/8".parse().expect("a network"),
                 "::1/128".parse().expect("a network"),

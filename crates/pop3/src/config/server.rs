@@ -21,6 +21,11 @@ pub struct ServerConfig {
     /// Idle time allowed before login.
     #[serde(with = "humantime_serde")]
     pub unauth_timeout: Duration,
+    /// Total time from the connection's start (TLS handshake included) to
+    /// a successful login; input does not renew it, so a client trickling
+    /// bytes cannot hold a session slot for hours.
+    #[serde(with = "humantime_serde")]
+    pub login_timeout: Duration,
     pub enable_apop: bool,
     pub enable_utf8: bool,
     pub enable_stls: bool,
@@ -130,6 +135,7 @@ impl Default for ServerConfig {
             max_message_size: 0,
             session_timeout: Duration::from_secs(600),
             unauth_timeout: Duration::from_secs(60),
+            login_timeout: Duration::from_secs(120),
             enable_apop: false,
             enable_utf8: true,
             enable_stls: true,

@@ -53,6 +53,11 @@ pub struct StorageConfig {
     /// clients sharing the Maildir show them as read. Off, POP3 sessions
     /// rename nothing.
     pub mark_seen: bool,
+    /// Where each pop3d process keeps the liveness file its Maildir locks
+    /// name (see `store::maildir::lock`): a directory every pop3d process
+    /// sharing the Maildirs sees, `serve` and the administration commands
+    /// alike. Not a private /tmp.
+    pub lock_dir: PathBuf,
     /// The database (`backend = "postgres"`, or `[auth] backend =
     /// "postgres"`): `postgres://USER@HOST:PORT/DBNAME`, or the key=value
     /// form libpq accepts. A password here is refused: use `password_file`.
@@ -97,6 +102,7 @@ impl Default for StorageConfig {
             backend: StorageBackend::Maildir,
             maildir: "%h/Maildir".into(),
             mark_seen: true,
+            lock_dir: PathBuf::from("/run/pop3d"),
             url: None,
             password_file: None,
             connect_timeout: Duration::from_secs(5),

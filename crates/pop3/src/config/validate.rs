@@ -44,6 +44,9 @@ impl Pop3Config {
         if self.server.unauth_timeout < Duration::from_secs(1) {
             return fail("server.unauth_timeout", "must be at least 1s".into());
         }
+        if self.server.login_timeout < Duration::from_secs(1) {
+            return fail("server.login_timeout", "must be at least 1s".into());
+        }
         if self.server.hostname.is_empty()
             || !self
                 .server
@@ -117,20 +120,40 @@ impl Pop3Config {
             );
         }
         if let Some(oauth) = &self.auth.oauth {
-            match (&oauth.audience, oauth.allow_any_audience) {
-                (None, false) => {
-                    return fail(
-                        "auth.oauth.audience",
-                        "required: without it a token issued to any application of the provider opens the mailbox (set allow_any_audience = true to accept that)".into(),
-                    );
+            // A claim that must be pinned, unless the operator says any
+            // value will do: (key, set, allow_any key, allowed, why).
+            let pinned = [
+                (
+                    "issuer",
+                    oauth.issuer.is_some(),
+                    oauth.allow_any_issuer,
+                    "a token from any tenant or issuer that shares the signing keys opens the mailbox its claim names",
+                ),
+                (
+                    "audience",
+                    oauth.audience.is_some(),
+                    oauth.allow_any_audience,
+                    "a token issued to any application of the provider opens the mailbox",
+                ),
+            ];
+            for (key, set, allow_any, why) in pinned {
+                match (set, allow_any) {
+                    (false, false) => {
+                        return fail(
+                            &format!("auth.oauth.{key}"),
+                            format!(
+                                "required: without it {why} (set allow_any_{key} = true to accept that)"
+                            ),
+                        );
+                    }
+                    (true, true) => {
+                        return fail(
+                            &format!("auth.oauth.allow_any_{key}"),
+                            format!("contradicts auth.oauth.{key}; set one of them"),
+                        );
+                    }
+                    _ => {}
                 }
-                (Some(_), true) => {
-                    return fail(
-                        "auth.oauth.allow_any_audience",
-                        "contradicts auth.oauth.audience; set one of them".into(),
-                    );
-                }
-                _ => {}
             }
         }
         if let Some(require) = self.security.require_tls_for_auth

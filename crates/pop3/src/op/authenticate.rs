@@ -20,6 +20,7 @@ use crate::store::StoreError;
 
 const AUTH_FAILED: &str = "Authentication failed.";
 const BLOCKED: &str = "Too many failures from your address, try again later";
+const RATIONED: &str = "Too many login attempts for this user right now, try again later";
 const PLAINTEXT_REFUSED: &str =
     "Plaintext authentication disallowed on non-secure (SSL/TLS) connections.";
 
@@ -410,10 +411,23 @@ async fn gate(conn: &Connection, services: &Services, user: &str) -> Result<(), 
     {
         guard.note_user_failures(user, n);
     }
-    match guard.user_gate(conn.peer.ip(), user) {
+    // The user's own devices are never rationed; on a cluster, a login
+    // from this address group seen by another node counts too.
+    let ip = conn.peer.ip();
+    if let Some(limits) = &services.shared_limits
+        && guard.rationed_stranger(ip, user)
+        && limits.logged_in_from(user, guard.key(ip)).await == Some(true)
+    {
+        guard.note_success_elsewhere(ip, user);
+    }
+    match guard.user_gate(ip, user) {
         UserGate::Wait(delay) if delay.is_zero() => {}
         UserGate::Wait(delay) => tokio::time::sleep(delay).await,
-        UserGate::Refuse => return Err(bad_credentials().into()),
+        // Not a wrong password: the password is not even looked at, and
+        // nothing is counted against anyone.
+        UserGate::Refuse => {
+            return Err(Reply::err_code(RespCode::SysTemp, RATIONED).into());
+        }
     }
     Ok(())
 }
@@ -568,7 +582,15 @@ async fn login(
     mechanism: &'static str,
     read_only: bool,
 ) -> Outcome {
-    services.guard.auth_succeeded(conn.peer.ip());
+    services.guard.auth_succeeded(conn.peer.ip(), &user.name);
+    if let Some(limits) = &services.shared_limits
+        && !services.guard.is_trusted(conn.peer.ip())
+    {
+        let key = services.guard.key(conn.peer.ip());
+        limits
+            .login_succeeded(&user.name, key, &services.config.security)
+            .await;
+    }
     let delay = super::capa::login_delay_for(services, &user);
     if let Err(reply) = services.login_delay.check(&user.name, delay) {
         return reply.into();
@@ -626,6 +648,10 @@ pub struct Exchange {
     /// then this verified step completes the login.
     confirming: Option<Step>,
     started: std::time::Instant,
+    /// The server has answered with something that depends on the user
+    /// (a SCRAM salt after a lookup) or judged a token: abandoning the
+    /// exchange now is not free.
+    probed: bool,
 }
 
 /// What the session does next in an exchange.
@@ -650,7 +676,26 @@ impl Exchange {
             record: None,
             confirming: None,
             started: std::time::Instant::now(),
+            probed: false,
         }
+    }
+
+    /// The client cancelled with `*`. Before the server looked anything
+    /// up that is free; after it, the exchange was a probe (of a user's
+    /// salt, of a token) and counts as a failed login for the address,
+    /// though not for the user it named.
+    pub async fn cancelled(
+        &self,
+        state: &mut State,
+        conn: &Connection,
+        services: &Services,
+    ) -> Outcome {
+        let reply = Reply::err("Authentication cancelled");
+        if !self.probed {
+            return reply.into();
+        }
+        let reason = "exchange abandoned after the server answered";
+        failed(state, conn, services, None, self.name, reason, reply).await
     }
 
     /// The client's answer to the last challenge; `None` when it was not
@@ -687,6 +732,7 @@ impl Exchange {
             let next = match step {
                 Step::Challenge(data) => return Next::Challenge(data),
                 Step::Lookup { authcid } => {
+                    self.probed = true;
                     match sasl_lookup(conn, services, &authcid).await {
                         Ok(found) => self.record = found,
                         Err(outcome) => return self.done(services, outcome),
@@ -703,6 +749,7 @@ impl Exchange {
                 }
                 Step::Bearer { authzid, token } => {
                     self.user = authzid;
+                    self.probed = true;
                     let verdict = match &services.sasl.bearer {
                         Some(v) => v.validate(&token).await,
                         None => Err(TokenError::Unavailable("no validator".into())),

@@ -105,12 +105,19 @@ pub enum DataLine {
 /// The message of a DATA command, as lines arrive: dot-stuffing undone,
 /// every line ended with CRLF (bare LF normalised), and no more kept than
 /// `limit` octets (the rest is counted, not stored).
+///
+/// The message ends only at `CRLF . CRLF` (RFC 5321 §4.1.1.4): a `.` line
+/// next to a bare LF is data, so that pop3d is never the lenient half of
+/// an SMTP-smuggling pair (a relay that passes `LF . LF` through, and a
+/// receiver that ends the message there and reads the rest as commands).
 #[derive(Debug)]
 pub struct DataBody {
     pub message: Vec<u8>,
     limit: u64,
     /// Octets of the message, kept or not.
     pub seen: u64,
+    /// Whether the line before ended in CRLF (the DATA command counts).
+    after_crlf: bool,
 }
 
 impl DataBody {
@@ -119,15 +126,22 @@ impl DataBody {
             message: Vec::new(),
             limit,
             seen: 0,
+            after_crlf: true,
         }
     }
 
-    /// Take one line (without its line end).
-    pub fn line(&mut self, line: &[u8]) -> DataLine {
-        if line == b"." {
+    /// Take one line (without its line end); `crlf`: it ended in CRLF
+    /// rather than a bare LF.
+    pub fn line(&mut self, line: &[u8], crlf: bool) -> DataLine {
+        let after_crlf = std::mem::replace(&mut self.after_crlf, crlf);
+        if line == b"." && crlf && after_crlf {
             return DataLine::End;
         }
-        let line = line.strip_prefix(b".").unwrap_or(line);
+        // RFC 5321 §4.5.2: a leading dot is removed when more follows it.
+        let line = match line {
+            [b'.', rest @ ..] if !rest.is_empty() => rest,
+            _ => line,
+        };
         self.seen += line.len() as u64 + 2;
         if self.seen <= self.limit {
             self.message.extend_from_slice(line);
@@ -204,18 +218,44 @@ mod tests {
     fn data_is_unstuffed_normalised_and_bounded() {
         let mut body = DataBody::new(1000);
         for line in [&b"Subject: x"[..], b"", b"..leading dot", b"bare", b"."] {
-            if body.line(line) == DataLine::End {
+            if body.line(line, true) == DataLine::End {
                 break;
             }
         }
         assert_eq!(body.message, b"Subject: x\r\n\r\n.leading dot\r\nbare\r\n");
         assert!(!body.too_large());
         let mut small = DataBody::new(10);
-        small.line(b"0123456789");
-        small.line(b"more");
+        small.line(b"0123456789", true);
+        small.line(b"more", true);
         assert!(small.too_large());
         assert!(small.message.is_empty(), "nothing kept past the limit");
         assert_eq!(small.seen, 18);
+    }
+
+    #[test]
+    fn only_crlf_dot_crlf_ends_the_message() {
+        // (line, ended in CRLF) as a smuggler would send them.
+        let smuggled: &[(&[u8], bool)] = &[
+            (b"x", false),
+            (b".", false),
+            (b"MAIL FROM:<a>", true),
+            (b"x", true),
+            (b".", false),
+            (b"y", false),
+            (b".", true),
+            (b"z", true),
+        ];
+        let mut body = DataBody::new(1000);
+        for (line, crlf) in smuggled {
+            assert_eq!(body.line(line, *crlf), DataLine::More, "{line:?}");
+        }
+        assert_eq!(body.line(b".", true), DataLine::End);
+        assert_eq!(
+            body.message,
+            b"x\r\n.\r\nMAIL FROM:<a>\r\nx\r\n.\r\ny\r\n.\r\nz\r\n"
+        );
+        // Right after DATA, a lone dot ends an empty message.
+        assert_eq!(DataBody::new(10).line(b".", true), DataLine::End);
     }
 
     proptest::proptest! {
@@ -223,7 +263,7 @@ mod tests {
         fn any_line_parses_without_panic(line in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
             let _ = parse_command(&line);
             let mut body = DataBody::new(100);
-            let _ = body.line(&line);
+            let _ = body.line(&line, true);
             proptest::prop_assert!(body.message.len() <= 100);
         }
     }

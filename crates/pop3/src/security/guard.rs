@@ -5,8 +5,14 @@
 //!   `auth_window` is blocked for `auto_block_duration`; before that each
 //!   failure is answered after a delay that doubles per failure.
 //! - A user with `max_user_auth_failures` failures within the window, from
-//!   any addresses (password spraying), has every login attempt slowed by
-//!   `user_throttle_delay`; the user is never locked out.
+//!   any addresses (password spraying), has login attempts rationed to one
+//!   per `user_throttle_delay`. The ration never locks the user out: an
+//!   address group that logged in as that user within the window skips it,
+//!   and an attempt the queue has no room for is told to come back later
+//!   (never "wrong password", and its password is not checked).
+//! - A successful login forgives only that user's failures from that
+//!   address group, so one good account of his own buys an attacker
+//!   nothing against another.
 //! - Suspicious behaviour adds points per [`Rule`]; an address reaching
 //!   `suspicious_threshold` within the window is blocked.
 //! - Addresses in `trusted_networks` are exempt from all of it; loopback
@@ -100,7 +106,10 @@ pub struct FailureVerdict {
 
 #[derive(Debug, Default)]
 struct State {
-    ip_failures: HashMap<IpAddr, VecDeque<u64>>,
+    /// Address group -> failed logins (time ms, login if one was named).
+    ip_failures: HashMap<IpAddr, VecDeque<(u64, Option<Box<str>>)>>,
+    /// (login, address group) -> last successful login there (ms).
+    user_successes: HashMap<(String, IpAddr), u64>,
     user_failures: HashMap<String, VecDeque<u64>>,
     scores: HashMap<IpAddr, VecDeque<(u64, u32)>>,
     /// Address -> end of block (ms).
@@ -178,8 +187,14 @@ impl Guard {
     }
 
     /// Take over a block decided by another node (through the shared
-    /// state): refused here too for `left`; not announced again.
+    /// state): refused here too for `left`; not announced again. Only an
+    /// address this node could have blocked itself: whoever can write to
+    /// Redis must not be able to lock out a trusted network or loopback.
     pub fn adopt_block(&self, key: IpAddr, left: Duration) {
+        if !self.blockable(key) {
+            tracing::warn!(target: "pop3::security", %key, "a shared block for an address this node never blocks; ignored");
+            return;
+        }
         let until = self.clock.now_ms() + left.as_millis() as u64;
         let fresh = {
             let mut st = self.lock();
@@ -277,7 +292,11 @@ impl Guard {
                 );
             }
             let q = st.ip_failures.entry(key).or_default();
-            push(q, now, window, now);
+            q.retain(|(t, _)| now.saturating_sub(*t) < window);
+            if q.len() >= MAX_PER_KEY {
+                q.pop_front();
+            }
+            q.push_back((now, user.map(|u| u.to_lowercase().into())));
             let count = q.len() as u32;
             self.tidy(&mut st, now, window);
             count
@@ -299,17 +318,65 @@ impl Guard {
         }
     }
 
-    /// A login succeeded: the address's failures are forgiven.
-    pub fn auth_succeeded(&self, ip: IpAddr) {
-        let ip = self.key(ip);
-        self.lock().ip_failures.remove(&ip);
+    /// `user` logged in from `ip`: that user's failures from this address
+    /// group are forgiven (not those for other users), and the group skips
+    /// the user's ration for the rest of the window.
+    pub fn auth_succeeded(&self, ip: IpAddr, user: &str) {
+        let key = self.key(ip);
+        let login = user.to_lowercase();
+        let now = self.clock.now_ms();
+        let mut st = self.lock();
+        if let Some(q) = st.ip_failures.get_mut(&key) {
+            q.retain(|(_, u)| u.as_deref() != Some(login.as_str()));
+            if q.is_empty() {
+                st.ip_failures.remove(&key);
+            }
+        }
+        st.user_successes.insert((login, key), now);
+    }
+
+    /// Whether `user` is rationed now (many failures in the window) and
+    /// this address group has not logged in as that user lately: only
+    /// then is it worth asking the other nodes whether they saw one.
+    pub fn rationed_stranger(&self, ip: IpAddr, user: &str) -> bool {
+        if self.is_trusted(ip) {
+            return false;
+        }
+        let (window, limit) = {
+            let cfg = self.config.read().unwrap_or_else(|p| p.into_inner());
+            (
+                cfg.auth_window.as_millis() as u64,
+                cfg.max_user_auth_failures,
+            )
+        };
+        let now = self.clock.now_ms();
+        let login = user.to_lowercase();
+        let st = self.lock();
+        let rationed = st.user_failures.get(&login).is_some_and(|q| {
+            q.iter()
+                .filter(|t| now.saturating_sub(**t) < window)
+                .count() as u32
+                >= limit
+        });
+        rationed && !known(&st, &login, self.key(ip), now, window)
+    }
+
+    /// Another node saw `user` log in from this address group (the
+    /// shared state): it skips the ration here too.
+    pub fn note_success_elsewhere(&self, ip: IpAddr, user: &str) {
+        let key = self.key(ip);
+        let now = self.clock.now_ms();
+        self.lock()
+            .user_successes
+            .insert((user.to_lowercase(), key), now);
     }
 
     /// Whether a login attempt for this user may run now. While the user
     /// is the target of many failures, attempts are rationed to one per
     /// `user_throttle_delay` across every connection: each takes the next
     /// free slot, so parallel attempts queue one behind the other instead
-    /// of each waiting the same short delay.
+    /// of each waiting the same short delay. An address group that logged
+    /// in as the user within the window is not rationed at all.
     pub fn user_gate(&self, ip: IpAddr, user: &str) -> UserGate {
         if self.is_trusted(ip) {
             return UserGate::Wait(Duration::ZERO);
@@ -328,6 +395,9 @@ impl Guard {
             return UserGate::Wait(Duration::ZERO);
         }
         let login = user.to_lowercase();
+        if known(&st, &login, self.key(ip), now, window) {
+            return UserGate::Wait(Duration::ZERO);
+        }
         let Some(q) = st.user_failures.get_mut(&login) else {
             return UserGate::Wait(Duration::ZERO);
         };
@@ -401,9 +471,11 @@ impl Guard {
             return;
         }
         st.ip_failures.retain(|_, q| {
-            expire(q, now, window);
+            q.retain(|(t, _)| now.saturating_sub(*t) < window);
             !q.is_empty()
         });
+        st.user_successes
+            .retain(|_, t| now.saturating_sub(*t) < window);
         st.user_failures.retain(|_, q| {
             expire(q, now, window);
             !q.is_empty()
@@ -506,6 +578,13 @@ impl Guard {
     }
 }
 
+/// Whether `login` succeeded from the address group `key` in the window.
+fn known(st: &State, login: &str, key: IpAddr, now: u64, window: u64) -> bool {
+    st.user_successes
+        .get(&(login.to_owned(), key))
+        .is_some_and(|t| now.saturating_sub(*t) < window)
+}
+
 fn expire(q: &mut VecDeque<u64>, now: u64, window: u64) {
     while q.front().is_some_and(|t| now.saturating_sub(*t) >= window) {
         q.pop_front();
@@ -534,20 +613,18 @@ fn off_the_workers<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Numbers the temporary files of this process's writers, so that two
-/// writing at once never share one.
-static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
+/// Replace the block list by an exclusive temporary and a rename (see
+/// [`crate::safe_fs`]): a link planted beside it is never followed.
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
+    crate::safe_fs::replace_file(dir, name, text.as_bytes())
 }
 
 #[cfg(test)]
@@ -610,16 +687,56 @@ mod tests {
     fn success_forgives_and_trusted_networks_are_exempt() {
         let (g, _) = guard(|c| c.trusted_networks = vec!["10.0.0.0/8".parse().unwrap()]);
         let a = ip("192.0.2.1");
-        g.auth_failed(a, None, "USER", "x");
-        g.auth_failed(a, None, "USER", "x");
-        g.auth_succeeded(a);
-        assert!(!g.auth_failed(a, None, "USER", "x").blocked);
+        g.auth_failed(a, Some("alice"), "USER", "x");
+        g.auth_failed(a, Some("alice"), "USER", "x");
+        g.auth_succeeded(a, "ALICE");
+        assert!(!g.auth_failed(a, Some("alice"), "USER", "x").blocked);
         let t = ip("10.1.2.3");
         for _ in 0..50 {
             assert_eq!(g.auth_failed(t, None, "USER", "x").delay, Duration::ZERO);
         }
         assert!(g.blocked(t).is_none());
         assert!(!g.score(t, Rule::HttpRequest));
+    }
+
+    #[test]
+    fn a_success_forgives_only_its_own_failures() {
+        let (g, _) = guard(|c| c.max_auth_attempts = 5);
+        let a = ip("192.0.2.1");
+        let mut blocked = false;
+        for _ in 0..3 {
+            for _ in 0..4 {
+                blocked |= g.auth_failed(a, Some("victim"), "USER", "x").blocked;
+            }
+            g.auth_succeeded(a, "attacker");
+        }
+        assert!(
+            blocked,
+            "the attacker's own logins did not wipe the victim's failures"
+        );
+        assert!(g.blocked(a).is_some());
+    }
+
+    #[test]
+    fn known_devices_skip_the_ration() {
+        let (g, _) = guard(|c| c.max_auth_attempts = 100);
+        let home = ip("203.0.113.5");
+        g.auth_succeeded(home, "alice");
+        for i in 0..4 {
+            g.auth_failed(ip(&format!("198.51.100.{i}")), Some("alice"), "PLAIN", "x");
+        }
+        assert!(g.rationed_stranger(ip("198.51.100.9"), "alice"));
+        assert!(!g.rationed_stranger(home, "alice"));
+        for _ in 0..40 {
+            g.user_gate(ip("198.51.100.9"), "alice");
+        }
+        assert_eq!(g.user_gate(ip("198.51.100.9"), "alice"), UserGate::Refuse);
+        assert_eq!(g.user_gate(home, "Alice"), UserGate::Wait(Duration::ZERO));
+        g.note_success_elsewhere(ip("198.51.100.77"), "alice");
+        assert_eq!(
+            g.user_gate(ip("198.51.100.77"), "alice"),
+            UserGate::Wait(Duration::ZERO)
+        );
     }
 
     #[test]

@@ -28,6 +28,9 @@ const CHANNEL: &str = "pop3d:blocks";
 /// Key prefixes.
 const COUNT: &str = "pop3d:count:";
 const BLOCK: &str = "pop3d:block:";
+/// `pop3d:ok:LOGIN:GROUP`: the login succeeded from that address group
+/// within the window (its devices skip the login's ration everywhere).
+const SUCCESS: &str = "pop3d:ok:";
 /// How long a node waits for Redis before deciding alone.
 const ANSWER_WITHIN: Duration = Duration::from_millis(250);
 
@@ -64,8 +67,8 @@ pub struct SharedLimits {
 }
 
 impl SharedLimits {
-    pub fn new(url: &str, metrics: Arc<Metrics>) -> Result<SharedLimits, String> {
-        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    pub fn new(info: redis::ConnectionInfo, metrics: Arc<Metrics>) -> Result<SharedLimits, String> {
+        let client = redis::Client::open(info).map_err(|e| e.to_string())?;
         metrics.shared_state_up.set(0);
         Ok(SharedLimits {
             client,
@@ -148,6 +151,41 @@ impl SharedLimits {
             Ok(Ok(n)) => {
                 self.mark(true);
                 Some(n.unwrap_or(0))
+            }
+            _ => {
+                self.mark(false);
+                None
+            }
+        }
+    }
+
+    /// `login` logged in from the address group `key`: remembered for
+    /// `auth_window` on every node.
+    pub async fn login_succeeded(&self, login: &str, key: IpAddr, config: &SecurityConfig) {
+        let Some(mut conn) = self.connection().await else {
+            return;
+        };
+        let mut set = redis::cmd("SET");
+        set.arg(format!("{SUCCESS}{}:{key}", login.to_lowercase()))
+            .arg(1)
+            .arg("PX")
+            .arg(config.auth_window.as_millis().max(1) as u64);
+        let set = set.query_async::<()>(&mut conn);
+        let answered = matches!(tokio::time::timeout(ANSWER_WITHIN, set).await, Ok(Ok(())));
+        self.mark(answered);
+    }
+
+    /// Whether any node saw `login` log in from the address group `key`
+    /// within the window; None when Redis did not answer.
+    pub async fn logged_in_from(&self, login: &str, key: IpAddr) -> Option<bool> {
+        let mut conn = self.connection().await?;
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(format!("{SUCCESS}{}:{key}", login.to_lowercase()));
+        let exists = exists.query_async::<u32>(&mut conn);
+        match tokio::time::timeout(ANSWER_WITHIN, exists).await {
+            Ok(Ok(n)) => {
+                self.mark(true);
+                Some(n > 0)
             }
             _ => {
                 self.mark(false);
@@ -283,14 +321,66 @@ fn parse_announcement(text: &str) -> Option<(IpAddr, u64)> {
     Some((ip.parse().ok()?, ms.parse().ok()?))
 }
 
+/// Where to reach Redis: `shared_state` with the password from
+/// `shared_state_password_file`. A password in the URL is refused, as in
+/// `storage.url`: the URL is printed by check-config and logged. Errors
+/// name the key.
+pub fn connection_info(
+    config: &SecurityConfig,
+) -> Result<Option<redis::ConnectionInfo>, (String, String)> {
+    use redis::IntoConnectionInfo;
+    let fail = |key: &str, why: String| Err((format!("security.{key}"), why));
+    let Some(url) = &config.shared_state else {
+        if config.shared_state_password_file.is_some() {
+            return fail(
+                "shared_state_password_file",
+                "set without security.shared_state".into(),
+            );
+        }
+        return Ok(None);
+    };
+    // The parser's message is not repeated: it could quote the URL.
+    let info = match url.as_str().into_connection_info() {
+        Ok(i) => i,
+        Err(_) => {
+            return fail(
+                "shared_state",
+                "not a Redis URL (redis://HOST:PORT, rediss://HOST:PORT for TLS)".into(),
+            );
+        }
+    };
+    if info.redis_settings().password().is_some() {
+        return fail(
+            "shared_state",
+            "holds a password; put it in security.shared_state_password_file instead (the URL is printed by check-config and logged)".into(),
+        );
+    }
+    let Some(file) = &config.shared_state_password_file else {
+        return Ok(Some(info));
+    };
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            return fail(
+                "shared_state_password_file",
+                format!("{}: {e}", file.display()),
+            );
+        }
+    };
+    let password = text.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return fail(
+            "shared_state_password_file",
+            format!("{} is empty", file.display()),
+        );
+    }
+    let redis = info.redis_settings().clone().set_password(password);
+    Ok(Some(info.set_redis_settings(redis)))
+}
+
 /// `[security] shared_state`, checked without connecting.
 pub fn check_config(config: &crate::config::Pop3Config) -> Result<(), (String, String)> {
-    match &config.security.shared_state {
-        Some(url) => redis::Client::open(url.as_str())
-            .map(|_| ())
-            .map_err(|e| ("security.shared_state".to_owned(), e.to_string())),
-        None => Ok(()),
-    }
+    connection_info(&config.security).map(|_| ())
 }
 
 #[cfg(test)]

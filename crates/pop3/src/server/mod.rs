@@ -128,9 +128,11 @@ impl Pop3SessionManager {
             security_log(&config)?,
             metrics.clone(),
         );
-        let shared_limits = match &config.security.shared_state {
-            Some(url) => Some(Arc::new(
-                crate::security::SharedLimits::new(url, metrics.clone())
+        let redis = crate::security::shared::connection_info(&config.security)
+            .map_err(|(key, why)| crate::auth::SetupError::new(&key, why))?;
+        let shared_limits = match redis {
+            Some(info) => Some(Arc::new(
+                crate::security::SharedLimits::new(info, metrics.clone())
                     .map_err(|e| crate::auth::SetupError::new("security.shared_state", e))?,
             )),
             None => None,
@@ -453,13 +455,16 @@ impl Pop3SessionManager {
         let _active = ActiveGauge::new(metrics.sessions_active.get_or_create(&labels).clone());
         let n = self.connections.fetch_add(1, Ordering::Relaxed);
         let tls_ready = services.tls.is_some();
+        // Counted from here, handshake included, and never renewed.
+        let login_deadline = tokio::time::Instant::now() + services.config.server.login_timeout;
         let transport = match mode {
             TlsMode::Implicit => {
                 let Some(acceptor) = services.tls.clone() else {
                     return End::TlsFailed;
                 };
-                let handshake = tokio::time::timeout(
-                    services.config.server.unauth_timeout,
+                let handshake = tokio::time::timeout_at(
+                    login_deadline
+                        .min(tokio::time::Instant::now() + services.config.server.unauth_timeout),
                     acceptor.accept(stream),
                 );
                 match handshake.await {
@@ -495,7 +500,10 @@ impl Pop3SessionManager {
         let started = std::time::Instant::now();
         // The generation this session ran with names its node.
         let config = services.config.clone();
-        let summary = Session::new(transport, conn, services).run().await;
+        let summary = Session::new(transport, conn, services)
+            .login_by(login_deadline)
+            .run()
+            .await;
         tracing::info!(
             target: "pop3::session",
             node = config.server.node(),

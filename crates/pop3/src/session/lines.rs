@@ -20,6 +20,9 @@ pub struct LineBuffer {
     start: usize,
     /// Inside an overlong line: drop bytes until the next LF.
     skipping: bool,
+    /// Whether the last complete line handed out ended in CRLF (not a
+    /// bare LF): LMTP's end of DATA must be `CRLF . CRLF`.
+    last_crlf: bool,
 }
 
 impl LineBuffer {
@@ -44,6 +47,11 @@ impl LineBuffer {
         self.skipping = false;
     }
 
+    /// Whether the last complete line ended in CRLF rather than a bare LF.
+    pub fn last_ended_crlf(&self) -> bool {
+        self.last_crlf
+    }
+
     /// Take the next line no longer than `max` (CRLF included).
     pub fn next_line(&mut self, max: usize) -> Option<Line> {
         loop {
@@ -55,7 +63,9 @@ impl LineBuffer {
                     if std::mem::take(&mut self.skipping) {
                         continue;
                     }
-                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    let stripped = line.strip_suffix(b"\r");
+                    self.last_crlf = stripped.is_some();
+                    let line = stripped.unwrap_or(line);
                     if line.len() + 2 > max {
                         return Some(Line::TooLong);
                     }
@@ -106,6 +116,10 @@ mod tests {
         );
         lb.extend(b"OP\r\n");
         assert_eq!(drain(&mut lb, 255), vec![Line::Complete(b"NOOP".to_vec())]);
+        assert!(lb.last_ended_crlf());
+        lb.extend(b"bare\n");
+        assert_eq!(drain(&mut lb, 255), vec![Line::Complete(b"bare".to_vec())]);
+        assert!(!lb.last_ended_crlf());
         assert_eq!(lb.pending(), 0);
     }
 

@@ -67,6 +67,8 @@ pub struct Session<S> {
     pacer: Option<Pacer>,
     /// No command line has been read yet.
     fresh: bool,
+    /// The login must have succeeded by then (`server.login_timeout`).
+    login_deadline: tokio::time::Instant,
 }
 
 enum Flow {
@@ -77,6 +79,7 @@ enum Flow {
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub fn new(io: Transport<S>, conn: Connection, services: Arc<Services>) -> Self {
         let sec = &services.config.security;
+        let login_deadline = tokio::time::Instant::now() + services.config.server.login_timeout;
         let pacer = (!services.guard.is_trusted(conn.peer.ip()))
             .then(|| Pacer::new(sec.max_commands_per_minute, sec.min_command_delay));
         Session {
@@ -90,7 +93,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             stats: SessionStats::default(),
             pacer,
             fresh: true,
+            login_deadline,
         }
+    }
+
+    /// Count the login deadline from an earlier moment than now (the
+    /// connection's start, before a TLS handshake).
+    pub fn login_by(mut self, deadline: tokio::time::Instant) -> Self {
+        self.login_deadline = deadline;
+        self
     }
 
     /// Send the greeting and serve commands until the session ends.
@@ -120,10 +131,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    fn idle_timeout(&self) -> Duration {
+    /// When waiting for input ends the session, and whether that is the
+    /// login deadline rather than the idle timer.
+    fn wait_until(&self) -> (tokio::time::Instant, bool) {
+        let now = tokio::time::Instant::now();
         match self.state {
-            State::Authorization { .. } => self.services.config.server.unauth_timeout,
-            State::Transaction(_) => self.services.config.server.session_timeout,
+            State::Authorization { .. } => {
+                let idle = now + self.services.config.server.unauth_timeout;
+                (idle.min(self.login_deadline), self.login_deadline <= idle)
+            }
+            State::Transaction(_) => (now + self.services.config.server.session_timeout, false),
         }
     }
 
@@ -173,7 +190,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// timer ends the session (nothing is deleted), a command under way is
     /// never cut.
     async fn fill(&mut self) -> Result<(), End> {
-        let timeout = self.idle_timeout();
+        let (until, login_deadline) = self.wait_until();
         let shutdown = self.services.shutdown.clone();
         // Waiting for the client: give back what a big reply made the
         // output buffer grow to.
@@ -186,7 +203,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Reply::err_code(RespCode::SysTemp, "Server shutting down, try again later").encode(&mut self.output);
                 return Err(End::Shutdown);
             }
-            r = tokio::time::timeout(timeout, self.io.read(&mut self.read_buf[..])) => r,
+            r = tokio::time::timeout_at(until, self.io.read(&mut self.read_buf[..])) => r,
         };
         match read {
             Ok(Ok(0)) => Err(End::ClientClosed),
@@ -208,6 +225,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Ok(())
             }
             Ok(Err(_)) => Err(End::IoError),
+            Err(_) if login_deadline => {
+                self.services.metrics.login_timeouts.inc();
+                Reply::err_code(RespCode::SysTemp, "Login took too long").encode(&mut self.output);
+                Err(End::Timeout)
+            }
             Err(_) => {
                 Reply::err("Disconnected for inactivity").encode(&mut self.output);
                 Err(End::Timeout)
@@ -548,10 +570,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let Transport::Plain(stream) = std::mem::replace(&mut self.io, Transport::Upgrading) else {
             return Flow::Stop(End::Closed);
         };
-        let handshake = tokio::time::timeout(
-            self.services.config.server.unauth_timeout,
-            acceptor.accept(stream),
-        );
+        let handshake = tokio::time::timeout_at(self.wait_until().0, acceptor.accept(stream));
         match handshake.await {
             Ok(Ok(tls)) => {
                 tls_facts::learn(&mut self.conn, tls.get_ref().1, &self.services);
@@ -591,9 +610,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .await;
             match next {
                 Next::Challenge(data) => match self.sasl_round(&data).await {
-                    Ok(answer) => exchange.answer(answer),
+                    Ok(Round::Answer(answer)) => exchange.answer(answer),
+                    Ok(Round::Cancelled) => {
+                        self.services.metrics.command("AUTH", false);
+                        let outcome = exchange
+                            .cancelled(&mut self.state, &self.conn, &self.services)
+                            .await;
+                        return Box::pin(self.outcome(outcome)).await;
+                    }
                     Err(flow) => {
-                        // Cancelled with `*`, or the client went away.
+                        // The client went away.
                         self.services.metrics.command("AUTH", false);
                         return flow;
                     }
@@ -607,10 +633,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         Box::pin(self.outcome(outcome)).await
     }
 
-    /// Send one `+ ` challenge and read the client's answer, decoded.
-    /// `Ok(None)`: the answer was not base64 or too long. A `*` cancels the
-    /// exchange (`Err(Continue)` after the `-ERR`).
-    async fn sasl_round(&mut self, challenge: &[u8]) -> Result<Option<Vec<u8>>, Flow> {
+    /// Send one `+ ` challenge and read the client's answer, decoded
+    /// (`None`: not base64, or too long), or its `*`.
+    async fn sasl_round(&mut self, challenge: &[u8]) -> Result<Round, Flow> {
         Reply::Continue(B64.encode(challenge)).encode(&mut self.output);
         if self.flush().await.is_err() {
             return Err(Flow::Stop(End::IoError));
@@ -618,16 +643,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let line = loop {
             match self.input.next_line(MAX_SASL_LINE) {
                 Some(Line::Complete(l)) => break l,
-                Some(Line::TooLong) => return Ok(None),
+                Some(Line::TooLong) => return Ok(Round::Answer(None)),
                 None => self.fill().await.map_err(Flow::Stop)?,
             }
         };
         if line == b"*" {
-            Reply::err("Authentication cancelled").encode(&mut self.output);
-            return Err(Flow::Continue);
+            return Ok(Round::Cancelled);
         }
-        Ok(B64.decode(&line).ok())
+        Ok(Round::Answer(B64.decode(&line).ok()))
     }
+}
+
+/// The client's side of one SASL round.
+enum Round {
+    Answer(Option<Vec<u8>>),
+    /// `*` (RFC 5034 §4).
+    Cancelled,
 }
 
 /// Whether a command's outcome is a success; `None` for an AUTH whose

@@ -63,6 +63,8 @@ pub struct Metrics {
     pub store_errors: Counter,
     pub userdb_errors: Counter,
     pub tls_handshake_failures: Counter,
+    /// Connections closed at `server.login_timeout` without a login.
+    pub login_timeouts: Counter,
     pub reloads: Family<ResultLabels, Counter>,
     pub blocked_addresses: Gauge,
     pub suspicious_events: Family<ReasonLabels, Counter>,
@@ -98,6 +100,7 @@ impl Metrics {
             store_errors: Counter::default(),
             userdb_errors: Counter::default(),
             tls_handshake_failures: Counter::default(),
+            login_timeouts: Counter::default(),
             reloads: Family::default(),
             blocked_addresses: Gauge::default(),
             suspicious_events: Family::default(),
@@ -177,6 +180,11 @@ impl Metrics {
             "tls_handshake_failures",
             "TLS handshakes that failed (implicit or STLS)",
             m.tls_handshake_failures.clone(),
+        );
+        r.register(
+            "login_timeouts",
+            "Connections closed at server.login_timeout before a login",
+            m.login_timeouts.clone(),
         );
         r.register(
             "config_reloads",

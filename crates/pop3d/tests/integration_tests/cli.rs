@@ -70,7 +70,7 @@ fn bad_configs_name_file_key_and_reason() {
         ),
         (
             format!(
-                "{original}\n[auth.oauth]\naudience = \"pop3\"\njwks_file = \"nowhere.json\"\n"
+                "{original}\n[auth.oauth]\nissuer = \"https://idp.test\"\naudience = \"pop3\"\njwks_file = \"nowhere.json\"\n"
             ),
             "auth.oauth.jwks_file",
         ),

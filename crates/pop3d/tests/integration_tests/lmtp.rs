@@ -459,3 +459,35 @@ fn postfix_delivers_over_lmtp_and_keeps_mail_queued_while_pop3d_is_down() {
             .contains("dsn=2.0.0, status=sent (250 2.0.0 <alice@example.org> delivered)")
     );
 }
+
+/// SMTP smuggling: a `.` next to a bare LF does not end DATA, so the
+/// lines after it are text of the one message, never a second
+/// transaction.
+#[test]
+fn data_ends_only_at_crlf_dot_crlf() {
+    let s = Setup::new(&[]);
+    let port = with_lmtp(&s, "");
+    let _server = s.start();
+    wait_for_port(port);
+    let (mut c, _) = Lmtp::connect(port);
+    assert!(c.cmd("LHLO mx.test").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<a@b>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<alice>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(
+        "Subject: one\r\n\r\nx\n.\nMAIL FROM:<a>\r\nRCPT TO:<bob>\r\nDATA\r\n\
+         smuggled\r\n.\r\n",
+    );
+    assert_eq!(c.reply(), "250 2.0.0 <alice> delivered\r\n");
+    assert!(c.cmd("QUIT").starts_with("221"));
+    assert_eq!(s.maildir_count(), 1, "one message, no second transaction");
+    let alice = retr_all(s.plain);
+    assert_eq!(alice.len(), 1);
+    assert!(
+        alice[0].ends_with(
+            "Subject: one\r\n\r\nx\r\n..\r\nMAIL FROM:<a>\r\nRCPT TO:<bob>\r\nDATA\r\nsmuggled\r\n.\r\n"
+        ),
+        "{}",
+        alice[0]
+    );
+}

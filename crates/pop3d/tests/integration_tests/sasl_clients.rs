@@ -526,6 +526,15 @@ fn curl_oauthbearer_and_xoauth2_with_jwts_and_introspection() {
         serde_json::json!({"email": email, "iss": "https://idp.test", "aud": aud,
                            "exp": exp, "iat": now, "scope": "pop ".repeat(80)})
     };
+    let with_iss = |mut c: serde_json::Value, iss: Option<&str>| {
+        match iss {
+            Some(iss) => c["iss"] = iss.into(),
+            None => {
+                c.as_object_mut().unwrap().remove("iss");
+            }
+        }
+        c
+    };
     let mut es_header = Header::new(Algorithm::ES256);
     es_header.kid = Some("idp-1".into());
     let es = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
@@ -584,6 +593,22 @@ fn curl_oauthbearer_and_xoauth2_with_jwts_and_introspection() {
             "bad signature",
         ),
         ("OAUTHBEARER", "alice", "bad-opaque".to_owned(), "inactive"),
+        // Another tenant of a provider that shares keys and audiences.
+        (
+            "OAUTHBEARER",
+            "alice",
+            es_token(with_iss(
+                claims("alice", "pop3", now + 600),
+                Some("https://other-tenant.idp.test"),
+            )),
+            "another issuer",
+        ),
+        (
+            "XOAUTH2",
+            "alice",
+            hs_token(with_iss(claims("alice", "pop3", now + 600), None)),
+            "no issuer",
+        ),
         ("XOAUTH2", "bob", good.clone(), "token of another user"),
     ] {
         let out = run(mech, user, &token);

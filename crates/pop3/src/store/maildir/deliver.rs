@@ -149,6 +149,7 @@ async fn write_tmp(
     let mut file = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(tmp)
         .await
         .map_err(|e| io(tmp, e))?;

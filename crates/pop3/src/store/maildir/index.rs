@@ -417,7 +417,7 @@ fn default_uidl(uid: u32, validity: u32) -> String {
 fn read_head(path: &Path) -> Option<Vec<u8>> {
     use std::io::Read;
     let mut head = Vec::new();
-    std::fs::File::open(path)
+    crate::safe_fs::open_regular(path)
         .ok()?
         .take(256 * 1024)
         .read_to_end(&mut head)

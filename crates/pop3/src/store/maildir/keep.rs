@@ -28,9 +28,14 @@ fn replace(dir: &Path, name: &str, text: &str) -> Result<(), StoreError> {
 }
 
 fn read_optional(path: &Path) -> Result<String, StoreError> {
-    match std::fs::read_to_string(path) {
+    match crate::safe_fs::read_to_string(path) {
         Ok(text) => Ok(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        // Not pop3d's: as if absent; the next write replaces it.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            tracing::warn!(file = %path.display(), "not a regular file; ignored");
+            Ok(String::new())
+        }
         Err(e) => Err(io(path, e)),
     }
 }
@@ -106,7 +111,12 @@ fn ensure_trash(dir: &Path) -> Result<(), StoreError> {
         std::fs::create_dir_all(&p).map_err(|e| io(&p, e))?;
     }
     let marker = trash.join("maildirfolder");
-    std::fs::write(&marker, b"").map_err(|e| io(&marker, e))?;
+    match crate::safe_fs::create_exclusive(&marker) {
+        Ok(_) => {}
+        // There already (as a file, or as something planted: left alone).
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(&marker, e)),
+    }
     sync_dir(dir).map_err(|e| io(dir, e))
 }
 

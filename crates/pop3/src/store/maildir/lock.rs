@@ -9,9 +9,17 @@
 //!   written, and fails if any lock is there: of two claimants exactly one
 //!   succeeds. (Emacs locks files the same way.)
 //!
-//! A lock whose owner is no longer running (a crash, a kill -9) is stale; a
-//! reused pid does not fool the check, because the start time differs. It
-//! is taken over while holding `flock()` on the Maildir directory, and only
+//! A lock whose owner is no longer running (a crash, a kill -9) is stale.
+//! Whether the owner runs must not depend on seeing its `/proc` entry
+//! (systemd's `ProtectProc=invisible` hides other users' processes, and a
+//! PID namespace hides everything outside it): each process holds an
+//! exclusive `flock()` on a liveness file of its own in `storage.lock_dir`
+//! for as long as it runs, and its locks name that file. The kernel drops
+//! the flock when the process dies, however it dies, and anyone who can
+//! open the file can test it. Only a lock that names no liveness file, or
+//! one that has vanished, is judged by `/proc` (pid and start time, so a
+//! reused pid does not fool it). A stale lock is taken over while holding
+//! `flock()` on the Maildir directory, and only
 //! if it still names what was judged stale: two processes breaking the
 //! same stale lock cannot both win, and neither removes the other's fresh
 //! lock. The directory lock is held for a few system calls and dies with its
@@ -50,8 +58,64 @@ pub struct LockTable(Arc<Table>);
 struct Table {
     held: Mutex<HashMap<PathBuf, Held>>,
     released: Condvar,
-    /// `pid start-time`, read from /proc once.
+    /// `pid start-time [liveness file]`, made once.
     owner: std::sync::OnceLock<String>,
+    /// Where this process keeps its liveness file (`storage.lock_dir`).
+    lock_dir: Option<PathBuf>,
+    /// The liveness file, held for the life of the table.
+    liveness: std::sync::OnceLock<Option<Liveness>>,
+}
+
+/// A file this process holds an exclusive `flock()` on while it runs.
+#[derive(Debug)]
+struct Liveness {
+    path: PathBuf,
+    _file: File,
+}
+
+impl Drop for Liveness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Liveness {
+    /// Create and lock `dir/pop3d-PID-RANDOM`, readable by every user (a
+    /// process of another user must be able to test it).
+    fn create(dir: &Path) -> std::io::Result<Liveness> {
+        use std::os::unix::fs::PermissionsExt;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(dir)?;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+        }
+        let name = format!("pop3d-{}", std::process::id());
+        let path = crate::safe_fs::temp_path(dir, &name);
+        let file = crate::safe_fs::create_exclusive(&path)?;
+        let made = file
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .and_then(|()| file.lock());
+        if let Err(e) = made {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        Ok(Liveness { path, _file: file })
+    }
+}
+
+/// Whether the process that holds the liveness file at `path` runs:
+/// `None` when the file is gone (the owner ended cleanly, or the file was
+/// cleaned away), so that only `/proc` can tell.
+fn liveness_held(path: &Path) -> Option<bool> {
+    let file = match crate::safe_fs::open_regular(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        // Cannot tell: never take a lock on a guess.
+        Err(_) => return Some(true),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Some(false),
+        Err(_) => Some(true),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,16 +143,21 @@ pub struct MaildropLock {
 
 use crate::store::start_time;
 
-/// Whether the owner a lock file names is still running. Anything that is
-/// not `pid start claim` names nobody.
+/// Whether the owner a lock file names is still running: by its liveness
+/// file when it names one that exists, else by `/proc`. Anything that is
+/// not `pid start claim [liveness file]` names nobody.
 fn owner_alive(content: &str) -> bool {
-    let mut parts = content.split_whitespace();
+    let mut parts = content.splitn(4, ' ');
     let (Some(pid), Some(started)) = (
         parts.next().and_then(|p| p.parse::<u32>().ok()),
-        parts.next().and_then(|s| s.parse::<u64>().ok()),
+        parts.next().and_then(|s| s.trim().parse::<u64>().ok()),
     ) else {
         return false;
     };
+    let liveness = parts.nth(1).map(str::trim).filter(|p| p.starts_with('/'));
+    if let Some(alive) = liveness.and_then(|p| liveness_held(Path::new(p))) {
+        return alive;
+    }
     start_time(pid) == Some(started)
 }
 
@@ -111,6 +180,34 @@ fn read_lock(path: &Path) -> Result<Option<String>, StoreError> {
 }
 
 impl LockTable {
+    /// A table whose process keeps its liveness file in `lock_dir`
+    /// (absolute; without one, other processes can judge its locks only
+    /// by `/proc`).
+    pub fn new(lock_dir: Option<PathBuf>) -> LockTable {
+        LockTable(Arc::new(Table {
+            lock_dir,
+            ..Table::default()
+        }))
+    }
+
+    /// The liveness file, made on first use.
+    fn liveness(&self) -> Option<&Path> {
+        let made = self.0.liveness.get_or_init(|| {
+            let dir = self.0.lock_dir.as_deref()?;
+            match Liveness::create(dir) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::warn!(
+                        lock_dir = %dir.display(),
+                        "cannot keep a liveness file ({e}); other processes will judge this one's maildrop locks by /proc"
+                    );
+                    None
+                }
+            }
+        });
+        made.as_ref().map(|l| l.path.as_path())
+    }
+
     /// Lock the Maildir at `dir`, or say who holds it. Blocking.
     pub fn lock(&self, dir: &Path) -> Result<MaildropLock, StoreError> {
         {
@@ -140,7 +237,11 @@ impl LockTable {
             let pid = std::process::id();
             format!("{pid} {}", start_time(pid).unwrap_or(0))
         });
-        let stamp = format!("{owner} {}", CLAIMS.fetch_add(1, Ordering::Relaxed));
+        let n = CLAIMS.fetch_add(1, Ordering::Relaxed);
+        let stamp = match self.liveness() {
+            Some(path) => format!("{owner} {n} {}", path.display()),
+            None => format!("{owner} {n}"),
+        };
         let mut lock = MaildropLock {
             dir: dir.to_owned(),
             stamp,
@@ -365,6 +466,45 @@ mod tests {
             assert_eq!(lock_content(dir.path()), lock.stamp);
             lock.release();
         }
+    }
+
+    #[test]
+    fn liveness_files_judge_owners_that_proc_cannot_see() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = tempfile::tempdir().unwrap();
+        // An owner with a pid /proc does not show (another PID namespace,
+        // or hidden by ProtectProc) but whose liveness file is held.
+        let holder = Liveness::create(run.path()).unwrap();
+        let hidden = format!("999999999 12345 0 {}", holder.path.display());
+        plant(dir.path(), &hidden);
+        assert!(matches!(
+            LockTable::new(Some(run.path().into())).lock(dir.path()),
+            Err(StoreError::InUse)
+        ));
+        // It dies: its flock goes with it (the file may stay behind).
+        let path = holder.path.clone();
+        drop(holder);
+        let unheld = format!("999999999 12345 0 {}", path.display());
+        std::fs::write(&path, b"").unwrap();
+        plant(dir.path(), &unheld);
+        // A fresh file nobody holds: stale, taken over.
+        let table = LockTable::new(Some(run.path().into()));
+        let lock = table.lock(dir.path()).unwrap();
+        assert!(
+            lock.stamp
+                .ends_with(&table.liveness().unwrap().display().to_string()),
+            "{}",
+            lock.stamp
+        );
+        // Another table of the same process sees that one as alive.
+        assert!(matches!(
+            LockTable::new(None).lock(dir.path()),
+            Err(StoreError::InUse)
+        ));
+        lock.release();
+        let liveness = table.liveness().unwrap().to_owned();
+        drop(table);
+        assert!(!liveness.exists(), "removed when the table goes");
     }
 
     #[test]

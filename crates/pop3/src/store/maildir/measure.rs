@@ -6,7 +6,6 @@
 //! crowd of threads each. A login measures on its own (blocking-pool)
 //! thread and borrows helpers only while the store-wide limit has room.
 
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -126,7 +125,7 @@ fn size_of(path: &Path, recorded: Option<u64>, buf: &mut [u8]) -> Result<u64, St
 /// case where other programs' sizes differ from what RETR sends. Costs one
 /// octet's read, not the message's.
 fn checked(path: &Path, recorded: u64) -> Result<u64, StoreError> {
-    let f = File::open(path).map_err(|e| io(path, e))?;
+    let f = crate::safe_fs::open_regular(path).map_err(|e| io(path, e))?;
     let len = f.metadata().map_err(|e| io(path, e))?.len();
     if len == 0 {
         return Ok(recorded);
@@ -139,7 +138,7 @@ fn checked(path: &Path, recorded: u64) -> Result<u64, StoreError> {
 
 fn measure(path: &Path, buf: &mut [u8]) -> Result<u64, StoreError> {
     use std::io::Read;
-    let mut f = File::open(path).map_err(|e| io(path, e))?;
+    let mut f = crate::safe_fs::open_regular(path).map_err(|e| io(path, e))?;
     let mut counter = SizeCounter::default();
     loop {
         let n = f.read(buf).map_err(|e| io(path, e))?;

@@ -12,7 +12,6 @@ pub mod quota;
 pub mod reader;
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,6 +26,8 @@ use super::{
 };
 use crate::auth::UserRecord;
 use crate::config::{DeleteMode, Expire, Pop3Config};
+use crate::safe_fs as fs;
+pub(crate) use crate::safe_fs::{replace_file, sync_dir};
 use index::{COURIER_UIDLIST, DOVECOT_UIDLIST, INDEX_FILE, Index};
 
 pub use lock::LOCK_FILE;
@@ -94,7 +95,7 @@ impl MaildirStore {
         let p = &config.performance;
         MaildirStore {
             template: config.storage.maildir.clone(),
-            locks: lock::LockTable::default(),
+            locks: lock::LockTable::new(Some(config.storage.lock_dir.clone())),
             measure: Arc::new(measure::MeasureLimit::for_this_machine()),
             cache: p
                 .enable_response_caching
@@ -460,6 +461,13 @@ fn scan(dir: &Path) -> Result<Vec<(String, PathBuf)>, StoreError> {
             if name.starts_with('.') {
                 continue;
             }
+            // Only regular files are mail: a link (to another user's mail,
+            // to /etc/shadow), a FIFO or a device is never listed or opened.
+            // The type comes from the directory entry, without a stat.
+            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                tracing::warn!(file = %entry.path().display(), "not a regular file; skipped");
+                continue;
+            }
             found.push((key_of(name).to_owned(), entry.path()));
         }
     }
@@ -486,7 +494,7 @@ fn load_index(dir: &Path, format: &UidlFormat) -> Result<(Index, bool), StoreErr
     // Courier's.
     let foreign = || {
         let read = |file: &str, parse: fn(&str, &UidlFormat) -> Option<Index>| {
-            let text = std::fs::read_to_string(dir.join(file)).ok()?;
+            let text = fs::read_to_string(&dir.join(file)).ok()?;
             parse(&text, format).or_else(|| {
                 tracing::warn!(maildir = %dir.display(), "unreadable {file}; ignored");
                 None
@@ -499,7 +507,7 @@ fn load_index(dir: &Path, format: &UidlFormat) -> Result<(Index, bool), StoreErr
         index.format = format.clone();
         index
     };
-    match std::fs::read_to_string(dir.join(INDEX_FILE)) {
+    match fs::read_to_string(&dir.join(INDEX_FILE)) {
         Ok(text) => {
             if let Some(index) = Index::parse(&text) {
                 return Ok((with_format(index), false));
@@ -518,6 +526,16 @@ fn load_index(dir: &Path, format: &UidlFormat) -> Result<(Index, bool), StoreErr
             with_format(foreign().unwrap_or_else(|| Index::new(now.max(1)))),
             false,
         )),
+        // A link or a special file planted in its place: pop3d makes
+        // neither, so the real index is gone; rebuilt, and the rename that
+        // stores it replaces the intruder, never its target.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            tracing::error!(maildir = %dir.display(), "{INDEX_FILE} is not a regular file; rebuilt");
+            Ok((
+                with_format(Index::rebuild(Index::salvage(""), foreign(), now)),
+                true,
+            ))
+        }
         // Present but unreadable: never mistake it for absent.
         Err(e) => Err(io(&dir.join(INDEX_FILE), e)),
     }
@@ -733,12 +751,12 @@ impl MaildirDrop {
         let mut read = blocking(move || {
             let mut read = Vec::with_capacity(wanted.len());
             for (n, (j, path)) in wanted.into_iter().enumerate() {
-                match std::fs::read(&path) {
+                match fs::read(&path) {
                     Ok(data) => read.push((j, data)),
                     // The one asked for moved (flags changed): find it.
                     Err(e) if n == 0 && e.kind() == std::io::ErrorKind::NotFound => {
                         let path = find_by_key(&dir, &key)?;
-                        let data = std::fs::read(&path).map_err(|e| match e.kind() {
+                        let data = fs::read(&path).map_err(|e| match e.kind() {
                             std::io::ErrorKind::NotFound => StoreError::MessageGone,
                             _ => io(&path, e),
                         })?;
@@ -1036,31 +1054,6 @@ fn seen_name(name: &str) -> Option<String> {
     Some(format!("{key}:2,{}", flags.into_iter().collect::<String>()))
 }
 
-/// Replace `dir/name` with `bytes` atomically and durably: a temporary
-/// file of this process and call, fsync, rename, fsync of the directory.
-pub(crate) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    static CALLS: AtomicU64 = AtomicU64::new(0);
-    let n = CALLS.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!("{name}.tmp.{}.{n}", std::process::id()));
-    let written = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(name))
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written?;
-    sync_dir(dir)
-}
-
-/// fsync a directory, so that renames and unlinks in it survive a crash.
-pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 /// Run blocking file work on the blocking pool.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
@@ -1134,7 +1127,7 @@ mod cache_tests {
     fn age(md: &Path) {
         let past = SystemTime::now() - Duration::from_secs(60);
         for sub in ["new", "cur"] {
-            File::open(md.join(sub))
+            std::fs::File::open(md.join(sub))
                 .unwrap()
                 .set_modified(past)
                 .unwrap();

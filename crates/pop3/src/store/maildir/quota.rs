@@ -101,9 +101,11 @@ fn rewrite(dir: &Path, definition: &str) -> Result<(u64, u64), StoreError> {
 /// module's rules); `None` when there is no quota and no file to keep.
 pub fn usage(dir: &Path, quota: Option<&Quota>) -> Result<Option<(u64, u64)>, StoreError> {
     let path = dir.join(MAILDIRSIZE);
-    let text = match std::fs::read_to_string(&path) {
+    let text = match crate::safe_fs::read_to_string(&path) {
         Ok(t) => Some(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        // Planted: recounted, and the rewrite replaces it.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Some(String::new()),
         Err(e) => return Err(io(&path, e)),
     };
     let wanted = quota.map(Quota::maildirsize_line);
@@ -139,10 +141,8 @@ pub fn record(dir: &Path, changes: &[(i64, i64)]) {
     }
     let path = dir.join(MAILDIRSIZE);
     let text: String = changes.iter().map(|(o, m)| format!("{o} {m}\n")).collect();
-    let appended = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .and_then(|mut f| f.write_all(text.as_bytes()));
+    let appended =
+        crate::safe_fs::open_append(&path).and_then(|mut f| f.write_all(text.as_bytes()));
     match appended {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -59,7 +59,7 @@ impl FileReader {
     pub async fn open(path: PathBuf, block: usize) -> io::Result<FileReader> {
         let block = block.max(1);
         tokio::task::spawn_blocking(move || {
-            let mut file = File::open(&path)?;
+            let mut file = crate::safe_fs::open_regular(&path)?;
             let len = file.metadata()?.len();
             // One octet more than the length, so that a file that grew
             // meanwhile is still read to its end.

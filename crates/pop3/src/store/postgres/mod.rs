@@ -143,6 +143,13 @@ const RELEASE: &str = "UPDATE maildrop_lease SET expires_at = '-infinity' \
 
 /// Delivery: the next UID from the mailbox row, the message row with a
 /// UIDL made by `{uidl}` (see [`uidl_sql`]) unless `$5` gives one.
+///
+/// A UIDL already in the mailbox (imported mail, `%u` meeting numeric
+/// UIDLs of an old server) stores no row, but the UID is used up all the
+/// same, and the counters are put back by [`UNCOUNT`]: the caller tries
+/// again under the next UID. Failing instead would roll back `next_uid`
+/// too, so every retry would build the same UIDL and the mail would
+/// bounce.
 const ADD_MESSAGE: &str = "
 WITH header AS (SELECT $6::text AS md5),
 mb AS (
@@ -154,7 +161,18 @@ mb AS (
 INSERT INTO messages (id, mailbox_id, uid, uidl, size, parts)
 SELECT $2, id, uid, coalesce($5, {uidl}), $3, $4
   FROM mb, header
+ON CONFLICT (mailbox_id, uidl) DO NOTHING
 RETURNING uid";
+
+/// A delivery whose UIDL was taken: the counters without it.
+const UNCOUNT: &str = "
+UPDATE mailboxes SET msg_count = msg_count - 1, octets = octets - $2
+ WHERE login = $1
+RETURNING next_uid - 1";
+
+/// How many UIDs a delivery tries before it gives up (each one taken by
+/// an imported message): far more than any real mailbox has in a row.
+const UIDL_TRIES: usize = 1000;
 
 /// `uidl_format` as an SQL expression over `uid`, `uid_validity`, the
 /// message id `$2` (`%g`) and the header's MD5 in hex (`header.md5`, `%m`).
@@ -192,8 +210,11 @@ pub struct PostgresStore {
     db: Arc<Database>,
     leases: Arc<Leases>,
     max_message_size: u64,
-    /// [`ADD_MESSAGE`] with `uidl_format` in it.
+    /// [`ADD_MESSAGE`] with `uidl_format` in it, and with the default
+    /// format (the fallback when the configured one meets a taken UIDL,
+    /// as on Maildir).
     add_message: String,
+    add_message_default: String,
     /// The format has `%m`: deliveries hash the header.
     md5_in_uidl: bool,
     /// [`COMMIT`] and [`EXPIRE`] with `storage.delete`'s removal in them.
@@ -221,6 +242,7 @@ impl PostgresStore {
             leases: Arc::new(Leases::new(node, config.storage.lease_ttl)),
             max_message_size: config.server.max_message_size,
             add_message: ADD_MESSAGE.replace("{uidl}", &uidl_sql(&format)),
+            add_message_default: ADD_MESSAGE.replace("{uidl}", &uidl_sql(&UidlFormat::default())),
             md5_in_uidl: format.uses(Var::HeaderMd5),
             commit: COMMIT.replace("{remove}", &remove).into(),
             expire_sql: EXPIRE.replace("{remove}", &remove),
@@ -273,13 +295,37 @@ impl PostgresStore {
                         return Ok(Err(StoreError::OverQuota));
                     }
                 }
-                let stmt = tx.prepare_cached(&self.add_message).await?;
                 let md5 = header_md5.map(|h| crate::hex::encode(&h));
-                let row = tx
-                    .query_one(&stmt, &[&login, &id, &(size as i64), &parts, &uidl, &md5])
-                    .await?;
-                tx.commit().await?;
-                Ok(Ok((row.get::<_, i64>(0), size)))
+                let mut sql = &self.add_message;
+                for _ in 0..UIDL_TRIES {
+                    let stmt = tx.prepare_cached(sql).await?;
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                        [&login, &id, &(size as i64), &parts, &uidl, &md5];
+                    if let Some(row) = tx.query_opt(&stmt, &params).await? {
+                        tx.commit().await?;
+                        return Ok(Ok((row.get::<_, i64>(0), size)));
+                    }
+                    let skipped: i64 = tx
+                        .query_one(UNCOUNT, &[&login, &(size as i64)])
+                        .await?
+                        .get(0);
+                    if let Some(uidl) = uidl {
+                        // An import names its UIDL: there is nothing to
+                        // fall back to, and the message is there already.
+                        return Ok(Err(StoreError::Permanent(format!(
+                            "UIDL {uidl:?} is already in {login}'s mailbox"
+                        ))));
+                    }
+                    tracing::warn!(
+                        user = %login,
+                        uid = skipped,
+                        "the UIDL made for a new message is taken; trying the next UID"
+                    );
+                    sql = &self.add_message_default;
+                }
+                Ok(Err(StoreError::Temporary(format!(
+                    "no free UIDL for a new message in {login}'s mailbox"
+                ))))
             })
             .await
             .map_err(store_error)?
