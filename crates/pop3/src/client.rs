@@ -4,6 +4,12 @@
 //! (`pop3://`), the certificate always verified; USER/PASS, or SASL PLAIN
 //! with an authorization identity for a master user (RFC 4616); UIDL, LIST
 //! and RETR. It never sends DELE.
+//!
+//! The old server is not trusted: a reply line is capped at
+//! [`MAX_REPLY_LINE`], a listing at [`MAX_LISTING`] messages, a message at
+//! the limit its caller gives (from the size LIST announced), so memory
+//! stays bounded whatever it sends; its text is shown with control
+//! characters escaped, so it cannot write to the operator's terminal.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +24,11 @@ use crate::server::tls::{client_roots, provider};
 
 /// Longest wait for one reply line.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest status or listing line taken (RFC 2449 §4 allows 512
+/// octets; some servers say more in a greeting).
+pub const MAX_REPLY_LINE: usize = 8 * 1024;
+/// The most messages a listing may name.
+pub const MAX_LISTING: usize = 1_000_000;
 
 /// Where the old server is: `pop3s://HOST[:PORT]` (TLS, port 995) or
 /// `pop3://HOST[:PORT]` (STLS, port 110).
@@ -103,6 +114,23 @@ pub enum ClientError {
     Protocol { command: String, reply: String },
     #[error("no reply within {0:?}")]
     Timeout(Duration),
+    /// The server sent more than a cap allows.
+    #[error("{what} exceeds {limit} (the old server sent more than it may)")]
+    TooLong { what: String, limit: String },
+}
+
+/// Remote text as it may be shown: control characters (an escape
+/// sequence, a bell, a carriage return that overwrites the line) escaped.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The usual verification against the CA file (or the system's roots),
@@ -284,12 +312,38 @@ impl Client {
         Ok(self.io.into_inner())
     }
 
+    /// One line of at most `max` octets, appended to `out`; `Ok(false)` at
+    /// the end of the stream.
+    async fn line_into(&mut self, out: &mut Vec<u8>, max: usize) -> Result<bool, ClientError> {
+        let start = out.len();
+        loop {
+            let buf = tokio::time::timeout(REPLY_TIMEOUT, self.io.fill_buf())
+                .await
+                .map_err(|_| ClientError::Timeout(REPLY_TIMEOUT))??;
+            if buf.is_empty() {
+                return Ok(out.len() > start);
+            }
+            let (take, done) = match memchr::memchr(b'\n', buf) {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            };
+            if out.len() - start + take > max {
+                return Err(ClientError::TooLong {
+                    what: "a line".into(),
+                    limit: format!("{max} octets"),
+                });
+            }
+            out.extend_from_slice(&buf[..take]);
+            self.io.consume(take);
+            if done {
+                return Ok(true);
+            }
+        }
+    }
+
     async fn line(&mut self) -> Result<Vec<u8>, ClientError> {
         let mut line = Vec::new();
-        let n = tokio::time::timeout(REPLY_TIMEOUT, self.io.read_until(b'\n', &mut line))
-            .await
-            .map_err(|_| ClientError::Timeout(REPLY_TIMEOUT))??;
-        if n == 0 {
+        if !self.line_into(&mut line, MAX_REPLY_LINE).await? {
             return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
         Ok(line)
@@ -297,7 +351,7 @@ impl Client {
 
     async fn expect_ok(&mut self, what: &str) -> Result<String, ClientError> {
         let line = self.line().await?;
-        let text = String::from_utf8_lossy(&line).trim_end().to_owned();
+        let text = printable(String::from_utf8_lossy(&line).trim_end());
         if text.starts_with("+OK") {
             Ok(text)
         } else if text.starts_with("-ERR") {
@@ -325,23 +379,57 @@ impl Client {
         self.send(line, line).await
     }
 
-    /// The body of a multi-line reply, dot-unstuffed, CRLF kept.
-    async fn multi_line(&mut self) -> Result<Vec<u8>, ClientError> {
+    /// The body of a multi-line reply, dot-unstuffed, CRLF kept: at most
+    /// `max_octets` of it (`what` names the cap in the error), and lines of
+    /// at most `max_line`.
+    async fn multi_line(
+        &mut self,
+        max_octets: usize,
+        max_line: usize,
+        what: &str,
+    ) -> Result<Vec<u8>, ClientError> {
         let mut body = Vec::new();
         loop {
-            let line = self.line().await?;
+            let start = body.len();
+            let room = (max_octets + 3).saturating_sub(start).min(max_line);
+            let got = self.line_into(&mut body, room).await.map_err(|e| match e {
+                ClientError::TooLong { .. } => ClientError::TooLong {
+                    what: what.to_owned(),
+                    limit: format!("{max_octets} octets"),
+                },
+                e => e,
+            })?;
+            if !got {
+                return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            let line = &body[start..];
             if line == b".\r\n" || line == b".\n" {
+                body.truncate(start);
                 return Ok(body);
             }
-            let line = line.strip_prefix(b".").unwrap_or(&line);
-            body.extend_from_slice(line);
+            if line.first() == Some(&b'.') {
+                body.remove(start);
+            }
+            if body.len() > max_octets {
+                return Err(ClientError::TooLong {
+                    what: what.to_owned(),
+                    limit: format!("{max_octets} octets"),
+                });
+            }
         }
+    }
+
+    /// A listing's lines (CAPA, UIDL, LIST): at most [`MAX_LISTING`].
+    async fn listing_lines(&mut self, what: &str) -> Result<Vec<u8>, ClientError> {
+        // Each line is short: the count bounds the octets.
+        self.multi_line(MAX_LISTING * 80, MAX_REPLY_LINE, what)
+            .await
     }
 
     /// CAPA's lines; none when the server has no CAPA (RFC 1939 servers).
     pub async fn capabilities(&mut self) -> Result<Vec<String>, ClientError> {
         match self.command("CAPA").await {
-            Ok(_) => Ok(String::from_utf8_lossy(&self.multi_line().await?)
+            Ok(_) => Ok(String::from_utf8_lossy(&self.listing_lines("CAPA").await?)
                 .lines()
                 .map(|l| l.trim().to_ascii_uppercase())
                 .collect()),
@@ -373,9 +461,9 @@ impl Client {
     /// Every message: number, UIDL and size (UIDL and LIST).
     pub async fn listing(&mut self) -> Result<Vec<Listed>, ClientError> {
         self.command("UIDL").await?;
-        let uidls = self.multi_line().await?;
+        let uidls = self.listing_lines("the UIDL listing").await?;
         self.command("LIST").await?;
-        let sizes = self.multi_line().await?;
+        let sizes = self.listing_lines("the LIST listing").await?;
         let sizes: std::collections::HashMap<u32, u64> = String::from_utf8_lossy(&sizes)
             .lines()
             .filter_map(|l| {
@@ -385,6 +473,12 @@ impl Client {
             .collect();
         let mut listed = Vec::new();
         for line in String::from_utf8_lossy(&uidls).lines() {
+            if listed.len() == MAX_LISTING {
+                return Err(ClientError::TooLong {
+                    what: "the UIDL listing".into(),
+                    limit: format!("{MAX_LISTING} messages"),
+                });
+            }
             let bad = || ClientError::Protocol {
                 command: "UIDL".into(),
                 reply: line.to_owned(),
@@ -401,10 +495,13 @@ impl Client {
         Ok(listed)
     }
 
-    /// Message `number` as sent, dot-unstuffed.
-    pub async fn retrieve(&mut self, number: u32) -> Result<Vec<u8>, ClientError> {
+    /// Message `number` as sent, dot-unstuffed; more than `limit` octets
+    /// is an error (the caller sets it from LIST's size).
+    pub async fn retrieve(&mut self, number: u32, limit: u64) -> Result<Vec<u8>, ClientError> {
         self.command(&format!("RETR {number}")).await?;
-        self.multi_line().await
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        self.multi_line(limit, limit.saturating_add(2), &format!("message {number}"))
+            .await
     }
 
     /// QUIT: the old server removes nothing (no DELE was sent).

@@ -48,23 +48,63 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Fails without randomness from the system: the salt key must not be
-    /// guessable.
     pub fn new(
         metrics: Arc<Metrics>,
         guard: Arc<Guard>,
         shared_limits: Option<Arc<crate::security::SharedLimits>>,
-    ) -> Result<Shared, SetupError> {
-        let salt_key = crate::auth::sasl::nonce()
-            .map_err(|e| SetupError::new("auth", format!("cannot make the SCRAM salt key: {e}")))?;
-        Ok(Shared {
+        salt_key: [u8; 32],
+    ) -> Shared {
+        Shared {
             metrics,
             shutdown: CancellationToken::new(),
             guard,
             shared_limits,
             salt_key: Arc::new(salt_key),
-        })
+        }
     }
+}
+
+/// The key for SCRAM's made-up salts: SHA-256 of `auth.secret_key_file`
+/// (made with 32 random octets when missing), so that every node and every
+/// restart answers alike; without the file, random for this process. Fails
+/// without randomness from the system: the key must not be guessable.
+pub fn salt_key(config: &Pop3Config) -> Result<[u8; 32], SetupError> {
+    use sha2::Digest;
+    let fail = |why: String| SetupError::new("auth.secret_key_file", why);
+    let Some(path) = &config.auth.secret_key_file else {
+        return crate::auth::sasl::nonce()
+            .map_err(|e| SetupError::new("auth", format!("cannot make the SCRAM salt key: {e}")));
+    };
+    let key = match std::fs::read(path) {
+        Ok(key) => key,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write;
+            use std::os::unix::fs::PermissionsExt;
+            let key: [u8; 32] = crate::auth::sasl::nonce().map_err(|e| fail(e.to_string()))?;
+            let made = crate::safe_fs::create_exclusive(path).and_then(|mut f| {
+                f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                f.write_all(&key)?;
+                f.sync_all()
+            });
+            match made {
+                Ok(()) => key.to_vec(),
+                // Another node or process made it meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    std::fs::read(path).map_err(|e| fail(format!("{}: {e}", path.display())))?
+                }
+                Err(e) => return Err(fail(format!("{}: cannot create it: {e}", path.display()))),
+            }
+        }
+        Err(e) => return Err(fail(format!("{}: {e}", path.display()))),
+    };
+    if key.len() < 32 {
+        return Err(fail(format!(
+            "{} holds {} octets; at least 32 random octets are needed",
+            path.display(),
+            key.len()
+        )));
+    }
+    Ok(sha2::Sha256::digest(&key).into())
 }
 
 /// What SASL mechanisms need beyond the user database.

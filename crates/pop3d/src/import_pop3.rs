@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use pop3::auth::UserRecord;
-use pop3::client::{Client, Credentials, Remote};
+use pop3::client::{Client, Credentials, Remote, printable};
 use pop3::config::Pop3Config;
 use pop3::setup::Backends;
 use pop3::store::{MailStore, StoreError};
@@ -72,7 +72,16 @@ struct Summary {
     copied: usize,
     octets: u64,
     present: usize,
+    /// Over `server.max_message_size`: left on the old server.
+    skipped: usize,
     failed: Vec<String>,
+}
+
+/// What a message may grow to beyond the size LIST announced (a server
+/// that stores bare LF may count one octet per line end where it sends
+/// two), before the import of the user stops.
+fn retrieval_cap(listed: u64) -> u64 {
+    listed.saturating_mul(2).saturating_add(64 * 1024)
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
@@ -202,15 +211,27 @@ pub async fn run(config: Pop3Config, request: Request) -> ExitCode {
                 continue;
             }
         };
-        let moved = import_user(&backends.store, &user, job, &remote, &request, &bar).await;
+        let max_message_size = config.server.max_message_size;
+        let moved = import_user(
+            &backends.store,
+            &user,
+            job,
+            &remote,
+            &request,
+            max_message_size,
+            &bar,
+        )
+        .await;
         match moved {
             Ok(counts) => {
                 summary.copied += counts.copied;
                 summary.octets += counts.octets;
                 summary.present += counts.present;
+                summary.skipped += counts.skipped;
             }
             Err(e) => {
-                bar.suspend(|| eprintln!("pop3d: {}: {e}", job.local));
+                // Whatever the old server wrote, escaped for the terminal.
+                bar.suspend(|| eprintln!("pop3d: {}: {}", job.local, printable(&e)));
                 summary.failed.push(job.local.clone());
             }
         }
@@ -228,6 +249,12 @@ pub async fn run(config: Pop3Config, request: Request) -> ExitCode {
         jobs.len() - summary.failed.len(),
         summary.present
     );
+    if summary.skipped > 0 {
+        println!(
+            "skipped {} messages over server.max_message_size (left on the old server)",
+            summary.skipped
+        );
+    }
     if summary.failed.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -247,6 +274,7 @@ async fn import_user(
     job: &Job,
     remote: &Remote,
     request: &Request,
+    max_message_size: u64,
     bar: &ProgressBar,
 ) -> Result<Summary, String> {
     let maildrop = match store.open(user).await {
@@ -257,6 +285,7 @@ async fn import_user(
         Err(e) => return Err(e.to_string()),
     };
     let known: HashSet<String> = maildrop.messages().iter().map(|m| m.uid.clone()).collect();
+
     let moved = async {
         let credentials = match &request.master_user {
             Some(master) => Credentials::Master {
@@ -280,10 +309,25 @@ async fn import_user(
         let listing = old.listing().await.map_err(|e| e.to_string())?;
         bar.inc_length(listing.len() as u64);
         let mut counts = Summary::default();
+        let too_large = |size: u64| max_message_size > 0 && size > max_message_size;
+        let skip = |counts: &mut Summary, uidl: &str, size: u64| {
+            bar.suspend(|| {
+                eprintln!(
+                    "pop3d: {}: message {} ({size} octets) is over server.max_message_size ({max_message_size}); skipped",
+                    job.local,
+                    printable(uidl)
+                )
+            });
+            counts.skipped += 1;
+        };
         for message in listing {
             bar.inc(1);
             if known.contains(&message.uidl) {
                 counts.present += 1;
+                continue;
+            }
+            if too_large(message.size) {
+                skip(&mut counts, &message.uidl, message.size);
                 continue;
             }
             if request.dry_run {
@@ -292,13 +336,21 @@ async fn import_user(
                 continue;
             }
             let bytes = old
-                .retrieve(message.number)
+                .retrieve(message.number, retrieval_cap(message.size))
                 .await
                 .map_err(|e| format!("message {}: {e}", message.uidl))?;
-            let size = store
+            let size = match store
                 .import(user, &message.uidl, &mut bytes.as_slice())
                 .await
-                .map_err(|e| format!("message {}: {e}", message.uidl))?;
+            {
+                Ok(size) => size,
+                // Its LIST size understated it.
+                Err(StoreError::TooLarge(_)) => {
+                    skip(&mut counts, &message.uidl, bytes.len() as u64);
+                    continue;
+                }
+                Err(e) => return Err(format!("message {}: {e}", message.uidl)),
+            };
             counts.copied += 1;
             counts.octets += size;
         }

@@ -65,8 +65,9 @@ fn ok(out: std::process::Output, what: &str) {
     );
 }
 
-/// A realm in `dir` with principals alice, mallory and pop/pop.test (in
-/// `pop.keytab`), and its KDC listening on a loopback port.
+/// A realm in `dir` with principals alice, mallory, pop/pop.test and
+/// host/pop.test (both in `pop.keytab`, as in a shared system keytab), and
+/// its KDC listening on a loopback port.
 fn start_kdc(dir: &Path) -> Kdc {
     let port = free_port();
     std::fs::write(
@@ -105,6 +106,11 @@ fn start_kdc(dir: &Path) -> Kdc {
         "addprinc -pw mallory-password mallory".to_owned(),
         "addprinc -randkey pop/pop.test".to_owned(),
         format!("ktadd -k {} pop/pop.test", dir.join("pop.keytab").display()),
+        "addprinc -randkey host/pop.test".to_owned(),
+        format!(
+            "ktadd -k {} host/pop.test",
+            dir.join("pop.keytab").display()
+        ),
     ] {
         ok(krb(dir, "kadmin.local", &["-r", REALM, "-q", &q], None), &q);
     }
@@ -214,4 +220,29 @@ fn curl_logs_in_with_a_kerberos_ticket() {
         !curl("mallory", &[]).status.success(),
         "a principal with no user"
     );
+    // A ticket for another principal of the same keytab (host/pop.test,
+    // curl's --service-name) is refused: the acceptor holds pop@pop.test
+    // alone. Alice's own ticket for pop/ still works afterwards.
+    ok(
+        krb(
+            dir,
+            "kinit",
+            &[&format!("alice@{REALM}")],
+            Some("alice-password\n"),
+        ),
+        "kinit alice again",
+    );
+    let host = curl("alice", &["--service-name", "host"]);
+    assert!(
+        !host.status.success(),
+        "a ticket for host/pop.test must not log in: {}",
+        String::from_utf8_lossy(&host.stdout)
+    );
+    let klist = krb(dir, "klist", &[], None);
+    assert!(
+        String::from_utf8_lossy(&klist.stdout).contains("host/pop.test@"),
+        "the client did get a ticket for host/pop.test: {}",
+        String::from_utf8_lossy(&klist.stdout)
+    );
+    assert!(curl("alice", &[]).status.success(), "pop/ still works");
 }

@@ -24,6 +24,8 @@ pub struct PostgresUsers {
     db: Arc<Database>,
     query: String,
     decoys: std::sync::Mutex<Decoys>,
+    /// The user query was seen to return `user` and `password`.
+    columns_ok: std::sync::atomic::AtomicBool,
 }
 
 /// The schemes of the secrets lookups have found, and a decoy in the most
@@ -61,6 +63,7 @@ impl PostgresUsers {
                 },
                 made: None,
             }),
+            columns_ok: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -145,8 +148,29 @@ impl UserDb for PostgresUsers {
         })))
     }
 
+    /// The database answers, and the user query returns the columns a
+    /// login needs (checked once it has passed).
     async fn health(&self) -> Result<(), String> {
-        self.db.health().await
+        self.db.health().await?;
+        if self.columns_ok.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let stmt = async {
+            let client = self.db.client().await?;
+            Ok::<_, DbError>(client.prepare_cached(&self.query).await?)
+        }
+        .await
+        .map_err(|e| format!("auth.password_query: {e}"))?;
+        for wanted in ["user", "password"] {
+            if !stmt.columns().iter().any(|c| c.name() == wanted) {
+                return Err(format!(
+                    "auth.password_query returns no `{wanted}` column (e.g. SELECT username AS user, password FROM ...)"
+                ));
+            }
+        }
+        self.columns_ok
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// An unknown user costs one check in the scheme most of the users

@@ -17,8 +17,9 @@ pub struct AuthConfig {
     /// `backend = "postgres"` with an existing table instead of pop3d's
     /// own `users`: a query that takes the login as `$1` (always bound,
     /// never pasted in) and returns a `password` column (`{SCHEME}secret`)
-    /// and optionally a `user` column (the canonical name). No row: the
-    /// user is unknown, refused like a wrong password.
+    /// and a `user` column (the canonical name, used for the mailbox, the
+    /// lock, LMTP and logs). No row: the user is unknown, refused like a
+    /// wrong password.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_query: Option<String>,
     /// SASL mechanisms offered by AUTH.
@@ -46,6 +47,12 @@ pub struct AuthConfig {
     /// Kerberos 5 for GSSAPI (cargo feature `gssapi`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gssapi: Option<GssapiConfig>,
+    /// A file of at least 32 random octets, the same on every node: keys
+    /// what SCRAM answers for unknown users (and the salts of plaintext
+    /// secrets), so the answers are the same on every node and after a
+    /// restart. Created with random content when missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_key_file: Option<PathBuf>,
 }
 
 impl Default for AuthConfig {
@@ -63,6 +70,7 @@ impl Default for AuthConfig {
             external_identity: ExternalIdentity::SubjectCn,
             oauth: None,
             gssapi: None,
+            secret_key_file: None,
         }
     }
 }
@@ -168,9 +176,13 @@ pub struct GssapiConfig {
     /// Service name of the principal (RFC 4752 §3.1: "pop" for POP3).
     pub service: String,
     /// Strip `@REALM` from the client's principal to get the user name,
-    /// when the realm is this one (or any, when unset).
+    /// when the realm is this one; unset, the realm of the service's own
+    /// principal.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub realm: Option<String>,
+    /// Further realms whose principals map to local users of the same
+    /// name (across a cross-realm trust); none by default.
+    pub allowed_realms: Vec<String>,
 }
 
 impl Default for GssapiConfig {
@@ -179,6 +191,7 @@ impl Default for GssapiConfig {
             keytab: PathBuf::from("/etc/pop3d/krb5.keytab"),
             service: "pop".into(),
             realm: None,
+            allowed_realms: Vec::new(),
         }
     }
 }

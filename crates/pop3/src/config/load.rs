@@ -146,6 +146,17 @@ impl Pop3Config {
                 );
             }
         }
+        if config.auth.secret_key_file.is_none()
+            && config
+                .auth
+                .mechanisms
+                .iter()
+                .any(|m| m.to_ascii_uppercase().starts_with("SCRAM-"))
+        {
+            warnings.push(
+                "SCRAM is enabled without auth.secret_key_file: what SCRAM answers for unknown users changes at every restart and differs between nodes, which tells an observer they are unknown".to_owned(),
+            );
+        }
         warnings.extend(inert_keys(&config, &table));
         if config.listeners.iter().all(|l| l.tls == TlsMode::None) {
             warnings.push("no listener offers TLS (tls = \"starttls\" or \"implicit\")".to_owned());

@@ -143,7 +143,8 @@ impl Pop3SessionManager {
                 node: config.server.node().to_owned(),
             })
             .set(1);
-        let shared = Shared::new(metrics, Arc::new(guard), shared_limits)?;
+        let salt_key = crate::services::salt_key(&config)?;
+        let shared = Shared::new(metrics, Arc::new(guard), shared_limits, salt_key);
         let tls = tls.map(tokio_rustls::TlsAcceptor::from);
         let services = Services::new(Arc::new(config), users, store, tls, &shared)?;
         Ok(Pop3SessionManager {

@@ -47,12 +47,12 @@ async fn fetches_over_tls_with_a_pinned_certificate_and_deletes_nothing() {
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[1].size, 25);
     assert_eq!(
-        c.retrieve(1).await.unwrap(),
+        c.retrieve(1, 1 << 20).await.unwrap(),
         b"Subject: one\r\n\r\n.dot\r\n",
         "dot-unstuffed"
     );
     assert_eq!(
-        c.retrieve(2).await.unwrap(),
+        c.retrieve(2, 1 << 20).await.unwrap(),
         b"Subject: two\r\n\r\nlf only\r\n"
     );
     c.quit().await.unwrap();

@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: AGPL-3.0-only
 //! GSSAPI (RFC 4752): Kerberos 5 through the system GSS-API library (MIT
-//! krb5), built only with the cargo feature `gssapi`. The acceptor takes
-//! the `pop/<hostname>` key from the configured keytab; after the context
-//! is established the server offers "no security layer" in a wrapped
-//! message and reads the client's choice and authorization identity.
+//! krb5), built only with the cargo feature `gssapi`. The acceptor holds
+//! credentials for `pop@<hostname>` alone (not for every key in the
+//! keytab, so a ticket for `host/...` in a shared keytab is refused);
+//! after the context is established the server offers "no security layer"
+//! in a wrapped message and reads the client's choice and authorization
+//! identity. A client principal maps to a local user only in the realm
+//! configured, or the service's own realm, or an explicitly allowed one.
 
 use std::ffi::CString;
 
@@ -21,7 +24,11 @@ pub struct Acceptor {
     cred: Cred,
     service: String,
     realm: Option<String>,
+    allowed_realms: Vec<String>,
 }
+
+/// GSS_C_NT_HOSTBASED_SERVICE, 1.2.840.113554.1.2.1.4 (RFC 2743 §4.1).
+const HOSTBASED_SERVICE: [u8; 10] = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x01, 0x04];
 
 impl Acceptor {
     /// Acquire acceptor credentials from `cfg.keytab` (without touching
@@ -43,13 +50,35 @@ impl Acceptor {
             elements: &mut element,
         };
         let mut minor: OM_uint32 = 0;
+        // The acceptor's own name, `service@hostname`: credentials for it
+        // alone, so that no other key in the keytab accepts a context.
+        let wanted = format!("{}@{hostname}", cfg.service);
+        let mut oid_bytes = HOSTBASED_SERVICE;
+        let mut oid = gss_OID_desc {
+            length: oid_bytes.len() as OM_uint32,
+            elements: oid_bytes.as_mut_ptr().cast(),
+        };
+        let mut text = wanted.clone().into_bytes();
+        let mut buffer = gss_buffer_desc {
+            length: text.len(),
+            value: text.as_mut_ptr().cast(),
+        };
+        let mut name: gss_name_t = std::ptr::null_mut();
+        // SAFETY: the buffer and OID point into locals that outlive the
+        // call; `name` receives a handle released below.
+        let major = unsafe { gss_import_name(&mut minor, &mut buffer, &mut oid, &mut name) };
+        if major != 0 {
+            return Err(format!(
+                "cannot make the service name {wanted} (GSS major {major:#x}, minor {minor})"
+            ));
+        }
         let mut cred: gss_cred_id_t = std::ptr::null_mut();
         // SAFETY: every pointer is valid for the call; `cred` receives a
         // credential handle that `Cred` owns and releases from here on.
         let major = unsafe {
             gss_acquire_cred_from(
                 &mut minor,
-                std::ptr::null_mut(),
+                name,
                 _GSS_C_INDEFINITE,
                 std::ptr::null_mut(),
                 GSS_C_ACCEPT as gss_cred_usage_t,
@@ -59,6 +88,9 @@ impl Acceptor {
                 std::ptr::null_mut(),
             )
         };
+        let mut release_minor: OM_uint32 = 0;
+        // SAFETY: `name` came from gss_import_name and is released once.
+        unsafe { gss_release_name(&mut release_minor, &mut name) };
         if major != 0 {
             return Err(format!(
                 "cannot use keytab {} for {}@{hostname} (GSS major {major:#x}, minor {minor})",
@@ -70,21 +102,32 @@ impl Acceptor {
             cred: Cred::from(cred),
             service: cfg.service.clone(),
             realm: cfg.realm.clone(),
+            allowed_realms: cfg.allowed_realms.clone(),
         })
     }
 
-    /// `alice@REALM` to `alice`, when the realm is the configured one (or
-    /// any, when none is configured).
-    fn user_of(&self, principal: &str) -> Option<String> {
-        let (user, realm) = principal.rsplit_once('@')?;
-        if user.is_empty() || user.contains('/') {
-            return None; // service principals are not mailbox users
-        }
-        match &self.realm {
-            Some(want) if want != realm => None,
-            _ => Some(user.to_owned()),
-        }
+    /// `alice@REALM` to `alice`, when the realm is the configured one (or,
+    /// none configured, the realm of `service_principal`, the principal the
+    /// ticket was for), or one of the allowed realms.
+    fn user_of(&self, principal: &str, service_principal: &str) -> Option<String> {
+        user_of(
+            principal,
+            self.realm
+                .as_deref()
+                .or_else(|| service_principal.rsplit_once('@').map(|(_, r)| r)),
+            &self.allowed_realms,
+        )
     }
+}
+
+/// The mapping itself: `home` is the realm whose users are local.
+fn user_of(principal: &str, home: Option<&str>, allowed: &[String]) -> Option<String> {
+    let (user, realm) = principal.rsplit_once('@')?;
+    if user.is_empty() || user.contains('/') {
+        return None; // service principals are not mailbox users
+    }
+    let local = home == Some(realm) || allowed.iter().any(|a| a == realm);
+    local.then(|| user.to_owned())
 }
 
 enum State {
@@ -164,9 +207,13 @@ impl Mechanism for Gssapi {
                     let authzid = std::str::from_utf8(&reply[4..])
                         .map_err(|_| SaslError::Malformed)?
                         .to_owned();
+                    let service = ctx
+                        .target_name()
+                        .map(|n| n.to_string())
+                        .map_err(|_| SaslError::Credentials)?;
                     let user = self
                         .acceptor
-                        .user_of(&principal)
+                        .user_of(&principal, &service)
                         .ok_or(SaslError::Credentials)?;
                     tracing::debug!(principal = %principal, service = %self.acceptor.service, "GSSAPI context established");
                     Ok(Step::Verified {
@@ -179,5 +226,36 @@ impl Mechanism for Gssapi {
             _ => Err(SaslError::OutOfOrder),
         };
         result.unwrap_or_else(Step::Fail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_of;
+
+    #[test]
+    fn only_the_home_realm_and_allowed_ones_map_to_users() {
+        let none: &[String] = &[];
+        assert_eq!(
+            user_of("alice@POP.TEST", Some("POP.TEST"), none).as_deref(),
+            Some("alice")
+        );
+        assert_eq!(user_of("alice@ANY.REALM", Some("POP.TEST"), none), None);
+        assert_eq!(
+            user_of("alice@ANY.REALM", None, none),
+            None,
+            "no realm known: nobody"
+        );
+        let allowed = ["PARTNER.TEST".to_owned()];
+        assert_eq!(
+            user_of("alice@PARTNER.TEST", Some("POP.TEST"), &allowed).as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            user_of("host/pop.test@POP.TEST", Some("POP.TEST"), none),
+            None
+        );
+        assert_eq!(user_of("@POP.TEST", Some("POP.TEST"), none), None);
+        assert_eq!(user_of("alice", Some("POP.TEST"), none), None);
     }
 }

@@ -38,7 +38,15 @@ pub fn uidl_in_name(key: &str) -> Option<String> {
         .filter(|u| super::index::valid_uidl(u))
 }
 
-fn unique_name(hostname: &str) -> String {
+/// NAME_MAX of the file systems mail lives on.
+const MAX_NAME: usize = 255;
+/// `,S=<u64>,W=<u64>` at its longest.
+const SIZES_FIELD: usize = 2 * (3 + 20);
+
+/// A new file name, at most `room` octets long before the size fields
+/// (the host part is shortened to fit: it is only one of the parts that
+/// make the name unique, beside the time, the pid and a sequence).
+fn unique_name(hostname: &str, room: usize) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -52,16 +60,23 @@ fn unique_name(hostname: &str) -> String {
             }
         })
         .collect();
-    format!(
+    let mut name = format!(
         // Microseconds and sequence zero-padded: names sort in delivery
         // order within a second (M99999 would sort after M123456, Q9 after
         // Q10), and the listing is ordered by name.
-        "{}.M{:06}P{}Q{:06}.{host}",
+        "{}.M{:06}P{}Q{:06}.",
         now.as_secs(),
         now.subsec_micros(),
         std::process::id(),
         SEQUENCE.fetch_add(1, Ordering::Relaxed)
-    )
+    );
+    for c in host.chars() {
+        if name.len() + c.len_utf8() > room {
+            break;
+        }
+        name.push(c);
+    }
+    name
 }
 
 /// Deliver `message` into the Maildir at `dir`; returns the POP3 size.
@@ -87,7 +102,12 @@ pub async fn deliver(
         let p = dir.join(sub);
         tokio::fs::create_dir_all(&p).await.map_err(|e| io(&p, e))?;
     }
-    let name = unique_name(hostname);
+    // A UIDL (up to 70 octets, 140 in hex) always fits: a long host name
+    // gives way, so no UIDL is ever refused for the length of a name.
+    let imported = uidl.map_or_else(String::new, |u| {
+        format!(",{UIDL_FIELD}{}", crate::hex::encode(u.as_bytes()))
+    });
+    let name = unique_name(hostname, MAX_NAME - SIZES_FIELD - imported.len());
     let tmp = dir.join("tmp").join(&name);
     match write_tmp(&tmp, max_size, message).await {
         Ok((octets, counter)) => {
@@ -106,9 +126,6 @@ pub async fn deliver(
                     return Err(e);
                 }
             };
-            let imported = uidl.map_or_else(String::new, |u| {
-                format!(",{UIDL_FIELD}{}", crate::hex::encode(u.as_bytes()))
-            });
             let target: PathBuf = dir
                 .join("new")
                 .join(format!("{name},S={octets},W={pop3_size}{imported}"));
@@ -198,9 +215,27 @@ mod tests {
         assert_eq!(std::fs::read_dir(md.join("tmp")).unwrap().count(), 0);
     }
 
+    #[tokio::test]
+    async fn a_long_uidl_beside_a_long_host_name_still_fits() {
+        let dir = tempfile::tempdir().unwrap();
+        let md = dir.path().join("Maildir");
+        let host = "h".repeat(250);
+        let uidl = "~".repeat(70);
+        let mut msg: &[u8] = b"Subject: x\r\n\r\nbody\r\n";
+        deliver(&md, &host, 0, None, Some(&uidl), &mut msg)
+            .await
+            .unwrap();
+        let names: Vec<String> = std::fs::read_dir(md.join("new"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(names[0].len() <= MAX_NAME, "{}", names[0].len());
+        assert_eq!(uidl_in_name(&names[0]).as_deref(), Some(uidl.as_str()));
+    }
+
     #[test]
     fn names_sort_in_delivery_order() {
-        let names: Vec<String> = (0..200).map(|_| unique_name("h")).collect();
+        let names: Vec<String> = (0..200).map(|_| unique_name("h", MAX_NAME)).collect();
         let mut sorted = names.clone();
         sorted.sort();
         // Within one second at least; a second boundary keeps the order
