@@ -171,11 +171,14 @@ impl Pop3Config {
             }
         };
         fix(&mut self.auth.passwd_file);
+        fix(&mut self.storage.lock_dir);
         for p in [
             &mut self.security.block_list_file,
             &mut self.security.security_log_file,
+            &mut self.security.shared_state_password_file,
             &mut self.storage.password_file,
             &mut self.storage.ca_file,
+            &mut self.auth.secret_key_file,
         ]
         .into_iter()
         .flatten()

@@ -41,6 +41,11 @@ pub fn user(state: &mut State, conn: &Connection, services: &Services, name: Str
     if let Err(reply) = utf8_allowed(name.as_bytes(), services) {
         return reply;
     }
+    // A name that could escape the mail root names nobody, and saying so
+    // tells nothing about who exists.
+    if let Err(why) = crate::auth::check_name(&name) {
+        return Reply::err(format!("Invalid user name: {why}"));
+    }
     if let State::Authorization { user, .. } = state {
         *user = Some(name);
     }

@@ -244,8 +244,14 @@ impl Guard {
             && (!ip.is_loopback() || cfg.block_loopback)
     }
 
-    /// Time left on this address's block, if it is blocked.
+    /// Time left on this address's block, if it is blocked. An address
+    /// this node never blocks (trusted, or loopback) is never refused, even
+    /// when its group's key was blocked (by a neighbour in its IPv6
+    /// network, or through the shared state).
     pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
+        if !self.blockable(ip) {
+            return None;
+        }
         let ip = self.key(ip);
         let now = self.clock.now_ms();
         let mut st = self.lock();
@@ -413,6 +419,15 @@ impl Guard {
         }
         st.user_next.insert(login, slot + interval);
         UserGate::Wait(Duration::from_millis(wait + interval))
+    }
+
+    /// How long an attempt for `user` that took the next slot of the
+    /// ration would wait now (zero when the user is not rationed).
+    pub fn user_queue(&self, user: &str) -> Duration {
+        let now = self.clock.now_ms();
+        let st = self.lock();
+        let next = st.user_next.get(&user.to_lowercase()).copied();
+        Duration::from_millis(next.map_or(0, |n| n.saturating_sub(now)))
     }
 
     /// Add a rule's points to the address; true if that blocked it.

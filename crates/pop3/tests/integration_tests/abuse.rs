@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 const BLOCKED: &str = "-ERR [SYS/TEMP] Too many failures from your address, try again later\r\n";
 
 /// The security events written so far.
-fn events(srv: &TestServer) -> Vec<serde_json::Value> {
+pub(crate) fn events(srv: &TestServer) -> Vec<serde_json::Value> {
     let path = srv.dir.path().join("security.log");
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -30,7 +30,7 @@ fn logged(c: &mut Pop3Config, dir_hint: &str) {
 }
 
 /// Start a server whose security log goes to its own directory.
-async fn start(tweak: impl FnOnce(&mut Pop3Config)) -> TestServer {
+pub(crate) async fn start(tweak: impl FnOnce(&mut Pop3Config)) -> TestServer {
     start_clock(tweak, Arc::new(pop3::security::SystemClock)).await
 }
 
@@ -58,7 +58,7 @@ async fn start_clock(
     srv
 }
 
-async fn fail_login(c: &mut Client<tokio::net::TcpStream>, user: &str) -> String {
+pub(crate) async fn fail_login(c: &mut Client<tokio::net::TcpStream>, user: &str) -> String {
     c.cmd(&format!("USER {user}")).await;
     c.cmd("PASS wrong-password").await
 }

@@ -68,6 +68,8 @@ pub struct TestServer {
     pub cert: CertificateDer<'static>,
     pub manager: Arc<Pop3SessionManager>,
     pub metrics: Option<SocketAddr>,
+    /// The first LMTP listener, when the configuration has one.
+    pub lmtp: Option<SocketAddr>,
 }
 
 impl Drop for TestServer {
@@ -146,6 +148,7 @@ impl TestServer {
         config.server.hostname = "pop.test".into();
         config.auth.passwd_file = passwd;
         config.storage.maildir = "%h/Maildir".into();
+        config.storage.lock_dir = dir.path().join("run");
         config.tls = Some(pop3::config::TlsConfig {
             cert: dir.path().join("cert.pem"),
             key: dir.path().join("key.pem"),
@@ -184,6 +187,7 @@ impl TestServer {
                 .unwrap_or(any)
         };
         let metrics = server.metrics_addr();
+        let lmtp = server.lmtp_addrs().first().copied();
         tokio::spawn(server.run());
         TestServer {
             backend,
@@ -196,6 +200,7 @@ impl TestServer {
             manager,
             dir,
             metrics,
+            lmtp,
         }
     }
 

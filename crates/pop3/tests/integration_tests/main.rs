@@ -8,6 +8,7 @@ mod common;
 mod postgres_server;
 
 mod abuse;
+mod attacks;
 mod client;
 mod operations;
 mod postgres;

@@ -355,6 +355,9 @@ fn configuration_reference_covers_every_key() {
     config.auth.password_query = Some("SELECT password FROM t WHERE u = $1".into());
     config.auth.realm = Some("r".into());
     config.auth.anonymous_user = Some("a".into());
+    config.auth.secret_key_file = Some("k".into());
+    config.security.shared_state = Some("redis://h:1".into());
+    config.security.shared_state_password_file = Some("rp".into());
     config.auth.oauth = Some(pop3::config::OAuthConfig {
         issuer: Some("i".into()),
         audience: Some("a".into()),

@@ -100,6 +100,69 @@ fn bad_configs_name_file_key_and_reason() {
 }
 
 #[test]
+fn the_redis_password_comes_from_a_file_and_is_never_printed() {
+    let s = Setup::new(&[]);
+    let cfg = s.config.to_str().unwrap().to_owned();
+    let original = read(&s.config);
+    let with = |security: &str| {
+        std::fs::write(
+            &s.config,
+            original.replace("[security]\n", &format!("[security]\n{security}")),
+        )
+        .unwrap();
+    };
+    std::fs::write(s.path("redis.pw"), "very-secret-redis-pw\n").unwrap();
+    with("shared_state = \"redis://127.0.0.1:6390\"\nshared_state_password_file = \"redis.pw\"\n");
+    let (code, out, err) = run(&["check-config", "--config", &cfg], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("shared_state_password_file"), "{out}");
+    assert!(
+        !out.contains("very-secret-redis-pw") && !err.contains("very-secret-redis-pw"),
+        "{out}{err}"
+    );
+    // In the URL it is refused, naming the key, without repeating it.
+    with("shared_state = \"redis://:url-secret-pw@127.0.0.1:6390\"\n");
+    let (code, _, err) = run(&["check-config", "--config", &cfg], "");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("security.shared_state") && err.contains("password_file"),
+        "{err}"
+    );
+    assert!(!err.contains("url-secret-pw"), "{err}");
+}
+
+#[test]
+fn user_names_that_could_escape_are_refused_by_every_subcommand() {
+    let s = Setup::new(&[]);
+    let cfg = s.config.to_str().unwrap().to_owned();
+    for name in ["../x", "a/b", "..", "a\u{7}b"] {
+        let (code, _, err) = run(
+            &["deliver", "--config", &cfg, "--user", name],
+            "Subject: x\r\n\r\nx\r\n",
+        );
+        assert_eq!(code, 64, "deliver {name:?}: {err}");
+        assert!(err.contains("user name"), "{err}");
+        let (code, _, err) = run(&["restore", "--config", &cfg, "--user", name], "");
+        assert_eq!(code, 64, "restore {name:?}: {err}");
+    }
+    std::fs::write(s.path("pw"), "x\n").unwrap();
+    let (code, out) = import_pop3(
+        &s,
+        &[
+            "--from",
+            "pop3://127.0.0.1:1",
+            "--user",
+            "../x",
+            "--password-file",
+            s.path("pw").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("user name"), "{out}");
+    assert!(!s.path("x").exists() && !s.path("mail/../x").exists());
+}
+
+#[test]
 fn risky_settings_are_warned_about() {
     let s = Setup::new(&[]);
     let text = read(&s.config).replace("[auth]\n", "[auth]\nallow_plaintext = true\n");

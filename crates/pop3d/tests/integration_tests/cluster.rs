@@ -21,9 +21,15 @@ struct Redis {
 
 impl Redis {
     fn start(port: u16) -> Redis {
+        Redis::start_with(port, &[])
+    }
+
+    /// With more of redis-server's options (`--requirepass`).
+    fn start_with(port: u16, options: &[&str]) -> Redis {
         let child = Command::new(tool_path("redis-server").unwrap())
             .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
             .args(["--port", &port.to_string()])
+            .args(options)
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
@@ -191,6 +197,76 @@ fn shared_nodes(s: &Setup, redis: &Redis, security: &str) -> (Vec<Running>, Vec<
     }
     wait_for_port(metrics);
     (nodes, ports, metrics)
+}
+
+/// Whoever can write to Redis cannot make a node refuse an address it
+/// trusts; a Redis with `requirepass` is reached with the password from
+/// `shared_state_password_file`.
+#[test]
+fn a_shared_block_never_refuses_a_trusted_address() {
+    if !require("redis-server") || !require("redis-cli") {
+        return;
+    }
+    let redis = Redis::start_with(free_port(), &["--requirepass", "redis-pw-1"]);
+    let s = Setup::new(&[b"Subject: 1\n\none\n"]);
+    std::fs::write(s.path("redis.pw"), "redis-pw-1\n").unwrap();
+    let (nodes, ports, metrics) = shared_nodes(
+        &s,
+        &redis,
+        "block_loopback = true\ntrusted_networks = [\"127.0.0.1/32\"]\nshared_state_password_file = \"redis.pw\"\n",
+    );
+    let started = Instant::now();
+    while !http(metrics, "/metrics").contains("pop3_shared_state_up 1") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "Redis with a password"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cli = |args: &[&str]| {
+        let out = Command::new(tool_path("redis-cli").unwrap())
+            .args([
+                "-p",
+                &redis.port.to_string(),
+                "--no-auth-warning",
+                "-a",
+                "redis-pw-1",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "redis-cli {args:?}");
+    };
+    // Blocks for the trusted 127.0.0.1 and for ::1's network, written
+    // into Redis by hand: as keys (a node starting reads them) and as
+    // announcements (running nodes hear them).
+    for (address, key) in [
+        ("127.0.0.1", "pop3d:block:127.0.0.1"),
+        ("::", "pop3d:block:::"),
+    ] {
+        cli(&["SET", key, "1", "PX", "900000"]);
+        cli(&["PUBLISH", "pop3d:blocks", &format!("{address} 900000")]);
+    }
+    for &port in &ports {
+        let started = Instant::now();
+        loop {
+            let answer = attempt(true, port, "secret");
+            if answer.contains("Too many failures") {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "node on {port} did not take the block for ::1: {answer}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let trusted = attempt(false, port, "secret");
+        assert!(
+            trusted.starts_with("+OK"),
+            "a trusted address refused: {trusted}"
+        );
+    }
+    drop(nodes);
 }
 
 #[test]

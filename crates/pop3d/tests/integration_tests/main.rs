@@ -9,6 +9,7 @@ mod common;
 mod postgres_server;
 
 mod attack_tools;
+mod attacks;
 mod cli;
 mod cluster;
 mod courier;

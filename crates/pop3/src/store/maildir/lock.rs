@@ -89,7 +89,8 @@ impl Liveness {
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
         }
         let name = format!("pop3d-{}", std::process::id());
-        let path = crate::safe_fs::temp_path(dir, &name);
+        // Absolute: the locks name it for processes with another cwd.
+        let path = crate::safe_fs::temp_path(&std::path::absolute(dir)?, &name);
         let file = crate::safe_fs::create_exclusive(&path)?;
         let made = file
             .set_permissions(std::fs::Permissions::from_mode(0o644))
