@@ -104,10 +104,14 @@ pub struct FailureVerdict {
     pub blocked: bool,
 }
 
+/// A failed login from an address group: when (ms), and for which login
+/// (lowercase) if one was named.
+type Failure = (u64, Option<Box<str>>);
+
 #[derive(Debug, Default)]
 struct State {
-    /// Address group -> failed logins (time ms, login if one was named).
-    ip_failures: HashMap<IpAddr, VecDeque<(u64, Option<Box<str>>)>>,
+    /// Address group -> its failed logins in the window.
+    ip_failures: HashMap<IpAddr, VecDeque<Failure>>,
     /// (login, address group) -> last successful login there (ms).
     user_successes: HashMap<(String, IpAddr), u64>,
     user_failures: HashMap<String, VecDeque<u64>>,

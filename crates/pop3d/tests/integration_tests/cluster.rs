@@ -293,6 +293,18 @@ fn a_login_sprayed_over_nodes_is_rationed_by_what_all_of_them_saw() {
         waited >= Duration::from_millis(1200),
         "node 2 let the attempt through at once ({waited:?})"
     );
+    // That login from ::1 is known to every node now: node 0, which never
+    // saw it, lets ::1 skip the ration, and still rations 127.0.0.1.
+    let started = Instant::now();
+    assert!(attempt(true, ports[0], "secret").starts_with("+OK"));
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_millis(1000),
+        "alice's own device was rationed on another node ({waited:?})"
+    );
+    let started = Instant::now();
+    assert!(attempt(false, ports[0], "secret").starts_with("+OK"));
+    assert!(started.elapsed() >= Duration::from_millis(1200));
 }
 
 struct Node {
