@@ -348,6 +348,12 @@ async fn deliver(
             count(services, "over_quota");
             format!("552 5.2.2 <{to}>: mailbox is over quota")
         }
+        // RFC 3463 X.3.1: mail system full; the MTA keeps the message.
+        Err(e @ StoreError::Full(_)) => {
+            count(services, "storage_full");
+            tracing::warn!(user = %user.name, "LMTP delivery failed: {e}");
+            format!("452 4.3.1 <{to}>: mail system full, try again later")
+        }
         Err(e) => {
             count(services, "temp_failure");
             tracing::warn!(user = %user.name, "LMTP delivery failed: {e}");

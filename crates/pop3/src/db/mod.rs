@@ -36,6 +36,10 @@ pub enum DbError {
     /// A statement failed.
     #[error("database query failed: {0}")]
     Query(String),
+    /// The database has no room (SQLSTATE class 53: disk full, out of
+    /// memory): writes fail until an administrator frees space.
+    #[error("database out of space: {0}")]
+    Full(String),
 }
 
 impl From<tokio_postgres::Error> for DbError {
@@ -47,8 +51,13 @@ impl From<tokio_postgres::Error> for DbError {
             let code = d.code().code();
             code.starts_with("08") || code.starts_with("57P")
         });
+        let full = e
+            .as_db_error()
+            .is_some_and(|d| d.code().code().starts_with("53"));
         if e.is_closed() || io || away {
             DbError::Unavailable(plain(&e))
+        } else if full {
+            DbError::Full(plain(&e))
         } else {
             DbError::Query(plain(&e))
         }

@@ -139,6 +139,10 @@ pub fn store_error_reply(e: &StoreError) -> Reply {
         StoreError::Temporary(_) => {
             Reply::err_code(RespCode::SysTemp, "Mailbox temporarily unavailable")
         }
+        StoreError::Full(_) => Reply::err_code(
+            RespCode::SysTemp,
+            "The mail storage is full; try again later",
+        ),
         StoreError::Permanent(_) | StoreError::TooLarge(_) | StoreError::OverQuota => {
             Reply::err_code(RespCode::SysPerm, "Mailbox unavailable")
         }

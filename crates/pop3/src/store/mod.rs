@@ -27,6 +27,12 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Whether an IO error says the file system has no room (or the user's
+/// file-system quota is used up).
+pub fn is_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
 /// The time as a store sees it (retention counts days): the security
 /// layer's clock, so that a test moves both with one [`ManualClock`].
 ///
@@ -95,12 +101,20 @@ pub enum StoreError {
     /// A delivery would take the user over their quota.
     #[error("mailbox over quota")]
     OverQuota,
+    /// The file system or database holding the mail has no room left
+    /// (ENOSPC, EDQUOT, PostgreSQL's disk_full): temporary, and for the
+    /// whole mail system rather than one mailbox (RFC 3463 X.3.1).
+    #[error("mail storage full: {0}")]
+    Full(String),
 }
 
 impl StoreError {
     /// Classify an IO error: missing permission is permanent, the rest
     /// temporary.
     pub fn from_io(context: &str, e: &std::io::Error) -> StoreError {
+        if is_full(e) {
+            return StoreError::Full(format!("{context}: {e}"));
+        }
         match e.kind() {
             std::io::ErrorKind::PermissionDenied => {
                 StoreError::Permanent(format!("{context}: {e}"))

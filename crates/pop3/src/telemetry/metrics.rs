@@ -153,7 +153,7 @@ impl Metrics {
         );
         r.register(
             "lmtp_deliveries",
-            "LMTP recipients by outcome (delivered, unknown_user, too_large, over_quota, temp_failure)",
+            "LMTP recipients by outcome (delivered, unknown_user, too_large, over_quota, storage_full, temp_failure)",
             m.lmtp_deliveries.clone(),
         );
         r.register(

@@ -10,6 +10,7 @@ mod postgres_server;
 mod abuse;
 mod attacks;
 mod client;
+mod full_disk;
 mod operations;
 mod postgres;
 mod random_input;

@@ -211,7 +211,7 @@ impl MailStore for MaildirStore {
         let period = user.settings.expire.unwrap_or(self.expire).period();
         let clock = self.clock.clone();
         let drop = blocking(move || {
-            let mut drop = open_blocking(&dir, &locks, &limit, cache.as_deref(), options, &format)?;
+            let mut drop = open_blocking(&dir, &locks, limit, cache.as_deref(), options, format)?;
             drop.expire = period;
             drop.clock = clock;
             if period.is_some_and(|p| !p.is_zero()) {
@@ -236,7 +236,7 @@ impl MailStore for MaildirStore {
             .map_or(0, |d| d.as_secs());
         blocking(move || {
             let lock = locks.lock(&dir)?;
-            let (mut index, _) = load_index(&dir, &format)?;
+            let (mut index, ..) = load_index(&dir, &format)?;
             let restored = keep::restore(&dir, &mut index, since)?;
             if !restored.is_empty() {
                 index
@@ -435,6 +435,9 @@ pub struct MaildirDrop {
     /// How long a retrieved message is kept, for this user.
     expire: Option<Duration>,
     clock: Clock,
+    /// The index could not be written at login (a full disk): what it
+    /// takes to try again at QUIT, once deletions may have freed space.
+    index_pending: Option<(Arc<measure::MeasureLimit>, Arc<UidlFormat>)>,
 }
 
 /// Most octets of following small messages read with a small one.
@@ -486,7 +489,9 @@ fn size_from_name(name: &str) -> Option<u64> {
 
 /// The Maildir's index, and whether it must be written back even if no
 /// message changes (it was rebuilt from a damaged file).
-fn load_index(dir: &Path, format: &UidlFormat) -> Result<(Index, bool), StoreError> {
+/// The index, whether it changed from the file (a rebuild), and whether
+/// it is the file as stored (not one made up because there is none).
+fn load_index(dir: &Path, format: &UidlFormat) -> Result<(Index, bool, bool), StoreError> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_secs() as u32);
@@ -510,7 +515,7 @@ fn load_index(dir: &Path, format: &UidlFormat) -> Result<(Index, bool), StoreErr
     match fs::read_to_string(&dir.join(INDEX_FILE)) {
         Ok(text) => {
             if let Some(index) = Index::parse(&text) {
-                return Ok((with_format(index), false));
+                return Ok((with_format(index), false, true));
             }
             let index = with_format(Index::rebuild(Index::salvage(&text), foreign(), now));
             tracing::error!(
@@ -520,10 +525,11 @@ fn load_index(dir: &Path, format: &UidlFormat) -> Result<(Index, bool), StoreErr
                 kept = index.entries.len(),
                 "damaged {INDEX_FILE} rebuilt: UIDLs that could be read are kept; new messages get UIDs above every known one"
             );
-            Ok((index, true))
+            Ok((index, true, false))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((
             with_format(foreign().unwrap_or_else(|| Index::new(now.max(1)))),
+            false,
             false,
         )),
         // A link or a special file planted in its place: pop3d makes
@@ -534,6 +540,7 @@ fn load_index(dir: &Path, format: &UidlFormat) -> Result<(Index, bool), StoreErr
             Ok((
                 with_format(Index::rebuild(Index::salvage(""), foreign(), now)),
                 true,
+                false,
             ))
         }
         // Present but unreadable: never mistake it for absent.
@@ -562,10 +569,10 @@ fn stamps(dir: &Path) -> Result<[SystemTime; 2], StoreError> {
 fn open_blocking(
     dir: &Path,
     locks: &lock::LockTable,
-    limit: &measure::MeasureLimit,
+    limit: Arc<measure::MeasureLimit>,
     cache: Option<&ListingCache>,
     options: DropOptions,
-    format: &UidlFormat,
+    format: Arc<UidlFormat>,
 ) -> Result<MaildirDrop, StoreError> {
     // A user's first login creates the Maildir, as Dovecot does. The
     // common case costs no extra look: claiming the lock needs the
@@ -593,13 +600,20 @@ fn open_blocking(
         read_ahead: Mutex::default(),
         expire: None,
         clock: Clock::system(),
+        index_pending: None,
     };
     if let Some(hit) = cache.and_then(|c| c.get(dir, before)) {
         return Ok(maildrop(hit.messages.clone(), hit.infos.clone()));
     }
     let scanned_at = SystemTime::now();
-    let (messages, infos) = scan_and_index(dir, limit, format)?;
+    let (messages, infos, written) = scan_and_index(dir, &limit, &format)?;
     let (messages, infos) = (Arc::new(messages), Arc::new(infos));
+    if !written {
+        // A listing with mail held back is for this session only.
+        let mut drop = maildrop(messages, infos);
+        drop.index_pending = Some((limit, format));
+        return Ok(drop);
+    }
     // Cache only what nobody changed while we scanned.
     if let Some(cache) = cache
         && stamps(dir)? == before
@@ -616,13 +630,20 @@ fn open_blocking(
 }
 
 /// Read the directory and the index; give new messages UIDs and sizes.
+/// The last value says whether the index on disk is current: false when it
+/// could not be written for lack of space, and then only the messages the
+/// stored index already knew are listed (under the UIDLs it gave them),
+/// so that no UIDL is shown that could change once there is room.
 fn scan_and_index(
     dir: &Path,
     limit: &measure::MeasureLimit,
     format: &UidlFormat,
-) -> Result<(Vec<Message>, Vec<MessageInfo>), StoreError> {
+) -> Result<(Vec<Message>, Vec<MessageInfo>, bool), StoreError> {
     let files = scan(dir)?;
-    let (mut index, mut changed) = load_index(dir, format)?;
+    let (mut index, mut changed, on_disk) = load_index(dir, format)?;
+    // What the stored index knows, should the new one not fit on disk.
+    let stored: Option<std::collections::HashSet<String>> =
+        on_disk.then(|| index.entries.keys().cloned().collect());
 
     // Forget messages that are gone; their UIDs are never given out again
     // because next_uid only grows.
@@ -705,16 +726,34 @@ fn scan_and_index(
         listed.push((entry.uid, message, info));
     }
     listed.sort_by_key(|(uid, ..)| *uid);
-    let (messages, infos): (Vec<Message>, Vec<MessageInfo>) =
-        listed.into_iter().map(|(_, m, i)| (m, i)).unzip();
 
     // UIDs handed out must be on disk before a client sees them, or the
     // next login could hand the same UIDs to other messages.
+    let mut written = true;
     if changed && let Err(e) = index.store(dir) {
-        tracing::error!(maildir = %dir.display(), "cannot write {INDEX_FILE}: {e}");
-        return Err(io(&dir.join(INDEX_FILE), e));
+        // Without room for the index the user can still read and delete,
+        // the one thing that frees space: what the stored index knows
+        // goes out under its UIDLs, what is new waits for a later index.
+        match &stored {
+            Some(known) if crate::store::is_full(&e) => {
+                let before = listed.len();
+                listed.retain(|(_, m, _)| known.contains(&m.key));
+                tracing::warn!(
+                    maildir = %dir.display(),
+                    held_back = before - listed.len(),
+                    "cannot write {INDEX_FILE} ({e}): messages new since it was last written are left out of this session until it fits"
+                );
+                written = false;
+            }
+            _ => {
+                tracing::error!(maildir = %dir.display(), "cannot write {INDEX_FILE}: {e}");
+                return Err(io(&dir.join(INDEX_FILE), e));
+            }
+        }
     }
-    Ok((messages, infos))
+    let (messages, infos): (Vec<Message>, Vec<MessageInfo>) =
+        listed.into_iter().map(|(_, m, i)| (m, i)).unzip();
+    Ok((messages, infos, written))
 }
 
 impl MaildirDrop {
@@ -1033,6 +1072,13 @@ impl MaildirDrop {
             }
         }
         self.sync(touched);
+        // The index that did not fit at login may fit now that messages
+        // are gone; else a later login writes it.
+        if let Some((limit, format)) = &self.index_pending
+            && let Err(e) = scan_and_index(&self.dir, limit, format)
+        {
+            tracing::warn!(maildir = %self.dir.display(), "{INDEX_FILE} still not written: {e}");
+        }
         self.lock.release();
         report
     }

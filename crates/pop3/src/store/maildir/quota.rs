@@ -141,8 +141,14 @@ pub fn record(dir: &Path, changes: &[(i64, i64)]) {
     }
     let path = dir.join(MAILDIRSIZE);
     let text: String = changes.iter().map(|(o, m)| format!("{o} {m}\n")).collect();
-    let appended =
-        crate::safe_fs::open_append(&path).and_then(|mut f| f.write_all(text.as_bytes()));
+    // A write cut short (a full disk) is cut back off: a torn last line
+    // would make the file unreadable to every agent that keeps it.
+    let appended = crate::safe_fs::open_append(&path).and_then(|mut f| {
+        let before = f.metadata()?.len();
+        f.write_all(text.as_bytes()).inspect_err(|_| {
+            let _ = f.set_len(before);
+        })
+    });
     match appended {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -33,7 +33,10 @@ use crate::store::uidl::{Piece, UidlFormat, Var};
 /// The database's failures as the session reports them: all of them may
 /// pass (`[SYS/TEMP]`).
 fn store_error(e: DbError) -> StoreError {
-    StoreError::Temporary(e.to_string())
+    match e {
+        DbError::Full(why) => StoreError::Full(why),
+        e => StoreError::Temporary(e.to_string()),
+    }
 }
 
 /// Mailboxes are keyed by the login as matched (lower case).
