@@ -56,6 +56,47 @@ impl ListenerConfig {
     }
 }
 
+/// Mechanisms that log a user in without TLS and without sending the
+/// password in the clear.
+const WITHOUT_TLS: [&str; 6] = [
+    "SCRAM-SHA-256",
+    "SCRAM-SHA-1",
+    "CRAM-MD5",
+    "DIGEST-MD5",
+    "NTLM",
+    "GSSAPI",
+];
+
+/// Listeners on which a client that is not on loopback (behind PROXY,
+/// every real client is not) could not log in at all: plaintext refused,
+/// no TLS of any kind, and no mechanism that works without it. One warning
+/// each, for `check-config`.
+pub fn unusable_listeners(c: &super::Pop3Config) -> Vec<String> {
+    // (A TLS mode without [tls] is refused by the validation already.)
+    let secure_somehow = |l: &ListenerConfig| match l.tls {
+        TlsMode::Implicit => true,
+        TlsMode::Starttls => c.server.enable_stls,
+        TlsMode::None => false,
+    };
+    let without_tls = WITHOUT_TLS.iter().any(|m| c.mechanism_enabled(m));
+    if c.auth.allow_plaintext || without_tls {
+        return Vec::new();
+    }
+    c.listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !secure_somehow(l))
+        .map(|(i, l)| {
+            format!(
+                "listener[{i}] ({}): no client from another address can log in there (plaintext is refused without TLS, auth.allow_plaintext = false; the listener offers {}; no enabled mechanism works without TLS): set tls = \"starttls\"{}",
+                l.bind,
+                if l.tls == TlsMode::None { "no STLS" } else { "STLS, but server.enable_stls = false" },
+                if l.proxy_protocol { " (behind PROXY every client is remote)" } else { "" },
+            )
+        })
+        .collect()
+}
+
 fn default_tls_mode() -> TlsMode {
     TlsMode::None
 }

@@ -158,6 +158,7 @@ impl Pop3Config {
             );
         }
         warnings.extend(inert_keys(&config, &table));
+        warnings.extend(super::listener::unusable_listeners(&config));
         if config.listeners.iter().all(|l| l.tls == TlsMode::None) {
             warnings.push("no listener offers TLS (tls = \"starttls\" or \"implicit\")".to_owned());
         }

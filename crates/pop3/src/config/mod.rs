@@ -266,6 +266,31 @@ allow_plaintext = true
     }
 
     #[test]
+    fn listeners_no_remote_client_could_log_in_on_are_warned_about() {
+        let plain = "[[listener]]\nbind = \"0.0.0.0:110\"\nproxy_protocol = true\nproxy_trusted_networks = [\"10.0.0.10/32\"]\n";
+        let tls = "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n";
+        let w = load(&format!("{plain}{tls}")).unwrap().warnings;
+        assert!(
+            w.iter()
+                .any(|w| w.contains("listener[0] (0.0.0.0:110)") && w.contains("PROXY")),
+            "{w:?}"
+        );
+        let starttls = plain.replace("proxy_protocol", "tls = \"starttls\"\nproxy_protocol");
+        let w = load(&format!("{starttls}{tls}")).unwrap().warnings;
+        assert!(!w.iter().any(|w| w.contains("listener[0]")), "{w:?}");
+        // STLS switched off is no better.
+        let w = load(&format!("{starttls}{tls}[server]\nenable_stls = false\n"))
+            .unwrap()
+            .warnings;
+        assert!(w.iter().any(|w| w.contains("listener[0]")), "{w:?}");
+        // A mechanism that needs no TLS lets clients in.
+        let w = load(&format!("{plain}{tls}[auth]\nmechanisms = [\"SCRAM-SHA-256\"]\n"))
+            .unwrap()
+            .warnings;
+        assert!(!w.iter().any(|w| w.contains("listener[0]")), "{w:?}");
+    }
+
+    #[test]
     fn require_tls_for_auth_is_the_same_switch() {
         let c = load("[security]\nrequire_tls_for_auth = false\n")
             .unwrap()

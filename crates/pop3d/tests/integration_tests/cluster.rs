@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-struct Redis {
+pub(crate) struct Redis {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Redis {
@@ -25,7 +25,7 @@ impl Redis {
     }
 
     /// With more of redis-server's options (`--requirepass`).
-    fn start_with(port: u16, options: &[&str]) -> Redis {
+    pub(crate) fn start_with(port: u16, options: &[&str]) -> Redis {
         let child = Command::new(tool_path("redis-server").unwrap())
             .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
             .args(["--port", &port.to_string()])

@@ -1,0 +1,132 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! The node configuration of docs/cluster.md, taken from the page itself
+//! (so the documentation cannot drift from what works) with only its
+//! addresses and file names swapped for the test's: a real client behind
+//! the balancer's PROXY v2 header, from a public address, logs in.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::cluster::Redis;
+use crate::common::*;
+
+/// The ```toml block under "## Each node" in docs/cluster.md.
+fn documented_node() -> String {
+    let docs = read(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/cluster.md"
+    )));
+    let section = &docs[docs.find("## Each node").expect("the section")..];
+    let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let end = section[start..].find("```").unwrap();
+    section[start..start + end].to_owned()
+}
+
+/// A PROXY v2 header: TCP over IPv4 from `src` to `dst`.
+fn proxy_v2(src: [u8; 4], dst: [u8; 4], src_port: u16, dst_port: u16) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0, 12]);
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
+    h.extend_from_slice(&src_port.to_be_bytes());
+    h.extend_from_slice(&dst_port.to_be_bytes());
+    h
+}
+
+#[test]
+fn the_documented_node_lets_a_client_behind_the_balancer_log_in() {
+    if !require("redis-server") {
+        return;
+    }
+    let pg = Postgres::shared();
+    let db = pg.database();
+    let redis = Redis::start_with(free_port(), &["--requirepass", "redis-secret"]);
+    let s = Setup::new(&[]);
+    std::fs::write(s.path("db.secret"), "unused with trust\n").unwrap();
+    std::fs::write(s.path("redis.password"), "redis-secret\n").unwrap();
+    let (pop3, pop3s, lmtp, metrics) = (free_port(), free_port(), free_port(), free_port());
+    let swaps = [
+        ("10.0.0.11:1110", format!("127.0.0.1:{pop3}")),
+        ("10.0.0.11:1995", format!("127.0.0.1:{pop3s}")),
+        ("10.0.0.11:2424", format!("127.0.0.1:{lmtp}")),
+        ("10.0.0.11:9110", format!("127.0.0.1:{metrics}")),
+        ("10.0.0.10/32", "127.0.0.0/8".to_owned()),
+        ("/etc/pop3d/fullchain.pem", s.path("cert.pem").display().to_string()),
+        ("/etc/pop3d/key.pem", s.path("key.pem").display().to_string()),
+        ("/etc/pop3d/db.secret", s.path("db.secret").display().to_string()),
+        ("/etc/pop3d/redis.password", s.path("redis.password").display().to_string()),
+        ("postgres://pop3d@db.example.org:5432/mail", pg.url(&db)),
+        ("redis://redis.example.org:6379", format!("redis://127.0.0.1:{}", redis.port)),
+        // The test's PostgreSQL speaks no TLS.
+        ("tls = \"require\"", "tls = \"off\"".to_owned()),
+    ];
+    let mut text = documented_node();
+    for (from, to) in &swaps {
+        assert!(text.contains(from), "docs/cluster.md no longer has {from}");
+        text = text.replace(from, to);
+    }
+    assert!(!text.contains("10.0.0.") && !text.contains("/etc/pop3d"), "{text}");
+    let config = s.path("node.toml");
+    std::fs::write(&config, &text).unwrap();
+    // What check-config says of it: no unusable listener.
+    let out = pop3d().args(["check-config", "--config"]).arg(&config).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(!said.contains("can log in there"), "{said}");
+    let mut add = pop3d()
+        .args(["user", "add", "--config"])
+        .arg(&config)
+        .arg("alice")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin.take().unwrap().write_all(b"secret\n").unwrap();
+    assert!(add.wait().unwrap().success());
+    let _node = s.start_with(&config, pop3);
+    // A client on the internet, through the balancer.
+    let tcp = TcpStream::connect(("127.0.0.1", pop3)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tcp = tcp;
+    tcp.write_all(&proxy_v2([203, 0, 113, 7], [192, 0, 2, 1], 40000, 110))
+        .unwrap();
+    let mut r = BufReader::new(tcp);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("+OK"), "{line}");
+    let mut ask = |r: &mut BufReader<TcpStream>, cmd: &str| {
+        r.get_mut().write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        l
+    };
+    // Before TLS no password is taken from it.
+    assert!(ask(&mut r, "USER alice").starts_with("-ERR [AUTH]"));
+    assert_eq!(ask(&mut r, "STLS"), "+OK Begin TLS negotiation now\r\n");
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls_pki_types::pem::PemObject;
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(s.path("cert.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(tls), name).unwrap();
+    let mut r = BufReader::new(rustls::StreamOwned::new(conn, r.into_inner()));
+    let mut ask = |cmd: &str| {
+        r.get_mut().write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        l
+    };
+    assert_eq!(ask("USER alice"), "+OK\r\n");
+    let answer = ask("PASS secret");
+    assert!(answer.starts_with("+OK alice's maildrop"), "{answer}");
+    assert!(ask("QUIT").starts_with("+OK"));
+}
