@@ -247,16 +247,33 @@ fn check_config(path: PathBuf) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    // Things only the filesystem (and the database) can tell: the passwd
-    // file, the database's schema, TLS files.
+    // Things only the filesystem (and the servers) can tell: the passwd
+    // file, the database's schema, Redis, TLS files. A server that does
+    // not answer is no fault of the file (a node starts without it and
+    // becomes ready when it answers): a warning, and the file passes.
     if pop3::db::configured(&config) {
         let checked = runtime().map(|r| r.block_on(pop3::db::migrate::connect_and_check(&config)));
         match checked {
             Ok(Ok(())) => eprintln!("pop3d: database: reachable, schema up to date"),
+            Ok(Err(pop3::db::DbError::Unavailable(why))) => eprintln!(
+                "pop3d: warning: {}: key `storage.url`: the database does not answer now ({why}); serve starts anyway and becomes ready when it does",
+                path.display()
+            ),
             Ok(Err(e)) => {
                 eprintln!("pop3d: error: {}: key `storage.url`: {e}", path.display());
                 return ExitCode::from(2);
             }
+            Err(code) => return code,
+        }
+    }
+    if let Ok(Some(info)) = pop3::security::shared::connection_info(&config.security) {
+        let answered = runtime().map(|r| r.block_on(pop3::security::shared::ping(info)));
+        match answered {
+            Ok(Ok(())) => eprintln!("pop3d: shared state (Redis): reachable"),
+            Ok(Err(why)) => eprintln!(
+                "pop3d: warning: {}: key `security.shared_state`: Redis does not answer now ({why}); each node counts alone until it does",
+                path.display()
+            ),
             Err(code) => return code,
         }
     }

@@ -378,6 +378,21 @@ pub fn connection_info(
     Ok(Some(info.set_redis_settings(redis)))
 }
 
+/// Whether Redis answers PING (with the password, when one is set), within
+/// a couple of seconds; the reason when it does not, never the password.
+pub async fn ping(info: redis::ConnectionInfo) -> Result<(), String> {
+    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+    let asked = async {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await
+    };
+    match tokio::time::timeout(Duration::from_secs(2), asked).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 2s".into()),
+    }
+}
+
 /// `[security] shared_state`, checked without connecting.
 pub fn check_config(config: &crate::config::Pop3Config) -> Result<(), (String, String)> {
     connection_info(&config.security).map(|_| ())

@@ -14,7 +14,7 @@ mod cli;
 mod cluster;
 mod courier;
 mod daemon;
-mod documented_node;
+mod documented;
 mod dovecot;
 mod lmtp;
 mod postgres;

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: AGPL-3.0-only
-//! The node configuration of docs/cluster.md, taken from the page itself
-//! (so the documentation cannot drift from what works) with only its
-//! addresses and file names swapped for the test's: a real client behind
-//! the balancer's PROXY v2 header, from a public address, logs in.
+//! What docs/ and contrib/ tell an operator to run, taken from the files
+//! themselves (so they cannot drift from what works) with only addresses
+//! and file names swapped for the test's: the node configuration of
+//! docs/cluster.md behind the balancer's PROXY v2 header, and the systemd
+//! unit's start check while the database is down.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -129,4 +130,43 @@ fn the_documented_node_lets_a_client_behind_the_balancer_log_in() {
     let answer = ask("PASS secret");
     assert!(answer.starts_with("+OK alice's maildrop"), "{answer}");
     assert!(ask("QUIT").starts_with("+OK"));
+}
+
+/// A command line of contrib/pop3d.service with the test's binary and
+/// configuration in place of the installed ones.
+fn unit_command(key: &str, config: &std::path::Path) -> String {
+    let unit = read(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../contrib/pop3d.service"
+    )));
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key} in the unit"));
+    assert!(line.contains("/usr/local/bin/pop3d") && line.contains("/etc/pop3d/pop3d.toml"));
+    line.replace("/usr/local/bin/pop3d", env!("CARGO_BIN_EXE_pop3d"))
+        .replace("/etc/pop3d/pop3d.toml", &config.display().to_string())
+}
+
+#[test]
+fn the_unit_starts_a_node_while_the_database_is_down_but_not_with_a_bad_file() {
+    let pg = Postgres::private();
+    let db = pg.database();
+    let s = Setup::on(Backend::Postgres, &[]);
+    let shared = Postgres::shared().url(s.database.as_deref().unwrap());
+    let good = read(&s.config).replace(
+        &format!("url = \"{shared}\"\n"),
+        &format!("url = \"{}\"\nconnect_timeout = \"1s\"\n", pg.url(&db)),
+    );
+    std::fs::write(&s.config, &good).unwrap();
+    pg.pg_ctl_stop();
+    let check = unit_command("ExecStartPre", &s.config);
+    let out = std::process::Command::new("sh").args(["-c", &check]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{check}: {said}");
+    assert!(said.contains("warning") && said.contains("does not answer"), "{said}");
+    // A file with a mistake still stops the start.
+    std::fs::write(&s.config, good.replace("[server]\n", "[server]\ncolour = \"blue\"\n")).unwrap();
+    let out = std::process::Command::new("sh").args(["-c", &check]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
