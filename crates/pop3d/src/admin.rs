@@ -143,19 +143,39 @@ pub async fn db(config: &Pop3Config, command: DbCommand) -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };
-            for (version, name, at) in &state.applied {
-                println!("{version:04} {name:<30} applied {at}");
+            for a in &state.applied {
+                let newer = if a.version > migrate::latest() {
+                    if a.compatible {
+                        " (newer than this pop3d; compatible)"
+                    } else {
+                        " (newer than this pop3d; NOT compatible with it)"
+                    }
+                } else {
+                    ""
+                };
+                println!("{:04} {:<30} applied {}{newer}", a.version, a.name, a.at);
             }
             let pending = state.pending();
             for m in &pending {
                 println!("{:04} {:<30} pending", m.version, m.name);
             }
-            if pending.is_empty() {
-                println!("schema is up to date (version {})", migrate::latest());
-                ExitCode::SUCCESS
-            } else {
-                println!("{} pending: run `pop3d db migrate`", pending.len());
-                ExitCode::FAILURE
+            match state.fit() {
+                Ok(pop3::db::Fit::Current) => {
+                    println!("schema is up to date (version {})", migrate::latest());
+                    ExitCode::SUCCESS
+                }
+                Ok(pop3::db::Fit::NewerCompatible(note)) => {
+                    println!("{note}");
+                    ExitCode::SUCCESS
+                }
+                Err(e @ pop3::db::DbError::BinaryTooOld { .. }) => {
+                    println!("{e}");
+                    ExitCode::FAILURE
+                }
+                Err(_) => {
+                    println!("{} pending: run `pop3d db migrate`", pending.len());
+                    ExitCode::FAILURE
+                }
             }
         }
     }

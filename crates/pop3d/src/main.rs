@@ -254,7 +254,10 @@ fn check_config(path: PathBuf) -> ExitCode {
     if pop3::db::configured(&config) {
         let checked = runtime().map(|r| r.block_on(pop3::db::migrate::connect_and_check(&config)));
         match checked {
-            Ok(Ok(())) => eprintln!("pop3d: database: reachable, schema up to date"),
+            Ok(Ok(pop3::db::Fit::Current)) => {
+                eprintln!("pop3d: database: reachable, schema up to date")
+            }
+            Ok(Ok(pop3::db::Fit::NewerCompatible(note))) => eprintln!("pop3d: database: {note}"),
             Ok(Err(pop3::db::DbError::Unavailable(why))) => eprintln!(
                 "pop3d: warning: {}: key `storage.url`: the database does not answer now ({why}); serve starts anyway and becomes ready when it does",
                 path.display()
@@ -342,8 +345,9 @@ fn serve(path: PathBuf) -> ExitCode {
     let code = runtime.block_on(async move {
         if pop3::db::configured(&config) {
             match pop3::db::migrate::connect_and_check(&config).await {
-                Ok(()) => {}
-                Err(e @ pop3::db::DbError::Schema { .. }) => {
+                Ok(pop3::db::Fit::Current) => {}
+                Ok(pop3::db::Fit::NewerCompatible(note)) => tracing::warn!("{note}"),
+                Err(e @ (pop3::db::DbError::Schema { .. } | pop3::db::DbError::BinaryTooOld { .. })) => {
                     eprintln!("pop3d: error: {e}");
                     return ExitCode::from(2);
                 }

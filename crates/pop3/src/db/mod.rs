@@ -18,7 +18,7 @@ use tokio_postgres::config::SslMode;
 
 use crate::config::{DatabaseTls, Pop3Config, StorageBackend, UserBackend};
 
-pub use migrate::{Migration, SchemaState};
+pub use migrate::{Applied, Fit, Migration, SchemaState};
 pub use tokio_postgres::Client;
 
 /// Why the database could not do what was asked.
@@ -36,6 +36,17 @@ pub enum DbError {
     /// A statement failed.
     #[error("database query failed: {0}")]
     Query(String),
+    /// The database's schema has a migration from a newer release that is
+    /// not marked compatible with older binaries: this binary is too old.
+    #[error(
+        "this pop3d is older than the database: the schema is at version {have}, this binary knows up to {known}, and migration {blocking} ({name}) is not compatible with older binaries; install a pop3d that knows schema version {have} (see CHANGELOG.md)"
+    )]
+    BinaryTooOld {
+        have: i32,
+        known: i32,
+        blocking: i32,
+        name: String,
+    },
     /// The database has no room (SQLSTATE class 53: disk full, out of
     /// memory): writes fail until an administrator frees space.
     #[error("database out of space: {0}")]
@@ -256,6 +267,8 @@ pub struct Database {
     metrics: DbMetrics,
     /// The longest a statement is waited for.
     deadline: Duration,
+    /// Said by `/readyz` without failing it (see [`Database::notes`]).
+    schema_note: std::sync::Mutex<Option<String>>,
 }
 
 impl Database {
@@ -284,6 +297,7 @@ impl Database {
             pool,
             metrics: DbMetrics::new(),
             deadline: config.storage.connect_timeout + config.storage.statement_timeout,
+            schema_note: std::sync::Mutex::new(None),
         })
     }
 
@@ -343,15 +357,24 @@ impl Database {
     /// Ready when a connection answers and the schema is this pop3d's.
     pub async fn health(&self) -> Result<(), String> {
         let client = self.client().await.map_err(|e| e.to_string())?;
-        match migrate::state(&**client).await {
-            Ok(s) if s.current() == migrate::latest() => Ok(()),
-            Ok(s) => Err(DbError::Schema {
-                have: s.current(),
-                need: migrate::latest(),
-            }
-            .to_string()),
-            Err(e) => Err(e.to_string()),
-        }
+        let fit = migrate::check(&**client).await;
+        let note = match &fit {
+            Ok(Fit::NewerCompatible(note)) => Some(note.clone()),
+            _ => None,
+        };
+        *self.schema_note.lock().unwrap_or_else(|p| p.into_inner()) = note;
+        fit.map(drop).map_err(|e| e.to_string())
+    }
+
+    /// What `/readyz` should say beside a healthy answer: a newer schema
+    /// this binary keeps working on (as of the last health check).
+    pub fn notes(&self) -> Vec<String> {
+        self.schema_note
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// The `pop3_db_*` metrics in Prometheus text format, without the

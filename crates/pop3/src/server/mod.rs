@@ -860,6 +860,10 @@ impl crate::telemetry::http::Status for Pop3SessionManager {
         Pop3SessionManager::degraded(self)
     }
 
+    fn notes(&self) -> Vec<String> {
+        self.services().store.notes()
+    }
+
     async fn readiness(&self) -> Result<(), Vec<String>> {
         Pop3SessionManager::readiness(self).await
     }

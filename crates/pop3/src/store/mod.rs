@@ -203,6 +203,12 @@ pub trait MailStore: Send + Sync {
     fn metrics_text(&self) -> Option<String> {
         None
     }
+
+    /// What `/readyz` should say beside a healthy answer (a newer
+    /// database schema this binary keeps working on).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A locked snapshot of one maildrop; dropping it releases the lock and

@@ -35,6 +35,11 @@ pub trait Status: Send + Sync + 'static {
     fn degraded(&self) -> Vec<String> {
         Vec::new()
     }
+    /// What an operator should know that is not wrong (listed by
+    /// `/readyz` as `note:` lines).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Scrapers and probes are few: more connections than this wait in the
@@ -109,6 +114,7 @@ async fn respond<B>(status: &dyn Status, req: &Request<B>) -> Response<Full<Byte
                             .into_iter()
                             .map(|d| format!("degraded: {d}")),
                     )
+                    .chain(status.notes().into_iter().map(|n| format!("note: {n}")))
                     .map(|l| l + "\n")
                     .collect(),
             ),

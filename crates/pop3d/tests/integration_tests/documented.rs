@@ -96,7 +96,7 @@ fn the_documented_node_lets_a_client_behind_the_balancer_log_in() {
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
     assert!(line.starts_with("+OK"), "{line}");
-    let mut ask = |r: &mut BufReader<TcpStream>, cmd: &str| {
+    let ask = |r: &mut BufReader<TcpStream>, cmd: &str| {
         r.get_mut().write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
         let mut l = String::new();
         r.read_line(&mut l).unwrap();

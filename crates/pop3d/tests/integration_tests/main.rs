@@ -17,6 +17,7 @@ mod daemon;
 mod documented;
 mod dovecot;
 mod lmtp;
+mod operator;
 mod postgres;
 mod real_clients;
 mod retention;

@@ -607,6 +607,10 @@ impl MailStore for PostgresStore {
     fn metrics_text(&self) -> Option<String> {
         Some(self.db.encode_metrics())
     }
+
+    fn notes(&self) -> Vec<String> {
+        self.db.notes()
+    }
 }
 
 /// A leased snapshot of one mailbox.
