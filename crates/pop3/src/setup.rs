@@ -54,6 +54,14 @@ impl Backends {
     /// it).
     pub fn reloaded(&self, old: &Pop3Config, config: &Pop3Config) -> Result<Backends, UserDbError> {
         let (store, database) = if store_settings(old) == store_settings(config) {
+            // The same database, with the password file read again.
+            if let Some(db) = &self.database
+                && db
+                    .rotate(config)
+                    .map_err(|(key, why)| UserDbError::Unavailable(format!("{key}: {why}")))?
+            {
+                tracing::info!("database password changed: new connections use it");
+            }
             (self.store.clone(), self.database.clone())
         } else {
             let database = database_from_config(config)?;

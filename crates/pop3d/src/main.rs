@@ -232,10 +232,12 @@ where
     F: FnOnce(Pop3Config) -> Fut,
     Fut: std::future::Future<Output = ExitCode>,
 {
-    let config = match load(path) {
+    let mut config = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // Not a node: leases under a name of its own, no node name claimed.
+    config.server.tool_run = true;
     match runtime() {
         Ok(r) => r.block_on(work(config)),
         Err(code) => code,
@@ -345,9 +347,38 @@ fn serve(path: PathBuf) -> ExitCode {
     let code = runtime.block_on(async move {
         if pop3::db::configured(&config) {
             match pop3::db::migrate::connect_and_check(&config).await {
-                Ok(pop3::db::Fit::Current) => {}
-                Ok(pop3::db::Fit::NewerCompatible(note)) => tracing::warn!("{note}"),
-                Err(e @ (pop3::db::DbError::Schema { .. } | pop3::db::DbError::BinaryTooOld { .. })) => {
+                Ok(fit) => {
+                    if let pop3::db::Fit::NewerCompatible(note) = fit {
+                        tracing::warn!("{note}");
+                    }
+                    // Two processes under one node name would free each
+                    // other's leases: the second one does not start while
+                    // the first runs. On this machine that is the run a
+                    // restart replaces, still draining: wait for its end.
+                    let mut said = false;
+                    loop {
+                        let Err(e @ pop3::db::DbError::NodeNameInUse { .. }) =
+                            pop3::store::postgres::claim_node_of(&config).await
+                        else {
+                            // Claimed, or the database away (the first
+                            // login claims it then).
+                            break;
+                        };
+                        let here = matches!(&e, pop3::db::DbError::NodeNameInUse { host, .. }
+                            if *host == config.server.machine);
+                        if !here {
+                            eprintln!("pop3d: error: {}: {e}", path.display());
+                            return ExitCode::from(2);
+                        }
+                        if !std::mem::replace(&mut said, true) {
+                            tracing::warn!("{e}; waiting for it to end");
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                }
+                Err(
+                    e @ (pop3::db::DbError::Schema { .. } | pop3::db::DbError::BinaryTooOld { .. }),
+                ) => {
                     eprintln!("pop3d: error: {e}");
                     return ExitCode::from(2);
                 }
@@ -454,13 +485,14 @@ fn for_user(
     command: &str,
     run: impl AsyncFnOnce(&Pop3Config, Backends, Arc<UserRecord>) -> ExitCode,
 ) -> ExitCode {
-    let config = match Pop3Config::load(path) {
+    let mut config = match Pop3Config::load(path) {
         Ok(loaded) => loaded.config,
         Err(e) => {
             eprintln!("pop3d: error: {e}");
             return ExitCode::from(EX_CONFIG);
         }
     };
+    config.server.tool_run = true;
     if let Err(why) = pop3::auth::check_name(user) {
         eprintln!(
             "pop3d: {command}: {:?}: {why}",

@@ -26,7 +26,21 @@ pub use performance::PerformanceConfig;
 pub use presets::Preset;
 pub use protocol::{ProtocolConfig, Workaround};
 pub use security::SecurityConfig;
-pub use server::{Expire, ServerConfig};
+pub use server::{Expire, ServerConfig, machine_name};
+
+/// A password kept in a file (first line, its line end dropped), for the
+/// key `key` that names the file; errors name the key and file, never the
+/// content. Read at start and again on SIGHUP, so a rotation needs no
+/// restart.
+pub fn read_secret_file(key: &str, file: &std::path::Path) -> Result<String, (String, String)> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| (key.to_owned(), format!("{}: {e}", file.display())))?;
+    let password = text.lines().next().unwrap_or("");
+    if password.is_empty() {
+        return Err((key.to_owned(), format!("{} is empty", file.display())));
+    }
+    Ok(password.to_owned())
+}
 pub use storage::{DatabaseTls, DeleteMode, StorageBackend, StorageConfig};
 
 /// The whole configuration of one server.
@@ -284,9 +298,11 @@ allow_plaintext = true
             .warnings;
         assert!(w.iter().any(|w| w.contains("listener[0]")), "{w:?}");
         // A mechanism that needs no TLS lets clients in.
-        let w = load(&format!("{plain}{tls}[auth]\nmechanisms = [\"SCRAM-SHA-256\"]\n"))
-            .unwrap()
-            .warnings;
+        let w = load(&format!(
+            "{plain}{tls}[auth]\nmechanisms = [\"SCRAM-SHA-256\"]\n"
+        ))
+        .unwrap()
+        .warnings;
         assert!(!w.iter().any(|w| w.contains("listener[0]")), "{w:?}");
     }
 

@@ -38,9 +38,19 @@ pub struct ServerConfig {
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
     /// This node's name among several sharing one database: in maildrop
-    /// leases, so unique per node. The hostname when unset.
+    /// leases, so unique per node. The machine's own host name when unset
+    /// (not `hostname`, which names the mail service and is often the same
+    /// on every node).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
+    /// The machine's host name, read at start (not a configuration key).
+    #[serde(skip, default = "machine_name")]
+    pub machine: String,
+    /// This process is an administration command (`restore`,
+    /// `import-pop3`, ...), not a node: its maildrop leases carry a name
+    /// of their own and it claims no node name (not a configuration key).
+    #[serde(skip)]
+    pub tool_run: bool,
     /// RFC 2449 EXPIRE as policy: how long a message is kept after its
     /// first retrieval. Advertised in CAPA and enforced; per user from the
     /// user database (`expire`).
@@ -123,7 +133,7 @@ impl<'de> Deserialize<'de> for Expire {
 impl ServerConfig {
     /// The node name in effect.
     pub fn node(&self) -> &str {
-        self.node_name.as_deref().unwrap_or(&self.hostname)
+        self.node_name.as_deref().unwrap_or(&self.machine)
     }
 }
 
@@ -131,7 +141,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             greeting: "POP3 server ready".into(),
-            hostname: default_hostname(),
+            hostname: machine_name(),
             max_message_size: 0,
             session_timeout: Duration::from_secs(600),
             unauth_timeout: Duration::from_secs(60),
@@ -142,12 +152,15 @@ impl Default for ServerConfig {
             login_delay: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(30),
             node_name: None,
+            machine: machine_name(),
+            tool_run: false,
             expire: Expire::Never,
         }
     }
 }
 
-fn default_hostname() -> String {
+/// The machine's host name (the default `hostname` and `node_name`).
+pub fn machine_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|s| s.trim().to_owned())

@@ -47,6 +47,16 @@ pub enum DbError {
         blocking: i32,
         name: String,
     },
+    /// Another running pop3d holds this node name (it renewed it within
+    /// `lease_ttl`): two nodes of one name would free each other's leases.
+    #[error(
+        "node name {node:?} is in use by another running pop3d (run {run} on host {host}, alive within storage.lease_ttl): give each node its own [server] node_name"
+    )]
+    NodeNameInUse {
+        node: String,
+        run: String,
+        host: String,
+    },
     /// The database has no room (SQLSTATE class 53: disk full, out of
     /// memory): writes fail until an administrator frees space.
     #[error("database out of space: {0}")]
@@ -121,20 +131,8 @@ pub fn connection_config(config: &Pop3Config) -> Result<tokio_postgres::Config, 
     if pg.get_dbname().is_none() {
         return fail("storage.url", "names no database".into());
     }
-    if let Some(file) = &s.password_file {
-        match std::fs::read_to_string(file) {
-            Ok(text) => {
-                let password = text.trim_end_matches(['\r', '\n']);
-                if password.is_empty() {
-                    return fail(
-                        "storage.password_file",
-                        format!("{} is empty", file.display()),
-                    );
-                }
-                pg.password(password);
-            }
-            Err(e) => return fail("storage.password_file", format!("{}: {e}", file.display())),
-        }
+    if let Some(password) = password(config)? {
+        pg.password(password);
     }
     pg.connect_timeout(s.connect_timeout);
     pg.keepalives_idle(Duration::from_secs(60));
@@ -149,6 +147,56 @@ pub fn connection_config(config: &Pop3Config) -> Result<tokio_postgres::Config, 
         DatabaseTls::Require => SslMode::Require,
     });
     Ok(pg)
+}
+
+/// The database password from `storage.password_file`, if one is named.
+fn password(config: &Pop3Config) -> Result<Option<String>, (String, String)> {
+    config
+        .storage
+        .password_file
+        .as_deref()
+        .map(|f| crate::config::read_secret_file("storage.password_file", f))
+        .transpose()
+}
+
+/// Makes the pool's connections with the password of the moment, so that
+/// a new password file takes effect at SIGHUP without a restart (the
+/// connections open already go on with theirs).
+struct RotatingConnect {
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    password: Arc<std::sync::RwLock<Option<String>>>,
+}
+
+impl deadpool_postgres::Connect for RotatingConnect {
+    fn connect(
+        &self,
+        pg_config: &tokio_postgres::Config,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<
+                        (tokio_postgres::Client, tokio::task::JoinHandle<()>),
+                        tokio_postgres::Error,
+                    >,
+                > + Send
+                + '_,
+        >,
+    > {
+        let mut pg_config = pg_config.clone();
+        if let Some(p) = &*self.password.read().unwrap_or_else(|p| p.into_inner()) {
+            pg_config.password(p.as_str());
+        }
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let (client, connection) = pg_config.connect(tls).await?;
+            let task = tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!("database connection ended: {e}");
+                }
+            });
+            Ok((client, task))
+        })
+    }
 }
 
 /// The `[storage]` database keys, checked without connecting.
@@ -269,15 +317,25 @@ pub struct Database {
     deadline: Duration,
     /// Said by `/readyz` without failing it (see [`Database::notes`]).
     schema_note: std::sync::Mutex<Option<String>>,
+    /// The password new connections use (see [`Database::rotate`]).
+    password: Arc<std::sync::RwLock<Option<String>>>,
 }
 
 impl Database {
     pub fn from_config(config: &Pop3Config) -> Result<Database, (String, String)> {
         let pg = connection_config(config)?;
         let tls = tls::connector(&config.storage).map_err(|e| ("storage.ca_file".to_owned(), e))?;
-        let manager = Manager::from_config(
-            pg,
+        let password = Arc::new(std::sync::RwLock::new(
+            pg.get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+        ));
+        let connect = RotatingConnect {
             tls,
+            password: password.clone(),
+        };
+        let manager = Manager::from_connect(
+            pg,
+            connect,
             ManagerConfig {
                 // A connection the server closed (restart, idle timeout)
                 // is noticed without a round trip and replaced.
@@ -298,7 +356,18 @@ impl Database {
             metrics: DbMetrics::new(),
             deadline: config.storage.connect_timeout + config.storage.statement_timeout,
             schema_note: std::sync::Mutex::new(None),
+            password,
         })
+    }
+
+    /// Read `storage.password_file` again (SIGHUP): connections opened
+    /// from now on use what it says. True when it changed.
+    pub fn rotate(&self, config: &Pop3Config) -> Result<bool, (String, String)> {
+        let new = password(config)?;
+        let mut current = self.password.write().unwrap_or_else(|p| p.into_inner());
+        let changed = *current != new;
+        *current = new;
+        Ok(changed)
     }
 
     /// A connection from the pool, for one statement or transaction; give

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
-use tokio::sync::OnceCell;
 
 use super::Guard;
 use crate::config::SecurityConfig;
@@ -59,8 +58,10 @@ pub enum Count {
 }
 
 pub struct SharedLimits {
-    client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
+    /// Replaced by [`SharedLimits::rotate`] (a new password at SIGHUP).
+    client: std::sync::RwLock<redis::Client>,
+    /// The connection in use, made on demand from `client`.
+    conn: std::sync::Mutex<Option<ConnectionManager>>,
     script: redis::Script,
     up: AtomicBool,
     metrics: Arc<Metrics>,
@@ -71,8 +72,8 @@ impl SharedLimits {
         let client = redis::Client::open(info).map_err(|e| e.to_string())?;
         metrics.shared_state_up.set(0);
         Ok(SharedLimits {
-            client,
-            conn: OnceCell::new(),
+            client: std::sync::RwLock::new(client),
+            conn: std::sync::Mutex::new(None),
             script: redis::Script::new(SCRIPT),
             up: AtomicBool::new(false),
             metrics,
@@ -97,20 +98,35 @@ impl SharedLimits {
         self.metrics.shared_state_up.set(i64::from(up));
     }
 
+    fn client(&self) -> redis::Client {
+        self.client
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Where Redis is and the password, read again (SIGHUP): the next
+    /// connection uses them; the one in use is let go.
+    pub fn rotate(&self, info: redis::ConnectionInfo) -> Result<(), String> {
+        let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+        *self.client.write().unwrap_or_else(|p| p.into_inner()) = client;
+        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
+    }
+
     async fn connection(&self) -> Option<ConnectionManager> {
-        let connect = async {
-            self.conn
-                .get_or_try_init(|| async {
-                    let config = redis::aio::ConnectionManagerConfig::new()
-                        .set_connection_timeout(Some(ANSWER_WITHIN))
-                        .set_response_timeout(Some(ANSWER_WITHIN));
-                    ConnectionManager::new_with_config(self.client.clone(), config).await
-                })
-                .await
-                .cloned()
-        };
+        if let Some(c) = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Some(c);
+        }
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(ANSWER_WITHIN))
+            .set_response_timeout(Some(ANSWER_WITHIN));
+        let connect = ConnectionManager::new_with_config(self.client(), config);
         match tokio::time::timeout(ANSWER_WITHIN, connect).await {
-            Ok(Ok(c)) => Some(c),
+            Ok(Ok(c)) => {
+                *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
+                Some(c)
+            }
             _ => {
                 self.mark(false);
                 None
@@ -245,7 +261,7 @@ impl SharedLimits {
     ) {
         loop {
             let followed = async {
-                let mut pubsub = self.client.get_async_pubsub().await?;
+                let mut pubsub = self.client().get_async_pubsub().await?;
                 pubsub.subscribe(CHANNEL).await?;
                 self.adopt_existing(&guard).await?;
                 self.mark(true);
@@ -358,22 +374,7 @@ pub fn connection_info(
     let Some(file) = &config.shared_state_password_file else {
         return Ok(Some(info));
     };
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => {
-            return fail(
-                "shared_state_password_file",
-                format!("{}: {e}", file.display()),
-            );
-        }
-    };
-    let password = text.trim_end_matches(['\r', '\n']);
-    if password.is_empty() {
-        return fail(
-            "shared_state_password_file",
-            format!("{} is empty", file.display()),
-        );
-    }
+    let password = crate::config::read_secret_file("security.shared_state_password_file", file)?;
     let redis = info.redis_settings().clone().set_password(password);
     Ok(Some(info.set_redis_settings(redis)))
 }

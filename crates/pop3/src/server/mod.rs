@@ -224,6 +224,16 @@ impl Pop3SessionManager {
                 }
             };
             let log = security_log(&config)?;
+            // Secrets rotate without a restart: the Redis password file is
+            // read again (the database's, in `reloaded`).
+            if let Some(limits) = &self.shared.shared_limits
+                && let Some(info) = crate::security::shared::connection_info(&config.security)
+                    .map_err(|(key, why)| crate::auth::SetupError::new(&key, why))?
+            {
+                limits
+                    .rotate(info)
+                    .map_err(|e| crate::auth::SetupError::new("security.shared_state", e))?;
+            }
             self.install(
                 config,
                 backends.users,

@@ -54,12 +54,27 @@ fn the_documented_node_lets_a_client_behind_the_balancer_log_in() {
         ("10.0.0.11:2424", format!("127.0.0.1:{lmtp}")),
         ("10.0.0.11:9110", format!("127.0.0.1:{metrics}")),
         ("10.0.0.10/32", "127.0.0.0/8".to_owned()),
-        ("/etc/pop3d/fullchain.pem", s.path("cert.pem").display().to_string()),
-        ("/etc/pop3d/key.pem", s.path("key.pem").display().to_string()),
-        ("/etc/pop3d/db.secret", s.path("db.secret").display().to_string()),
-        ("/etc/pop3d/redis.password", s.path("redis.password").display().to_string()),
+        (
+            "/etc/pop3d/fullchain.pem",
+            s.path("cert.pem").display().to_string(),
+        ),
+        (
+            "/etc/pop3d/key.pem",
+            s.path("key.pem").display().to_string(),
+        ),
+        (
+            "/etc/pop3d/db.secret",
+            s.path("db.secret").display().to_string(),
+        ),
+        (
+            "/etc/pop3d/redis.password",
+            s.path("redis.password").display().to_string(),
+        ),
         ("postgres://pop3d@db.example.org:5432/mail", pg.url(&db)),
-        ("redis://redis.example.org:6379", format!("redis://127.0.0.1:{}", redis.port)),
+        (
+            "redis://redis.example.org:6379",
+            format!("redis://127.0.0.1:{}", redis.port),
+        ),
         // The test's PostgreSQL speaks no TLS.
         ("tls = \"require\"", "tls = \"off\"".to_owned()),
     ];
@@ -68,11 +83,18 @@ fn the_documented_node_lets_a_client_behind_the_balancer_log_in() {
         assert!(text.contains(from), "docs/cluster.md no longer has {from}");
         text = text.replace(from, to);
     }
-    assert!(!text.contains("10.0.0.") && !text.contains("/etc/pop3d"), "{text}");
+    assert!(
+        !text.contains("10.0.0.") && !text.contains("/etc/pop3d"),
+        "{text}"
+    );
     let config = s.path("node.toml");
     std::fs::write(&config, &text).unwrap();
     // What check-config says of it: no unusable listener.
-    let out = pop3d().args(["check-config", "--config"]).arg(&config).output().unwrap();
+    let out = pop3d()
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{said}");
     assert!(!said.contains("can log in there"), "{said}");
@@ -97,7 +119,9 @@ fn the_documented_node_lets_a_client_behind_the_balancer_log_in() {
     r.read_line(&mut line).unwrap();
     assert!(line.starts_with("+OK"), "{line}");
     let ask = |r: &mut BufReader<TcpStream>, cmd: &str| {
-        r.get_mut().write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+        r.get_mut()
+            .write_all(format!("{cmd}\r\n").as_bytes())
+            .unwrap();
         let mut l = String::new();
         r.read_line(&mut l).unwrap();
         l
@@ -121,7 +145,9 @@ fn the_documented_node_lets_a_client_behind_the_balancer_log_in() {
     let conn = rustls::ClientConnection::new(std::sync::Arc::new(tls), name).unwrap();
     let mut r = BufReader::new(rustls::StreamOwned::new(conn, r.into_inner()));
     let mut ask = |cmd: &str| {
-        r.get_mut().write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+        r.get_mut()
+            .write_all(format!("{cmd}\r\n").as_bytes())
+            .unwrap();
         let mut l = String::new();
         r.read_line(&mut l).unwrap();
         l
@@ -161,12 +187,30 @@ fn the_unit_starts_a_node_while_the_database_is_down_but_not_with_a_bad_file() {
     std::fs::write(&s.config, &good).unwrap();
     pg.pg_ctl_stop();
     let check = unit_command("ExecStartPre", &s.config);
-    let out = std::process::Command::new("sh").args(["-c", &check]).output().unwrap();
+    let out = std::process::Command::new("sh")
+        .args(["-c", &check])
+        .output()
+        .unwrap();
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{check}: {said}");
-    assert!(said.contains("warning") && said.contains("does not answer"), "{said}");
+    assert!(
+        said.contains("warning") && said.contains("does not answer"),
+        "{said}"
+    );
     // A file with a mistake still stops the start.
-    std::fs::write(&s.config, good.replace("[server]\n", "[server]\ncolour = \"blue\"\n")).unwrap();
-    let out = std::process::Command::new("sh").args(["-c", &check]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        &s.config,
+        good.replace("[server]\n", "[server]\ncolour = \"blue\"\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new("sh")
+        .args(["-c", &check])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

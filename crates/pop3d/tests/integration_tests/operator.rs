@@ -47,7 +47,9 @@ fn a_compatible_migration_keeps_older_nodes_serving_and_an_incompatible_one_says
     loop {
         let ready = http(metrics, "/readyz");
         assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
-        if ready.contains(&format!("note: database schema {next} is newer than this pop3d")) {
+        if ready.contains(&format!(
+            "note: database schema {next} is newer than this pop3d"
+        )) {
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(5), "{ready}");
@@ -69,8 +71,14 @@ fn a_compatible_migration_keeps_older_nodes_serving_and_an_incompatible_one_says
     ));
     let (code, out, _) = db_status(&s);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("this pop3d is older than the database"), "{out}");
-    assert!(out.contains(&format!("knows schema version {after}")), "{out}");
+    assert!(
+        out.contains("this pop3d is older than the database"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("knows schema version {after}")),
+        "{out}"
+    );
     let (twin, _) = s.twin_config("older-node.toml");
     let (code, _, err) = run(pop3d().args(["serve", "--config"]).arg(&twin));
     assert_eq!(code, 2, "{err}");
@@ -91,4 +99,135 @@ fn a_compatible_migration_keeps_older_nodes_serving_and_an_incompatible_one_says
         assert!(started.elapsed() < Duration::from_secs(5), "{ready}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `s`'s configuration (and a twin on other ports) both named `name`.
+fn same_name(s: &Setup, name: &str) -> (std::path::PathBuf, u16) {
+    let (twin, port) = s.twin_config("twin.toml");
+    for path in [&s.config, &twin] {
+        let text = read(path).replace("[server]\n", &format!("[server]\nnode_name = \"{name}\"\n"));
+        std::fs::write(path, text).unwrap();
+    }
+    (twin, port)
+}
+
+#[test]
+fn a_second_process_under_a_node_name_in_use_waits_and_takes_nothing() {
+    let s = Setup::on(
+        Backend::Postgres,
+        &[b"Subject: 1\r\n\r\none\r\n", b"Subject: 2\r\n\r\ntwo\r\n"],
+    );
+    let (twin, twin_port) = same_name(&s, "pop1");
+    let mut a = s.start();
+    let mut c = Client::login(s.plain, "alice", "secret");
+    assert!(c.cmd("DELE 1").starts_with("+OK"));
+    // B, by mistake under A's name on the same machine: it waits for A to
+    // end instead of serving (and instead of freeing A's leases).
+    let b = pop3d()
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&twin)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut b = Running { child: b };
+    let mut log = std::io::BufReader::new(b.child.stderr.take().unwrap());
+    let said = wait_until(Duration::from_secs(10), "B says why it waits", || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut log, &mut line).ok()?;
+        Some(line).filter(|l| l.contains("is in use by another running pop3d"))
+    });
+    assert!(said.contains(&format!("run {}.", a.child.id())), "{said}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", twin_port)).is_err());
+    // A's lease was left alone: its QUIT deletes.
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    assert_eq!(s.count(), 1);
+    // An administration command on the same machine takes its own name.
+    let (code, out, err) = run(pop3d()
+        .args(["restore", "--user", "alice", "--config"])
+        .arg(&s.config));
+    assert_eq!(code, 0, "{out}{err}");
+    // A ends (here killed): B takes the name and serves at once.
+    a.crash();
+    wait_for_port(twin_port);
+    let mut c = Client::login(twin_port, "alice", "secret");
+    assert!(c.cmd("STAT").starts_with("+OK 1 "));
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    b.crash();
+    // The name renewed moments ago from another machine: no waiting for
+    // a process this one cannot see, a clear refusal.
+    s.sql("UPDATE pop3d_nodes SET host = 'pop-b.example', run = '4242.99', heartbeat = now() WHERE name = 'pop1'");
+    let (code, _, err) = run(pop3d().args(["serve", "--config"]).arg(&twin));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("run 4242.99 on host pop-b.example"), "{err}");
+}
+
+/// Wait until `check` holds, for at most `within`; what it last saw.
+fn wait_until(within: Duration, what: &str, mut check: impl FnMut() -> Option<String>) -> String {
+    let started = Instant::now();
+    loop {
+        if let Some(seen) = check() {
+            return seen;
+        }
+        assert!(started.elapsed() < within, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_new_database_password_takes_effect_at_sighup() {
+    // PostgreSQL asking the node's role for a password (scram-sha-256).
+    let pg = Postgres::private();
+    let db = pg.database();
+    let hba = pg.dir.join("data/pg_hba.conf");
+    let rules = read(&hba);
+    std::fs::write(
+        &hba,
+        format!("host all node 127.0.0.1/32 scram-sha-256\n{rules}"),
+    )
+    .unwrap();
+    pg.psql(
+        &db,
+        "CREATE ROLE node LOGIN PASSWORD 'first-pw'; \
+         GRANT ALL ON ALL TABLES IN SCHEMA public TO node; \
+         GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO node; \
+         SELECT pg_reload_conf();",
+    );
+    let s = Setup::on(Backend::Postgres, &[]);
+    let shared = Postgres::shared().url(s.database.as_deref().unwrap());
+    let node_url = format!("postgres://node@127.0.0.1:{}/{db}", pg.port);
+    let text = read(&s.config).replace(
+        &format!("url = \"{shared}\"\n"),
+        &format!("url = \"{node_url}\"\npassword_file = \"db.pw\"\n"),
+    );
+    std::fs::write(&s.config, text).unwrap();
+    std::fs::write(s.path("db.pw"), "first-pw\n").unwrap();
+    let metrics = with_metrics(&s);
+    let node = s.start();
+    wait_for_port(metrics);
+    wait_until(Duration::from_secs(10), "ready", || {
+        Some(http(metrics, "/readyz")).filter(|r| r.starts_with("HTTP/1.1 200"))
+    });
+    let mut before = Client::login(s.plain, "alice", "secret");
+    // Rotation: the role's password, the file, SIGHUP, and PostgreSQL
+    // dropping every connection the node has.
+    pg.psql(&db, "ALTER ROLE node PASSWORD 'second-pw'");
+    std::fs::write(s.path("db.pw"), "second-pw\n").unwrap();
+    signal(node.child.id(), "HUP");
+    wait_until(Duration::from_secs(10), "the reload", || {
+        Some(http(metrics, "/metrics"))
+            .filter(|m| m.contains("pop3_config_reloads_total{result=\"ok\"} 1"))
+    });
+    pg.psql(
+        &db,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'node'",
+    );
+    wait_until(Duration::from_secs(10), "ready again", || {
+        Some(http(metrics, "/readyz")).filter(|r| r.starts_with("HTTP/1.1 200"))
+    });
+    // The session from before goes on; new ones log in.
+    assert!(before.cmd("STAT").starts_with("+OK"));
+    assert!(before.cmd("QUIT").starts_with("+OK"));
+    let mut after = Client::login(s.plain, "alice", "secret");
+    assert!(after.cmd("QUIT").starts_with("+OK"));
 }

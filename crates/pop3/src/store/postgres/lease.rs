@@ -6,6 +6,12 @@
 //! node that stops (killed, paused, cut off) stops renewing, and its
 //! leases lapse. A node that restarts frees its previous run's leases at
 //! once.
+//!
+//! A node name is held by one run at a time (`pop3d_nodes`, renewed by the
+//! same heartbeat): a second process started under a name that another
+//! still renews is refused, rather than freeing that run's live leases.
+//! Administration commands take leases under a name of their own and
+//! claim none.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Weak};
@@ -26,6 +32,9 @@ pub struct Holder {
 /// the heartbeat that keeps their leases.
 pub struct Leases {
     pub node: String,
+    /// An administration command's leases: no node name is claimed, no
+    /// earlier run's leases freed.
+    tool: bool,
     /// This run of the process (pid and start time), then this store
     /// within it: `run/store`. Leases of this node under another run are
     /// its previous run's; another store of this run (built by a reload)
@@ -43,12 +52,21 @@ impl Leases {
         let _ = getrandom::fill(&mut random);
         Leases {
             node,
+            tool: false,
             boot: format!("{}/{}", this_run(), crate::hex::encode(&random)),
             ttl,
             next_session: std::sync::atomic::AtomicI64::new(1),
             live: Mutex::new(HashSet::new()),
             started: OnceCell::new(),
         }
+    }
+
+    /// Leases of an administration command run on `node`'s machine: named
+    /// `node/tool-PID`, so that they never count as the node's own.
+    pub fn for_tool(mut self) -> Leases {
+        self.node = format!("{}/tool-{}", self.node, std::process::id());
+        self.tool = true;
+        self
     }
 
     /// The process run part of `boot`.
@@ -90,9 +108,14 @@ impl Leases {
     pub async fn start(self: &Arc<Self>, db: &Arc<Database>) -> Result<(), DbError> {
         self.started
             .get_or_try_init(|| async {
+                if self.tool {
+                    tokio::spawn(heartbeat(Arc::downgrade(self), Arc::downgrade(db)));
+                    return Ok(());
+                }
                 let freed = db
                     .timed(async {
                         let client = db.client().await?;
+                        claim_node(&**client, &self.node, self.run(), self.ttl).await?;
                         Ok(client
                             .execute(
                                 "UPDATE maildrop_lease SET expires_at = '-infinity' \
@@ -118,11 +141,77 @@ impl Leases {
     }
 }
 
+/// Hold `node` for this process's `run`: taken when free, held by this
+/// run already, not renewed within `ttl`, or held by a run that died on
+/// this very machine; refused while another run renews it.
+pub async fn claim_node(
+    client: &impl tokio_postgres::GenericClient,
+    node: &str,
+    run: &str,
+    ttl: Duration,
+) -> Result<(), DbError> {
+    let host = crate::config::machine_name();
+    let ttl_secs = ttl.as_secs_f64();
+    let holder = client
+        .query_opt(
+            "SELECT run, host FROM pop3d_nodes WHERE name = $1",
+            &[&node],
+        )
+        .await?;
+    // A run that died here can be told from one that runs (pid and start
+    // time); one on another machine only by its heartbeat.
+    let dead_here = holder
+        .as_ref()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+        .filter(|(other, on)| *on == host && other != run && !run_alive(other))
+        .map(|(other, _)| other)
+        .unwrap_or_default();
+    let claimed = client
+        .query_opt(
+            "INSERT INTO pop3d_nodes AS n (name, run, host, heartbeat) VALUES ($1, $2, $3, now()) \
+             ON CONFLICT (name) DO UPDATE \
+                SET run = excluded.run, host = excluded.host, heartbeat = now() \
+              WHERE n.run = excluded.run OR n.run = $4 \
+                 OR n.heartbeat < now() - make_interval(secs => $5) \
+             RETURNING run",
+            &[&node, &run, &host, &dead_here, &ttl_secs],
+        )
+        .await?;
+    if claimed.is_some() {
+        return Ok(());
+    }
+    let (other, on) = client
+        .query_opt(
+            "SELECT run, host FROM pop3d_nodes WHERE name = $1",
+            &[&node],
+        )
+        .await?
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap_or_default();
+    Err(DbError::NodeNameInUse {
+        node: node.to_owned(),
+        run: other,
+        host: on,
+    })
+}
+
+/// Whether the run `pid.start-time` still runs on this machine (a random
+/// run name, from a machine without /proc, is taken to run).
+fn run_alive(run: &str) -> bool {
+    let parsed = run
+        .split_once('.')
+        .and_then(|(pid, start)| Some((pid.parse::<u32>().ok()?, start.parse::<u64>().ok()?)));
+    match parsed {
+        Some((pid, start)) => crate::store::start_time(pid) == Some(start),
+        None => true,
+    }
+}
+
 /// This process's run: its pid and start time, the same for every store
 /// it builds (a reload that builds a new store must not free the leases
 /// of sessions still running under the old one). Random where /proc is
 /// missing.
-fn this_run() -> String {
+pub(crate) fn this_run() -> String {
     let pid = std::process::id();
     if let Some(started) = crate::store::start_time(pid) {
         return format!("{pid}.{started}");
@@ -147,6 +236,26 @@ async fn heartbeat(leases: Weak<Leases>, db: Weak<Database>) {
         let (Some(leases), Some(db)) = (leases.upgrade(), db.upgrade()) else {
             return;
         };
+        if !leases.tool {
+            // The node name's sign of life, whether or not it has sessions.
+            let held = db
+                .timed(async {
+                    let client = db.client().await?;
+                    Ok(client
+                        .execute(
+                            "UPDATE pop3d_nodes SET heartbeat = now() WHERE name = $1 AND run = $2",
+                            &[&leases.node, &leases.run()],
+                        )
+                        .await?)
+                })
+                .await;
+            if let Ok(0) = held {
+                tracing::error!(
+                    node = %leases.node,
+                    "another pop3d took this node name (this one was silent past lease_ttl); its leases are fenced"
+                );
+            }
+        }
         let sessions: Vec<i64> = leases.live().iter().copied().collect();
         if sessions.is_empty() {
             continue;

@@ -208,6 +208,19 @@ fn uidl_sql(format: &UidlFormat) -> String {
     format!("({})", parts.join(" || "))
 }
 
+/// Claim this process's node name (`server.node()`) before serving, as
+/// the first login would: a name another running pop3d holds is refused.
+pub async fn claim_node_of(config: &Pop3Config) -> Result<(), DbError> {
+    let client = crate::db::migrate::connect(config).await?;
+    lease::claim_node(
+        &client,
+        config.server.node(),
+        &lease::this_run(),
+        config.storage.lease_ttl,
+    )
+    .await
+}
+
 /// Mail in PostgreSQL.
 pub struct PostgresStore {
     db: Arc<Database>,
@@ -242,7 +255,14 @@ impl PostgresStore {
         let format = UidlFormat::parse(&config.storage.uidl_format).unwrap_or_default();
         PostgresStore {
             db,
-            leases: Arc::new(Leases::new(node, config.storage.lease_ttl)),
+            leases: Arc::new({
+                let leases = Leases::new(node, config.storage.lease_ttl);
+                if config.server.tool_run {
+                    leases.for_tool()
+                } else {
+                    leases
+                }
+            }),
             max_message_size: config.server.max_message_size,
             add_message: ADD_MESSAGE.replace("{uidl}", &uidl_sql(&format)),
             add_message_default: ADD_MESSAGE.replace("{uidl}", &uidl_sql(&UidlFormat::default())),
