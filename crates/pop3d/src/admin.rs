@@ -29,13 +29,49 @@ pub enum DbCommand {
     /// Show the migrations applied and pending. Exits 1 when some are
     /// pending.
     Status(ConfigFile),
+    /// Run once after restoring a backup (of the database, or of
+    /// Maildirs): every mailbox gets a new UID validity and its next UID
+    /// moves far ahead, so no new message can get a UIDL a client saw
+    /// between the backup and the restore. Existing UIDLs stay.
+    AfterRestore {
+        #[command(flatten)]
+        file: ConfigFile,
+        /// Maildir: only this user (default: every user of the passwd
+        /// file). PostgreSQL renews every mailbox at once.
+        #[arg(long)]
+        user: Option<String>,
+    },
 }
 
 impl DbCommand {
     pub fn config(&self) -> &Path {
         match self {
             DbCommand::Migrate(f) | DbCommand::Status(f) => &f.config,
+            DbCommand::AfterRestore { file, .. } => &file.config,
         }
+    }
+}
+
+/// `pop3d db after-restore`, on either store.
+pub async fn after_restore(config: &Pop3Config, user: Option<&str>) -> ExitCode {
+    let backends = match pop3::setup::Backends::from_config(config) {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    let users = match user {
+        Some(name) => match backends.users.lookup(name).await {
+            Ok(Some(u)) => vec![u],
+            Ok(None) => return fail(format!("{name}: no such user")),
+            Err(e) => return fail(e),
+        },
+        None => backends.users.all().await,
+    };
+    match backends.store.after_restore(&users).await {
+        Ok(n) => {
+            println!("renewed the UID validity of {n} mailboxes");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
     }
 }
 
@@ -117,6 +153,15 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 }
 
 pub async fn db(config: &Pop3Config, command: DbCommand) -> ExitCode {
+    match command {
+        DbCommand::AfterRestore { user, .. } => after_restore(config, user.as_deref()).await,
+        DbCommand::Migrate(_) => schema(config, true).await,
+        DbCommand::Status(_) => schema(config, false).await,
+    }
+}
+
+/// `db migrate` (`apply`), or `db status`.
+async fn schema(config: &Pop3Config, apply: bool) -> ExitCode {
     if !pop3::db::configured(config) {
         return fail("the configuration uses no database (storage.backend and auth.backend)");
     }
@@ -124,8 +169,8 @@ pub async fn db(config: &Pop3Config, command: DbCommand) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    match command {
-        DbCommand::Migrate(_) => match migrate::migrate(&mut client).await {
+    match apply {
+        true => match migrate::migrate(&mut client).await {
             Ok(applied) if applied.is_empty() => {
                 println!("schema is up to date (version {})", migrate::latest());
                 ExitCode::SUCCESS
@@ -138,7 +183,7 @@ pub async fn db(config: &Pop3Config, command: DbCommand) -> ExitCode {
             }
             Err(e) => fail(e),
         },
-        DbCommand::Status(_) => {
+        false => {
             let state = match migrate::state(&client).await {
                 Ok(s) => s,
                 Err(e) => return fail(e),

@@ -82,10 +82,13 @@ pub fn unusable_listeners(c: &super::Pop3Config) -> Vec<String> {
     if c.auth.allow_plaintext || without_tls {
         return Vec::new();
     }
+    // A listener on loopback reaches only this machine's clients (which
+    // may use plaintext), unless a local balancer sends PROXY headers.
+    let remote = |l: &ListenerConfig| !l.bind.ip().is_loopback() || l.proxy_protocol;
     c.listeners
         .iter()
         .enumerate()
-        .filter(|(_, l)| !secure_somehow(l))
+        .filter(|(_, l)| remote(l) && !secure_somehow(l))
         .map(|(i, l)| {
             format!(
                 "listener[{i}] ({}): no client from another address can log in there (plaintext is refused without TLS, auth.allow_plaintext = false; the listener offers {}; no enabled mechanism works without TLS): set tls = \"starttls\"{}",

@@ -292,6 +292,10 @@ allow_plaintext = true
         let starttls = plain.replace("proxy_protocol", "tls = \"starttls\"\nproxy_protocol");
         let w = load(&format!("{starttls}{tls}")).unwrap().warnings;
         assert!(!w.iter().any(|w| w.contains("listener[0]")), "{w:?}");
+        // Loopback without PROXY: only this machine's clients, who may.
+        let local = "[[listener]]\nbind = \"127.0.0.1:110\"\n";
+        let w = load(local).unwrap().warnings;
+        assert!(!w.iter().any(|w| w.contains("listener[0]")), "{w:?}");
         // STLS switched off is no better.
         let w = load(&format!("{starttls}{tls}[server]\nenable_stls = false\n"))
             .unwrap()

@@ -198,6 +198,22 @@ pub trait MailStore: Send + Sync {
         Ok(0)
     }
 
+    /// After a backup was restored: give every mailbox (of `users`, where
+    /// the store cannot walk its own) a new UID validity and move its next
+    /// UID well ahead, so that no UIDL made from now on can equal one made
+    /// between the backup and the restore (a client that saw that one
+    /// would never download the new message). Existing messages keep their
+    /// UIDLs. Returns how many mailboxes were renewed.
+    async fn after_restore(
+        &self,
+        users: &[std::sync::Arc<UserRecord>],
+    ) -> Result<usize, StoreError> {
+        let _ = users;
+        Err(StoreError::Permanent(
+            "this store keeps no UIDL state to renew".into(),
+        ))
+    }
+
     /// The store's own metrics in Prometheus text format (no `# EOF`),
     /// appended to the server's on `/metrics`.
     fn metrics_text(&self) -> Option<String> {

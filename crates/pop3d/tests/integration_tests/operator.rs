@@ -231,3 +231,109 @@ fn a_new_database_password_takes_effect_at_sighup() {
     let mut after = Client::login(s.plain, "alice", "secret");
     assert!(after.cmd("QUIT").starts_with("+OK"));
 }
+
+/// UIDL of each message in the listing, by its subject.
+fn uidls_by_subject(port: u16) -> Vec<(String, String)> {
+    let (uidl, _, bodies) = listing(port);
+    uidl.lines()
+        .filter(|l| *l != ".")
+        .zip(bodies)
+        .map(|(line, body)| {
+            let text = String::from_utf8_lossy(&body).into_owned();
+            let subject = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Subject: "))
+                .unwrap()
+                .to_owned();
+            (subject, line.split_once(' ').unwrap().1.to_owned())
+        })
+        .collect()
+}
+
+/// Deliver M1, back up, deliver M2 (a client sees its UIDL), restore the
+/// backup, run `db after-restore`, deliver M3: M3 never gets M2's UIDL.
+fn after_a_restore_no_uidl_comes_back(backend: Backend) {
+    let s = Setup::on(backend, &[]);
+    let _node = s.start();
+    assert_eq!(s.deliver(b"Subject: M1\r\n\r\none\r\n").0, 0);
+    let m1 = uidls_by_subject(s.plain);
+    let backup = s.path("backup");
+    match backend {
+        Backend::Postgres => {
+            let db = s.database.as_deref().unwrap();
+            let port = Postgres::shared().port.to_string();
+            let dump = Command::new("pg_dump")
+                .args(["-h", "127.0.0.1", "-p", &port, "-U", "pop3d", "-Fc", "-f"])
+                .arg(&backup)
+                .arg(db)
+                .status()
+                .unwrap();
+            assert!(dump.success());
+        }
+        Backend::Maildir => {
+            let copy = Command::new("cp")
+                .args(["-a"])
+                .arg(s.path("mail"))
+                .arg(&backup)
+                .status();
+            assert!(copy.unwrap().success());
+        }
+    }
+    assert_eq!(s.deliver(b"Subject: M2\r\n\r\ntwo\r\n").0, 0);
+    let seen = uidls_by_subject(s.plain);
+    let m2 = seen.iter().find(|(s, _)| s == "M2").unwrap().1.clone();
+    match backend {
+        Backend::Postgres => {
+            let db = s.database.as_deref().unwrap();
+            let port = Postgres::shared().port.to_string();
+            let restore = Command::new("pg_restore")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-U",
+                    "pop3d",
+                    "--clean",
+                    "--if-exists",
+                    "-d",
+                    db,
+                ])
+                .arg(&backup)
+                .status()
+                .unwrap();
+            assert!(restore.success());
+        }
+        Backend::Maildir => {
+            std::fs::remove_dir_all(s.path("mail")).unwrap();
+            std::fs::rename(&backup, s.path("mail")).unwrap();
+        }
+    }
+    assert_eq!(uidls_by_subject(s.plain), m1, "the backup as it was");
+    let (code, out, err) = run(pop3d()
+        .args(["db", "after-restore", "--config"])
+        .arg(&s.config));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("renewed the UID validity of 1 mailboxes"),
+        "{out}"
+    );
+    assert_eq!(s.deliver(b"Subject: M3\r\n\r\nthree\r\n").0, 0);
+    let after = uidls_by_subject(s.plain);
+    let m3 = &after.iter().find(|(s, _)| s == "M3").unwrap().1;
+    assert_ne!(
+        *m3, m2,
+        "M3 must not get the UIDL of M2, which a client saw"
+    );
+    assert_eq!(after[0], m1[0], "M1 keeps its UIDL");
+}
+
+#[test]
+fn after_a_database_restore_no_uidl_comes_back() {
+    after_a_restore_no_uidl_comes_back(Backend::Postgres);
+}
+
+#[test]
+fn after_a_maildir_restore_no_uidl_comes_back() {
+    after_a_restore_no_uidl_comes_back(Backend::Maildir);
+}

@@ -285,6 +285,29 @@ impl MailStore for MaildirStore {
         Ok(purged)
     }
 
+    async fn after_restore(&self, users: &[Arc<UserRecord>]) -> Result<usize, StoreError> {
+        let mut renewed = 0;
+        for user in users {
+            let dir = self.path_for(user)?;
+            let (locks, format) = (self.locks.clone(), self.format.clone());
+            let now = self.clock.unix_secs() as u32;
+            renewed += blocking(move || {
+                if !dir.is_dir() {
+                    return Ok(0);
+                }
+                let lock = locks.lock(&dir)?;
+                let (mut index, ..) = load_index(&dir, &format)?;
+                index.validity = index.validity.saturating_add(1).max(now);
+                index.next_uid = index.next_uid.saturating_add(AFTER_RESTORE_GAP);
+                let stored = index.store(&dir).map_err(|e| io(&dir, e));
+                lock.release();
+                stored.map(|()| 1)
+            })
+            .await?;
+        }
+        Ok(renewed)
+    }
+
     async fn deliver(
         &self,
         user: &UserRecord,
@@ -439,6 +462,10 @@ pub struct MaildirDrop {
     /// takes to try again at QUIT, once deletions may have freed space.
     index_pending: Option<(Arc<measure::MeasureLimit>, Arc<UidlFormat>)>,
 }
+
+/// How far `after_restore` moves next UIDs ahead: more than a restored
+/// backup can be behind.
+const AFTER_RESTORE_GAP: u32 = 1_000_000;
 
 /// Most octets of following small messages read with a small one.
 const READ_AHEAD: u64 = 64 * 1024;

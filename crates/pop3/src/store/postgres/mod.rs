@@ -167,6 +167,17 @@ SELECT $2, id, uid, coalesce($5, {uidl}), $3, $4
 ON CONFLICT (mailbox_id, uidl) DO NOTHING
 RETURNING uid";
 
+/// A new validity for every mailbox (the time, or one more than before)
+/// and next UIDs `$1` ahead: see `MailStore::after_restore`.
+const AFTER_RESTORE: &str = "
+UPDATE mailboxes
+   SET uid_validity = greatest(uid_validity + 1, extract(epoch FROM now())::bigint),
+       next_uid = next_uid + $1";
+
+/// How far `after_restore` moves UIDs (and message ids) ahead: more than
+/// a restored backup can be behind.
+const AFTER_RESTORE_GAP: i64 = 1_000_000;
+
 /// A delivery whose UIDL was taken: the counters without it.
 const UNCOUNT: &str = "
 UPDATE mailboxes SET msg_count = msg_count - 1, octets = octets - $2
@@ -622,6 +633,27 @@ impl MailStore for PostgresStore {
             .await
             .map_err(store_error)?;
         Ok(purged as usize)
+    }
+
+    async fn after_restore(&self, _users: &[Arc<UserRecord>]) -> Result<usize, StoreError> {
+        let renewed = self
+            .db
+            .timed(async {
+                let mut client = self.db.client().await?;
+                let tx = client.transaction().await?;
+                let n = tx.execute(AFTER_RESTORE, &[&AFTER_RESTORE_GAP]).await?;
+                // GUIDs (`%g`) come from the sequence the dump restored too.
+                tx.execute(
+                    "SELECT setval('message_ids', nextval('message_ids') + $1)",
+                    &[&AFTER_RESTORE_GAP],
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(n)
+            })
+            .await
+            .map_err(store_error)?;
+        Ok(renewed as usize)
     }
 
     fn metrics_text(&self) -> Option<String> {
