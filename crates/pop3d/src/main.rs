@@ -430,6 +430,18 @@ async fn signals(manager: Arc<Pop3SessionManager>, path: PathBuf) {
             _ = hup.recv() => reload(&manager, &path),
         }
     }
+    // Behind a balancer: fail /readyz first, still accepting, until its
+    // health checks have moved new sessions elsewhere.
+    let drain = manager.services().config.server.drain_delay;
+    if !drain.is_zero() {
+        tracing::info!(?drain, "draining");
+        manager.drain();
+        tokio::select! {
+            _ = tokio::time::sleep(drain) => {}
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
     tracing::info!("shutting down");
     manager.shutdown();
 }

@@ -37,6 +37,11 @@ pub struct ServerConfig {
     /// process exits (nothing is deleted for a session cut short).
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// On SIGTERM/SIGINT, first this long with `/readyz` failing while
+    /// connections are still accepted, so that a balancer's health checks
+    /// move new sessions elsewhere before the listeners close.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
     /// This node's name among several sharing one database: in maildrop
     /// leases, so unique per node. The machine's own host name when unset
     /// (not `hostname`, which names the mail service and is often the same
@@ -151,6 +156,7 @@ impl Default for ServerConfig {
             enable_stls: true,
             login_delay: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(30),
+            drain_delay: Duration::from_secs(5),
             node_name: None,
             machine: machine_name(),
             tool_run: false,

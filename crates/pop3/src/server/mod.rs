@@ -74,6 +74,8 @@ pub struct Pop3SessionManager {
     connections: AtomicU64,
     shared: Shared,
     listeners_bound: AtomicBool,
+    /// A graceful stop has begun: `/readyz` fails, sessions still served.
+    draining: AtomicBool,
     /// Whether a host supplied the user database and store (a reload
     /// keeps them) or the configuration named them.
     origin: Origin,
@@ -153,6 +155,7 @@ impl Pop3SessionManager {
             connections: AtomicU64::new(0),
             shared,
             listeners_bound: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             origin: Origin::Host,
         })
     }
@@ -305,6 +308,12 @@ impl Pop3SessionManager {
         self.shared.shutdown.cancel();
     }
 
+    /// Fail `/readyz` from now on while still serving (the first step of
+    /// a graceful stop behind a balancer: see `server.drain_delay`).
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shared.shutdown.clone()
     }
@@ -319,6 +328,8 @@ impl Pop3SessionManager {
         }
         if self.shared.shutdown.is_cancelled() {
             reasons.push("shutting down".to_owned());
+        } else if self.draining.load(Ordering::Acquire) {
+            reasons.push("draining: stopping soon, new sessions go elsewhere".to_owned());
         }
         if let Err(e) = services.users.health().await {
             reasons.push(format!("user database: {e}"));

@@ -367,7 +367,9 @@ impl Cluster {
             .replace(
                 "[storage]\n",
                 &format!("[storage]\nlease_ttl = \"{lease_ttl}\"\n"),
-            );
+            )
+            // Longer than the balancer needs to see /readyz fail (300 ms).
+            .replace("drain_delay = \"0s\"", "drain_delay = \"1s\"");
         let base = match database {
             Some(pg) => base.replace(
                 &Postgres::shared().url(s.database.as_deref().unwrap()),
@@ -422,7 +424,7 @@ impl Cluster {
                  frontend pop3\n  bind 127.0.0.1:{pop3}\n  default_backend pop3_nodes\n\
                  backend pop3_nodes\n  balance roundrobin\n  option httpchk GET /readyz\n{}\
                  frontend lmtp\n  bind 127.0.0.1:{lmtp}\n  default_backend lmtp_nodes\n\
-                 backend lmtp_nodes\n  balance roundrobin\n  option httpchk GET /readyz\n{}",
+                 backend lmtp_nodes\n  balance roundrobin\n  option httpchk GET /healthz\n{}",
                 backends.0, backends.1
             ),
         )
@@ -838,4 +840,114 @@ fn a_paused_node_is_fenced_out_by_the_node_that_took_over() {
         "-ERR [SYS/TEMP] Mailbox temporarily unavailable\r\n"
     );
     assert_eq!(c.s.count(), 2, "only the new holder's deletion");
+}
+
+/// With the database away, LMTP through the balancer answers 451 4.3.0
+/// (the LMTP backend checks liveness, so the nodes stay in rotation), and
+/// POP3 behaves as docs/cluster.md says: no node is ready, the balancer
+/// closes new connections.
+#[test]
+fn through_the_balancer_a_database_outage_looks_as_documented() {
+    let pg = Postgres::private();
+    let Some(c) = Cluster::start_on("3s", Some(&pg)) else {
+        return;
+    };
+    c.lmtp_deliver("before");
+    pg.pg_ctl_stop();
+    let started = Instant::now();
+    let answer = loop {
+        let answer = c.try_lmtp("alice", "during").unwrap_err();
+        if answer.contains("451 4.3.0") || started.elapsed() > Duration::from_secs(10) {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(answer.contains("451 4.3.0"), "{answer}");
+    // Long enough for every POP3 health check to fail.
+    std::thread::sleep(Duration::from_millis(1000));
+    for _ in 0..5 {
+        let answer = c.try_lmtp("alice", "still during").unwrap_err();
+        assert!(answer.contains("451 4.3.0"), "{answer}");
+    }
+    let pop3 = TcpStream::connect(("127.0.0.1", c.pop3)).and_then(|s| {
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line)?;
+        Ok(line)
+    });
+    assert!(
+        pop3.as_ref().is_ok_and(|l| l.is_empty()) || pop3.is_err(),
+        "no node ready: the balancer closes the connection ({pop3:?})"
+    );
+    pg.pg_ctl_start();
+}
+
+/// SIGTERM of a node behind the balancer: it fails /readyz while still
+/// accepting (drain_delay) before its listeners close, so no client's
+/// connection goes without a greeting.
+#[test]
+fn a_node_stopping_behind_the_balancer_leaves_no_client_without_a_greeting() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(mut c) = Cluster::start("3s") else {
+        return;
+    };
+    // Without the balancer's retries, so that only the drain can keep
+    // clients from a node whose listeners have closed.
+    let cfg = c.s.path("haproxy.cfg");
+    let text = read(&cfg).replace("  retries 3\n  option redispatch\n", "  retries 0\n");
+    std::fs::write(&cfg, text).unwrap();
+    let _ = c.haproxy.kill();
+    let _ = c.haproxy.wait();
+    c.haproxy = start_haproxy(&cfg);
+    wait_for_port(c.pop3);
+    // The first health checks.
+    std::thread::sleep(Duration::from_millis(700));
+    let stop = AtomicBool::new(false);
+    let (stop, pop3) = (&stop, c.pop3);
+    let (greeted, failures) = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(move || {
+                    let (mut greeted, mut failures) = (0, Vec::new());
+                    while !stop.load(Ordering::Relaxed) {
+                        let got = TcpStream::connect(("127.0.0.1", pop3)).and_then(|s| {
+                            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                            let mut r = BufReader::new(s);
+                            let mut line = String::new();
+                            r.read_line(&mut line)?;
+                            r.get_mut().write_all(b"QUIT\r\n")?;
+                            Ok(line)
+                        });
+                        match got {
+                            Ok(l) if l.starts_with("+OK") => greeted += 1,
+                            other => failures.push(format!("{other:?}")),
+                        }
+                    }
+                    (greeted, failures)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        signal(c.nodes[0].process.child.id(), "TERM");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", c.nodes[0].direct)).is_ok() {
+            assert!(started.elapsed() < Duration::from_secs(10), "did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::Relaxed);
+        clients.into_iter().map(|t| t.join().unwrap()).fold(
+            (0, Vec::new()),
+            |(g, mut f), (g2, f2)| {
+                f.extend(f2);
+                (g + g2, f)
+            },
+        )
+    });
+    assert!(greeted > 100, "too little traffic: {greeted}");
+    assert!(
+        failures.is_empty(),
+        "{} greeted, failed: {failures:?}",
+        greeted
+    );
 }

@@ -90,6 +90,7 @@ impl Setup {
 [server]
 hostname = "pop.test"
 unauth_timeout = "30s"
+drain_delay = "0s"
 
 [[listener]]
 bind = "127.0.0.1:{plain}"
