@@ -7,6 +7,7 @@
 mod admin;
 mod import_pop3;
 mod migrate_maildir;
+mod operate;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -104,6 +105,13 @@ enum Command {
         /// ("2026-11-30T08:00:00Z") or an age ("36h", "7d").
         #[arg(long)]
         since: Option<String>,
+        /// List what would come back (UIDL and when it was trashed), and
+        /// change nothing.
+        #[arg(long)]
+        list: bool,
+        /// Say how many messages would come back, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// The PostgreSQL schema: apply migrations, or show them.
     Db {
@@ -114,6 +122,21 @@ enum Command {
     User {
         #[command(subcommand)]
         command: admin::UserCommand,
+    },
+    /// List the addresses blocked, with reason and time left: this node's
+    /// block list file and every node's shared state.
+    Blocks(admin::ConfigFile),
+    /// Lift the block of an address (its IPv6 network), on every node
+    /// sharing the shared state at once, and in the block list file.
+    Unblock {
+        #[command(flatten)]
+        file: admin::ConfigFile,
+        address: String,
+    },
+    /// The PostgreSQL maildrop leases: list them, or end one.
+    Lease {
+        #[command(subcommand)]
+        command: operate::LeaseCommand,
     },
     /// Copy a Maildir + passwd-file installation into PostgreSQL, keeping
     /// every UIDL and size; a second run copies nothing twice. The
@@ -158,7 +181,9 @@ fn main() -> ExitCode {
             config,
             user,
             since,
-        } => restore(&config, &user, since.as_deref()),
+            list,
+            dry_run,
+        } => restore(&config, &user, since.as_deref(), list || dry_run, list),
         Command::CheckConfig { config } => check_config(config),
         Command::HashPassword { scheme } => hash(&scheme),
         Command::Deliver { config, user } => deliver(&config, &user),
@@ -169,6 +194,16 @@ fn main() -> ExitCode {
         Command::User { command } => {
             let path = command.config().to_path_buf();
             with_config(&path, |c| async move { admin::user(&c, command).await })
+        }
+        Command::Blocks(file) => {
+            with_config(&file.config, |c| async move { operate::blocks(&c).await })
+        }
+        Command::Unblock { file, address } => with_config(&file.config, |c| async move {
+            operate::unblock(&c, &address).await
+        }),
+        Command::Lease { command } => {
+            let path = command.config().to_path_buf();
+            with_config(&path, |c| async move { operate::leases(&c, command).await })
         }
         Command::MigrateMaildir {
             from,
@@ -540,7 +575,9 @@ fn for_user(
     })
 }
 
-fn restore(path: &Path, user: &str, since: Option<&str>) -> ExitCode {
+/// `pop3d restore`; `look` changes nothing (`--dry-run`), `list` also
+/// names each message (`--list`).
+fn restore(path: &Path, user: &str, since: Option<&str>, look: bool, list: bool) -> ExitCode {
     let since = match since.map(parse_since).transpose() {
         Ok(s) => s,
         Err(e) => {
@@ -548,11 +585,28 @@ fn restore(path: &Path, user: &str, since: Option<&str>) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    for_user(
-        path,
-        user,
-        "restore",
-        async |_, backends, record| match backends.store.restore(&record, since).await {
+    for_user(path, user, "restore", async |_, backends, record| {
+        if look {
+            return match backends.store.trashed(&record, since).await {
+                Ok(found) => {
+                    if list {
+                        for (uidl, when) in &found {
+                            println!(
+                                "{uidl}\ttrashed {}",
+                                humantime::format_rfc3339_seconds(*when)
+                            );
+                        }
+                    }
+                    println!("would restore {} messages for {}", found.len(), record.name);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pop3d: restore: {}: {e}", record.name);
+                    ExitCode::from(EX_TEMPFAIL)
+                }
+            };
+        }
+        match backends.store.restore(&record, since).await {
             Ok(n) => {
                 println!("restored {n} messages for {}", record.name);
                 ExitCode::SUCCESS
@@ -561,8 +615,8 @@ fn restore(path: &Path, user: &str, since: Option<&str>) -> ExitCode {
                 eprintln!("pop3d: restore: {}: {e}", record.name);
                 ExitCode::from(EX_TEMPFAIL)
             }
-        },
-    )
+        }
+    })
 }
 
 fn deliver(path: &Path, user: &str) -> ExitCode {

@@ -101,7 +101,11 @@ impl SecurityLog {
     }
 
     pub fn unblocked(&self, ip: IpAddr) {
-        self.emit("unblocked", ip, json!({ "reason": "block expired" }));
+        self.unblocked_by(ip, "block expired");
+    }
+
+    pub fn unblocked_by(&self, ip: IpAddr, reason: &str) {
+        self.emit("unblocked", ip, json!({ "reason": reason }));
     }
 
     pub fn rate_limited(&self, ip: IpAddr, user: Option<&str>, command: &str, delay_ms: u64) {

@@ -24,11 +24,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use super::address;
+use super::blocklist::{self, Block};
 use super::clock::Clock;
 use super::events::SecurityLog;
 use crate::config::SecurityConfig;
@@ -116,8 +117,8 @@ struct State {
     user_successes: HashMap<(String, IpAddr), u64>,
     user_failures: HashMap<String, VecDeque<u64>>,
     scores: HashMap<IpAddr, VecDeque<(u64, u32)>>,
-    /// Address -> end of block (ms).
-    blocked: HashMap<IpAddr, u64>,
+    /// Address group -> its block.
+    blocked: HashMap<IpAddr, Block>,
     /// Login -> the time (ms) from which its next rationed attempt may run.
     user_next: HashMap<String, u64>,
     events: u64,
@@ -153,10 +154,33 @@ impl Guard {
     }
 
     /// New settings (a reload); counters and blocks carry over.
+    /// New settings (a reload); counters and blocks carry over, and the
+    /// block list file, when there is one, is read again: a block an
+    /// operator lifted there (`pop3d unblock`) is lifted here.
     pub fn reconfigure(&self, config: SecurityConfig, log: SecurityLog) {
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
         *self.log.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(log);
         self.load_block_list();
+    }
+
+    /// Lift the block of `ip`'s group (an operator's `pop3d unblock`, here
+    /// or on another node through the shared state); true if it was
+    /// blocked.
+    pub fn lift(&self, ip: IpAddr) -> bool {
+        let key = self.key(ip);
+        let lifted = {
+            let mut st = self.lock();
+            let lifted = st.blocked.remove(&key).is_some();
+            st.ip_failures.remove(&key);
+            st.scores.remove(&key);
+            self.metrics.blocked_addresses.set(st.blocked.len() as i64);
+            lifted
+        };
+        if lifted {
+            self.log().unblocked_by(key, "lifted by an operator");
+            self.save_block_list();
+        }
+        lifted
     }
 
     pub fn log(&self) -> Arc<SecurityLog> {
@@ -202,9 +226,19 @@ impl Guard {
         let until = self.clock.now_ms() + left.as_millis() as u64;
         let fresh = {
             let mut st = self.lock();
-            let fresh = st.blocked.get(&key).is_none_or(|u| *u + 1000 < until);
+            let fresh = st
+                .blocked
+                .get(&key)
+                .is_none_or(|b| b.until_ms + 1000 < until);
             if fresh {
-                st.blocked.insert(key, until);
+                let reason = "blocked by the shared limit".to_owned();
+                st.blocked.insert(
+                    key,
+                    Block {
+                        until_ms: until,
+                        reason,
+                    },
+                );
                 self.metrics.blocked_addresses.set(st.blocked.len() as i64);
             }
             fresh
@@ -212,6 +246,7 @@ impl Guard {
         if fresh {
             self.log()
                 .blocked(key, "blocked by the shared limit", left.as_secs());
+            self.save_block_list();
         }
     }
 
@@ -259,7 +294,7 @@ impl Guard {
         let ip = self.key(ip);
         let now = self.clock.now_ms();
         let mut st = self.lock();
-        let until = *st.blocked.get(&ip)?;
+        let until = st.blocked.get(&ip)?.until_ms;
         if until > now {
             return Some(Duration::from_millis(until - now));
         }
@@ -474,7 +509,14 @@ impl Guard {
         let until = self.clock.now_ms() + duration.as_millis() as u64;
         {
             let mut st = self.lock();
-            st.blocked.insert(ip, until);
+            let reason = reason.to_owned();
+            st.blocked.insert(
+                ip,
+                Block {
+                    until_ms: until,
+                    reason,
+                },
+            );
             st.ip_failures.remove(&ip);
             self.metrics.blocked_addresses.set(st.blocked.len() as i64);
         }
@@ -519,46 +561,34 @@ impl Guard {
             return;
         };
         let now = self.clock.now_ms();
-        let text: String = self
-            .lock()
-            .blocked
-            .iter()
-            .filter(|(_, until)| **until > now)
-            .map(|(ip, until)| format!("{ip} {until}\n"))
-            .collect();
-        if let Err(e) = off_the_workers(|| write_atomically(&path, &text)) {
+        let blocks = self.lock().blocked.clone();
+        if let Err(e) = off_the_workers(|| blocklist::write(&path, &blocks, now)) {
             tracing::error!(file = %path.display(), "cannot save the block list: {e}");
         }
     }
 
+    /// The blocks of the file replace those in memory (it holds every
+    /// change this node made, so only an operator's edit differs).
     fn load_block_list(&self) {
         let Some(path) = self.block_list_path() else {
             return;
         };
-        let text = match off_the_workers(|| std::fs::read_to_string(&path)) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        let (blocks, bad) = match off_the_workers(|| blocklist::read(&path)) {
+            Ok(read) => read,
             Err(e) => {
                 tracing::error!(file = %path.display(), "cannot read the block list: {e}");
                 return;
             }
         };
+        for n in bad {
+            tracing::warn!(file = %path.display(), "line {n}: not `address until-ms reason`; skipped");
+        }
         let now = self.clock.now_ms();
         let mut st = self.lock();
-        for (n, line) in text.lines().enumerate() {
-            let parsed = line.split_once(' ').and_then(|(ip, until)| {
-                Some((ip.parse::<IpAddr>().ok()?, until.parse::<u64>().ok()?))
-            });
-            match parsed {
-                Some((ip, until)) if until > now => {
-                    st.blocked.insert(ip, until);
-                }
-                Some(_) => {}
-                None => {
-                    tracing::warn!(file = %path.display(), "line {}: not `address until-ms`; skipped", n + 1)
-                }
-            }
-        }
+        st.blocked = blocks
+            .into_iter()
+            .filter(|(_, b)| b.until_ms > now)
+            .collect();
         self.metrics.blocked_addresses.set(st.blocked.len() as i64);
     }
 
@@ -571,7 +601,7 @@ impl Guard {
             let ended: Vec<IpAddr> = st
                 .blocked
                 .iter()
-                .filter(|(_, u)| **u <= now)
+                .filter(|(_, b)| b.until_ms <= now)
                 .map(|(ip, _)| *ip)
                 .collect();
             for ip in &ended {
@@ -593,7 +623,11 @@ impl Guard {
     /// Addresses blocked now.
     pub fn blocked_count(&self) -> usize {
         let now = self.clock.now_ms();
-        self.lock().blocked.values().filter(|u| **u > now).count()
+        self.lock()
+            .blocked
+            .values()
+            .filter(|b| b.until_ms > now)
+            .count()
     }
 }
 
@@ -630,20 +664,6 @@ fn off_the_workers<T>(work: impl FnOnce() -> T) -> T {
         }
         _ => work(),
     }
-}
-
-/// Replace the block list by an exclusive temporary and a rename (see
-/// [`crate::safe_fs`]): a link planted beside it is never followed.
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
-    crate::safe_fs::replace_file(dir, name, text.as_bytes())
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! command [`Pacer`], the structured security log, and the clock they use.
 
 pub mod address;
+pub mod blocklist;
 pub mod clock;
 pub mod events;
 pub mod guard;

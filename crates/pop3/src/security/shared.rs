@@ -34,14 +34,15 @@ const SUCCESS: &str = "pop3d:ok:";
 const ANSWER_WITHIN: Duration = Duration::from_millis(250);
 
 /// KEYS[1] the counter, KEYS[2] the block key; ARGV: amount, window ms,
-/// threshold, block ms, the address. Counts in a window that starts at
-/// the first count (PEXPIRE on Redis's clock); at the threshold, blocks,
-/// resets the count and announces the block. Returns {count, blocked}.
+/// threshold, block ms, the address, the reason. Counts in a window that
+/// starts at the first count (PEXPIRE on Redis's clock); at the threshold,
+/// blocks (the key holds the reason), resets the count and announces the
+/// block. Returns {count, blocked}.
 const SCRIPT: &str = r"
 local n = redis.call('INCRBY', KEYS[1], ARGV[1])
 if n == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 if n >= tonumber(ARGV[3]) then
-  redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
+  redis.call('SET', KEYS[2], ARGV[6], 'PX', ARGV[4])
   redis.call('DEL', KEYS[1])
   redis.call('PUBLISH', KEYS[3], ARGV[5] .. ' ' .. ARGV[4])
   return {n, 1}
@@ -137,14 +138,30 @@ impl SharedLimits {
     /// Count against `key` (an address group); Some(true) when that blocked
     /// it everywhere, None when Redis did not answer.
     pub async fn add(&self, key: IpAddr, what: Count, config: &SecurityConfig) -> Option<bool> {
-        let (amount, threshold, kind) = match what {
-            Count::FailedLogin => (1, config.max_auth_attempts, "fail"),
-            Count::Points(p) => (p, config.suspicious_threshold, "score"),
+        let (amount, threshold, kind, reason) = match what {
+            Count::FailedLogin => (
+                1,
+                config.max_auth_attempts,
+                "fail",
+                "too many failed logins (all nodes)",
+            ),
+            Count::Points(p) => (
+                p,
+                config.suspicious_threshold,
+                "score",
+                "suspicious activity (all nodes)",
+            ),
         };
         let counter = format!("{COUNT}{kind}:{key}");
-        self.count(&counter, Some(key), amount, threshold.max(1), config)
-            .await
-            .map(|(_, blocked)| blocked)
+        self.count(
+            &counter,
+            Some((key, reason)),
+            amount,
+            threshold.max(1),
+            config,
+        )
+        .await
+        .map(|(_, blocked)| blocked)
     }
 
     /// A failed login for `login` (from any address), counted by every
@@ -211,18 +228,20 @@ impl SharedLimits {
     }
 
     /// Run the script on `counter`; `block` is the address to block at
-    /// the threshold (None: count only).
+    /// the threshold, and why (None: count only).
     async fn count(
         &self,
         counter: &str,
-        block: Option<IpAddr>,
+        block: Option<(IpAddr, &str)>,
         amount: u32,
         threshold: u32,
         config: &SecurityConfig,
     ) -> Option<(u64, bool)> {
         let mut conn = self.connection().await?;
         let mut call = self.script.prepare_invoke();
-        let target = block.map(|ip| ip.to_string()).unwrap_or_default();
+        let (target, reason) = block
+            .map(|(ip, reason)| (ip.to_string(), reason))
+            .unwrap_or_default();
         call.key(counter)
             .key(format!("{BLOCK}{target}"))
             .key(CHANNEL)
@@ -230,7 +249,8 @@ impl SharedLimits {
             .arg(config.auth_window.as_millis() as u64)
             .arg(threshold)
             .arg(config.auto_block_duration.as_millis() as u64)
-            .arg(target);
+            .arg(target)
+            .arg(reason);
         let answer: Result<(u64, u8), _> =
             match tokio::time::timeout(ANSWER_WITHIN, call.invoke_async(&mut conn)).await {
                 Ok(r) => r,
@@ -270,8 +290,13 @@ impl SharedLimits {
                     let Ok(text) = msg.get_payload::<String>() else {
                         continue;
                     };
-                    if let Some((ip, ms)) = parse_announcement(&text) {
-                        guard.adopt_block(ip, Duration::from_millis(ms));
+                    // `ADDRESS 0` lifts a block (`pop3d unblock`).
+                    match parse_announcement(&text) {
+                        Some((ip, 0)) => {
+                            guard.lift(ip);
+                        }
+                        Some((ip, ms)) => guard.adopt_block(ip, Duration::from_millis(ms)),
+                        None => {}
                     }
                 }
                 Ok::<(), redis::RedisError>(())
@@ -392,6 +417,75 @@ pub async fn ping(info: redis::ConnectionInfo) -> Result<(), String> {
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("no answer within 2s".into()),
     }
+}
+
+/// The blocks in force on every node (`pop3d blocks`): address group,
+/// time left, reason.
+pub async fn list_blocks(
+    info: redis::ConnectionInfo,
+) -> Result<Vec<(IpAddr, Duration, String)>, String> {
+    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{BLOCK}*"))
+            .arg("COUNT")
+            .arg(500)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let mut out = Vec::new();
+    for key in keys {
+        let Some(ip) = key.strip_prefix(BLOCK).and_then(|a| a.parse().ok()) else {
+            continue;
+        };
+        let (left, reason): (i64, Option<String>) = redis::pipe()
+            .cmd("PTTL")
+            .arg(&key)
+            .cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        if left > 0 {
+            let reason = reason.filter(|r| r != "1").unwrap_or_default();
+            out.push((ip, Duration::from_millis(left as u64), reason));
+        }
+    }
+    Ok(out)
+}
+
+/// Lift the block of the address group `key` on every node: the key goes,
+/// and the nodes hear `ADDRESS 0`. True if Redis held a block for it.
+pub async fn lift_block(info: redis::ConnectionInfo, key: IpAddr) -> Result<bool, String> {
+    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())?;
+    let (removed, _): (u32, u32) = redis::pipe()
+        .cmd("DEL")
+        .arg(format!("{BLOCK}{key}"))
+        .cmd("PUBLISH")
+        .arg(CHANNEL)
+        .arg(format!("{key} 0"))
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(removed > 0)
 }
 
 /// `[security] shared_state`, checked without connecting.

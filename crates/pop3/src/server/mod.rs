@@ -448,7 +448,7 @@ impl Pop3SessionManager {
                 "Too many failures from your address, try again in {} seconds",
                 left.as_secs().max(1)
             );
-            refuse(&mut stream, &text).await;
+            refuse(&mut stream, mode, &text).await;
             return End::Closed;
         }
         let _slot = match self.limits.admit(guard.key(peer.ip())) {
@@ -465,7 +465,7 @@ impl Pop3SessionManager {
                 };
                 metrics.refused(reason);
                 guard.log().connection_refused(peer.ip(), reason);
-                refuse(&mut stream, text).await;
+                refuse(&mut stream, mode, text).await;
                 return End::Closed;
             }
         };
@@ -544,10 +544,15 @@ impl Pop3SessionManager {
     }
 }
 
-/// Answer `-ERR [SYS/TEMP] text` before the greeting and close.
-async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, text: &str) {
+/// Answer `-ERR [SYS/TEMP] text` before the greeting and close. On an
+/// implicit-TLS listener the client expects a TLS handshake, and plaintext
+/// would read as garbage ("wrong version number"): it is closed without a
+/// word, which TLS clients report as a dropped connection.
+async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, mode: TlsMode, text: &str) {
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        stream.write_all(&session::refusal(text)).await?;
+        if mode != TlsMode::Implicit {
+            stream.write_all(&session::refusal(text)).await?;
+        }
         stream.shutdown().await
     })
     .await;

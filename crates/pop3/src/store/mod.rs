@@ -198,6 +198,17 @@ pub trait MailStore: Send + Sync {
         Ok(0)
     }
 
+    /// What `restore` would bring back (trashed at or after `since`):
+    /// each message's UIDL and when it was trashed, oldest first.
+    async fn trashed(
+        &self,
+        user: &UserRecord,
+        since: Option<std::time::SystemTime>,
+    ) -> Result<Vec<(String, std::time::SystemTime)>, StoreError> {
+        let _ = (user, since);
+        Err(StoreError::Permanent("this store keeps no trash".into()))
+    }
+
     /// After a backup was restored: give every mailbox (of `users`, where
     /// the store cannot walk its own) a new UID validity and move its next
     /// UID well ahead, so that no UIDL made from now on can equal one made

@@ -597,3 +597,23 @@ async fn downgraded_address_fields_keep_their_addresses() {
         })
     );
 }
+
+/// A blocked client on an implicit-TLS listener gets no plaintext bytes
+/// (which its TLS stack would report as "wrong version number"), only a
+/// closed connection; on a plaintext listener the refusal as text.
+#[tokio::test]
+async fn a_blocked_tls_client_is_closed_without_plaintext() {
+    let srv = start(|_| {}).await;
+    srv.manager
+        .guard()
+        .block("127.0.8.1".parse().unwrap(), "test");
+    let tls = connect_from("127.0.8.1", srv.implicit).await;
+    let mut raw = Client::raw(tls);
+    assert!(raw.until_closed().await.is_empty());
+    let plain = Client::connect_from("127.0.8.1", srv.plain).await;
+    assert!(
+        plain.greeting.starts_with("-ERR [SYS/TEMP]"),
+        "{}",
+        plain.greeting
+    );
+}

@@ -951,3 +951,76 @@ fn a_node_stopping_behind_the_balancer_leaves_no_client_without_a_greeting() {
         greeted
     );
 }
+
+/// `pop3d blocks` shows a block with its reason; `pop3d unblock` lifts it
+/// on every node at once.
+#[test]
+fn an_operator_lists_and_lifts_a_block_on_every_node() {
+    if !require("redis-server") {
+        return;
+    }
+    let redis = Redis::start(free_port());
+    let s = Setup::new(&[]);
+    let (_nodes, ports, _) =
+        shared_nodes(&s, &redis, "block_loopback = true\nmax_auth_attempts = 3\n");
+    for &port in &ports {
+        attempt(false, port, "wrong");
+    }
+    for &port in &ports {
+        let started = Instant::now();
+        while !attempt(false, port, "secret").contains("Too many failures") {
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "not blocked on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let config = s.path("node0.toml");
+    let out = pop3d()
+        .args(["blocks", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        listed.contains("127.0.0.1\t") && listed.contains("too many failed logins"),
+        "{listed}"
+    );
+    let out = pop3d()
+        .args(["unblock", "--config"])
+        .arg(&config)
+        .arg("127.0.0.1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for &port in &ports {
+        let started = Instant::now();
+        loop {
+            let answer = attempt(false, port, "secret");
+            if answer.starts_with("+OK") {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(1) && !answer.contains("[AUTH]"),
+                "still refused on {port}: {answer}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let out = pop3d()
+        .args(["blocks", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("127.0.0.1"));
+}

@@ -337,3 +337,59 @@ fn after_a_database_restore_no_uidl_comes_back() {
 fn after_a_maildir_restore_no_uidl_comes_back() {
     after_a_restore_no_uidl_comes_back(Backend::Maildir);
 }
+
+#[test]
+fn a_lease_is_listed_with_its_node_and_broken_with_a_new_epoch() {
+    let s = Setup::on(
+        Backend::Postgres,
+        &[b"Subject: 1\r\n\r\none\r\n", b"Subject: 2\r\n\r\ntwo\r\n"],
+    );
+    let (twin, b_port) = s.twin_config("node-b.toml");
+    for (path, name) in [(&s.config, "node-a"), (&twin, "node-b")] {
+        let text = read(path).replace("[server]\n", &format!("[server]\nnode_name = \"{name}\"\n"));
+        std::fs::write(path, text).unwrap();
+    }
+    let _a = s.start();
+    let b_log = s.path("node-b.log");
+    let b = pop3d()
+        .args(["serve", "--config"])
+        .arg(&twin)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&b_log).unwrap())
+        .spawn()
+        .unwrap();
+    let _b = Running { child: b };
+    wait_for_port(b_port);
+    let mut on_a = Client::login(s.plain, "alice", "secret");
+    assert!(on_a.cmd("DELE 1").starts_with("+OK"));
+    // B refuses, and its log names the holder.
+    let mut c = Client::connect(b_port);
+    c.cmd("USER alice");
+    assert!(c.cmd("PASS secret").starts_with("-ERR [IN-USE]"));
+    let said = wait_until(Duration::from_secs(5), "the [IN-USE] log line", || {
+        Some(read(&b_log)).filter(|l| l.contains("holder=node-a"))
+    });
+    assert!(said.contains("maildrop in use"), "{said}");
+    let (code, out, err) = run(pop3d().args(["lease", "list", "--config"]).arg(&s.config));
+    assert_eq!(code, 0, "{err}");
+    let row = out.lines().find(|l| l.starts_with("alice\t")).expect(&out);
+    assert!(row.contains("\tnode-a\t"), "{row}");
+    let (code, out, err) = run(pop3d()
+        .args(["lease", "break", "--user", "alice", "--config"])
+        .arg(&s.config));
+    assert_eq!(code, 0, "{out}{err}");
+    // B gets it at once; A's session can no longer delete.
+    let mut on_b = Client::login(b_port, "alice", "secret");
+    assert!(on_b.cmd("STAT").starts_with("+OK 2 "));
+    assert!(on_b.cmd("QUIT").starts_with("+OK"));
+    assert!(on_a.cmd("QUIT").starts_with("-ERR"), "a fenced QUIT");
+    assert_eq!(
+        s.count(),
+        2,
+        "nothing deleted by the broken lease's session"
+    );
+    let (code, ..) = run(pop3d()
+        .args(["lease", "break", "--user", "alice", "--config"])
+        .arg(&s.config));
+    assert_eq!(code, 1, "no lease in force any more");
+}

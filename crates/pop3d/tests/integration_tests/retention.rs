@@ -109,6 +109,29 @@ fn restore_brings_back_trashed_mail_under_the_same_uidls(backend: Backend) {
         64,
         "a bad --since is a usage error"
     );
+    // Looking first changes nothing.
+    let (code, listed) = restore(&["--list"]);
+    assert_eq!(code, 0);
+    let listing = String::from_utf8_lossy(&before).into_owned();
+    let uidls = listing
+        .lines()
+        .skip(1)
+        .filter(|l| *l != ".")
+        .map(|l| l.split(' ').nth(1).unwrap());
+    for uidl in uidls {
+        assert!(listed.contains(&format!("{uidl}\ttrashed ")), "{listed}");
+    }
+    assert!(
+        listed.ends_with("would restore 2 messages for alice\n"),
+        "{listed}"
+    );
+    assert_eq!(
+        restore(&["--dry-run", "--since", "1h"]),
+        (0, "would restore 2 messages for alice\n".into())
+    );
+    let mut c = Client::login(s.plain, "alice", "secret");
+    assert_eq!(c.cmd("STAT"), "+OK 0 0\r\n", "a dry run restores nothing");
+    assert!(c.cmd("QUIT").starts_with("+OK"));
     assert_eq!(
         restore(&["--since", "1h"]),
         (0, "restored 2 messages for alice\n".into())

@@ -9,6 +9,10 @@ ALTER TABLE pop3d_schema
 -- Which run of pop3d holds each node name, and its last sign of life: a
 -- second process under a name that another still renews refuses to start
 -- rather than free that run's leases.
+-- When the holder took a lease (`pop3d lease list` shows the session's
+-- age); NULL where an older binary took it.
+ALTER TABLE maildrop_lease ADD COLUMN acquired_at timestamptz;
+
 CREATE TABLE pop3d_nodes (
     name        text PRIMARY KEY,
     run         text NOT NULL,

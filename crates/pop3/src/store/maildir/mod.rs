@@ -285,6 +285,24 @@ impl MailStore for MaildirStore {
         Ok(purged)
     }
 
+    async fn trashed(
+        &self,
+        user: &UserRecord,
+        since: Option<SystemTime>,
+    ) -> Result<Vec<(String, SystemTime)>, StoreError> {
+        let dir = self.path_for(user)?;
+        let since = since
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let mut list = blocking(move || keep::read_trash(&dir)).await?;
+        list.retain(|t| t.when >= since);
+        list.sort_by_key(|t| t.when);
+        Ok(list
+            .into_iter()
+            .map(|t| (t.uidl, std::time::UNIX_EPOCH + Duration::from_secs(t.when)))
+            .collect())
+    }
+
     async fn after_restore(&self, users: &[Arc<UserRecord>]) -> Result<usize, StoreError> {
         let mut renewed = 0;
         for user in users {

@@ -141,6 +141,66 @@ impl Leases {
     }
 }
 
+/// One lease as `pop3d lease list` shows it.
+#[derive(Debug, Clone)]
+pub struct LeaseRow {
+    pub login: String,
+    pub node: String,
+    pub session: i64,
+    pub epoch: i64,
+    /// How long the holder has had it (unknown for an older binary's).
+    pub age: Option<String>,
+    /// Time left until it lapses unless renewed.
+    pub left: String,
+}
+
+/// The leases in force (of `login` only, when given).
+pub async fn list(
+    client: &impl tokio_postgres::GenericClient,
+    login: Option<&str>,
+) -> Result<Vec<LeaseRow>, DbError> {
+    let rows = client
+        .query(
+            "SELECT b.login, l.node, l.session, l.epoch, \
+                    date_trunc('second', now() - l.acquired_at)::text, \
+                    date_trunc('second', l.expires_at - now())::text \
+               FROM maildrop_lease l JOIN mailboxes b ON b.id = l.mailbox_id \
+              WHERE l.expires_at > now() AND ($1::text IS NULL OR b.login = lower($1)) \
+              ORDER BY b.login",
+            &[&login],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| LeaseRow {
+            login: r.get(0),
+            node: r.get(1),
+            session: r.get(2),
+            epoch: r.get(3),
+            age: r.get(4),
+            left: r.get(5),
+        })
+        .collect())
+}
+
+/// End `login`'s lease now, under a new epoch: the session that held it
+/// can no longer commit (its QUIT deletes nothing), and the next login
+/// takes the maildrop at once. False when no lease was in force.
+pub async fn break_lease(
+    client: &impl tokio_postgres::GenericClient,
+    login: &str,
+) -> Result<bool, DbError> {
+    let n = client
+        .execute(
+            "UPDATE maildrop_lease l SET expires_at = '-infinity', epoch = l.epoch + 1 \
+               FROM mailboxes b \
+              WHERE b.id = l.mailbox_id AND b.login = lower($1) AND l.expires_at > now()",
+            &[&login],
+        )
+        .await?;
+    Ok(n > 0)
+}
+
 /// Hold `node` for this process's `run`: taken when free, held by this
 /// run already, not renewed within `ttl`, or held by a run that died on
 /// this very machine; refused while another run renews it.

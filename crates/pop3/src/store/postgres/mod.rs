@@ -8,7 +8,7 @@
 //! transaction, so UIDs ascend and are never reused.
 
 mod body;
-mod lease;
+pub mod lease;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,11 +47,12 @@ fn mailbox_key(user: &UserRecord) -> String {
 const ACQUIRE: &str = "
 WITH mb AS (SELECT id FROM mailboxes WHERE login = $1),
 lease AS (
-    INSERT INTO maildrop_lease AS l (mailbox_id, node, boot, session, epoch, expires_at)
-    SELECT id, $2, $3, $4, 1, now() + make_interval(secs => $5) FROM mb
+    INSERT INTO maildrop_lease AS l (mailbox_id, node, boot, session, epoch, expires_at, acquired_at)
+    SELECT id, $2, $3, $4, 1, now() + make_interval(secs => $5), now() FROM mb
     ON CONFLICT (mailbox_id) DO UPDATE
        SET node = excluded.node, boot = excluded.boot, session = excluded.session,
-           epoch = l.epoch + 1, expires_at = excluded.expires_at
+           epoch = l.epoch + 1, expires_at = excluded.expires_at,
+           acquired_at = excluded.acquired_at
      WHERE l.expires_at < now()
     RETURNING mailbox_id, epoch)
 SELECT mb.id, lease.epoch,
@@ -365,6 +366,32 @@ impl PostgresStore {
             .map_err(store_error)?
     }
 
+    /// Say which node holds a maildrop a login found in use (only then is
+    /// it asked).
+    async fn log_holder(&self, login: &str, mailbox: i64) {
+        let holder = self
+            .db
+            .timed(async {
+                let client = self.db.client().await?;
+                Ok(client
+                    .query_opt(
+                        "SELECT node, (expires_at - now())::text FROM maildrop_lease WHERE mailbox_id = $1",
+                        &[&mailbox],
+                    )
+                    .await?)
+            })
+            .await;
+        if let Ok(Some(row)) = holder {
+            let (node, left): (String, Option<String>) = (row.get(0), row.get(1));
+            tracing::info!(
+                user = %login,
+                holder = %node,
+                lease_left = left.as_deref().unwrap_or("-"),
+                "maildrop in use ([IN-USE]): leased by another session"
+            );
+        }
+    }
+
     /// Take the lease for `session` and list the messages; remove those
     /// past `expire`.
     async fn acquire(
@@ -432,7 +459,10 @@ impl PostgresStore {
                             .map_err(store_error)?;
                         continue;
                     }
-                    _ => return Err(StoreError::InUse),
+                    _ => {
+                        self.log_holder(login, mailbox).await;
+                        return Err(StoreError::InUse);
+                    }
                 }
             };
             let mut messages = Vec::with_capacity(rows.len());
@@ -619,6 +649,30 @@ impl MailStore for PostgresStore {
             .await
             .map_err(store_error)?;
         Ok(back.unwrap_or(0) as usize)
+    }
+
+    async fn trashed(
+        &self,
+        user: &UserRecord,
+        since: Option<std::time::SystemTime>,
+    ) -> Result<Vec<(String, std::time::SystemTime)>, StoreError> {
+        let login = mailbox_key(user);
+        let since = since.unwrap_or(std::time::UNIX_EPOCH);
+        let rows = self
+            .db
+            .timed(async {
+                let client = self.db.client().await?;
+                Ok(client
+                    .query(
+                        "SELECT m.uidl, m.trashed_at FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id \
+                          WHERE b.login = $1 AND m.trashed_at >= $2 ORDER BY m.trashed_at, m.uid",
+                        &[&login, &since],
+                    )
+                    .await?)
+            })
+            .await
+            .map_err(store_error)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     /// One statement for every mailbox: the database knows them all.
