@@ -130,6 +130,7 @@ where
     };
     if !trusted(&services, peer) {
         tracing::warn!(peer = ?peer, "LMTP connection from an untrusted address refused");
+        count(&services, "refused");
         if let Some(ip) = peer {
             services
                 .guard
@@ -217,6 +218,7 @@ where
                             conn.reply(&format!("550 5.1.1 <{to}>: no such user here"));
                         }
                         Err(e) => {
+                            count(&services, "userdb_unavailable");
                             tracing::warn!(recipient = %to, "LMTP: {e}");
                             conn.reply("451 4.3.0 user database unavailable, try again later");
                         }

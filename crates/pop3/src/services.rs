@@ -33,6 +33,8 @@ pub struct Services {
     pub shared_limits: Option<Arc<crate::security::SharedLimits>>,
     pub buffers: BufferPool,
     pub sasl: SaslServices,
+    /// When the `[tls]` certificate expires (for its metric).
+    pub tls_expiry: Option<std::time::SystemTime>,
 }
 
 /// What outlives a reload: counters, blocks, the shutdown signal.
@@ -156,6 +158,10 @@ impl Services {
         shared: &Shared,
     ) -> Result<Services, SetupError> {
         let sasl = SaslServices::new(&config, shared.salt_key.clone())?;
+        let tls_expiry = config
+            .tls
+            .as_ref()
+            .and_then(crate::server::tls::certificate_expiry);
         let login_delay = LoginDelay::new();
         let buffers = BufferPool::new(
             config.performance.io_buffer_size,
@@ -175,6 +181,7 @@ impl Services {
             guard: shared.guard.clone(),
             shared_limits: shared.shared_limits.clone(),
             buffers,
+            tls_expiry,
             sasl,
         })
     }

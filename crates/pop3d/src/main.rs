@@ -488,8 +488,8 @@ fn reload(manager: &Pop3SessionManager, path: &Path) {
             for w in &loaded.warnings {
                 tracing::warn!(file = %path.display(), "{w}");
             }
+            // (A refused reload is counted by the manager itself.)
             if let Err(e) = manager.reload(loaded.config) {
-                manager.metrics().reload(false);
                 tracing::error!(file = %path.display(), "reload refused, old configuration stays: {e}");
             }
         }

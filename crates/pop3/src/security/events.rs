@@ -30,10 +30,13 @@ enum Sink {
 
 pub struct SecurityLog {
     sink: Sink,
+    /// The node every event comes from (`server.node_name`).
+    node: Option<String>,
 }
 
 impl SecurityLog {
-    /// Events to standard error, or appended to `file`.
+    /// Events to standard error, or appended to `file` (opened again by
+    /// each reload, so that a log rotated away is followed by a new one).
     pub fn new(enabled: bool, file: Option<&Path>) -> std::io::Result<SecurityLog> {
         let sink = match (enabled, file) {
             (false, _) => Sink::Off,
@@ -45,11 +48,20 @@ impl SecurityLog {
                     .open(path)?,
             )),
         };
-        Ok(SecurityLog { sink })
+        Ok(SecurityLog { sink, node: None })
+    }
+
+    /// Name the node in every event.
+    pub fn of_node(mut self, node: &str) -> SecurityLog {
+        self.node = Some(node.to_owned());
+        self
     }
 
     pub fn off() -> SecurityLog {
-        SecurityLog { sink: Sink::Off }
+        SecurityLog {
+            sink: Sink::Off,
+            node: None,
+        }
     }
 
     fn emit(&self, event: &str, ip: IpAddr, fields: Value) {
@@ -65,6 +77,9 @@ impl SecurityLog {
         );
         obj.insert("event".into(), Value::String(event.into()));
         obj.insert("ip".into(), Value::String(ip.to_string()));
+        if let Some(node) = &self.node {
+            obj.insert("node".into(), Value::String(node.clone()));
+        }
         if let Value::Object(extra) = fields {
             obj.extend(extra.into_iter().filter(|(_, v)| !v.is_null()));
         }

@@ -60,6 +60,7 @@ fn security_log(config: &Pop3Config) -> Result<SecurityLog, ServerError> {
         config.security.enable_security_logging,
         config.security.security_log_file.as_deref(),
     )
+    .map(|log| log.of_node(config.server.node()))
     .map_err(ServerError::SecurityLog)
 }
 
@@ -872,7 +873,16 @@ impl crate::telemetry::http::Status for Pop3SessionManager {
     }
 
     fn metrics_text(&self) -> String {
-        let own = self.shared.metrics.encode();
+        let metrics = &self.shared.metrics;
+        if let Some(at) = self.services().tls_expiry {
+            let now = std::time::SystemTime::now();
+            let left = match at.duration_since(now) {
+                Ok(d) => d.as_secs() as i64,
+                Err(e) => -(e.duration().as_secs() as i64),
+            };
+            metrics.tls_certificate_expiry.set(left);
+        }
+        let own = metrics.encode();
         match self.services().store.metrics_text() {
             Some(store) => match own.strip_suffix("# EOF\n") {
                 Some(head) => format!("{head}{store}# EOF\n"),

@@ -42,6 +42,25 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub version: &'static str,
+}
+
+/// Every outcome an LMTP recipient can have, so that each series exists
+/// (at zero) from the start: a rate over a series that appears only with
+/// its first event misses that event.
+pub const LMTP_RESULTS: [&str; 8] = [
+    "delivered",
+    "unknown_user",
+    "userdb_unavailable",
+    "too_large",
+    "over_quota",
+    "storage_full",
+    "temp_failure",
+    "refused",
+];
+
 /// Command names as counted: the keywords, plus lines that are no command.
 const COMMANDS: &[&str] = &[
     "USER", "PASS", "APOP", "AUTH", "QUIT", "STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "TOP",
@@ -75,6 +94,10 @@ pub struct Metrics {
     pub shared_state_up: Gauge,
     /// 1, labelled with this node's name.
     pub node_info: Family<NodeLabels, Gauge>,
+    pub build_info: Family<VersionLabels, Gauge>,
+    /// Seconds until the TLS certificate expires (negative once it has),
+    /// set at each scrape.
+    pub tls_certificate_expiry: Gauge,
 }
 
 impl Default for Metrics {
@@ -108,7 +131,17 @@ impl Metrics {
             lmtp_deliveries: Family::default(),
             shared_state_up: Gauge::default(),
             node_info: Family::default(),
+            build_info: Family::default(),
+            tls_certificate_expiry: Gauge::default(),
         };
+        m.build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        for result in LMTP_RESULTS {
+            let _ = m.lmtp_deliveries.get_or_create(&ResultLabels { result });
+        }
         let r = &mut m.registry;
         r.register(
             "sessions_active",
@@ -147,13 +180,23 @@ impl Metrics {
             m.node_info.clone(),
         );
         r.register(
+            "build_info",
+            "This pop3d's version",
+            m.build_info.clone(),
+        );
+        r.register(
+            "tls_certificate_expiry_seconds",
+            "Seconds until the [tls] certificate expires (negative once it has)",
+            m.tls_certificate_expiry.clone(),
+        );
+        r.register(
             "shared_state_up",
             "1 while the abuse counters shared by all nodes (Redis) answer; 0 while this node decides alone",
             m.shared_state_up.clone(),
         );
         r.register(
             "lmtp_deliveries",
-            "LMTP recipients by outcome (delivered, unknown_user, too_large, over_quota, storage_full, temp_failure)",
+            "LMTP recipients by outcome (delivered, unknown_user, userdb_unavailable at RCPT, too_large, over_quota, storage_full, temp_failure, refused for an untrusted address)",
             m.lmtp_deliveries.clone(),
         );
         r.register(

@@ -393,3 +393,78 @@ fn a_lease_is_listed_with_its_node_and_broken_with_a_new_epoch() {
         .arg(&s.config));
     assert_eq!(code, 1, "no lease in force any more");
 }
+
+#[test]
+fn the_metrics_and_security_log_an_operator_relies_on() {
+    let pg = Postgres::private();
+    let db = pg.database();
+    let s = Setup::on(Backend::Postgres, &[]);
+    let shared = Postgres::shared().url(s.database.as_deref().unwrap());
+    let lmtp = free_port();
+    let text = read(&s.config)
+        .replace(&format!("url = \"{shared}\"\n"), &format!("url = \"{}\"\nconnect_timeout = \"1s\"\n", pg.url(&db)))
+        .replace("[auth]\n", "[auth]\nbackend = \"postgres\"\n")
+        .replace("[server]\n", "[server]\nnode_name = \"pop-test\"\n")
+        .replace(
+            "enable_security_logging = false",
+            "enable_security_logging = true\nsecurity_log_file = \"security.log\"",
+        )
+        + &format!("\n[[lmtp]]\nbind = \"127.0.0.1:{lmtp}\"\n");
+    std::fs::write(&s.config, &text).unwrap();
+    let metrics = with_metrics(&s);
+    let node = s.start();
+    wait_for_port(metrics);
+    let scraped = http(metrics, "/metrics");
+    assert!(scraped.contains(&format!("pop3_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))), "{scraped}");
+    let expiry: i64 = scraped
+        .lines()
+        .find_map(|l| l.strip_prefix("pop3_tls_certificate_expiry_seconds "))
+        .expect("the certificate's expiry")
+        .parse()
+        .unwrap();
+    assert!(expiry > 86_400 * 365, "{expiry}");
+    for result in ["delivered", "unknown_user", "userdb_unavailable", "temp_failure", "storage_full"] {
+        assert!(
+            scraped.contains(&format!("pop3_lmtp_deliveries_total{{result=\"{result}\"}} 0")),
+            "{result}: {scraped}"
+        );
+    }
+    // Security events name the node; a rotated log is followed by a new one.
+    let fail = || {
+        let mut c = Client::connect(s.plain);
+        c.cmd("USER nobody");
+        assert!(c.cmd("PASS wrong").starts_with("-ERR [AUTH]"));
+    };
+    fail();
+    let first = wait_until(Duration::from_secs(5), "the first event", || {
+        Some(read(&s.path("security.log"))).filter(|l| l.contains("auth_failed"))
+    });
+    assert!(first.contains("\"node\":\"pop-test\""), "{first}");
+    std::fs::rename(s.path("security.log"), s.path("security.log.1")).unwrap();
+    signal(node.child.id(), "HUP");
+    wait_until(Duration::from_secs(10), "the reload", || {
+        Some(http(metrics, "/metrics")).filter(|m| m.contains("pop3_config_reloads_total{result=\"ok\"} 1"))
+    });
+    fail();
+    wait_until(Duration::from_secs(5), "an event in the new file", || {
+        std::fs::read_to_string(s.path("security.log")).ok().filter(|l| l.contains("auth_failed"))
+    });
+    assert_eq!(read(&s.path("security.log.1")).lines().count(), first.lines().count());
+    // A refused SIGHUP (a file that reads, but whose certificate does
+    // not) counts once.
+    std::fs::write(&s.config, text.replace("cert = \"cert.pem\"", "cert = \"nope.pem\"")).unwrap();
+    signal(node.child.id(), "HUP");
+    wait_until(Duration::from_secs(10), "the refused reload", || {
+        Some(http(metrics, "/metrics")).filter(|m| m.contains("pop3_config_reloads_total{result=\"failed\"}"))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let scraped = http(metrics, "/metrics");
+    assert!(scraped.contains("pop3_config_reloads_total{result=\"failed\"} 1\n"), "{scraped}");
+    // The user database away: 451 at RCPT, counted.
+    pg.pg_ctl_stop();
+    let (mut c, _) = Lmtp::connect(lmtp);
+    c.cmd("LHLO test");
+    c.cmd("MAIL FROM:<a@b>");
+    assert!(c.cmd("RCPT TO:<alice>").starts_with("451 4.3.0"));
+    assert!(http(metrics, "/metrics").contains("pop3_lmtp_deliveries_total{result=\"userdb_unavailable\"} 1\n"));
+}
