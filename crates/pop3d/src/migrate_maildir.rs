@@ -164,22 +164,9 @@ async fn copy_user(
         .map_err(|e| e.to_string())
 }
 
-async fn copy_mail(
-    client: &pop3::db::Client,
-    source: &MaildirStore,
-    target: &PostgresStore,
-    user: &UserRecord,
-    dry_run: bool,
-    summary: &mut Summary,
-) -> Result<(), String> {
-    let maildrop = match source.open(user).await {
-        Ok(m) => m,
-        Err(StoreError::InUse) => {
-            return Err("the Maildir is in use by a POP3 session; run again later".into());
-        }
-        Err(e) => return Err(e.to_string()),
-    };
-    let known: HashSet<String> = client
+/// The UIDLs the database has for `user` already.
+async fn known_uidls(client: &pop3::db::Client, user: &UserRecord) -> Result<HashSet<String>, String> {
+    Ok(client
         .query(
             "SELECT m.uidl FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id \
              WHERE b.login = lower($1)",
@@ -189,16 +176,43 @@ async fn copy_mail(
         .map_err(|e| e.to_string())?
         .iter()
         .map(|r| r.get(0))
-        .collect();
+        .collect())
+}
+
+async fn copy_mail(
+    client: &pop3::db::Client,
+    source: &MaildirStore,
+    target: &PostgresStore,
+    user: &UserRecord,
+    dry_run: bool,
+    summary: &mut Summary,
+) -> Result<(), String> {
+    // A dry run only reads: no lock, no index written into the source.
+    if dry_run {
+        let infos = source.preview(user).await.map_err(|e| e.to_string())?;
+        let known = known_uidls(client, user).await?;
+        for info in infos {
+            if known.contains(&info.uid) {
+                summary.messages_present += 1;
+            } else {
+                summary.messages_copied += 1;
+                summary.octets_copied += info.size;
+            }
+        }
+        return Ok(());
+    }
+    let maildrop = match source.open(user).await {
+        Ok(m) => m,
+        Err(StoreError::InUse) => {
+            return Err("the Maildir is in use by a POP3 session; run again later".into());
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let known = known_uidls(client, user).await?;
     let mut result = Ok(());
     for (i, info) in maildrop.messages().iter().enumerate() {
         if known.contains(&info.uid) {
             summary.messages_present += 1;
-            continue;
-        }
-        if dry_run {
-            summary.messages_copied += 1;
-            summary.octets_copied += info.size;
             continue;
         }
         let copied = async {

@@ -126,6 +126,21 @@ impl MaildirStore {
         self
     }
 
+    /// What a login would list, read without writing anything (no lock, no
+    /// index, no directory made): `migrate-maildir --dry-run`. UIDLs of
+    /// messages the index does not know yet are those a login would give.
+    pub async fn preview(&self, user: &UserRecord) -> Result<Vec<MessageInfo>, StoreError> {
+        let dir = self.path_for(user)?;
+        let (limit, format) = (self.measure.clone(), self.format.clone());
+        blocking(move || {
+            if !dir.join("cur").is_dir() {
+                return Ok(Vec::new());
+            }
+            scan_and_index(&dir, &limit, &format, false).map(|(_, infos, _)| infos)
+        })
+        .await
+    }
+
     /// Keep listings between sessions (see [`ListingCache`]).
     pub fn with_cache(mut self, ttl: Duration, max_entries: usize) -> Self {
         self.cache = Some(Arc::new(ListingCache::new(ttl, max_entries)));
@@ -651,7 +666,7 @@ fn open_blocking(
         return Ok(maildrop(hit.messages.clone(), hit.infos.clone()));
     }
     let scanned_at = SystemTime::now();
-    let (messages, infos, written) = scan_and_index(dir, &limit, &format)?;
+    let (messages, infos, written) = scan_and_index(dir, &limit, &format, true)?;
     let (messages, infos) = (Arc::new(messages), Arc::new(infos));
     if !written {
         // A listing with mail held back is for this session only.
@@ -683,6 +698,7 @@ fn scan_and_index(
     dir: &Path,
     limit: &measure::MeasureLimit,
     format: &UidlFormat,
+    persist: bool,
 ) -> Result<(Vec<Message>, Vec<MessageInfo>, bool), StoreError> {
     let files = scan(dir)?;
     let (mut index, mut changed, on_disk) = load_index(dir, format)?;
@@ -775,7 +791,7 @@ fn scan_and_index(
     // UIDs handed out must be on disk before a client sees them, or the
     // next login could hand the same UIDs to other messages.
     let mut written = true;
-    if changed && let Err(e) = index.store(dir) {
+    if persist && changed && let Err(e) = index.store(dir) {
         // Without room for the index the user can still read and delete,
         // the one thing that frees space: what the stored index knows
         // goes out under its UIDLs, what is new waits for a later index.
@@ -1120,7 +1136,7 @@ impl MaildirDrop {
         // The index that did not fit at login may fit now that messages
         // are gone; else a later login writes it.
         if let Some((limit, format)) = &self.index_pending
-            && let Err(e) = scan_and_index(&self.dir, limit, format)
+            && let Err(e) = scan_and_index(&self.dir, limit, format, true)
         {
             tracing::warn!(maildir = %self.dir.display(), "{INDEX_FILE} still not written: {e}");
         }
