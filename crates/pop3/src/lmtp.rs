@@ -304,14 +304,17 @@ fn count(services: &Services, result: &'static str) {
 
 /// The user an address names: the address as written, else its local
 /// part (passwd files often list bare names).
+/// An account closed to mail (`pop3d user disable --no-mail`) is no
+/// recipient; one whose logins are disabled still is.
 async fn recipient(services: &Services, to: &str) -> Result<Option<Arc<UserRecord>>, UserDbError> {
-    if let Some(user) = services.users.lookup(to).await? {
-        return Ok(Some(user));
-    }
-    match to.rsplit_once('@') {
-        Some((local, _)) if !local.is_empty() => services.users.lookup(local).await,
-        _ => Ok(None),
-    }
+    let found = match services.users.lookup(to).await? {
+        Some(user) => Some(user),
+        None => match to.rsplit_once('@') {
+            Some((local, _)) if !local.is_empty() => services.users.lookup(local).await?,
+            _ => None,
+        },
+    };
+    Ok(found.filter(|u| u.account.receives_mail()))
 }
 
 /// Store the message for one recipient, with `Return-Path` and

@@ -95,11 +95,15 @@ pub enum UserCommand {
         #[arg(long, short, default_value = "ARGON2ID")]
         scheme: String,
     },
-    /// Refuse the user's logins (and deliveries) until `enable`.
+    /// Refuse the user's logins until `enable`; mail is still delivered
+    /// (nothing bounces) unless --no-mail.
     Disable {
         #[command(flatten)]
         file: ConfigFile,
         name: String,
+        /// Refuse deliveries too, as to an unknown user (550 5.1.1).
+        #[arg(long)]
+        no_mail: bool,
     },
     /// Allow a disabled user again.
     Enable {
@@ -278,12 +282,20 @@ pub async fn user(config: &Pop3Config, command: UserCommand) -> ExitCode {
                 "password set",
             )
         }
-        UserCommand::Disable { name, .. } => {
-            done(admin.set_disabled(&name, true).await, &name, "disabled")
-        }
-        UserCommand::Enable { name, .. } => {
-            done(admin.set_disabled(&name, false).await, &name, "enabled")
-        }
+        UserCommand::Disable { name, no_mail, .. } => done(
+            admin.set_disabled(&name, true, no_mail).await,
+            &name,
+            if no_mail {
+                "disabled; deliveries refused"
+            } else {
+                "disabled; mail is still delivered"
+            },
+        ),
+        UserCommand::Enable { name, .. } => done(
+            admin.set_disabled(&name, false, false).await,
+            &name,
+            "enabled",
+        ),
         UserCommand::Delete {
             name, keep_mail, ..
         } => done(
@@ -302,7 +314,11 @@ pub async fn user(config: &Pop3Config, command: UserCommand) -> ExitCode {
                         "{}\t{}\t{}\t{} messages\t{} octets",
                         u.login,
                         u.scheme,
-                        if u.disabled { "disabled" } else { "enabled" },
+                        match (u.disabled, u.refuse_mail) {
+                            (false, _) => "enabled",
+                            (true, false) => "disabled",
+                            (true, true) => "disabled, no mail",
+                        },
                         u.messages,
                         u.octets
                     );

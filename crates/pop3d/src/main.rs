@@ -625,6 +625,11 @@ fn deliver(path: &Path, user: &str) -> ExitCode {
         user,
         "deliver",
         async |config, Backends { store, .. }, record| {
+            // Closed to mail (`user disable --no-mail`): as unknown.
+            if !record.account.receives_mail() {
+                eprintln!("pop3d: deliver: {}: the account takes no mail", record.name);
+                return ExitCode::from(EX_NOUSER);
+            }
             let mut stdin = tokio::io::stdin();
             match store.deliver(&record, &mut stdin).await {
                 Ok(size) => {

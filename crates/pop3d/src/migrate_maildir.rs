@@ -165,7 +165,10 @@ async fn copy_user(
 }
 
 /// The UIDLs the database has for `user` already.
-async fn known_uidls(client: &pop3::db::Client, user: &UserRecord) -> Result<HashSet<String>, String> {
+async fn known_uidls(
+    client: &pop3::db::Client,
+    user: &UserRecord,
+) -> Result<HashSet<String>, String> {
     Ok(client
         .query(
             "SELECT m.uidl FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id \

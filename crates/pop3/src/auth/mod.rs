@@ -39,6 +39,30 @@ pub struct UserRecord {
     pub extra: String,
     /// Per-user settings read from the extras or database columns.
     pub settings: UserSettings,
+    /// Whether the user may log in, and receive mail.
+    pub account: Account,
+}
+
+/// What an account may do (`pop3d user disable [--no-mail]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Account {
+    #[default]
+    Active,
+    /// Logins are refused (like a wrong password); mail is still
+    /// delivered, so nothing bounces while the account is suspended.
+    LoginDisabled,
+    /// Logins refused and deliveries refused as to an unknown user.
+    Closed,
+}
+
+impl Account {
+    pub fn may_log_in(self) -> bool {
+        self == Account::Active
+    }
+
+    pub fn receives_mail(self) -> bool {
+        self != Account::Closed
+    }
 }
 
 /// Why the user database could not answer. Not "no such user": that is

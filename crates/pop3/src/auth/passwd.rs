@@ -157,6 +157,7 @@ fn parse_line(line: &str) -> Result<UserRecord, String> {
         home,
         extra,
         settings,
+        account: Default::default(),
     })
 }
 

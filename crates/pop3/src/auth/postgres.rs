@@ -10,12 +10,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio_postgres::GenericClient;
 
-use super::{Scheme, StoredSecret, UserDb, UserDbError, UserRecord, UserSettings, hash_password};
+use super::{
+    Account, Scheme, StoredSecret, UserDb, UserDbError, UserRecord, UserSettings, hash_password,
+};
 use crate::db::{Database, DbError};
 
 const OWN_TABLE: &str = "SELECT login AS user, secret AS password, \
-            expire, login_delay, quota_rule FROM users \
-     WHERE login = lower($1) AND NOT disabled";
+            expire, login_delay, quota_rule, disabled, refuse_mail FROM users \
+     WHERE login = lower($1)";
 
 /// Columns a user query may return beside `user` and `password`.
 const SETTING_COLUMNS: [&str; 3] = ["expire", "login_delay", "quota_rule"];
@@ -145,6 +147,16 @@ impl UserDb for PostgresUsers {
             home: None,
             extra: String::new(),
             settings,
+            // pop3d's own table says; a password_query filters inactive
+            // users itself.
+            account: match (
+                row.try_get::<_, bool>("disabled").unwrap_or(false),
+                row.try_get::<_, bool>("refuse_mail").unwrap_or(false),
+            ) {
+                (false, _) => Account::Active,
+                (true, false) => Account::LoginDisabled,
+                (true, true) => Account::Closed,
+            },
         })))
     }
 
@@ -199,6 +211,8 @@ pub struct UserListing {
     pub login: String,
     pub scheme: String,
     pub disabled: bool,
+    /// Deliveries refused too (`disable --no-mail`).
+    pub refuse_mail: bool,
     pub messages: i64,
     pub octets: i64,
 }
@@ -241,12 +255,18 @@ impl<C: GenericClient + Sync> UserAdmin<'_, C> {
             == 1)
     }
 
-    pub async fn set_disabled(&self, login: &str, disabled: bool) -> Result<bool, DbError> {
+    /// Disable logins (and with `refuse_mail` deliveries), or enable both.
+    pub async fn set_disabled(
+        &self,
+        login: &str,
+        disabled: bool,
+        refuse_mail: bool,
+    ) -> Result<bool, DbError> {
         Ok(self
             .client
             .execute(
-                "UPDATE users SET disabled = $2 WHERE login = lower($1)",
-                &[&login, &disabled],
+                "UPDATE users SET disabled = $2, refuse_mail = $3 WHERE login = lower($1)",
+                &[&login, &disabled, &refuse_mail],
             )
             .await?
             == 1)
@@ -270,7 +290,7 @@ impl<C: GenericClient + Sync> UserAdmin<'_, C> {
         let rows = self
             .client
             .query(
-                "SELECT u.login, substring(u.secret FROM '^\\{([^}]*)\\}'), u.disabled, \
+                "SELECT u.login, substring(u.secret FROM '^\\{([^}]*)\\}'), u.disabled, u.refuse_mail, \
                         coalesce(b.msg_count, 0), coalesce(b.octets, 0) \
                    FROM users u LEFT JOIN mailboxes b ON b.login = u.login \
                   ORDER BY u.login",
@@ -285,8 +305,9 @@ impl<C: GenericClient + Sync> UserAdmin<'_, C> {
                     .get::<_, Option<String>>(1)
                     .unwrap_or_else(|| "CRYPT".into()),
                 disabled: r.get(2),
-                messages: r.get(3),
-                octets: r.get(4),
+                refuse_mail: r.get(3),
+                messages: r.get(4),
+                octets: r.get(5),
             })
             .collect())
     }

@@ -42,6 +42,7 @@ impl StaticUsers {
             home: None,
             extra: String::new(),
             settings: Default::default(),
+            account: Default::default(),
         })
     }
 }

@@ -587,6 +587,19 @@ async fn login(
     mechanism: &'static str,
     read_only: bool,
 ) -> Outcome {
+    // A disabled account: refused as a wrong password is, whichever
+    // mechanism proved the identity (a token, a certificate, a ticket).
+    if !user.account.may_log_in() {
+        return denied(
+            state,
+            conn,
+            services,
+            Some(&user.name),
+            mechanism,
+            "account disabled",
+        )
+        .await;
+    }
     services.guard.auth_succeeded(conn.peer.ip(), &user.name);
     if let Some(limits) = &services.shared_limits
         && !services.guard.is_trusted(conn.peer.ip())

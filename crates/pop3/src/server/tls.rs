@@ -76,7 +76,9 @@ pub fn not_after(der: &[u8]) -> Option<std::time::SystemTime> {
             if n == 0 || n > 4 || rest.len() < n {
                 return None;
             }
-            let len = rest[..n].iter().fold(0usize, |a, b| (a << 8) | usize::from(*b));
+            let len = rest[..n]
+                .iter()
+                .fold(0usize, |a, b| (a << 8) | usize::from(*b));
             rest = &rest[n..];
             len
         };
@@ -105,7 +107,8 @@ pub fn not_after(der: &[u8]) -> Option<std::time::SystemTime> {
         _ => return None,
     };
     let field = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
-    let (month, day, hour, minute, second) = (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    let (month, day, hour, minute, second) =
+        (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
     // Days since 1970-01-01 of a civil date (the proleptic Gregorian
     // calendar), by counting in 400-year eras from March.
     let y = if month <= 2 { year - 1 } else { year };
@@ -214,10 +217,18 @@ mod tests {
             let at = not_after(cert.der()).expect("parsed");
             let secs = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
             let expected = std::process::Command::new("date")
-                .args(["-u", "-d", &format!("{year}-{month:02}-{day:02} 00:00:00"), "+%s"])
+                .args([
+                    "-u",
+                    "-d",
+                    &format!("{year}-{month:02}-{day:02} 00:00:00"),
+                    "+%s",
+                ])
                 .output()
                 .unwrap();
-            let expected: u64 = String::from_utf8_lossy(&expected.stdout).trim().parse().unwrap();
+            let expected: u64 = String::from_utf8_lossy(&expected.stdout)
+                .trim()
+                .parse()
+                .unwrap();
             assert_eq!(secs, expected, "{year}-{month}-{day}");
         }
         assert_eq!(not_after(b"\x30\x03abc"), None);

@@ -179,11 +179,7 @@ impl Metrics {
             "This node's name (server.node_name, or the hostname)",
             m.node_info.clone(),
         );
-        r.register(
-            "build_info",
-            "This pop3d's version",
-            m.build_info.clone(),
-        );
+        r.register("build_info", "This pop3d's version", m.build_info.clone());
         r.register(
             "tls_certificate_expiry_seconds",
             "Seconds until the [tls] certificate expires (negative once it has)",

@@ -402,7 +402,10 @@ fn the_metrics_and_security_log_an_operator_relies_on() {
     let shared = Postgres::shared().url(s.database.as_deref().unwrap());
     let lmtp = free_port();
     let text = read(&s.config)
-        .replace(&format!("url = \"{shared}\"\n"), &format!("url = \"{}\"\nconnect_timeout = \"1s\"\n", pg.url(&db)))
+        .replace(
+            &format!("url = \"{shared}\"\n"),
+            &format!("url = \"{}\"\nconnect_timeout = \"1s\"\n", pg.url(&db)),
+        )
         .replace("[auth]\n", "[auth]\nbackend = \"postgres\"\n")
         .replace("[server]\n", "[server]\nnode_name = \"pop-test\"\n")
         .replace(
@@ -415,7 +418,13 @@ fn the_metrics_and_security_log_an_operator_relies_on() {
     let node = s.start();
     wait_for_port(metrics);
     let scraped = http(metrics, "/metrics");
-    assert!(scraped.contains(&format!("pop3_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))), "{scraped}");
+    assert!(
+        scraped.contains(&format!(
+            "pop3_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{scraped}"
+    );
     let expiry: i64 = scraped
         .lines()
         .find_map(|l| l.strip_prefix("pop3_tls_certificate_expiry_seconds "))
@@ -423,9 +432,17 @@ fn the_metrics_and_security_log_an_operator_relies_on() {
         .parse()
         .unwrap();
     assert!(expiry > 86_400 * 365, "{expiry}");
-    for result in ["delivered", "unknown_user", "userdb_unavailable", "temp_failure", "storage_full"] {
+    for result in [
+        "delivered",
+        "unknown_user",
+        "userdb_unavailable",
+        "temp_failure",
+        "storage_full",
+    ] {
         assert!(
-            scraped.contains(&format!("pop3_lmtp_deliveries_total{{result=\"{result}\"}} 0")),
+            scraped.contains(&format!(
+                "pop3_lmtp_deliveries_total{{result=\"{result}\"}} 0"
+            )),
             "{result}: {scraped}"
         );
     }
@@ -443,28 +460,45 @@ fn the_metrics_and_security_log_an_operator_relies_on() {
     std::fs::rename(s.path("security.log"), s.path("security.log.1")).unwrap();
     signal(node.child.id(), "HUP");
     wait_until(Duration::from_secs(10), "the reload", || {
-        Some(http(metrics, "/metrics")).filter(|m| m.contains("pop3_config_reloads_total{result=\"ok\"} 1"))
+        Some(http(metrics, "/metrics"))
+            .filter(|m| m.contains("pop3_config_reloads_total{result=\"ok\"} 1"))
     });
     fail();
     wait_until(Duration::from_secs(5), "an event in the new file", || {
-        std::fs::read_to_string(s.path("security.log")).ok().filter(|l| l.contains("auth_failed"))
+        std::fs::read_to_string(s.path("security.log"))
+            .ok()
+            .filter(|l| l.contains("auth_failed"))
     });
-    assert_eq!(read(&s.path("security.log.1")).lines().count(), first.lines().count());
+    assert_eq!(
+        read(&s.path("security.log.1")).lines().count(),
+        first.lines().count()
+    );
     // A refused SIGHUP (a file that reads, but whose certificate does
     // not) counts once.
-    std::fs::write(&s.config, text.replace("cert = \"cert.pem\"", "cert = \"nope.pem\"")).unwrap();
+    std::fs::write(
+        &s.config,
+        text.replace("cert = \"cert.pem\"", "cert = \"nope.pem\""),
+    )
+    .unwrap();
     signal(node.child.id(), "HUP");
     wait_until(Duration::from_secs(10), "the refused reload", || {
-        Some(http(metrics, "/metrics")).filter(|m| m.contains("pop3_config_reloads_total{result=\"failed\"}"))
+        Some(http(metrics, "/metrics"))
+            .filter(|m| m.contains("pop3_config_reloads_total{result=\"failed\"}"))
     });
     std::thread::sleep(Duration::from_millis(300));
     let scraped = http(metrics, "/metrics");
-    assert!(scraped.contains("pop3_config_reloads_total{result=\"failed\"} 1\n"), "{scraped}");
+    assert!(
+        scraped.contains("pop3_config_reloads_total{result=\"failed\"} 1\n"),
+        "{scraped}"
+    );
     // The user database away: 451 at RCPT, counted.
     pg.pg_ctl_stop();
     let (mut c, _) = Lmtp::connect(lmtp);
     c.cmd("LHLO test");
     c.cmd("MAIL FROM:<a@b>");
     assert!(c.cmd("RCPT TO:<alice>").starts_with("451 4.3.0"));
-    assert!(http(metrics, "/metrics").contains("pop3_lmtp_deliveries_total{result=\"userdb_unavailable\"} 1\n"));
+    assert!(
+        http(metrics, "/metrics")
+            .contains("pop3_lmtp_deliveries_total{result=\"userdb_unavailable\"} 1\n")
+    );
 }

@@ -226,7 +226,11 @@ fn migrate_maildir_keeps_every_uidl_and_copies_nothing_twice() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("would copy 7 messages"), "{out}");
     assert_eq!(new.sql("SELECT count(*) FROM messages").trim(), "0");
-    assert_eq!(tree(&old.path("mail")), source_before, "a dry run writes nothing");
+    assert_eq!(
+        tree(&old.path("mail")),
+        source_before,
+        "a dry run writes nothing"
+    );
     let (code, out, err) = migrate(&["--user", "bob"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("copied 4 messages"), "{out}");
@@ -246,7 +250,8 @@ fn migrate_maildir_keeps_every_uidl_and_copies_nothing_twice() {
     // bob's listing from before, and the message that came since.
     let after_bob = uidls(new.plain, "bob", "password");
     assert!(
-        after_bob.starts_with(before_bob.trim_end_matches(".\r\n")) && after_bob.lines().count() == 6,
+        after_bob.starts_with(before_bob.trim_end_matches(".\r\n"))
+            && after_bob.lines().count() == 6,
         "{after_bob}"
     );
     assert!(before_bob.contains("0000.custom"), "{before_bob}");
@@ -335,11 +340,35 @@ fn database_commands_and_user_administration() {
     assert_eq!(code, 0);
     assert!(login("carol", "first pw").starts_with("-ERR [AUTH]"));
     assert!(login("carol", "second pw").starts_with("+OK"));
+    // Suspended: no logins, but mail still arrives (nothing bounces).
     pop3d_with(&["user", "disable", "carol"], None);
     assert!(login("carol", "second pw").starts_with("-ERR [AUTH]"));
+    let deliver = || {
+        let mut d = pop3d()
+            .args(["deliver", "--user", "carol", "--config"])
+            .arg(&s.config)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        d.stdin
+            .take()
+            .unwrap()
+            .write_all(b"Subject: kept\r\n\r\nx\r\n")
+            .unwrap();
+        d.wait().unwrap().code()
+    };
+    assert_eq!(deliver(), Some(0));
     let (_, out, _) = pop3d_with(&["user", "list"], None);
     assert!(
-        out.starts_with("carol\tARGON2ID\tdisabled\t0 messages"),
+        out.starts_with("carol\tARGON2ID\tdisabled\t1 messages"),
+        "{out}"
+    );
+    // Closed to mail as well: deliveries refused as to an unknown user.
+    pop3d_with(&["user", "disable", "--no-mail", "carol"], None);
+    assert_eq!(deliver(), Some(67));
+    let (_, out, _) = pop3d_with(&["user", "list"], None);
+    assert!(
+        out.starts_with("carol\tARGON2ID\tdisabled, no mail\t1 messages"),
         "{out}"
     );
     pop3d_with(&["user", "enable", "carol"], None);

@@ -9,6 +9,10 @@ ALTER TABLE pop3d_schema
 -- Which run of pop3d holds each node name, and its last sign of life: a
 -- second process under a name that another still renews refuses to start
 -- rather than free that run's leases.
+-- `pop3d user disable --no-mail`: deliveries refused too (a disabled user
+-- otherwise keeps receiving mail).
+ALTER TABLE users ADD COLUMN refuse_mail boolean NOT NULL DEFAULT false;
+
 -- When the holder took a lease (`pop3d lease list` shows the session's
 -- age); NULL where an older binary took it.
 ALTER TABLE maildrop_lease ADD COLUMN acquired_at timestamptz;

@@ -791,7 +791,10 @@ fn scan_and_index(
     // UIDs handed out must be on disk before a client sees them, or the
     // next login could hand the same UIDs to other messages.
     let mut written = true;
-    if persist && changed && let Err(e) = index.store(dir) {
+    if persist
+        && changed
+        && let Err(e) = index.store(dir)
+    {
         // Without room for the index the user can still read and delete,
         // the one thing that frees space: what the stored index knows
         // goes out under its UIDLs, what is new waits for a later index.
@@ -1183,6 +1186,7 @@ mod tests {
             home: Some(home.into()),
             extra: String::new(),
             settings: Default::default(),
+            account: Default::default(),
         }
     }
 
@@ -1226,6 +1230,7 @@ mod cache_tests {
             home: Some(home.to_owned()),
             extra: String::new(),
             settings: Default::default(),
+            account: Default::default(),
         }
     }
 
