@@ -20,7 +20,7 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::server::tls::{client_roots, provider};
+use crate::tls::{client_roots, provider};
 
 /// Longest wait for one reply line.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -486,7 +486,7 @@ impl Client {
             let (n, uidl) = line.trim().split_once(' ').ok_or_else(bad)?;
             let number: u32 = n.parse().map_err(|_| bad())?;
             let uidl = uidl.trim().to_owned();
-            if !crate::store::maildir::index::valid_uidl(&uidl) {
+            if !crate::protocol::valid_uidl(&uidl) {
                 return Err(bad());
             }
             let size = sizes.get(&number).copied().unwrap_or(0);

@@ -158,10 +158,7 @@ impl Services {
         shared: &Shared,
     ) -> Result<Services, SetupError> {
         let sasl = SaslServices::new(&config, shared.salt_key.clone())?;
-        let tls_expiry = config
-            .tls
-            .as_ref()
-            .and_then(crate::server::tls::certificate_expiry);
+        let tls_expiry = config.tls.as_ref().and_then(crate::tls::certificate_expiry);
         let login_delay = LoginDelay::new();
         let buffers = BufferPool::new(
             config.performance.io_buffer_size,

@@ -155,6 +155,7 @@ const LAYER_CHECKS: &[LayerCheck] = &[
     crate::security::shared::check_config,
     crate::auth::sasl::check_config,
     crate::store::maildir::check_config,
+    crate::store::uidl::check_config,
 ];
 
 impl Pop3Config {

@@ -269,14 +269,13 @@ impl Introspection {
         let tls = match uri.scheme_str() {
             Some("http") => None,
             Some("https") => {
-                let roots = crate::server::tls::client_roots(cfg.introspection_ca_file.as_deref())
+                let roots = crate::tls::client_roots(cfg.introspection_ca_file.as_deref())
                     .map_err(|e| SetupError::new("auth.oauth.introspection_ca_file", e))?;
-                let config =
-                    rustls::ClientConfig::builder_with_provider(crate::server::tls::provider())
-                        .with_safe_default_protocol_versions()
-                        .map_err(|e| bad(e.to_string()))?
-                        .with_root_certificates(roots)
-                        .with_no_client_auth();
+                let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| bad(e.to_string()))?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
                 let name =
                     rustls_pki_types::ServerName::try_from(host).map_err(|e| bad(e.to_string()))?;
                 Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))

@@ -41,7 +41,7 @@ pub fn read_secret_file(key: &str, file: &std::path::Path) -> Result<String, (St
     }
     Ok(password.to_owned())
 }
-pub use storage::{DatabaseTls, DeleteMode, StorageBackend, StorageConfig};
+pub use storage::{DEFAULT_UIDL_FORMAT, DatabaseTls, DeleteMode, StorageBackend, StorageConfig};
 
 /// The whole configuration of one server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

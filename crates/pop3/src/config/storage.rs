@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Dovecot's default `uidl_format`, and pop3d's: the UID and the UID
+/// validity, each as 8 hex digits.
+pub const DEFAULT_UIDL_FORMAT: &str = "%08Xu%08Xv";
+
 /// Which mail store serves the maildrops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -110,7 +114,7 @@ impl Default for StorageConfig {
             tls: DatabaseTls::Off,
             ca_file: None,
             lease_ttl: Duration::from_secs(30),
-            uidl_format: crate::store::uidl::DEFAULT.into(),
+            uidl_format: DEFAULT_UIDL_FORMAT.into(),
             delete: DeleteMode::Expunge,
             trash_retention: Duration::from_secs(30 * 86400),
             quota_full_tempfail: false,

@@ -182,23 +182,6 @@ impl Pop3Config {
         if self.security.max_auth_attempts == 0 {
             return fail("security.max_auth_attempts", "must be at least 1".into());
         }
-        let format = crate::store::uidl::UidlFormat::parse(&self.storage.uidl_format)
-            .map_err(|r| ("storage.uidl_format".to_owned(), r))?;
-        if !format.is_unique() {
-            return fail(
-                "storage.uidl_format",
-                "must hold %u, %m, %f or %g: without one of them every message gets the same UIDL"
-                    .into(),
-            );
-        }
-        if self.storage.backend == super::StorageBackend::Postgres
-            && format.uses(crate::store::uidl::Var::File)
-        {
-            return fail(
-                "storage.uidl_format",
-                "%f names a Maildir file, and PostgreSQL keeps none; use %u, %v, %m or %g".into(),
-            );
-        }
         if self.storage.trash_retention < Duration::from_secs(60) {
             return fail("storage.trash_retention", "must be at least 1m".into());
         }

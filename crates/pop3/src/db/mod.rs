@@ -242,8 +242,7 @@ pub fn check_config(config: &Pop3Config) -> Result<(), (String, String)> {
         ));
     }
     if let Some(ca) = &s.ca_file {
-        crate::server::tls::client_roots(Some(ca))
-            .map_err(|e| ("storage.ca_file".to_owned(), e))?;
+        crate::tls::client_roots(Some(ca)).map_err(|e| ("storage.ca_file".to_owned(), e))?;
     }
     Ok(())
 }

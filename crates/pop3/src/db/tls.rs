@@ -6,7 +6,7 @@ use rustls::RootCertStore;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::StorageConfig;
-use crate::server::tls::{client_roots, provider};
+use crate::tls::{client_roots, provider};
 
 /// The connector the pool uses (never used when `tls = "off"`).
 pub fn connector(storage: &StorageConfig) -> Result<MakeRustlsConnect, String> {

@@ -6,7 +6,9 @@
 
 pub mod limits;
 pub mod proxy;
-pub mod tls;
+/// TLS lives on the ground floor (the database, bearer tokens and the
+/// import client use it too); the old path stays for embedders.
+pub use crate::tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -124,7 +126,7 @@ impl Pop3SessionManager {
             config.performance.max_concurrent_sessions,
             config.security.max_connections_per_ip,
         );
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::with_mechanisms(crate::auth::sasl::ALL));
         let guard = Guard::new(
             config.security.clone(),
             clock,

@@ -15,7 +15,24 @@
 use md5::{Digest, Md5};
 
 /// Dovecot's default, and pop3d's.
-pub const DEFAULT: &str = "%08Xu%08Xv";
+pub const DEFAULT: &str = crate::config::DEFAULT_UIDL_FORMAT;
+
+/// `storage.uidl_format`, checked without a store: it parses, makes a
+/// different UIDL for each message, and names nothing the store lacks.
+pub fn check_config(config: &crate::config::Pop3Config) -> Result<(), (String, String)> {
+    let fail = |why: &str| Err(("storage.uidl_format".to_owned(), why.to_owned()));
+    let format = UidlFormat::parse(&config.storage.uidl_format)
+        .map_err(|r| ("storage.uidl_format".to_owned(), r))?;
+    if !format.is_unique() {
+        return fail(
+            "must hold %u, %m, %f or %g: without one of them every message gets the same UIDL",
+        );
+    }
+    if config.storage.backend == crate::config::StorageBackend::Postgres && format.uses(Var::File) {
+        return fail("%f names a Maildir file, and PostgreSQL keeps none; use %u, %v, %m or %g");
+    }
+    Ok(())
+}
 
 /// A parsed `uidl_format`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,7 +184,7 @@ impl UidlFormat {
             }
             out.push_str(&value);
         }
-        super::maildir::index::valid_uidl(&out).then_some(out)
+        crate::protocol::valid_uidl(&out).then_some(out)
     }
 }
 

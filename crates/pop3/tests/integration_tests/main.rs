@@ -11,6 +11,7 @@ mod abuse;
 mod attacks;
 mod client;
 mod full_disk;
+mod layers;
 mod operations;
 mod postgres;
 mod random_input;

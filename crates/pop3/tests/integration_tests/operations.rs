@@ -557,3 +557,39 @@ async fn metrics_listener_drops_silent_clients() {
         "{waited:?}"
     );
 }
+
+/// Every relative link in the README and docs/ leads to a file that is
+/// there (the README's reference moved into docs/, and must stay found).
+#[test]
+fn every_relative_link_in_the_docs_resolves() {
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let mut pages = vec![root.join("README.md"), root.join("CHANGELOG.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        pages.push(entry.unwrap().path());
+    }
+    let mut broken = Vec::new();
+    let mut seen = 0;
+    for page in pages
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+    {
+        let text = std::fs::read_to_string(page).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("](") {
+            let target = &rest[at + 2..];
+            let end = target.find(')').unwrap_or(target.len());
+            let link = &target[..end];
+            rest = &target[end..];
+            if link.contains("://") || link.starts_with('#') || link.starts_with("mailto:") {
+                continue;
+            }
+            seen += 1;
+            let file = link.split('#').next().unwrap();
+            if !page.parent().unwrap().join(file).exists() {
+                broken.push(format!("{}: {link}", page.display()));
+            }
+        }
+    }
+    assert!(seen >= 10, "the README links to the docs ({seen} links)");
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}

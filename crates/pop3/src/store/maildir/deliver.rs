@@ -35,7 +35,7 @@ pub fn uidl_in_name(key: &str) -> Option<String> {
         .collect::<Option<_>>()?;
     String::from_utf8(bytes)
         .ok()
-        .filter(|u| super::index::valid_uidl(u))
+        .filter(|u| crate::protocol::valid_uidl(u))
 }
 
 /// NAME_MAX of the file systems mail lives on.

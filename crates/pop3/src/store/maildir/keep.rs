@@ -15,8 +15,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::index::{Entry, Index, valid_uidl};
+use super::index::{Entry, Index};
 use super::{io, replace_file, sync_dir};
+use crate::protocol::valid_uidl;
 use crate::store::StoreError;
 
 pub const RETRIEVED_FILE: &str = "pop3d-retrieved";
