@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! The Maildir path template (`storage.maildir`): its escapes checked
+//! once, and expanded per user.
+
+use super::*;
+
+/// What this module says of `[storage]`: the Maildir template's escapes.
+pub fn check_config(config: &crate::config::Pop3Config) -> Result<(), (String, String)> {
+    check_template(&config.storage.maildir).map_err(|r| ("storage.maildir".to_owned(), r))
+}
+
+/// Check a template for unknown `%` escapes.
+pub fn check_template(template: &str) -> Result<(), String> {
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            match chars.next() {
+                Some('u' | 'n' | 'd' | 'h' | '%') => {}
+                Some(other) => {
+                    return Err(format!("unknown escape %{other}; use %u, %n, %d, %h or %%"));
+                }
+                None => return Err("template ends with a lone %".into()),
+            }
+        }
+    }
+    if template.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(())
+}
+
+pub(super) fn expand(template: &str, user: &UserRecord) -> Result<String, StoreError> {
+    let (local, domain) = user.name.split_once('@').unwrap_or((&user.name, ""));
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('u') => out.push_str(&user.name),
+            Some('n') => out.push_str(local),
+            Some('d') => out.push_str(domain),
+            Some('h') => match &user.home {
+                Some(h) => out.push_str(&h.to_string_lossy()),
+                None => {
+                    return Err(StoreError::Permanent(format!(
+                        "user {} has no home directory for %h",
+                        user.name
+                    )));
+                }
+            },
+            Some('%') => out.push('%'),
+            _ => return Err(StoreError::Permanent("bad maildir template".into())),
+        }
+    }
+    Ok(out)
+}
