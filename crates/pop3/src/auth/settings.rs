@@ -17,6 +17,25 @@ pub struct UserSettings {
     pub quota: Option<Quota>,
 }
 
+/// What applies to one user: the user database's values where it sets
+/// them, else the server's (see [`UserSettings::effective`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Effective {
+    pub expire: Expire,
+    pub login_delay: Duration,
+}
+
+impl UserSettings {
+    /// The values in force for this user under `server`'s defaults: the
+    /// one place that rule is written (CAPA, the login, the UPDATE state).
+    pub fn effective(&self, server: &crate::config::ServerConfig) -> Effective {
+        Effective {
+            expire: self.expire.unwrap_or(server.expire),
+            login_delay: self.login_delay.unwrap_or(server.login_delay),
+        }
+    }
+}
+
 /// A Maildir++-style quota: octets (as stored) and messages; `None` is no
 /// limit of that kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -5,14 +5,12 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use md5::{Digest, Md5};
 use subtle::ConstantTimeEq;
 
 use super::{Connection, Outcome, SessionStats, State, Transaction, store_error_reply};
 use crate::auth::UserRecord;
-use crate::auth::sasl::{self, Mechanism, SaslError, Step, TokenError};
+use crate::auth::sasl::SaslError;
 use crate::protocol::{Reply, RespCode};
 use crate::security::UserGate;
 use crate::services::Services;
@@ -21,7 +19,7 @@ use crate::store::StoreError;
 const AUTH_FAILED: &str = "Authentication failed.";
 const BLOCKED: &str = "Too many failures from your address, try again later";
 const RATIONED: &str = "Too many login attempts for this user right now, try again later";
-const PLAINTEXT_REFUSED: &str =
+pub(super) const PLAINTEXT_REFUSED: &str =
     "Plaintext authentication disallowed on non-secure (SSL/TLS) connections.";
 
 /// RFC 1939 §7: lowercase hex MD5 of the greeting's timestamp followed by
@@ -132,87 +130,6 @@ pub async fn apop(
             login(state, conn, services, stats, record, "APOP", false).await
         }
         _ => denied(state, conn, services, Some(name), "APOP", "bad credentials").await,
-    }
-}
-
-/// The mechanisms AUTH accepts on this connection: enabled, and able to
-/// succeed here (TLS where needed, a channel binding for -PLUS, a client
-/// certificate for EXTERNAL, secrets of a usable kind in the user database).
-pub fn offered_mechanisms(conn: &Connection, services: &Services) -> Vec<&'static str> {
-    let schemes = services.users.schemes();
-    // Can the stored secrets serve this mechanism? (Unknown: assume so.)
-    let servable = |m: &str| match (sasl::secret_schemes(m), &schemes) {
-        (Some(wanted), Some(have)) => wanted.iter().any(|w| have.contains(w)),
-        _ => true,
-    };
-    sasl::ALL
-        .iter()
-        .copied()
-        .filter(|m| services.config.mechanism_enabled(m))
-        .filter(|m| !sasl::is_plaintext(m) || conn.plaintext_allowed(services))
-        .filter(|m| !sasl::is_plus(m) || conn.channel_binding.is_some())
-        .filter(|m| servable(m))
-        .filter(|m| match *m {
-            "EXTERNAL" => conn.client_identity.is_some(),
-            "OAUTHBEARER" | "XOAUTH2" => services.sasl.bearer.is_some(),
-            "ANONYMOUS" => services.config.auth.anonymous_user.is_some(),
-            #[cfg(feature = "gssapi")]
-            "GSSAPI" => services.sasl.gssapi.is_some(),
-            _ => true,
-        })
-        .collect()
-}
-
-/// AUTH: list mechanisms (bare AUTH, Outlook's habit) or start an exchange.
-pub fn auth(
-    conn: &Connection,
-    services: &Services,
-    mechanism: Option<String>,
-    initial_response: Option<String>,
-) -> Outcome {
-    let offered = offered_mechanisms(conn, services);
-    let Some(mechanism) = mechanism else {
-        return Reply::multi("", offered.iter().map(|m| m.to_string()).collect()).into();
-    };
-    let known = offered.iter().any(|m| m.eq_ignore_ascii_case(&mechanism));
-    if !known {
-        if sasl::is_plaintext(&mechanism) && services.config.mechanism_enabled(&mechanism) {
-            return Reply::err_code(RespCode::Auth, PLAINTEXT_REFUSED).into();
-        }
-        return Reply::err("Unsupported authentication mechanism").into();
-    }
-    let Some(mech) = sasl::new_mechanism(&mechanism, &mechanism_context(conn, services, &offered))
-    else {
-        return Reply::err("Unsupported authentication mechanism").into();
-    };
-    let initial_response = match initial_response.as_deref() {
-        None => None,
-        Some("=") => Some(Vec::new()),
-        Some(b64) => match B64.decode(b64) {
-            Ok(v) => Some(v),
-            Err(_) => return Reply::err("Invalid base64 in initial response").into(),
-        },
-    };
-    Outcome::Sasl {
-        mechanism: mech,
-        initial_response,
-    }
-}
-
-/// What mechanisms know of this server and this connection.
-fn mechanism_context(conn: &Connection, services: &Services, offered: &[&str]) -> sasl::Context {
-    let auth = &services.config.auth;
-    let hostname = &services.config.server.hostname;
-    sasl::Context {
-        hostname: hostname.clone(),
-        realm: auth.realm.clone().unwrap_or_else(|| hostname.clone()),
-        ntlm_domain: auth.ntlm_domain.clone(),
-        channel_binding: conn.channel_binding.clone(),
-        plus_offered: offered.iter().any(|m| sasl::is_plus(m)),
-        external_identity: conn.client_identity.clone(),
-        salt_key: services.sasl.salt_key.clone(),
-        #[cfg(feature = "gssapi")]
-        gssapi: services.sasl.gssapi.clone(),
     }
 }
 
@@ -495,7 +412,7 @@ async fn lookup(services: &Services, name: &str) -> Result<Option<Arc<UserRecord
 }
 
 /// Bad credentials: always the same `-ERR [AUTH]` reply.
-fn bad_credentials() -> Reply {
+pub(super) fn bad_credentials() -> Reply {
     Reply::err_code(RespCode::Auth, AUTH_FAILED)
 }
 
@@ -522,7 +439,7 @@ async fn denied(
 
 /// Count a failed login everywhere it counts: metrics, the guard (delay,
 /// block), and the session's own limit.
-async fn failed(
+pub(super) async fn failed(
     state: &mut State,
     conn: &Connection,
     services: &Services,
@@ -609,7 +526,7 @@ async fn login(
             .login_succeeded(&user.name, key, &services.config.security)
             .await;
     }
-    let delay = super::capa::login_delay_for(services, &user);
+    let delay = user.settings.effective(&services.config.server).login_delay;
     if let Err(reply) = services.login_delay.check(&user.name, delay) {
         return reply.into();
     }
@@ -644,224 +561,6 @@ async fn login(
             tracing::warn!(user = %user.name, "cannot open maildrop: {e}");
             store_error_reply(&e).into()
         }
-    }
-}
-
-/// One SASL exchange (RFC 5034 §4) as a state machine the session drives:
-/// [`Exchange::advance`] runs the steps that need the user database, the
-/// token validator or the login path, until the mechanism has something
-/// for the client ([`Next::Challenge`]) or the exchange is over
-/// ([`Next::Done`]); the session sends the challenge as a `+ ` line and
-/// hands the decoded answer to [`Exchange::answer`]. The session owns the
-/// socket, `*` cancellation and line limits; this owns everything else.
-pub struct Exchange {
-    /// `None` only while key stretching runs on the blocking pool.
-    mech: Option<Box<dyn Mechanism>>,
-    name: &'static str,
-    step: Option<Step>,
-    /// The user named so far, and what the user database said of them.
-    user: Option<String>,
-    record: Option<Arc<UserRecord>>,
-    /// Success data went out as a challenge: the answer must be empty,
-    /// then this verified step completes the login.
-    confirming: Option<Step>,
-    started: std::time::Instant,
-    /// The server has answered with something that depends on the user
-    /// (a SCRAM salt after a lookup) or judged a token: abandoning the
-    /// exchange now is not free.
-    probed: bool,
-}
-
-/// What the session does next in an exchange.
-pub enum Next {
-    /// Send this as a `+ ` line and pass the answer to [`Exchange::answer`].
-    Challenge(Vec<u8>),
-    /// The exchange is over.
-    Done(Outcome),
-}
-
-impl Exchange {
-    pub fn start(mut mech: Box<dyn Mechanism>, initial: Option<Vec<u8>>) -> Exchange {
-        let step = match initial {
-            Some(ir) => mech.step(&ir),
-            None => mech.start(),
-        };
-        Exchange {
-            name: mech.name(),
-            mech: Some(mech),
-            step: Some(step),
-            user: None,
-            record: None,
-            confirming: None,
-            started: std::time::Instant::now(),
-            probed: false,
-        }
-    }
-
-    /// The client cancelled with `*`. Before the server looked anything
-    /// up that is free; after it, the exchange was a probe (of a user's
-    /// salt, of a token) and counts as a failed login for the address,
-    /// though not for the user it named.
-    pub async fn cancelled(
-        &self,
-        state: &mut State,
-        conn: &Connection,
-        services: &Services,
-    ) -> Outcome {
-        let reply = Reply::err("Authentication cancelled");
-        if !self.probed {
-            return reply.into();
-        }
-        let reason = "exchange abandoned after the server answered";
-        failed(state, conn, services, None, self.name, reason, reply).await
-    }
-
-    /// The client's answer to the last challenge; `None` when it was not
-    /// base64 or too long.
-    pub fn answer(&mut self, input: Option<Vec<u8>>) {
-        let step = match (self.confirming.take(), input) {
-            (Some(verified), Some(ack)) if ack.is_empty() => verified,
-            (Some(Step::Verified { authcid, .. }), _) => {
-                self.user = Some(authcid);
-                Step::Fail(SaslError::Malformed)
-            }
-            (_, None) => Step::Fail(SaslError::Malformed),
-            (_, Some(input)) => match self.mech.as_mut() {
-                Some(mech) => mech.step(&input),
-                None => Step::Fail(SaslError::Malformed),
-            },
-        };
-        self.step = Some(step);
-    }
-
-    /// Run steps until the client must answer or the exchange ends.
-    pub async fn advance(
-        &mut self,
-        state: &mut State,
-        conn: &Connection,
-        services: &Services,
-        stats: &mut SessionStats,
-    ) -> Next {
-        let name = self.name;
-        loop {
-            let Some(step) = self.step.take() else {
-                return self.done(services, bad_credentials().into());
-            };
-            let next = match step {
-                Step::Challenge(data) => return Next::Challenge(data),
-                Step::Lookup { authcid } => {
-                    self.probed = true;
-                    match sasl_lookup(conn, services, &authcid).await {
-                        Ok(found) => self.record = found,
-                        Err(outcome) => return self.done(services, outcome),
-                    }
-                    self.user = Some(authcid);
-                    match self.resume_secret(services).await {
-                        Some(step) => step,
-                        None => {
-                            tracing::error!("SASL {name}: key stretching failed");
-                            let reply = Reply::err_code(RespCode::SysTemp, "Authentication failed");
-                            return self.done(services, Outcome::Close(reply));
-                        }
-                    }
-                }
-                Step::Bearer { authzid, token } => {
-                    self.user = authzid;
-                    self.probed = true;
-                    let verdict = match &services.sasl.bearer {
-                        Some(v) => v.validate(&token).await,
-                        None => Err(TokenError::Unavailable("no validator".into())),
-                    };
-                    if let Err(e) = &verdict {
-                        tracing::info!(mechanism = name, "bearer token refused: {e}");
-                    }
-                    match self.mech.as_mut() {
-                        Some(mech) => mech.resume_token(verdict),
-                        None => Step::Fail(SaslError::Malformed),
-                    }
-                }
-                Step::Verified {
-                    authzid,
-                    authcid,
-                    final_data: Some(data),
-                } => {
-                    // Data with success goes out as one more challenge,
-                    // answered with an empty line.
-                    self.confirming = Some(Step::Verified {
-                        authzid,
-                        authcid,
-                        final_data: None,
-                    });
-                    return Next::Challenge(data);
-                }
-                Step::Verified {
-                    authzid,
-                    authcid,
-                    final_data: None,
-                } => {
-                    // What the lookup found serves only the name it was for.
-                    let found = self
-                        .record
-                        .take()
-                        .filter(|_| self.user.as_ref() == Some(&authcid));
-                    let outcome =
-                        sasl_verified(state, conn, services, stats, name, authzid, authcid, found)
-                            .await;
-                    return self.done(services, outcome);
-                }
-                Step::Password {
-                    authzid,
-                    authcid,
-                    password,
-                } => {
-                    let outcome = sasl_password(
-                        state, conn, services, stats, name, authzid, authcid, &password,
-                    )
-                    .await;
-                    return self.done(services, outcome);
-                }
-                Step::Anonymous { trace } => {
-                    let outcome = anonymous(state, conn, services, stats, &trace).await;
-                    return self.done(services, outcome);
-                }
-                Step::Fail(e) => {
-                    let outcome =
-                        sasl_failed(state, conn, services, name, self.user.as_deref(), &e).await;
-                    return self.done(services, outcome);
-                }
-            };
-            self.step = Some(next);
-        }
-    }
-
-    /// Hand the looked-up secret to the mechanism. Key stretching (SCRAM
-    /// from a plain secret) stays off the async workers, under the bound
-    /// that slow password hashes share; `None` if that task failed.
-    async fn resume_secret(&mut self, services: &Services) -> Option<Step> {
-        let secret = self.record.as_ref().and_then(|r| r.secret.clone());
-        let mut mech = self.mech.take()?;
-        if !mech.stretches_keys() {
-            let step = mech.resume_secret(secret.as_ref());
-            self.mech = Some(mech);
-            return Some(step);
-        }
-        let (mech, step) = services
-            .verifier
-            .run_slow(move || {
-                let step = mech.resume_secret(secret.as_ref());
-                (mech, step)
-            })
-            .await?;
-        self.mech = Some(mech);
-        Some(step)
-    }
-
-    fn done(&self, services: &Services, outcome: Outcome) -> Next {
-        services
-            .metrics
-            .login_seconds
-            .observe(self.started.elapsed().as_secs_f64());
-        Next::Done(outcome)
     }
 }
 

@@ -2,26 +2,10 @@
 //! CAPA (RFC 2449 §5), STLS (RFC 2595 §4) and UTF8 (RFC 6856 §2): what the
 //! server offers on this connection, in this state, with this config.
 
-use super::authenticate::offered_mechanisms;
+use super::mechanisms::offered_mechanisms;
 use super::{Connection, Outcome, State};
-use crate::auth::UserRecord;
-use crate::config::Expire;
 use crate::protocol::Reply;
 use crate::services::Services;
-
-/// The retention period in force for `user`.
-pub fn expire_for(services: &Services, user: &UserRecord) -> Expire {
-    user.settings
-        .expire
-        .unwrap_or(services.config.server.expire)
-}
-
-/// The least time between two logins of `user`.
-pub fn login_delay_for(services: &Services, user: &UserRecord) -> std::time::Duration {
-    user.settings
-        .login_delay
-        .unwrap_or(services.config.server.login_delay)
-}
 
 /// The capability lines, without the `+OK` and the terminator.
 pub fn capabilities(state: &State, conn: &Connection, services: &Services) -> Vec<String> {
@@ -51,11 +35,10 @@ pub fn capabilities(state: &State, conn: &Connection, services: &Services) -> Ve
     // RFC 2449 §6.7, §6.8: before login, the server's values with USER
     // (the user database may set others per user); after it, the user's.
     let (expire, delay, suffix) = match state {
-        State::Transaction(t) => (
-            expire_for(services, &t.user),
-            login_delay_for(services, &t.user),
-            "",
-        ),
+        State::Transaction(t) => {
+            let own = t.user.settings.effective(&cfg.server);
+            (own.expire, own.login_delay, "")
+        }
         _ => (cfg.server.expire, cfg.server.login_delay, " USER"),
     };
     caps.push(format!("EXPIRE {}{suffix}", expire.capa()));

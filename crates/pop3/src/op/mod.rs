@@ -5,7 +5,9 @@
 
 pub mod authenticate;
 pub mod capa;
+pub mod exchange;
 pub mod maildrop;
+pub mod mechanisms;
 pub mod retrieve;
 pub mod update;
 
@@ -179,7 +181,7 @@ pub async fn dispatch(
                 initial_response,
             },
             State::Authorization { .. },
-        ) => authenticate::auth(conn, services, mechanism, initial_response),
+        ) => mechanisms::auth(conn, services, mechanism, initial_response),
         (C::Stat, State::Transaction(t)) => maildrop::stat(t).into(),
         (C::List(n), State::Transaction(t)) => maildrop::list(t, n).into(),
         (C::Uidl(n), State::Transaction(t)) if services.config.protocol.enable_uidl => {

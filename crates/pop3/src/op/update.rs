@@ -16,7 +16,8 @@ pub async fn quit(state: &mut State, services: &Services, stats: &mut SessionSta
     let t = *t;
     // EXPIRE 0 (RFC 2449 §6.7): a message retrieved is removed at this
     // QUIT, marked or not (a read-only session removes nothing).
-    let expire_now = !t.read_only && super::capa::expire_for(services, &t.user) == Expire::Days(0);
+    let expire_now = !t.read_only
+        && t.user.settings.effective(&services.config.server).expire == Expire::Days(0);
     let marked: Vec<usize> = (0..t.deleted.len())
         .filter(|&i| t.deleted[i] || (expire_now && t.retrieved[i]))
         .collect();

@@ -17,7 +17,7 @@ use tokio::io::{
 };
 
 use crate::auth::sasl::Mechanism;
-use crate::op::authenticate::{Exchange, Next};
+use crate::op::exchange::{Exchange, Next};
 use crate::op::{self, Connection, Outcome, SessionStats, State};
 use crate::protocol::{self, Command, Reply, RespCode};
 use crate::security::{Pacer, Rule};
