@@ -122,10 +122,14 @@ fn liveness_held(path: &Path) -> Option<bool> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Held {
     BySession,
+    /// By a moment's housekeeping (the trash sweep): a session's claim
+    /// waits for it instead of being told the maildrop is in use.
+    Briefly,
     Releasing,
 }
 
-/// Longest a claim waits for this process's own release of the same lock.
+/// Longest a claim waits for this process's own release of the same lock,
+/// or for its housekeeping to finish.
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
 
 /// A held lock. [`MaildropLock::release`] removes it (on the blocking pool,
@@ -209,8 +213,19 @@ impl LockTable {
         made.as_ref().map(|l| l.path.as_path())
     }
 
-    /// Lock the Maildir at `dir`, or say who holds it. Blocking.
+    /// Lock the Maildir at `dir` for a session, or say who holds it.
+    /// Blocking.
     pub fn lock(&self, dir: &Path) -> Result<MaildropLock, StoreError> {
+        self.hold(dir, Held::BySession)
+    }
+
+    /// Lock the Maildir at `dir` for housekeeping that takes a moment: a
+    /// session claiming it meanwhile waits instead of failing. Blocking.
+    pub fn lock_briefly(&self, dir: &Path) -> Result<MaildropLock, StoreError> {
+        self.hold(dir, Held::Briefly)
+    }
+
+    fn hold(&self, dir: &Path, how: Held) -> Result<MaildropLock, StoreError> {
         {
             let deadline = Instant::now() + RELEASE_WAIT;
             let mut held = self.0.held.lock().unwrap_or_else(|p| p.into_inner());
@@ -218,7 +233,7 @@ impl LockTable {
                 match held.get(dir) {
                     None => break,
                     Some(Held::BySession) => return Err(StoreError::InUse),
-                    Some(Held::Releasing) => {
+                    Some(Held::Releasing | Held::Briefly) => {
                         let left = deadline.saturating_duration_since(Instant::now());
                         if left.is_zero() {
                             return Err(StoreError::InUse);
@@ -232,7 +247,7 @@ impl LockTable {
                     }
                 }
             }
-            held.insert(dir.to_owned(), Held::BySession);
+            held.insert(dir.to_owned(), how);
         }
         let owner = self.0.owner.get_or_init(|| {
             let pid = std::process::id();
@@ -449,6 +464,32 @@ mod tests {
         assert!(!locked(dir.path()), "drop releases too");
         // No temporary names are left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_session_waits_for_housekeeping_not_for_a_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = LockTable::default();
+        let sweep = table.lock_briefly(dir.path()).unwrap();
+        let (t, d) = (table.clone(), dir.path().to_owned());
+        let session = std::thread::spawn(move || t.lock(&d).map(MaildropLock::release));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!session.is_finished(), "the session waits for the sweep");
+        sweep.release();
+        assert!(
+            session.join().unwrap().is_ok(),
+            "and gets the maildrop after it"
+        );
+        // A session's hold is not waited for.
+        let held = table.lock(dir.path()).unwrap();
+        let started = Instant::now();
+        assert!(matches!(
+            table.lock_briefly(dir.path()),
+            Err(StoreError::InUse)
+        ));
+        assert!(matches!(table.lock(dir.path()), Err(StoreError::InUse)));
+        assert!(started.elapsed() < RELEASE_WAIT);
+        held.release();
     }
 
     #[test]

@@ -241,7 +241,7 @@ impl MailStore for MaildirStore {
                     return Ok(0);
                 }
                 // A user in a session is swept next time.
-                let lock = match locks.lock(&dir) {
+                let lock = match locks.lock_briefly(&dir) {
                     Ok(lock) => lock,
                     Err(StoreError::InUse) => return Ok(0),
                     Err(e) => return Err(e),
