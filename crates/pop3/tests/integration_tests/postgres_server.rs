@@ -21,12 +21,35 @@ pub struct Postgres {
     creating: Mutex<()>,
 }
 
-/// The directory of the newest installed PostgreSQL's programs.
+/// The directory of PostgreSQL's server programs (`initdb`, `pg_ctl`):
+/// `POP3_TEST_PG_BINDIR` when set, else `pg_config --bindir` when that
+/// holds `initdb` (most distributions, Homebrew), else Debian's newest
+/// `/usr/lib/postgresql/N/bin`, else wherever `initdb` is on the PATH.
 fn bin_dir() -> PathBuf {
+    let has_initdb = |p: &Path| p.join("initdb").is_file();
+    if let Some(dir) = std::env::var_os("POP3_TEST_PG_BINDIR") {
+        let dir = PathBuf::from(dir);
+        assert!(
+            has_initdb(&dir),
+            "POP3_TEST_PG_BINDIR={} has no initdb",
+            dir.display()
+        );
+        return dir;
+    }
+    let from_pg_config = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if let Some(dir) = from_pg_config.filter(|d| has_initdb(d)) {
+        return dir;
+    }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL is not installed (Debian package postgresql)")
+        .into_iter()
+        .flatten()
         .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-        .filter(|p| p.join("initdb").exists())
+        .filter(|p| has_initdb(p))
         .collect();
     versions.sort_by_key(|p| {
         p.parent()
@@ -35,7 +58,17 @@ fn bin_dir() -> PathBuf {
             .and_then(|v| v.parse::<u32>().ok())
             .unwrap_or(0)
     });
-    versions.pop().expect("no initdb under /usr/lib/postgresql")
+    if let Some(dir) = versions.pop() {
+        return dir;
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .find(|d| has_initdb(d))
+        .expect(
+            "PostgreSQL's initdb was not found (pg_config --bindir, /usr/lib/postgresql, PATH); \
+             install PostgreSQL (Debian: postgresql) or set POP3_TEST_PG_BINDIR",
+        )
 }
 
 fn is_root() -> bool {
