@@ -555,7 +555,7 @@ async fn a_maildir_holds_only_what_pop3d_serves() {
 #[tokio::test]
 async fn downgraded_address_fields_keep_their_addresses() {
     if !std::path::Path::new("/usr/bin/python3").exists() {
-        eprintln!("SKIPPED: python3 is not installed");
+        skip("python3 is not installed");
         return;
     }
     let srv = TestServer::start().await;

@@ -27,7 +27,7 @@ impl SmallDisk {
             .status()
             .is_ok_and(|s| s.success());
         if !mounted {
-            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+            skip("cannot mount a tmpfs here (needs root)");
             return None;
         }
         Some(SmallDisk { dir })
@@ -204,7 +204,7 @@ async fn a_full_database_disk_refuses_deliveries_but_serves_reads_and_deletions(
         .status()
         .is_ok_and(|s| s.success())
     {
-        eprintln!("SKIPPED: no postgres user to give the tablespace to");
+        skip("no postgres user to give the tablespace to");
         return;
     }
     let srv = TestServer::start_on_with(Backend::Postgres, with_lmtp).await;

@@ -96,7 +96,7 @@ fn import_command(s: &Setup, port: u16) -> Command {
 #[test]
 fn serve_in_another_pid_namespace_never_takes_a_lock_an_import_holds() {
     if !is_root() || !require("unshare") {
-        eprintln!("SKIPPED: needs root and unshare(1) for a PID namespace");
+        skip("needs root and unshare(1) for a PID namespace");
         return;
     }
     let s = Setup::new(&[b"Subject: here\r\n\r\nalready\r\n"]);

@@ -34,7 +34,7 @@ fn dovecot_runs_here() -> bool {
         return false;
     }
     if !is_root() {
-        eprintln!("SKIP: Dovecot's mail processes need root to switch to vmail");
+        skip("Dovecot's mail processes need root to switch to vmail");
         return false;
     }
     true

@@ -390,13 +390,6 @@ impl Drop for Postfix {
     }
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 /// Alice's messages' subjects, over POP3, waiting until there are `n`.
 fn wait_for_mail(port: u16, n: usize, postfix: &Postfix) -> Vec<String> {
     let started = std::time::Instant::now();
@@ -427,7 +420,7 @@ fn wait_for_mail(port: u16, n: usize, postfix: &Postfix) -> Vec<String> {
 #[test]
 fn postfix_delivers_over_lmtp_and_keeps_mail_queued_while_pop3d_is_down() {
     if !require("postfix") || !is_root() {
-        eprintln!("SKIP: needs Debian's postfix and root (it starts a private Postfix)");
+        skip("needs Debian's postfix and root (it starts a private Postfix)");
         return;
     }
     let s = Setup::new(&[]);
