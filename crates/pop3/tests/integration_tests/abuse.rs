@@ -540,7 +540,10 @@ async fn tls_failures_are_logged() {
     let mut c = Client::raw(tokio::net::TcpStream::connect(srv.implicit).await.unwrap());
     c.send(b"USER alice\r\n").await;
     c.until_closed().await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until(Duration::from_secs(10), "a tls_failed event", || {
+        events(&srv).iter().any(|e| e["event"] == "tls_failed")
+    })
+    .await;
     let ev = events(&srv);
     let tls = ev
         .iter()

@@ -19,16 +19,6 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use crate::abuse::{events, fail_login, start};
 use crate::common::*;
 
-/// Wait for `ready` to hold, for at most `within`.
-async fn until(within: Duration, what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !ready() {
-        assert!(Instant::now() < deadline, "{what} within {within:?}");
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spray_never_locks_the_user_out() {
     let srv = start(|c| c.security.max_auth_attempts = 1000).await;
@@ -54,7 +44,7 @@ async fn a_spray_never_locks_the_user_out() {
         held.push(c);
     }
     let guard = srv.manager.guard().clone();
-    until(Duration::from_secs(10), "the queue fills", || {
+    wait_until(Duration::from_secs(10), "the queue fills", || {
         guard.user_queue("alice") >= Duration::from_secs(58)
     })
     .await;

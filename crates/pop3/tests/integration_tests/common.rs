@@ -299,6 +299,20 @@ impl TestServer {
     }
 }
 
+/// Wait for `ready` to hold, for at most `within`: a slow machine makes
+/// a test slower, not red, and a fast one does not wait for nothing.
+pub async fn wait_until(within: Duration, what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} within {within:?}"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A test that cannot run here says why and passes; under `CI=true`
 /// (where `.ci/run` installed everything and runs as root) it fails
 /// instead, so a skip never hides in a green run.

@@ -88,7 +88,10 @@ async fn metrics_count_what_happens() {
     c.until_closed().await;
     drop(other);
     drop(sasl);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until(Duration::from_secs(10), "every session ended", || {
+        srv.manager.limits().active() == 0
+    })
+    .await;
     let (_, m) = http_get(addr, "/metrics").await;
     assert_eq!(sample(&m, &format!("pop3_sessions_active{{{plain}}}")), 0.0);
 }
@@ -200,9 +203,10 @@ async fn shutdown_closes_idle_sessions_and_deletes_nothing() {
         2
     );
     // The listener stopped accepting.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let refused = tokio::net::TcpStream::connect(srv.plain).await;
-    assert!(refused.is_err(), "listener still open after shutdown");
+    wait_until(Duration::from_secs(10), "the listener closed", || {
+        std::net::TcpStream::connect(srv.plain).is_err()
+    })
+    .await;
 }
 
 #[tokio::test]

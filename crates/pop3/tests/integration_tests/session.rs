@@ -967,7 +967,10 @@ async fn retrieved_messages_are_marked_seen_at_quit() {
     let mut c = srv.login("alice", "secret").await;
     c.multi("RETR 1").await;
     drop(c);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until(Duration::from_secs(10), "the session ended", || {
+        srv.manager.limits().active() == 0
+    })
+    .await;
     assert_eq!(names("new").len(), 3);
     let mut c = srv.login("alice", "secret").await;
     c.multi("RETR 1").await;

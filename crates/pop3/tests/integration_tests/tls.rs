@@ -132,12 +132,10 @@ async fn tls_1_2_works_and_garbage_handshake_is_closed() {
     let mut c = Client::raw(tcp);
     let rest = c.until_closed().await;
     assert!(!rest.starts_with(b"+OK"), "{rest:?}");
-    // The slot was returned.
-    for _ in 0..100 {
-        if srv.manager.limits().active() == 0 {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("session slot leaked after a TLS failure");
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "the session slot returned after a TLS failure",
+        || srv.manager.limits().active() == 0,
+    )
+    .await;
 }
