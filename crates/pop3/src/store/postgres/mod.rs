@@ -8,7 +8,9 @@
 //! transaction, so UIDs ascend and are never reused.
 
 mod body;
+mod deliver;
 pub mod lease;
+mod maildrop;
 mod sql;
 
 use std::collections::HashMap;
@@ -18,16 +20,16 @@ use async_trait::async_trait;
 use tokio::io::AsyncRead;
 use tokio_postgres::types::ToSql;
 
-use crate::auth::{Quota, UserRecord};
+use crate::auth::UserRecord;
 use crate::config::Pop3Config;
 use crate::config::{DeleteMode, Expire};
 use crate::db::{Database, DbError};
-use crate::store::{
-    Changes, Clock, CommitReport, MailStore, Maildrop, MessageInfo, MessageReader, StoreError,
-};
+use crate::store::{Clock, MailStore, Maildrop, MessageInfo, StoreError};
 
 pub use body::{PART, SLICE_PARTS};
 use lease::{Holder, Leases};
+pub use maildrop::PostgresDrop;
+use maildrop::release;
 use sql::*;
 
 use crate::store::uidl::{UidlFormat, Var};
@@ -118,78 +120,6 @@ impl PostgresStore {
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
-    }
-
-    /// Store a message under a given UIDL (a migration keeps the UIDLs
-    /// clients already know), or the Dovecot-style one its UID makes.
-    /// Returns the UID and the POP3 size. With a `quota`, a message that
-    /// would go over it is refused (`OverQuota`) and nothing is stored.
-    pub async fn add(
-        &self,
-        login: &str,
-        uidl: Option<&str>,
-        quota: Option<Quota>,
-        message: &mut (dyn AsyncRead + Send + Unpin),
-    ) -> Result<(i64, u64), StoreError> {
-        let login = login.to_lowercase();
-        self.db
-            .measured(async {
-                let mut client = self.db.client().await?;
-                let tx = client.transaction().await?;
-                let id: i64 = tx
-                    .query_one("SELECT nextval('message_ids')", &[])
-                    .await?
-                    .get(0);
-                let Some(body::Written {
-                    parts,
-                    size,
-                    header_md5,
-                }) = body::write(&tx, id, self.max_message_size, message, self.md5_in_uidl).await?
-                else {
-                    return Ok(Err(StoreError::TooLarge(self.max_message_size)));
-                };
-                if let Some(quota) = quota {
-                    let used = tx.query_opt(USAGE, &[&login]).await?.map_or((0, 0), |r| {
-                        (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64)
-                    });
-                    if quota.exceeded_by(used, size) {
-                        return Ok(Err(StoreError::OverQuota));
-                    }
-                }
-                let md5 = header_md5.map(|h| crate::hex::encode(&h));
-                let mut sql = &self.add_message;
-                for _ in 0..UIDL_TRIES {
-                    let stmt = tx.prepare_cached(sql).await?;
-                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-                        [&login, &id, &(size as i64), &parts, &uidl, &md5];
-                    if let Some(row) = tx.query_opt(&stmt, &params).await? {
-                        tx.commit().await?;
-                        return Ok(Ok((row.get::<_, i64>(0), size)));
-                    }
-                    let skipped: i64 = tx
-                        .query_one(UNCOUNT, &[&login, &(size as i64)])
-                        .await?
-                        .get(0);
-                    if let Some(uidl) = uidl {
-                        // An import names its UIDL: there is nothing to
-                        // fall back to, and the message is there already.
-                        return Ok(Err(StoreError::Permanent(format!(
-                            "UIDL {uidl:?} is already in {login}'s mailbox"
-                        ))));
-                    }
-                    tracing::warn!(
-                        user = %login,
-                        uid = skipped,
-                        "the UIDL made for a new message is taken; trying the next UID"
-                    );
-                    sql = &self.add_message_default;
-                }
-                Ok(Err(StoreError::Temporary(format!(
-                    "no free UIDL for a new message in {login}'s mailbox"
-                ))))
-            })
-            .await
-            .map_err(store_error)?
     }
 
     /// Say which node holds a maildrop a login found in use (only then is
@@ -370,35 +300,6 @@ impl PostgresStore {
         );
         Ok(())
     }
-
-    /// Create the mailbox row if it is missing.
-    async fn create_mailbox(&self, login: &str) -> Result<(), DbError> {
-        self.db
-            .timed(async {
-                let client = self.db.client().await?;
-                client.execute(CREATE_MAILBOX, &[&login]).await?;
-                Ok(())
-            })
-            .await
-    }
-}
-
-/// Free the lease `session` of this store holds on `mailbox`.
-async fn release(
-    db: &Database,
-    leases: &Leases,
-    mailbox: i64,
-    session: i64,
-) -> Result<(), DbError> {
-    db.timed(async {
-        let client = db.client().await?;
-        let stmt = client.prepare_cached(RELEASE).await?;
-        client
-            .execute(&stmt, &[&mailbox, &leases.node, &leases.boot, &session])
-            .await?;
-        Ok(())
-    })
-    .await
 }
 
 /// One row of a login's answer: mailbox, epoch won, this node's session
@@ -542,163 +443,5 @@ impl MailStore for PostgresStore {
 
     fn notes(&self) -> Vec<String> {
         self.db.notes()
-    }
-}
-
-/// A leased snapshot of one mailbox.
-pub struct PostgresDrop {
-    db: Arc<Database>,
-    leases: Arc<Leases>,
-    mailbox: i64,
-    holder: Holder,
-    messages: Vec<MessageInfo>,
-    /// (message id, parts) per message.
-    bodies: Vec<(i64, i32)>,
-    /// Small messages read ahead with an earlier one, by index.
-    ahead: std::sync::Mutex<HashMap<usize, body::Parts>>,
-    /// The lease is still this session's to free.
-    open: bool,
-    /// The store's [`COMMIT`].
-    commit_sql: Arc<str>,
-    /// A retention period applies: QUIT records first retrievals.
-    record_retrieval: bool,
-    clock: Clock,
-}
-
-impl PostgresDrop {
-    fn ahead(&self) -> std::sync::MutexGuard<'_, HashMap<usize, body::Parts>> {
-        self.ahead.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    async fn free(&mut self) -> Result<(), DbError> {
-        self.open = false;
-        self.leases.forget(self.holder.session);
-        release(&self.db, &self.leases, self.mailbox, self.holder.session).await
-    }
-}
-
-#[async_trait]
-impl Maildrop for PostgresDrop {
-    fn messages(&self) -> &[MessageInfo] {
-        &self.messages
-    }
-
-    async fn open_message(&self, index: usize) -> Result<MessageReader, StoreError> {
-        let &(id, parts) = self.bodies.get(index).ok_or(StoreError::MessageGone)?;
-        if let Some(bytes) = self.ahead().remove(&index) {
-            return Ok(body::in_memory(bytes));
-        }
-        if self.messages[index].size > body::READ_AHEAD {
-            return body::open(self.db.clone(), id, parts).await;
-        }
-        // This message and the small ones after it, in one statement.
-        let mut batch = vec![(index, id)];
-        let mut total = self.messages[index].size;
-        for next in index + 1..self.messages.len() {
-            total += self.messages[next].size;
-            if total > body::READ_AHEAD {
-                break;
-            }
-            batch.push((next, self.bodies[next].0));
-        }
-        let ids: Vec<i64> = batch.iter().map(|b| b.1).collect();
-        let mut whole = body::fetch_many(&self.db, &ids)
-            .await
-            .map_err(store_error)?;
-        let this = whole.remove(&id).ok_or(StoreError::MessageGone)?;
-        let mut ahead = self.ahead();
-        ahead.clear();
-        for (i, id) in batch.into_iter().skip(1) {
-            if let Some(bytes) = whole.remove(&id) {
-                ahead.insert(i, bytes);
-            }
-        }
-        Ok(body::in_memory(this))
-    }
-
-    async fn commit(mut self: Box<Self>, changes: Changes) -> Result<CommitReport, StoreError> {
-        // The database keeps no seen flag: RETR and keep changes nothing.
-        let id_of = |list: &[usize]| -> Vec<i64> {
-            list.iter()
-                .filter_map(|&i| self.bodies.get(i).map(|b| b.0))
-                .collect()
-        };
-        let ids = id_of(&changes.deleted);
-        let retrieved = if self.record_retrieval {
-            id_of(&changes.seen)
-        } else {
-            Vec::new()
-        };
-        let now = self.clock.now();
-        self.open = false;
-        self.leases.forget(self.holder.session);
-        let l = &self.leases;
-        let (held, removed) = self
-            .db
-            .timed(async {
-                let client = self.db.client().await?;
-                let lease: [&(dyn ToSql + Sync); 8] = [
-                    &self.mailbox,
-                    &l.node,
-                    &l.boot,
-                    &self.holder.session,
-                    &self.holder.epoch,
-                    &ids,
-                    &now,
-                    &retrieved,
-                ];
-                if ids.is_empty() && retrieved.is_empty() {
-                    let stmt = client.prepare_cached(QUIT_UNCHANGED).await?;
-                    let held = client.execute(&stmt, &lease[..5]).await?;
-                    return Ok((held as i64, 0));
-                }
-                let stmt = client.prepare_cached(&self.commit_sql).await?;
-                let row = client.query_one(&stmt, &lease).await?;
-                Ok((row.get::<_, i64>(0), row.get::<_, i64>(1)))
-            })
-            .await
-            .map_err(store_error)?;
-        if held == 0 {
-            self.db.lease_lost();
-            return Err(StoreError::Temporary(
-                "the maildrop lease expired or was taken over; nothing was deleted".into(),
-            ));
-        }
-        // A message someone else removed is gone all the same: not a
-        // failure.
-        Ok(CommitReport {
-            removed: removed as usize,
-            failed: 0,
-        })
-    }
-
-    async fn release(mut self: Box<Self>) {
-        if let Err(e) = self.free().await {
-            tracing::warn!("cannot free a maildrop lease (it lapses by itself): {e}");
-        }
-    }
-}
-
-impl Drop for PostgresDrop {
-    /// The safety net: stop renewing the lease, and free it if a runtime
-    /// is there to do it.
-    fn drop(&mut self) {
-        if !self.open {
-            return;
-        }
-        self.open = false;
-        self.leases.forget(self.holder.session);
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let (db, leases, mailbox, session) = (
-            self.db.clone(),
-            self.leases.clone(),
-            self.mailbox,
-            self.holder.session,
-        );
-        handle.spawn(async move {
-            let _ = release(&db, &leases, mailbox, session).await;
-        });
     }
 }
