@@ -274,7 +274,8 @@ impl TestServer {
     /// Log in as soon as the maildrop is free: `[IN-USE]` is retried
     /// (for up to 2 s), anything else fails the test.
     pub async fn login_when_free(&self, user: &str, pass: &str) -> Client<TcpStream> {
-        for _ in 0..100 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
             let mut c = self.connect().await;
             c.cmd(&format!("USER {user}")).await;
             let r = c.cmd(&format!("PASS {pass}")).await;
@@ -282,9 +283,13 @@ impl TestServer {
                 return c;
             }
             assert!(r.starts_with("-ERR [IN-USE]"), "{r}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{user}'s maildrop freed within 2 s"
+            );
+            // The session holding it is ending; poll, not hammer.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("{user}'s maildrop was never freed");
     }
 
     pub fn tls_connector(&self) -> tokio_rustls::TlsConnector {

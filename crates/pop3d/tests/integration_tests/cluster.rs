@@ -215,14 +215,9 @@ fn a_shared_block_never_refuses_a_trusted_address() {
         &redis,
         "block_loopback = true\ntrusted_networks = [\"127.0.0.1/32\"]\nshared_state_password_file = \"redis.pw\"\n",
     );
-    let started = Instant::now();
-    while !http(metrics, "/metrics").contains("pop3_shared_state_up 1") {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "Redis with a password"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(Duration::from_secs(10), "Redis with a password", || {
+        http(metrics, "/metrics").contains("pop3_shared_state_up 1")
+    });
     let cli = |args: &[&str]| {
         let out = Command::new(tool_path("redis-cli").unwrap())
             .args([
@@ -248,27 +243,15 @@ fn a_shared_block_never_refuses_a_trusted_address() {
         cli(&["PUBLISH", "pop3d:blocks", &format!("{address} 900000")]);
     }
     for &port in &ports {
-        let started = Instant::now();
-        loop {
-            let answer = attempt(true, port, "secret");
-            if answer.contains("Too many failures") {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "node on {port} did not take the block for ::1: {answer}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(
+            Duration::from_secs(5),
+            &format!("node on {port} taking the block for ::1"),
+            || attempt(true, port, "secret").contains("Too many failures"),
+        );
         // (The previous node may still be letting go of alice's lock.)
-        let started = Instant::now();
-        let trusted = loop {
-            let answer = attempt(false, port, "secret");
-            if !answer.starts_with("-ERR [IN-USE]") || started.elapsed() > Duration::from_secs(2) {
-                break answer;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let trusted = wait_for(Duration::from_secs(2), "alice's lock let go", || {
+            Some(attempt(false, port, "secret")).filter(|a| !a.starts_with("-ERR [IN-USE]"))
+        });
         assert!(
             trusted.starts_with("+OK"),
             "a trusted address refused: {trusted}"
@@ -854,32 +837,34 @@ fn through_the_balancer_a_database_outage_looks_as_documented() {
     };
     c.lmtp_deliver("before");
     pg.pg_ctl_stop();
-    let started = Instant::now();
-    let answer = loop {
-        let answer = c.try_lmtp("alice", "during").unwrap_err();
-        if answer.contains("451 4.3.0") || started.elapsed() > Duration::from_secs(10) {
-            break answer;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(answer.contains("451 4.3.0"), "{answer}");
-    // Long enough for every POP3 health check to fail.
-    std::thread::sleep(Duration::from_millis(1000));
+    wait_until(Duration::from_secs(10), "LMTP answering 451 4.3.0", || {
+        c.try_lmtp("alice", "during")
+            .unwrap_err()
+            .contains("451 4.3.0")
+    });
+    // Once every POP3 health check failed, the balancer closes POP3
+    // connections without a greeting...
+    wait_until(Duration::from_secs(10), "no node ready for POP3", || {
+        greeting(c.pop3).is_none_or(|l| l.is_empty())
+    });
+    // ... while LMTP keeps answering 451 4.3.0 (its check is /healthz).
     for _ in 0..5 {
         let answer = c.try_lmtp("alice", "still during").unwrap_err();
         assert!(answer.contains("451 4.3.0"), "{answer}");
     }
-    let pop3 = TcpStream::connect(("127.0.0.1", c.pop3)).and_then(|s| {
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line)?;
-        Ok(line)
-    });
-    assert!(
-        pop3.as_ref().is_ok_and(|l| l.is_empty()) || pop3.is_err(),
-        "no node ready: the balancer closes the connection ({pop3:?})"
-    );
     pg.pg_ctl_start();
+}
+
+/// The first line a server on `port` sends, `None` when the connection
+/// fails.
+fn greeting(port: u16) -> Option<String> {
+    let s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    let _ = r.get_mut().write_all(b"QUIT\r\n");
+    Some(line)
 }
 
 /// SIGTERM of a node behind the balancer: it fails /readyz while still
@@ -887,7 +872,7 @@ fn through_the_balancer_a_database_outage_looks_as_documented() {
 /// connection goes without a greeting.
 #[test]
 fn a_node_stopping_behind_the_balancer_leaves_no_client_without_a_greeting() {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let Some(mut c) = Cluster::start("3s") else {
         return;
     };
@@ -899,27 +884,26 @@ fn a_node_stopping_behind_the_balancer_leaves_no_client_without_a_greeting() {
     let _ = c.haproxy.kill();
     let _ = c.haproxy.wait();
     c.haproxy = start_haproxy(&cfg);
-    wait_for_port(c.pop3);
-    // The first health checks.
-    std::thread::sleep(Duration::from_millis(700));
+    // The balancer has found the nodes up.
+    wait_until(
+        Duration::from_secs(10),
+        "a greeting through the balancer",
+        || greeting(c.pop3).is_some_and(|l| l.starts_with("+OK")),
+    );
     let stop = AtomicBool::new(false);
-    let (stop, pop3) = (&stop, c.pop3);
+    let greetings = AtomicUsize::new(0);
+    let (stop, greetings, pop3) = (&stop, &greetings, c.pop3);
     let (greeted, failures) = std::thread::scope(|scope| {
         let clients: Vec<_> = (0..8)
             .map(|_| {
                 scope.spawn(move || {
                     let (mut greeted, mut failures) = (0, Vec::new());
                     while !stop.load(Ordering::Relaxed) {
-                        let got = TcpStream::connect(("127.0.0.1", pop3)).and_then(|s| {
-                            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                            let mut r = BufReader::new(s);
-                            let mut line = String::new();
-                            r.read_line(&mut line)?;
-                            r.get_mut().write_all(b"QUIT\r\n")?;
-                            Ok(line)
-                        });
-                        match got {
-                            Ok(l) if l.starts_with("+OK") => greeted += 1,
+                        match greeting(pop3) {
+                            Some(l) if l.starts_with("+OK") => {
+                                greeted += 1;
+                                greetings.fetch_add(1, Ordering::Relaxed);
+                            }
                             other => failures.push(format!("{other:?}")),
                         }
                     }
@@ -927,14 +911,21 @@ fn a_node_stopping_behind_the_balancer_leaves_no_client_without_a_greeting() {
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(300));
+        let traffic = |more: usize| {
+            let until = greetings.load(Ordering::Relaxed) + more;
+            wait_until(Duration::from_secs(10), "clients greeted", || {
+                greetings.load(Ordering::Relaxed) >= until
+            });
+        };
+        traffic(50);
         signal(c.nodes[0].process.child.id(), "TERM");
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", c.nodes[0].direct)).is_ok() {
-            assert!(started.elapsed() < Duration::from_secs(10), "did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(500));
+        wait_until(
+            Duration::from_secs(10),
+            "the node's listeners closed",
+            || TcpStream::connect(("127.0.0.1", c.nodes[0].direct)).is_err(),
+        );
+        // Clients go on after the node closed: none of them may fail.
+        traffic(300);
         stop.store(true, Ordering::Relaxed);
         clients.into_iter().map(|t| t.join().unwrap()).fold(
             (0, Vec::new()),
@@ -967,14 +958,11 @@ fn an_operator_lists_and_lifts_a_block_on_every_node() {
         attempt(false, port, "wrong");
     }
     for &port in &ports {
-        let started = Instant::now();
-        while !attempt(false, port, "secret").contains("Too many failures") {
-            assert!(
-                started.elapsed() < Duration::from_secs(2),
-                "not blocked on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            Duration::from_secs(2),
+            &format!("blocked on {port}"),
+            || attempt(false, port, "secret").contains("Too many failures"),
+        );
     }
     let config = s.path("node0.toml");
     let out = pop3d()
@@ -1004,18 +992,11 @@ fn an_operator_lists_and_lifts_a_block_on_every_node() {
         String::from_utf8_lossy(&out.stderr)
     );
     for &port in &ports {
-        let started = Instant::now();
-        loop {
+        wait_until(Duration::from_secs(1), &format!("served on {port}"), || {
             let answer = attempt(false, port, "secret");
-            if answer.starts_with("+OK") {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(1) && !answer.contains("[AUTH]"),
-                "still refused on {port}: {answer}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            assert!(!answer.contains("[AUTH]"), "{answer}");
+            answer.starts_with("+OK")
+        });
     }
     let out = pop3d()
         .args(["blocks", "--config"])

@@ -271,15 +271,31 @@ impl Drop for Running {
     }
 }
 
-pub fn wait_for_port(port: u16) {
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "pop3d did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(25));
+/// Poll `check` until it gives a value, for at most `within` (then the
+/// test fails naming `what`): a slow machine makes a test slower, never
+/// red, and a fast one does not wait for nothing.
+pub fn wait_for<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(seen) = check() {
+            return seen;
+        }
+        assert!(started.elapsed() < within, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// [`wait_for`] a condition.
+pub fn wait_until(within: Duration, what: &str, mut ready: impl FnMut() -> bool) {
+    wait_for(within, what, || ready().then_some(()))
+}
+
+pub fn wait_for_port(port: u16) {
+    wait_until(
+        Duration::from_secs(20),
+        &format!("pop3d listening on {port}"),
+        || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
 }
 
 /// A blocking line client.
