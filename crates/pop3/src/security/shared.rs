@@ -325,33 +325,8 @@ impl SharedLimits {
                 "no connection",
             )));
         };
-        // SCAN, not KEYS: never one long command on a busy Redis.
-        let mut keys: Vec<String> = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{BLOCK}*"))
-                .arg("COUNT")
-                .arg(500)
-                .query_async(&mut conn)
-                .await?;
-            keys.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        for key in keys {
-            let left: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await?;
-            if let (Some(ip), true) = (
-                key.strip_prefix(BLOCK)
-                    .and_then(|a| a.parse::<IpAddr>().ok()),
-                left > 0,
-            ) {
-                guard.adopt_block(ip, Duration::from_millis(left as u64));
-            }
+        for (ip, left, _) in blocks_in_force(&mut conn).await? {
+            guard.adopt_block(ip, left);
         }
         Ok(())
     }
@@ -419,16 +394,30 @@ pub async fn ping(info: redis::ConnectionInfo) -> Result<(), String> {
     }
 }
 
+/// A connection for one administration command.
+async fn connect(info: redis::ConnectionInfo) -> Result<redis::aio::MultiplexedConnection, String> {
+    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// The blocks in force on every node (`pop3d blocks`): address group,
 /// time left, reason.
 pub async fn list_blocks(
     info: redis::ConnectionInfo,
 ) -> Result<Vec<(IpAddr, Duration, String)>, String> {
-    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut conn = connect(info).await?;
+    blocks_in_force(&mut conn).await.map_err(|e| e.to_string())
+}
+
+/// Every block Redis holds with its time left and reason (empty when the
+/// node that set it gave none). SCAN, not KEYS: never one long command on
+/// a busy Redis.
+async fn blocks_in_force(
+    conn: &mut impl redis::aio::ConnectionLike,
+) -> Result<Vec<(IpAddr, Duration, String)>, redis::RedisError> {
     let mut keys: Vec<String> = Vec::new();
     let mut cursor: u64 = 0;
     loop {
@@ -438,9 +427,8 @@ pub async fn list_blocks(
             .arg(format!("{BLOCK}*"))
             .arg("COUNT")
             .arg(500)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
+            .query_async(conn)
+            .await?;
         keys.extend(batch);
         if next == 0 {
             break;
@@ -457,9 +445,8 @@ pub async fn list_blocks(
             .arg(&key)
             .cmd("GET")
             .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
+            .query_async(conn)
+            .await?;
         if left > 0 {
             let reason = reason.filter(|r| r != "1").unwrap_or_default();
             out.push((ip, Duration::from_millis(left as u64), reason));
@@ -471,11 +458,7 @@ pub async fn list_blocks(
 /// Lift the block of the address group `key` on every node: the key goes,
 /// and the nodes hear `ADDRESS 0`. True if Redis held a block for it.
 pub async fn lift_block(info: redis::ConnectionInfo, key: IpAddr) -> Result<bool, String> {
-    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut conn = connect(info).await?;
     let (removed, _): (u32, u32) = redis::pipe()
         .cmd("DEL")
         .arg(format!("{BLOCK}{key}"))

@@ -107,7 +107,8 @@ fn serve_in_another_pid_namespace_never_takes_a_lock_an_import_holds() {
     std::fs::write(&s.config, text).unwrap();
     // serve cannot see the test's processes (nor import-pop3's).
     let child = Command::new(tool_path("unshare").unwrap())
-        .args(["--pid", "--fork", "--mount-proc"])
+        // --kill-child: pop3d (the namespace's PID 1) dies with unshare.
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
         .arg(env!("CARGO_BIN_EXE_pop3d"))
         .args(["serve", "--config"])
         .arg(&s.config)

@@ -667,6 +667,8 @@ fn a_rolling_restart_loses_no_mail_and_refuses_at_most_once_per_restart() {
     // through the balancer, while each node is stopped with SIGTERM and
     // started again in turn.
     let (delivered, fetched) = std::thread::scope(|scope| {
+        // A failed assertion below stops the workers too, never hangs.
+        let _stop_on_exit = StopOnDrop(stop);
         let deliverer = scope.spawn(move || deliver_until(c, stop, &["alice", "bob"]));
         let fetchers: Vec<_> = [("alice", "secret"), ("bob", "password")]
             .into_iter()
@@ -675,16 +677,15 @@ fn a_rolling_restart_loses_no_mail_and_refuses_at_most_once_per_restart() {
         for node in &c.nodes {
             std::thread::sleep(Duration::from_millis(500));
             signal(node.process.child.id(), "TERM");
-            let started = Instant::now();
-            while TcpStream::connect(("127.0.0.1", node.direct)).is_ok() {
-                assert!(started.elapsed() < Duration::from_secs(10), "did not stop");
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            wait_until(Duration::from_secs(10), "the node stopped", || {
+                TcpStream::connect(("127.0.0.1", node.direct)).is_err()
+            });
             std::thread::sleep(Duration::from_millis(300));
             restarted.push(c.s.start_with(&node.config, node.direct));
-            while !http(node.metrics, "/readyz").starts_with("HTTP/1.1 200") {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            // (Its metrics listener may open a moment after POP3's.)
+            wait_until(Duration::from_secs(20), "the restarted node ready", || {
+                try_http(node.metrics, "/readyz").is_ok_and(|r| r.starts_with("HTTP/1.1 200"))
+            });
         }
         std::thread::sleep(Duration::from_millis(500));
         stop.store(true, Ordering::Relaxed);
@@ -730,6 +731,8 @@ fn the_database_restarting_and_redis_dying_under_load_lose_nothing() {
     let stop = AtomicBool::new(false);
     let (stop, cl) = (&stop, &c);
     let (delivered, fetched, while_down) = std::thread::scope(|scope| {
+        // A failed assertion below stops the workers too, never hangs.
+        let _stop_on_exit = StopOnDrop(stop);
         let deliverer = scope.spawn(move || deliver_until(cl, stop, &["alice"]));
         let fetcher = scope.spawn(move || fetch_until(cl.pop3, stop, "alice", "secret"));
         std::thread::sleep(Duration::from_millis(500));
@@ -855,6 +858,16 @@ fn through_the_balancer_a_database_outage_looks_as_documented() {
     pg.pg_ctl_start();
 }
 
+/// Sets the flag when dropped: the scope's workers end however the
+/// scope's own body does.
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// The first line a server on `port` sends, `None` when the connection
 /// fails.
 fn greeting(port: u16) -> Option<String> {
@@ -894,6 +907,8 @@ fn a_node_stopping_behind_the_balancer_leaves_no_client_without_a_greeting() {
     let greetings = AtomicUsize::new(0);
     let (stop, greetings, pop3) = (&stop, &greetings, c.pop3);
     let (greeted, failures) = std::thread::scope(|scope| {
+        // A failed assertion below stops the workers too, never hangs.
+        let _stop_on_exit = StopOnDrop(stop);
         let clients: Vec<_> = (0..8)
             .map(|_| {
                 scope.spawn(move || {

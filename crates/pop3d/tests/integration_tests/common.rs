@@ -290,6 +290,30 @@ pub fn wait_until(within: Duration, what: &str, mut ready: impl FnMut() -> bool)
     wait_for(within, what, || ready().then_some(()))
 }
 
+/// TLS over `tcp` (after STLS or STARTTLS, or on an implicit-TLS port)
+/// with `versions`, trusting the setup's certificate for `localhost`.
+pub fn tls_client(
+    s: &Setup,
+    tcp: TcpStream,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(s.path("cert.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
 pub fn wait_for_port(port: u16) {
     wait_until(
         Duration::from_secs(20),
@@ -465,13 +489,17 @@ pub fn one_winner_per_round(ports: [u16; 2], rounds: usize) {
 
 /// One HTTP GET on 127.0.0.1: the raw response, status line first.
 pub fn http(port: u16, path: &str) -> String {
+    try_http(port, path).unwrap_or_else(|e| panic!("GET {path} on {port}: {e}"))
+}
+
+/// [`http`] that tells a server not (yet) listening apart.
+pub fn try_http(port: u16, path: &str) -> std::io::Result<String> {
     use std::io::Read;
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
-        .unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())?;
     let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    raw
+    s.read_to_string(&mut raw)?;
+    Ok(raw)
 }
 
 /// HAProxy (Debian's) on the configuration file `cfg`, in the foreground;

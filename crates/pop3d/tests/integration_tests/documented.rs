@@ -129,21 +129,7 @@ fn the_documented_node_lets_a_client_behind_the_balancer_log_in() {
     // Before TLS no password is taken from it.
     assert!(ask(&mut r, "USER alice").starts_with("-ERR [AUTH]"));
     assert_eq!(ask(&mut r, "STLS"), "+OK Begin TLS negotiation now\r\n");
-    let mut roots = rustls::RootCertStore::empty();
-    use rustls_pki_types::pem::PemObject;
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(s.path("cert.pem")).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(std::sync::Arc::new(tls), name).unwrap();
-    let mut r = BufReader::new(rustls::StreamOwned::new(conn, r.into_inner()));
+    let mut r = BufReader::new(tls_client(&s, r.into_inner(), rustls::DEFAULT_VERSIONS));
     let mut ask = |cmd: &str| {
         r.get_mut()
             .write_all(format!("{cmd}\r\n").as_bytes())

@@ -234,21 +234,7 @@ fn starttls_starts_over_and_a_store_that_is_away_answers_451() {
     c.send("STARTTLS\r\nLHLO injected\r\n");
     assert_eq!(c.reply(), "220 2.0.0 ready to start TLS\r\n");
     let tcp = c.r.into_inner();
-    let mut roots = rustls::RootCertStore::empty();
-    use rustls_pki_types::pem::PemObject;
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(s.path("cert.pem")).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
-    let mut tls = Lmtp::over(rustls::StreamOwned::new(conn, tcp));
+    let mut tls = Lmtp::over(tls_client(&s, tcp, rustls::DEFAULT_VERSIONS));
     let mut talk = |line: &str| tls.cmd(line);
     // The line pipelined in plaintext was thrown away: MAIL needs LHLO.
     assert_eq!(talk("MAIL FROM:<a@b>"), "503 5.5.1 LHLO first\r\n");

@@ -8,9 +8,8 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 
-use crate::common::{Setup, read, require, tool_path};
+use crate::common::{Setup, read, require, tls_client, tool_path};
 
 const M1: &[u8] = b"Subject: one\r\n\r\nfirst message body\r\n";
 
@@ -243,22 +242,8 @@ fn tls_connect(
     rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
     Vec<u8>,
 ) {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(s.path("cert.pem")).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
     let tcp = TcpStream::connect(("127.0.0.1", s.implicit)).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut tls = tls_client(s, tcp, &[&rustls::version::TLS13]);
     let mut greeting = [0u8; 1];
     let mut line = Vec::new();
     while greeting[0] != b'\n' {
