@@ -172,26 +172,18 @@ fn curl_logs_in_with_a_kerberos_ticket() {
     };
     // No ticket yet: refused.
     assert!(!curl("alice", &[]).status.success(), "no ticket, no login");
-    // A wrong password gets no ticket at all.
-    assert!(
-        !krb(
-            dir,
-            "kinit",
-            &[&format!("alice@{REALM}")],
-            Some("wrong-password\n")
-        )
-        .status
-        .success()
-    );
-    ok(
+    // A ticket for `who@REALM` from its password.
+    let kinit = |who: &str, password: &str| {
         krb(
             dir,
             "kinit",
-            &[&format!("alice@{REALM}")],
-            Some("alice-password\n"),
-        ),
-        "kinit alice",
-    );
+            &[&format!("{who}@{REALM}")],
+            Some(&format!("{password}\n")),
+        )
+    };
+    // A wrong password gets no ticket at all.
+    assert!(!kinit("alice", "wrong-password").status.success());
+    ok(kinit("alice", "alice-password"), "kinit alice");
     let out = curl("alice", &[]);
     assert!(
         out.status.success(),
@@ -207,15 +199,7 @@ fn curl_logs_in_with_a_kerberos_ticket() {
         "alice's ticket cannot act as bob"
     );
     // mallory has a valid ticket but no mailbox here.
-    ok(
-        krb(
-            dir,
-            "kinit",
-            &[&format!("mallory@{REALM}")],
-            Some("mallory-password\n"),
-        ),
-        "kinit mallory",
-    );
+    ok(kinit("mallory", "mallory-password"), "kinit mallory");
     assert!(
         !curl("mallory", &[]).status.success(),
         "a principal with no user"
@@ -223,15 +207,7 @@ fn curl_logs_in_with_a_kerberos_ticket() {
     // A ticket for another principal of the same keytab (host/pop.test,
     // curl's --service-name) is refused: the acceptor holds pop@pop.test
     // alone. Alice's own ticket for pop/ still works afterwards.
-    ok(
-        krb(
-            dir,
-            "kinit",
-            &[&format!("alice@{REALM}")],
-            Some("alice-password\n"),
-        ),
-        "kinit alice again",
-    );
+    ok(kinit("alice", "alice-password"), "kinit alice again");
     let host = curl("alice", &["--service-name", "host"]);
     assert!(
         !host.status.success(),

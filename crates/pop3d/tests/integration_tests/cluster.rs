@@ -980,31 +980,16 @@ fn an_operator_lists_and_lifts_a_block_on_every_node() {
         );
     }
     let config = s.path("node0.toml");
-    let out = pop3d()
-        .args(["blocks", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let listed = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let listed = succeed(pop3d().args(["blocks", "--config"]).arg(&config));
     assert!(
         listed.contains("127.0.0.1\t") && listed.contains("too many failed logins"),
         "{listed}"
     );
-    let out = pop3d()
-        .args(["unblock", "--config"])
-        .arg(&config)
-        .arg("127.0.0.1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        pop3d()
+            .args(["unblock", "--config"])
+            .arg(&config)
+            .arg("127.0.0.1"),
     );
     for &port in &ports {
         wait_until(Duration::from_secs(1), &format!("served on {port}"), || {
@@ -1013,10 +998,6 @@ fn an_operator_lists_and_lifts_a_block_on_every_node() {
             answer.starts_with("+OK")
         });
     }
-    let out = pop3d()
-        .args(["blocks", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("127.0.0.1"));
+    let listed = succeed(pop3d().args(["blocks", "--config"]).arg(&config));
+    assert!(!listed.contains("127.0.0.1"), "{listed}");
 }

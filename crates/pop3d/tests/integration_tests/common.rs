@@ -15,6 +15,24 @@ pub fn pop3d() -> Command {
 /// A port that was free a moment ago.
 pub use crate::postgres_server::free_port;
 
+/// Run `cmd` to its end: exit code (-1 for a signal), stdout, stderr.
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Run `cmd`, which must succeed (else the test fails showing its
+/// output); its stdout.
+pub fn succeed(cmd: &mut Command) -> String {
+    let (code, out, err) = run(cmd);
+    assert_eq!(code, 0, "{cmd:?}:\n{out}{err}");
+    out
+}
+
 /// Send a signal (`TERM`, `HUP`, `STOP` ...) to a process.
 pub fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill")

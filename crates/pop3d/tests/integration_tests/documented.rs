@@ -250,17 +250,7 @@ fn the_documented_database_role_can_migrate() {
         ),
     );
     std::fs::write(&s.config, text).unwrap();
-    let out = pop3d()
-        .args(["db", "migrate", "--config"])
-        .arg(&s.config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeed(pop3d().args(["db", "migrate", "--config"]).arg(&s.config));
     let owner = pg.psql(
         "docmail",
         "SELECT tableowner FROM pg_tables WHERE tablename = 'messages'",

@@ -9,15 +9,6 @@ use std::time::Duration;
 
 use crate::common::*;
 
-fn run(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// `s`'s configuration with a metrics listener; its port.
 fn with_metrics(s: &Setup) -> u16 {
     let port = free_port();

@@ -38,15 +38,6 @@ fn try_login(port: u16) -> (Client, String) {
     (c, r)
 }
 
-fn run(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 const MESSAGES: [&[u8]; 3] = [
     b"Subject: 1\n\none\n",
     b"Subject: 2\n\ntwo\n",
