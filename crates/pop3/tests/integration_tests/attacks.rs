@@ -79,8 +79,9 @@ async fn a_trickling_client_is_closed_at_the_login_deadline() {
     })
     .await;
     let mut in_time = srv.login("alice", "secret").await;
-    let trickler = Client::connect(srv.plain).await;
+    // From before the connection: the deadline counts from its accept.
     let started = Instant::now();
+    let trickler = Client::connect(srv.plain).await;
     let (read, mut write) = trickler.into_inner().into_split();
     // One byte every 200 ms, never a line end: each read renews an idle
     // timer, not the deadline.
