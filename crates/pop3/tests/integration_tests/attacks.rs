@@ -471,15 +471,24 @@ async fn unknown_users_cost_what_known_ones_do_in_a_foreign_table() {
         attempt("alice").await;
         attempt("nobody").await;
     }
-    let (mut known, mut unknown) = (Duration::ZERO, Duration::ZERO);
-    for _ in 0..50 {
-        known += attempt("alice").await;
-        unknown += attempt("nobody").await;
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for _ in 0..51 {
+        known.push(attempt("alice").await);
+        unknown.push(attempt("nobody").await);
     }
+    // Medians, so that one attempt the scheduler delayed on this noisy
+    // machine does not decide. Without the decoy an unknown user skips the
+    // hash, which is most of a known user's cost: the ratio falls to about
+    // a tenth (measured: 0.22 ms against 1.95 ms), far outside this band.
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (known, unknown) = (median(known), median(unknown));
     let ratio = unknown.as_secs_f64() / known.as_secs_f64();
     assert!(
-        (0.8..1.2).contains(&ratio),
-        "unknown {unknown:?} vs known {known:?} for 50 each"
+        (0.67..1.5).contains(&ratio),
+        "median unknown {unknown:?} vs known {known:?}"
     );
 }
 
