@@ -3,15 +3,12 @@
 //! host and shared by reference: no globals, so one process can run several
 //! servers (tests do).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use crate::auth::bearer::BearerValidator;
 use crate::auth::{SetupError, UserDb, Verifier};
 use crate::config::Pop3Config;
-use crate::protocol::{Reply, RespCode};
-use crate::security::Guard;
+use crate::security::{Guard, LoginDelay};
 use crate::store::MailStore;
 use crate::telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
@@ -22,15 +19,14 @@ pub struct Services {
     pub store: Arc<dyn MailStore>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub verifier: Verifier,
-    pub login_delay: LoginDelay,
+    /// Who logged in when (LOGIN-DELAY); kept across reloads.
+    pub login_delay: Arc<LoginDelay>,
     /// Shared by every generation of services (reloads keep counting).
     pub metrics: Arc<Metrics>,
     /// Fires on shutdown; sessions waiting for a command then close.
     pub shutdown: CancellationToken,
     /// Brute-force blocking and scoring; shared across reloads too.
     pub guard: Arc<Guard>,
-    /// The same counted with the other nodes (`security.shared_state`).
-    pub shared_limits: Option<Arc<crate::security::SharedLimits>>,
     pub buffers: BufferPool,
     pub sasl: SaslServices,
     /// When the `[tls]` certificate expires (for its metric).
@@ -43,8 +39,7 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
     pub guard: Arc<Guard>,
-    /// Counters shared with the other nodes, when configured.
-    pub shared_limits: Option<Arc<crate::security::SharedLimits>>,
+    pub login_delay: Arc<LoginDelay>,
     /// Key for SCRAM's made-up salts, stable across reloads.
     pub salt_key: Arc<[u8; 32]>,
 }
@@ -53,14 +48,14 @@ impl Shared {
     pub fn new(
         metrics: Arc<Metrics>,
         guard: Arc<Guard>,
-        shared_limits: Option<Arc<crate::security::SharedLimits>>,
+        clock: Arc<dyn crate::security::Clock>,
         salt_key: [u8; 32],
     ) -> Shared {
         Shared {
             metrics,
             shutdown: CancellationToken::new(),
             guard,
-            shared_limits,
+            login_delay: Arc::new(LoginDelay::new(clock)),
             salt_key: Arc::new(salt_key),
         }
     }
@@ -159,7 +154,6 @@ impl Services {
     ) -> Result<Services, SetupError> {
         let sasl = SaslServices::new(&config, shared.salt_key.clone())?;
         let tls_expiry = config.tls.as_ref().and_then(crate::tls::certificate_expiry);
-        let login_delay = LoginDelay::new();
         let buffers = BufferPool::new(
             config.performance.io_buffer_size,
             config.performance.connection_pool_size,
@@ -172,11 +166,10 @@ impl Services {
             store,
             tls,
             verifier: Verifier::default(),
-            login_delay,
+            login_delay: shared.login_delay.clone(),
             metrics: shared.metrics.clone(),
             shutdown: shared.shutdown.clone(),
             guard: shared.guard.clone(),
-            shared_limits: shared.shared_limits.clone(),
             buffers,
             tls_expiry,
             sasl,
@@ -230,47 +223,6 @@ impl BufferPool {
     /// Buffers waiting to be reused.
     pub fn idle(&self) -> usize {
         self.free.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-}
-
-/// RFC 2449 §6.8 LOGIN-DELAY: the least time between two logins of a
-/// user (the server's, or the user's own from the user database).
-#[derive(Debug, Default)]
-pub struct LoginDelay {
-    /// When each user last logged in, and the delay that applied.
-    last: Mutex<HashMap<String, (Instant, Duration)>>,
-}
-
-impl LoginDelay {
-    pub fn new() -> Self {
-        LoginDelay::default()
-    }
-
-    /// `Err(-ERR [LOGIN-DELAY])` if the user logged in less than `delay`
-    /// ago.
-    pub fn check(&self, user: &str, delay: Duration) -> Result<(), Reply> {
-        if delay.is_zero() {
-            return Ok(());
-        }
-        let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        match last.get(user) {
-            Some((t, _)) if t.elapsed() < delay => Err(Reply::err_code(
-                RespCode::LoginDelay,
-                format!("Wait {} seconds between logins", delay.as_secs()),
-            )),
-            _ => Ok(()),
-        }
-    }
-
-    pub fn record(&self, user: &str, delay: Duration) {
-        if delay.is_zero() {
-            return;
-        }
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if last.len() > 10_000 {
-            last.retain(|_, (t, d)| t.elapsed() < *d);
-        }
-        last.insert(user.to_owned(), (Instant::now(), delay));
     }
 }
 

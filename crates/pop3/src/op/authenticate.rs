@@ -12,7 +12,7 @@ use super::{Connection, Outcome, SessionStats, State, Transaction, store_error_r
 use crate::auth::UserRecord;
 use crate::auth::sasl::SaslError;
 use crate::protocol::{Reply, RespCode};
-use crate::security::UserGate;
+use crate::security::LoginGate;
 use crate::services::Services;
 use crate::store::StoreError;
 
@@ -318,40 +318,14 @@ pub async fn anonymous(
     }
 }
 
-/// Refuse at once if the address is blocked; slow down if the user is
-/// being sprayed.
+/// Refuse at once if the address is blocked; slow down, or ask to come
+/// back later, if the user is being sprayed.
 async fn gate(conn: &Connection, services: &Services, user: &str) -> Result<(), Outcome> {
-    let guard = &services.guard;
-    if guard.blocked(conn.peer.ip()).is_some() {
-        return Err(Outcome::Close(Reply::err_code(RespCode::SysTemp, BLOCKED)));
+    match services.guard.login_gate(conn.peer.ip(), user).await {
+        LoginGate::Open => Ok(()),
+        LoginGate::Blocked => Err(Outcome::Close(Reply::err_code(RespCode::SysTemp, BLOCKED))),
+        LoginGate::Rationed => Err(Reply::err_code(RespCode::SysTemp, RATIONED).into()),
     }
-    // A login sprayed from many addresses over many nodes is rationed by
-    // what all nodes have seen, before any slow hash.
-    if let Some(limits) = &services.shared_limits
-        && !guard.is_trusted(conn.peer.ip())
-        && let Some(n) = limits.login_failures(user).await
-    {
-        guard.note_user_failures(user, n);
-    }
-    // The user's own devices are never rationed; on a cluster, a login
-    // from this address group seen by another node counts too.
-    let ip = conn.peer.ip();
-    if let Some(limits) = &services.shared_limits
-        && guard.rationed_stranger(ip, user)
-        && limits.logged_in_from(user, guard.key(ip)).await == Some(true)
-    {
-        guard.note_success_elsewhere(ip, user);
-    }
-    match guard.user_gate(ip, user) {
-        UserGate::Wait(delay) if delay.is_zero() => {}
-        UserGate::Wait(delay) => tokio::time::sleep(delay).await,
-        // Not a wrong password: the password is not even looked at, and
-        // nothing is counted against anyone.
-        UserGate::Refuse => {
-            return Err(Reply::err_code(RespCode::SysTemp, RATIONED).into());
-        }
-    }
-    Ok(())
 }
 
 /// Look the user up and verify the password. An unknown user, or one
@@ -451,34 +425,12 @@ pub(super) async fn failed(
     services.metrics.login(mechanism, false);
     let verdict = services
         .guard
-        .auth_failed(conn.peer.ip(), user, mechanism, reason);
-    // Counted with every node too: a limit that each node kept alone
-    // would give an attacker as many tries as there are nodes.
-    let mut blocked_everywhere = false;
-    if let Some(limits) = &services.shared_limits
-        && !services.guard.is_trusted(conn.peer.ip())
-    {
-        let security = &services.config.security;
-        if let Some(user) = user {
-            limits.login_failed(user, security).await;
-        }
-        if services.guard.counts(conn.peer.ip()) {
-            let key = services.guard.key(conn.peer.ip());
-            blocked_everywhere = limits
-                .add(key, crate::security::shared::Count::FailedLogin, security)
-                .await
-                == Some(true);
-            if blocked_everywhere {
-                services
-                    .guard
-                    .adopt_block(key, security.auto_block_duration);
-            }
-        }
-    }
+        .login_failed(conn.peer.ip(), user, mechanism, reason)
+        .await;
     if !verdict.delay.is_zero() {
         tokio::time::sleep(verdict.delay).await;
     }
-    if verdict.blocked || blocked_everywhere {
+    if verdict.blocked {
         return Outcome::Close(Reply::err_code(RespCode::SysTemp, BLOCKED));
     }
     if let State::Authorization { failures, user } = state {
@@ -517,15 +469,10 @@ async fn login(
         )
         .await;
     }
-    services.guard.auth_succeeded(conn.peer.ip(), &user.name);
-    if let Some(limits) = &services.shared_limits
-        && !services.guard.is_trusted(conn.peer.ip())
-    {
-        let key = services.guard.key(conn.peer.ip());
-        limits
-            .login_succeeded(&user.name, key, &services.config.security)
-            .await;
-    }
+    services
+        .guard
+        .login_succeeded(conn.peer.ip(), &user.name)
+        .await;
     let delay = user.settings.effective(&services.config.server).login_delay;
     if let Err(reply) = services.login_delay.check(&user.name, delay) {
         return reply.into();

@@ -180,7 +180,7 @@ impl Server {
                 tracker.clone(),
             ));
         }
-        if let Some(limits) = self.manager.shared.shared_limits.clone() {
+        if let Some(limits) = self.manager.guard().shared().cloned() {
             tokio::spawn(limits.follow(self.manager.guard().clone(), shutdown.clone()));
         }
         // Blocks end on time and say so in the log even if the address

@@ -130,12 +130,6 @@ impl Pop3SessionManager {
             config.security.max_connections_per_ip,
         );
         let metrics = Arc::new(Metrics::with_mechanisms(crate::auth::sasl::ALL));
-        let guard = Guard::new(
-            config.security.clone(),
-            clock,
-            security_log(&config)?,
-            metrics.clone(),
-        );
         let redis = crate::security::shared::connection_info(&config.security)
             .map_err(|(key, why)| crate::auth::SetupError::new(&key, why))?;
         let shared_limits = match redis {
@@ -145,6 +139,13 @@ impl Pop3SessionManager {
             )),
             None => None,
         };
+        let guard = Guard::new(
+            config.security.clone(),
+            clock.clone(),
+            security_log(&config)?,
+            metrics.clone(),
+        )
+        .sharing(shared_limits);
         metrics
             .node_info
             .get_or_create(&crate::telemetry::metrics::NodeLabels {
@@ -152,7 +153,7 @@ impl Pop3SessionManager {
             })
             .set(1);
         let salt_key = crate::services::salt_key(&config)?;
-        let shared = Shared::new(metrics, Arc::new(guard), shared_limits, salt_key);
+        let shared = Shared::new(metrics, Arc::new(guard), clock, salt_key);
         let tls = tls.map(tokio_rustls::TlsAcceptor::from);
         let services = Services::new(Arc::new(config), users, store, tls, &shared)?;
         Ok(Pop3SessionManager {
@@ -235,7 +236,7 @@ impl Pop3SessionManager {
             let log = security_log(&config)?;
             // Secrets rotate without a restart: the Redis password file is
             // read again (the database's, in `reloaded`).
-            if let Some(limits) = &self.shared.shared_limits
+            if let Some(limits) = self.shared.guard.shared()
                 && let Some(info) = crate::security::shared::connection_info(&config.security)
                     .map_err(|(key, why)| crate::auth::SetupError::new(&key, why))?
             {
@@ -353,7 +354,7 @@ impl Pop3SessionManager {
     /// What works, but not as configured: said by `/readyz` without
     /// failing it (a node whose Redis is away keeps serving).
     pub fn degraded(&self) -> Vec<String> {
-        match &self.shared.shared_limits {
+        match self.shared.guard.shared() {
             Some(l) if !l.is_up() => vec![
                 "shared state (Redis) unavailable: this node counts failures and blocks alone"
                     .to_owned(),

@@ -344,18 +344,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// or if the rule closes the connection by itself.
     fn suspicious(&mut self, rule: Rule) -> Flow {
         let ip = self.conn.peer.ip();
-        let blocked = self.services.guard.score(ip, rule);
-        // The other nodes count the points too; a block there reaches this
-        // node through the shared state's announcements.
-        if let Some(limits) = self.services.shared_limits.clone()
-            && !blocked
-            && self.services.guard.counts(ip)
-        {
-            let key = self.services.guard.key(ip);
-            let security = self.services.config.security.clone();
-            let points = crate::security::shared::Count::Points(rule.points());
-            tokio::spawn(async move { limits.add(key, points, &security).await });
-        }
+        let blocked = self.services.guard.flag(ip, rule);
         if blocked {
             Reply::err_code(
                 RespCode::SysTemp,

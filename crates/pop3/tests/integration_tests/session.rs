@@ -537,13 +537,21 @@ async fn capa_reflects_state_and_config(b: Backend) {
     // UTF8 after login is tolerated (Outlook sends it then).
     c.cmd("QUIT").await;
     c.until_closed().await;
-    // LOGIN-DELAY: a second login within the delay is refused.
-    let mut c = srv.connect().await;
-    c.cmd("USER alice").await;
-    assert_eq!(
-        c.cmd("PASS secret").await,
-        "-ERR [LOGIN-DELAY] Wait 900 seconds between logins\r\n"
-    );
+    // LOGIN-DELAY: a second login within the delay is refused, and a
+    // reload does not forget who logged in when.
+    for reload in [false, true] {
+        if reload {
+            let config = (*srv.manager.services().config).clone();
+            srv.manager.reload(config).unwrap();
+        }
+        let mut c = srv.connect().await;
+        c.cmd("USER alice").await;
+        assert_eq!(
+            c.cmd("PASS secret").await,
+            "-ERR [LOGIN-DELAY] Wait 900 seconds between logins\r\n",
+            "after a reload: {reload}"
+        );
+    }
 }
 
 #[tokio::test]
