@@ -3,6 +3,7 @@
 //! trash), retention, retrieval times and the seen flag, then the lock
 //! let go.
 
+use super::names::seen_name;
 use super::scan::SUBDIRS;
 use super::*;
 
@@ -197,20 +198,4 @@ impl MaildirDrop {
         self.lock.release();
         report
     }
-}
-
-/// A Maildir file name with the seen flag: the `:2,` info with `S` among
-/// its flags, kept in ASCII order as maildir(5) asks. `None` for a name
-/// with an info part of another version, which is left alone.
-pub(super) fn seen_name(name: &str) -> Option<String> {
-    let (key, flags) = match name.split_once(':') {
-        None => (name, ""),
-        Some((key, info)) => (key, info.strip_prefix("2,")?),
-    };
-    let mut flags: Vec<char> = flags.chars().collect();
-    if !flags.contains(&'S') {
-        flags.push('S');
-        flags.sort_unstable();
-    }
-    Some(format!("{key}:2,{}", flags.into_iter().collect::<String>()))
 }

@@ -11,32 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::io;
+use super::names::UIDL_FIELD;
 use crate::auth::Quota;
 use crate::protocol::SizeCounter;
 use crate::store::StoreError;
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-
-/// The name field that carries an imported message's UIDL, in hex.
-pub const UIDL_FIELD: &str = "U=";
-
-/// The UIDL a delivered file's name carries, if any (see [`deliver`]).
-pub fn uidl_in_name(key: &str) -> Option<String> {
-    let hex = key
-        .split(',')
-        .skip(1)
-        .find_map(|f| f.strip_prefix(UIDL_FIELD))?;
-    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
-        .collect::<Option<_>>()?;
-    String::from_utf8(bytes)
-        .ok()
-        .filter(|u| crate::protocol::valid_uidl(u))
-}
 
 /// NAME_MAX of the file systems mail lives on.
 const MAX_NAME: usize = 255;
@@ -230,7 +210,10 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert!(names[0].len() <= MAX_NAME, "{}", names[0].len());
-        assert_eq!(uidl_in_name(&names[0]).as_deref(), Some(uidl.as_str()));
+        assert_eq!(
+            crate::store::maildir::names::uidl_in_name(&names[0]).as_deref(),
+            Some(uidl.as_str())
+        );
     }
 
     #[test]

@@ -261,7 +261,7 @@ impl Index {
             self.next_uid = self.next_uid.saturating_add(1);
             let uidl = if first {
                 // A message moved from another server keeps its UIDL.
-                super::deliver::uidl_in_name(key)
+                super::names::uidl_in_name(key)
                     .unwrap_or_else(|| self.uidl_for(uid, self.validity, key, path))
             } else {
                 self.default_uidl(uid)

@@ -10,6 +10,7 @@ pub mod index;
 pub mod keep;
 pub mod lock;
 pub mod measure;
+mod names;
 pub mod quota;
 mod read;
 pub mod reader;
@@ -452,52 +453,6 @@ async fn blocking<T: Send + 'static>(
 
 #[cfg(test)]
 mod tests {
-    use super::commit::seen_name;
-    use super::scan::size_from_name;
-    use super::*;
-
-    fn user(home: &str) -> UserRecord {
-        UserRecord {
-            name: "alice@example.org".into(),
-            secret: None,
-            uid: None,
-            gid: None,
-            home: Some(home.into()),
-            extra: String::new(),
-            settings: Default::default(),
-            account: Default::default(),
-        }
-    }
-
-    #[test]
-    fn templates() {
-        let u = user("/home/alice");
-        assert_eq!(expand("%h/Maildir", &u).unwrap(), "/home/alice/Maildir");
-        assert_eq!(expand("/m/%d/%n/%%", &u).unwrap(), "/m/example.org/alice/%");
-        assert_eq!(expand("/m/%u", &u).unwrap(), "/m/alice@example.org");
-        assert!(check_template("%x").is_err());
-        assert!(check_template("abc%").is_err());
-        assert!(check_template("%h/Maildir").is_ok());
-    }
-
-    #[test]
-    fn seen_names() {
-        assert_eq!(seen_name("1.M2.host,S=5").unwrap(), "1.M2.host,S=5:2,S");
-        assert_eq!(seen_name("1.M2.host:2,RF").unwrap(), "1.M2.host:2,FRS");
-        assert_eq!(seen_name("1.M2.host:2,ST").unwrap(), "1.M2.host:2,ST");
-        assert_eq!(seen_name("1.M2.host:1,x"), None);
-    }
-
-    #[test]
-    fn sizes_from_names() {
-        assert_eq!(size_from_name("1.M2.host,S=100,W=104:2,S"), Some(104));
-        assert_eq!(size_from_name("1.M2.host,S=100:2,"), None);
-        assert_eq!(size_from_name("1.M2.host:2,W=5"), None);
-    }
-}
-
-#[cfg(test)]
-mod cache_tests {
     use super::*;
 
     fn user(home: &Path) -> UserRecord {

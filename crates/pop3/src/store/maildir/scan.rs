@@ -4,14 +4,11 @@
 //! back before any client sees them.
 
 use super::cache::Listing;
+use super::names::{key_of, size_from_name};
 use super::*;
 
 /// The directories that hold messages.
 pub(super) const SUBDIRS: [&str; 2] = ["new", "cur"];
-
-pub(super) fn key_of(name: &str) -> &str {
-    name.split(':').next().unwrap_or(name)
-}
 
 /// Files in new/ and cur/ as (key, path), hidden files skipped.
 pub(super) fn scan(dir: &Path) -> Result<Vec<(String, PathBuf)>, StoreError> {
@@ -37,16 +34,6 @@ pub(super) fn scan(dir: &Path) -> Result<Vec<(String, PathBuf)>, StoreError> {
         }
     }
     Ok(found)
-}
-
-/// `,W=<n>` in a Maildir name is the size with CRLF line ends.
-pub(super) fn size_from_name(name: &str) -> Option<u64> {
-    let info_start = name.find(':').unwrap_or(name.len());
-    name[..info_start]
-        .split(',')
-        .skip(1)
-        .find_map(|f| f.strip_prefix("W="))
-        .and_then(|v| v.parse().ok())
 }
 
 /// The Maildir's index, and whether it must be written back even if no

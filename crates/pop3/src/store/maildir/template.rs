@@ -57,3 +57,28 @@ pub(super) fn expand(template: &str, user: &UserRecord) -> Result<String, StoreE
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates() {
+        let u = UserRecord {
+            name: "alice@example.org".into(),
+            secret: None,
+            uid: None,
+            gid: None,
+            home: Some("/home/alice".into()),
+            extra: String::new(),
+            settings: Default::default(),
+            account: Default::default(),
+        };
+        assert_eq!(expand("%h/Maildir", &u).unwrap(), "/home/alice/Maildir");
+        assert_eq!(expand("/m/%d/%n/%%", &u).unwrap(), "/m/example.org/alice/%");
+        assert_eq!(expand("/m/%u", &u).unwrap(), "/m/alice@example.org");
+        assert!(check_template("%x").is_err());
+        assert!(check_template("abc%").is_err());
+        assert!(check_template("%h/Maildir").is_ok());
+    }
+}
