@@ -3,15 +3,16 @@
 //! PostgreSQL.
 
 use std::io::{BufRead, IsTerminal, Read};
-use std::process::ExitCode;
-
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use pop3::auth::postgres::UserAdmin;
 use pop3::auth::{Scheme, hash_password};
 use pop3::config::{Pop3Config, UserBackend};
 use pop3::db::migrate;
+
+use crate::tool::fail_at_once as fail;
 
 /// `--config FILE`, after the subcommand.
 #[derive(Args)]
@@ -149,11 +150,6 @@ impl UserCommand {
             | UserCommand::List(file) => &file.config,
         }
     }
-}
-
-fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("pop3d: {message}");
-    ExitCode::FAILURE
 }
 
 pub async fn db(config: &Pop3Config, command: DbCommand) -> ExitCode {

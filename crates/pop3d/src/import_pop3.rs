@@ -9,18 +9,19 @@
 //! for the user's whole import, as a POP3 session would hold it.
 
 use std::collections::HashSet;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use pop3::auth::UserRecord;
 use pop3::client::{Client, Credentials, Remote, printable};
 use pop3::config::Pop3Config;
 use pop3::setup::Backends;
 use pop3::store::{MailStore, StoreError};
 use zeroize::Zeroizing;
+
+use crate::tool::{self, Copied, EX_CONFIG, EX_USAGE};
 
 /// What the command line asks for.
 #[derive(clap::Args)]
@@ -67,14 +68,14 @@ struct Job {
     password: Zeroizing<String>,
 }
 
+/// One user's import.
 #[derive(Default)]
-struct Summary {
+struct Counts {
     copied: usize,
     octets: u64,
     present: usize,
     /// Over `server.max_message_size`: left on the old server.
     skipped: usize,
-    failed: Vec<String>,
 }
 
 /// What a message may grow to beyond the size LIST announced (a server
@@ -84,9 +85,8 @@ fn retrieval_cap(listed: u64) -> u64 {
     listed.saturating_mul(2).saturating_add(64 * 1024)
 }
 
-fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("pop3d: import-pop3: {message}");
-    ExitCode::from(2)
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    tool::fail("import-pop3", code, message)
 }
 
 /// A password file's first line (its trailing newline dropped).
@@ -175,27 +175,19 @@ fn jobs(request: &Request) -> Result<Vec<Job>, String> {
 pub async fn run(config: Pop3Config, request: Request) -> ExitCode {
     let remote = match Remote::parse(&request.from) {
         Ok(r) => r,
-        Err(e) => return fail(format!("--from {e}")),
+        Err(e) => return fail(EX_USAGE, format!("--from {e}")),
     };
     let jobs = match jobs(&request) {
         Ok(j) => j,
-        Err(e) => return fail(e),
+        Err(e) => return fail(EX_USAGE, e),
     };
     let backends = match Backends::from_config(&config) {
         Ok(b) => b,
-        Err(e) => return fail(e),
+        Err(e) => return fail(EX_CONFIG, e),
     };
-    let bar = if std::io::stdout().is_terminal() {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} messages {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-    let mut summary = Summary::default();
+    let bar = tool::progress(0, "messages");
+    let mut summary = Copied::default();
+    let mut skipped = 0;
     for job in &jobs {
         bar.set_message(job.local.clone());
         let user = match backends.users.lookup(&job.local).await {
@@ -224,10 +216,10 @@ pub async fn run(config: Pop3Config, request: Request) -> ExitCode {
         .await;
         match moved {
             Ok(counts) => {
-                summary.copied += counts.copied;
+                summary.messages += counts.copied;
                 summary.octets += counts.octets;
                 summary.present += counts.present;
-                summary.skipped += counts.skipped;
+                skipped += counts.skipped;
             }
             Err(e) => {
                 // Whatever the old server wrote, escaped for the terminal.
@@ -237,33 +229,13 @@ pub async fn run(config: Pop3Config, request: Request) -> ExitCode {
         }
     }
     bar.finish_and_clear();
-    let verb = if request.dry_run {
-        "would copy"
-    } else {
-        "copied"
-    };
-    println!(
-        "{verb} {} messages ({} octets) for {} users; {} messages already there",
-        summary.copied,
-        summary.octets,
-        jobs.len() - summary.failed.len(),
-        summary.present
-    );
-    if summary.skipped > 0 {
-        println!(
-            "skipped {} messages over server.max_message_size (left on the old server)",
-            summary.skipped
-        );
+    let mut more = Vec::new();
+    if skipped > 0 {
+        more.push(format!(
+            "skipped {skipped} messages over server.max_message_size (left on the old server)"
+        ));
     }
-    if summary.failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        println!(
-            "failed: {} (run again to resume)",
-            summary.failed.join(", ")
-        );
-        ExitCode::FAILURE
-    }
+    summary.report(request.dry_run, jobs.len(), &more)
 }
 
 /// Move one mailbox: hold the local maildrop, list the old one, fetch and
@@ -276,7 +248,7 @@ async fn import_user(
     request: &Request,
     max_message_size: u64,
     bar: &ProgressBar,
-) -> Result<Summary, String> {
+) -> Result<Counts, String> {
     let maildrop = match store.open(user).await {
         Ok(m) => m,
         Err(StoreError::InUse) => {
@@ -308,9 +280,9 @@ async fn import_user(
         .map_err(|e| format!("{}: {e}", remote.host))?;
         let listing = old.listing().await.map_err(|e| e.to_string())?;
         bar.inc_length(listing.len() as u64);
-        let mut counts = Summary::default();
+        let mut counts = Counts::default();
         let too_large = |size: u64| max_message_size > 0 && size > max_message_size;
-        let skip = |counts: &mut Summary, uidl: &str, size: u64| {
+        let skip = |counts: &mut Counts, uidl: &str, size: u64| {
             bar.suspend(|| {
                 eprintln!(
                     "pop3d: {}: message {} ({size} octets) is over server.max_message_size ({max_message_size}); skipped",

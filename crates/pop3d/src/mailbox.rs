@@ -12,7 +12,8 @@ use pop3::config::Pop3Config;
 use pop3::setup::Backends;
 use pop3::store::StoreError;
 
-use crate::{EX_CONFIG, EX_NOPERM, EX_NOUSER, EX_TEMPFAIL, EX_USAGE, runtime};
+use crate::runtime;
+use crate::tool::{EX_CONFIG, EX_NOPERM, EX_NOUSER, EX_TEMPFAIL, EX_USAGE};
 
 /// `--since`: a time (RFC 3339) or an age.
 fn parse_since(text: &str) -> Result<std::time::SystemTime, String> {

@@ -11,6 +11,7 @@ mod mailbox;
 mod migrate_maildir;
 mod operate;
 mod serve;
+mod tool;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -21,13 +22,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mailbox::{deliver, restore};
 use pop3::config::Pop3Config;
 use serve::serve;
-
-/// sysexits(3) codes an MTA understands.
-const EX_USAGE: u8 = 64;
-const EX_NOUSER: u8 = 67;
-const EX_CONFIG: u8 = 78;
-const EX_TEMPFAIL: u8 = 75;
-const EX_NOPERM: u8 = 77;
 
 #[derive(Parser)]
 #[command(
@@ -141,7 +135,8 @@ enum Command {
     },
     /// Copy a Maildir + passwd-file installation into PostgreSQL, keeping
     /// every UIDL and size; a second run copies nothing twice. The
-    /// Maildirs are left as they are.
+    /// Maildirs are left as they are. Exit codes as import-pop3's, and 69
+    /// when the database does not answer.
     MigrateMaildir {
         /// The configuration the mail is in now (Maildir, passwd file).
         #[arg(long)]
@@ -162,8 +157,9 @@ enum Command {
     /// Move mailboxes in from another POP3 server over TLS, each message
     /// under the UIDL it had there, so clients that keep mail on the
     /// server download nothing again. Never deletes on the old server;
-    /// a second run fetches only what is missing. Exit 0 done, 1 some
-    /// users failed (run again to resume), 2 bad arguments.
+    /// a second run fetches only what is missing. Exit codes as
+    /// sysexits(3): 0 done, 75 some users failed (run again to resume),
+    /// 64 bad arguments, 78 bad configuration.
     ImportPop3 {
         /// The TOML configuration file of this server (the store to fill).
         #[arg(long, short)]

@@ -7,30 +7,18 @@
 //! read; each is locked while it is copied, as a POP3 session would.
 
 use std::collections::HashSet;
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use pop3::auth::{PasswdFile, UserRecord};
 use pop3::config::{Pop3Config, StorageBackend, UserBackend};
 use pop3::db::{Database, migrate};
 use pop3::store::{MailStore, MaildirStore, PostgresStore, StoreError};
 
-/// What one run did (or, dry, would do).
-#[derive(Default)]
-struct Summary {
-    users_added: usize,
-    users_present: usize,
-    messages_copied: usize,
-    messages_present: usize,
-    octets_copied: u64,
-    failed_users: Vec<String>,
-}
+use crate::tool::{self, Copied, EX_CONFIG, EX_NOUSER, EX_UNAVAILABLE, EX_USAGE};
 
-fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("pop3d: migrate-maildir: {message}");
-    ExitCode::FAILURE
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    tool::fail("migrate-maildir", code, message)
 }
 
 pub async fn run(
@@ -41,55 +29,63 @@ pub async fn run(
 ) -> ExitCode {
     if old.storage.backend != StorageBackend::Maildir || old.auth.backend != UserBackend::PasswdFile
     {
-        return fail("--from must name a Maildir and passwd-file configuration");
+        return fail(
+            EX_USAGE,
+            "--from must name a Maildir and passwd-file configuration",
+        );
     }
     if new.storage.backend != StorageBackend::Postgres {
-        return fail("--config must have storage.backend = \"postgres\"");
+        return fail(
+            EX_USAGE,
+            "--config must have storage.backend = \"postgres\"",
+        );
     }
     let passwd = match PasswdFile::open(&old.auth.passwd_file) {
         Ok(p) => p.table(),
-        Err(e) => return fail(format!("{}: {e}", old.auth.passwd_file.display())),
+        Err(e) => {
+            return fail(
+                EX_CONFIG,
+                format!("{}: {e}", old.auth.passwd_file.display()),
+            );
+        }
     };
     let users: Vec<Arc<UserRecord>> = match only {
         Some(name) => match passwd.get(name) {
             Some(u) => vec![u],
-            None => return fail(format!("{name}: not in {}", old.auth.passwd_file.display())),
+            None => {
+                return fail(
+                    EX_NOUSER,
+                    format!("{name}: not in {}", old.auth.passwd_file.display()),
+                );
+            }
         },
         None => passwd.users(),
     };
     let client = match migrate::connect(new).await {
         Ok(c) => c,
-        Err(e) => return fail(e),
+        Err(e) => return fail(EX_UNAVAILABLE, e),
     };
     if let Err(e) = migrate::check(&client).await {
-        return fail(e);
+        return fail(EX_CONFIG, e);
     }
     let database = match Database::from_config(new) {
         Ok(d) => Arc::new(d),
-        Err((key, reason)) => return fail(format!("{key}: {reason}")),
+        Err((key, reason)) => return fail(EX_CONFIG, format!("{key}: {reason}")),
     };
     let target = PostgresStore::new(database, new);
     let source = MaildirStore::from_config(old);
     // Users move only into pop3d's own table.
     let copy_users = new.auth.backend == UserBackend::Postgres && new.auth.password_query.is_none();
 
-    let bar = if std::io::stdout().is_terminal() {
-        let bar = ProgressBar::new(users.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} users {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-    let mut summary = Summary::default();
+    let bar = tool::progress(users.len() as u64, "users");
+    let mut summary = Copied::default();
+    let (mut added, mut present) = (0, 0);
     for user in &users {
         bar.set_message(user.name.clone());
         if copy_users {
             match copy_user(&client, user, dry_run).await {
-                Ok(Some(true)) => summary.users_added += 1,
-                Ok(Some(false)) => summary.users_present += 1,
+                Ok(Some(true)) => added += 1,
+                Ok(Some(false)) => present += 1,
                 // No password to copy: the mail still moves.
                 Ok(None) => bar.suspend(|| {
                     eprintln!(
@@ -99,7 +95,7 @@ pub async fn run(
                 }),
                 Err(e) => {
                     bar.suspend(|| eprintln!("pop3d: {}: {e}", user.name));
-                    summary.failed_users.push(user.name.clone());
+                    summary.failed.push(user.name.clone());
                     bar.inc(1);
                     continue;
                 }
@@ -107,36 +103,17 @@ pub async fn run(
         }
         if let Err(e) = copy_mail(&client, &source, &target, user, dry_run, &mut summary).await {
             bar.suspend(|| eprintln!("pop3d: {}: {e}", user.name));
-            summary.failed_users.push(user.name.clone());
+            summary.failed.push(user.name.clone());
         }
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let verb = if dry_run { "would copy" } else { "copied" };
-    println!(
-        "{verb} {} messages ({} octets) for {} users; {} messages already there",
-        summary.messages_copied,
-        summary.octets_copied,
-        users.len() - summary.failed_users.len(),
-        summary.messages_present
-    );
+    let mut more = Vec::new();
     if copy_users {
-        println!(
-            "users: {} {}, {} already there",
-            summary.users_added,
-            if dry_run { "to add" } else { "added" },
-            summary.users_present
-        );
+        let verb = if dry_run { "to add" } else { "added" };
+        more.push(format!("users: {added} {verb}, {present} already there"));
     }
-    if summary.failed_users.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        println!(
-            "failed: {} (run again to resume)",
-            summary.failed_users.join(", ")
-        );
-        ExitCode::FAILURE
-    }
+    summary.report(dry_run, users.len(), &more)
 }
 
 /// Add the user with the passwd file's secret; false if present already,
@@ -188,7 +165,7 @@ async fn copy_mail(
     target: &PostgresStore,
     user: &UserRecord,
     dry_run: bool,
-    summary: &mut Summary,
+    summary: &mut Copied,
 ) -> Result<(), String> {
     // A dry run only reads: no lock, no index written into the source.
     if dry_run {
@@ -196,10 +173,10 @@ async fn copy_mail(
         let known = known_uidls(client, user).await?;
         for info in infos {
             if known.contains(&info.uid) {
-                summary.messages_present += 1;
+                summary.present += 1;
             } else {
-                summary.messages_copied += 1;
-                summary.octets_copied += info.size;
+                summary.messages += 1;
+                summary.octets += info.size;
             }
         }
         return Ok(());
@@ -215,7 +192,7 @@ async fn copy_mail(
     let mut result = Ok(());
     for (i, info) in maildrop.messages().iter().enumerate() {
         if known.contains(&info.uid) {
-            summary.messages_present += 1;
+            summary.present += 1;
             continue;
         }
         let copied = async {
@@ -236,8 +213,8 @@ async fn copy_mail(
                         "size differs from the Maildir's listing"
                     );
                 }
-                summary.messages_copied += 1;
-                summary.octets_copied += size;
+                summary.messages += 1;
+                summary.octets += size;
             }
             // Removed by another program since the listing: nothing to copy.
             Err(StoreError::MessageGone) => {}

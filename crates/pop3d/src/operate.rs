@@ -12,6 +12,7 @@ use pop3::security::{address, blocklist, shared};
 use pop3::store::postgres::lease;
 
 use crate::admin::ConfigFile;
+use crate::tool::fail_at_once as fail;
 
 #[derive(Subcommand)]
 pub enum LeaseCommand {
@@ -39,11 +40,6 @@ impl LeaseCommand {
             LeaseCommand::List { file, .. } | LeaseCommand::Break { file, .. } => &file.config,
         }
     }
-}
-
-fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("pop3d: {message}");
-    ExitCode::FAILURE
 }
 
 fn now_ms() -> u64 {

@@ -252,7 +252,7 @@ fn import_from_dovecot(backend: Backend) {
     // password file there is nothing to try.
     let wrong = file("wrong.pw", "nope\n");
     let (code, out) = import_pop3(&new, &["--from", &tls, "--user", "alice"]);
-    assert_eq!(code, 2, "{out}");
+    assert_eq!(code, 64, "{out}");
     let (code, out) = import_pop3(
         &new,
         &[
@@ -266,7 +266,7 @@ fn import_from_dovecot(backend: Backend) {
             ca,
         ],
     );
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 75, "{out}");
     assert!(out.contains("failed: alice"), "{out}");
     // Without the old server's CA its certificate is refused.
     let (code, out) = import_pop3(
@@ -280,7 +280,7 @@ fn import_from_dovecot(backend: Backend) {
             &alice_pw,
         ],
     );
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 75, "{out}");
     assert!(out.contains("TLS"), "{out}");
 
     // Every user of a list, through Dovecot's master user.

@@ -213,6 +213,18 @@ fn migrate_maildir_keeps_every_uidl_and_copies_nothing_twice() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let source_before = tree(&old.path("mail"));
+    // A user the passwd file does not have, and the files swapped: the
+    // sysexits codes say which mistake it was.
+    let (code, _, err) = migrate(&["--user", "nobody"]);
+    assert_eq!(code, 67, "{err}");
+    let (code, _, err) = run(pop3d()
+        .arg("migrate-maildir")
+        .args(["--all", "--from"])
+        .arg(&new.config)
+        .arg("--config")
+        .arg(&old.config));
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("--from must name a Maildir"), "{err}");
     let (code, out, err) = migrate(&["--all", "--dry-run"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("would copy 7 messages"), "{out}");
