@@ -188,3 +188,80 @@ fn check_layers(config: &Pop3Config, file: &Path) -> Result<(), ConfigError> {
         .try_for_each(|check| check(config))
         .map_err(|(key, reason)| ConfigError::at(file, key, reason))
 }
+
+/// What [`inspect`] found besides errors.
+#[derive(Debug, Default)]
+pub struct Inspection {
+    /// Facts for the operator ("database: reachable, schema up to date").
+    pub notes: Vec<String>,
+    /// What works, but not as configured: a server that does not answer
+    /// now (a node starts without it and becomes ready when it answers), a
+    /// passwd line skipped, a database newer than this binary but
+    /// compatible with it. Each names its key.
+    pub warnings: Vec<String>,
+}
+
+/// Every check of a configuration that only the file system and the
+/// servers it names can answer, beyond [`Pop3Config::load`]'s: the
+/// database and its schema, Redis, the passwd file, the TLS files, the
+/// SASL mechanisms' files. `pop3d check-config` and `pop3d serve` both run
+/// it, so they refuse the same files. An error is a mistake an operator
+/// must fix; a server that does not answer is only a warning.
+pub async fn inspect(config: &Pop3Config) -> Result<Inspection, crate::auth::SetupError> {
+    use crate::auth::SetupError;
+    use crate::db::{DbError, Fit};
+    let mut found = Inspection::default();
+    if crate::db::configured(config) {
+        match crate::db::migrate::connect_and_check(config).await {
+            Ok(Fit::Current) => found
+                .notes
+                .push("database: reachable, schema up to date".into()),
+            Ok(Fit::NewerCompatible(note)) => found
+                .warnings
+                .push(format!("key `storage.url`: {note}")),
+            Err(DbError::Unavailable(why) | DbError::Full(why)) => found.warnings.push(format!(
+                "key `storage.url`: the database does not answer now ({why}); serve starts anyway and becomes ready when it does"
+            )),
+            Err(e) => return Err(SetupError::new("storage.url", e.to_string())),
+        }
+    }
+    if let Ok(Some(info)) = crate::security::shared::connection_info(&config.security) {
+        match crate::security::shared::ping(info).await {
+            Ok(()) => found.notes.push("shared state (Redis): reachable".into()),
+            Err(why) => found.warnings.push(format!(
+                "key `security.shared_state`: Redis does not answer now ({why}); each node counts alone until it does"
+            )),
+        }
+    }
+    if config.auth.backend == UserBackend::PasswdFile {
+        let file = &config.auth.passwd_file;
+        let users = PasswdFile::open(file)
+            .map_err(|e| SetupError::new("auth.passwd_file", e.to_string()))?;
+        let table = users.table();
+        for w in &table.warnings {
+            found
+                .warnings
+                .push(format!("{}: {w} (skipped)", file.display()));
+        }
+        found
+            .notes
+            .push(format!("{}: {} users", file.display(), table.len()));
+    }
+    if let Some(tls) = &config.tls {
+        use crate::tls::TlsError;
+        crate::tls::load(tls).map_err(|e| match e {
+            TlsError::Cert { path, reason } => {
+                SetupError::new("tls.cert", format!("{path}: {reason}"))
+            }
+            TlsError::Key { path, reason } => {
+                SetupError::new("tls.key", format!("{path}: {reason}"))
+            }
+            TlsError::ClientCa { path, reason } => {
+                SetupError::new("tls.client_ca_file", format!("{path}: {reason}"))
+            }
+            TlsError::Config(why) => SetupError::new("tls", why),
+        })?;
+    }
+    crate::services::SaslServices::check(config)?;
+    Ok(found)
+}

@@ -22,46 +22,49 @@ pub(crate) fn serve(path: PathBuf) -> ExitCode {
         Err(code) => return code,
     };
     let code = runtime.block_on(async move {
-        if pop3::db::configured(&config) {
-            match pop3::db::migrate::connect_and_check(&config).await {
-                Ok(fit) => {
-                    if let pop3::db::Fit::NewerCompatible(note) = fit {
-                        tracing::warn!("{note}");
-                    }
-                    // Two processes under one node name would free each
-                    // other's leases: the second one does not start while
-                    // the first runs. On this machine that is the run a
-                    // restart replaces, still draining: wait for its end.
-                    let mut said = false;
-                    loop {
-                        let Err(e @ pop3::db::DbError::NodeNameInUse { .. }) =
-                            pop3::store::postgres::claim_node_of(&config).await
-                        else {
-                            // Claimed, or the database away (the first
-                            // login claims it then).
-                            break;
-                        };
-                        let here = matches!(&e, pop3::db::DbError::NodeNameInUse { host, .. }
-                            if *host == config.server.machine);
-                        if !here {
-                            eprintln!("pop3d: error: {}: {e}", path.display());
-                            return ExitCode::from(2);
-                        }
-                        if !std::mem::replace(&mut said, true) {
-                            tracing::warn!("{e}; waiting for it to end");
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    }
+        // The same checks as check-config: a file it refuses is refused
+        // here, and a server that does not answer is only a warning (logins
+        // answer [SYS/TEMP] and /readyz says why until it does).
+        match pop3::setup::inspect(&config).await {
+            Ok(found) => {
+                for w in &found.warnings {
+                    tracing::warn!(file = %path.display(), "{w}");
                 }
-                Err(
-                    e @ (pop3::db::DbError::Schema { .. } | pop3::db::DbError::BinaryTooOld { .. }),
-                ) => {
-                    eprintln!("pop3d: error: {e}");
+            }
+            Err(e) => {
+                eprintln!(
+                    "pop3d: error: {}: key `{}`: {}",
+                    path.display(),
+                    e.key,
+                    e.reason
+                );
+                return ExitCode::from(2);
+            }
+        }
+        if pop3::db::configured(&config) {
+            // Two processes under one node name would free each other's
+            // leases: the second one does not start while the first runs.
+            // On this machine that is the run a restart replaces, still
+            // draining: wait for its end.
+            let mut said = false;
+            loop {
+                let Err(e @ pop3::db::DbError::NodeNameInUse { .. }) =
+                    pop3::store::postgres::claim_node_of(&config).await
+                else {
+                    // Claimed, or the database away (the first login
+                    // claims it then).
+                    break;
+                };
+                let here = matches!(&e, pop3::db::DbError::NodeNameInUse { host, .. }
+                    if *host == config.server.machine);
+                if !here {
+                    eprintln!("pop3d: error: {}: {e}", path.display());
                     return ExitCode::from(2);
                 }
-                // Serve anyway: logins answer [SYS/TEMP] and /readyz says
-                // why until the database is back.
-                Err(e) => tracing::warn!("starting without the database: {e}"),
+                if !std::mem::replace(&mut said, true) {
+                    tracing::warn!("{e}; waiting for it to end");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
         }
         let manager = match Pop3SessionManager::from_config(config) {
