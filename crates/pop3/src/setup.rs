@@ -58,7 +58,7 @@ impl Backends {
             if let Some(db) = &self.database
                 && db
                     .rotate(config)
-                    .map_err(|(key, why)| UserDbError::Unavailable(format!("{key}: {why}")))?
+                    .map_err(|e| UserDbError::Unavailable(e.to_string()))?
             {
                 tracing::info!("database password changed: new connections use it");
             }
@@ -79,8 +79,7 @@ impl Backends {
 }
 
 fn database_from_config(config: &Pop3Config) -> Result<Option<Arc<Database>>, UserDbError> {
-    crate::db::from_config(config)
-        .map_err(|(key, reason)| UserDbError::Unavailable(format!("{key}: {reason}")))
+    crate::db::from_config(config).map_err(|e| UserDbError::Unavailable(e.to_string()))
 }
 
 /// The user database the configuration names, behind the user-name check
@@ -147,7 +146,7 @@ fn store_settings(c: &Pop3Config) -> impl PartialEq + use<> {
 }
 
 /// A layer's check of its own keys: the dotted key and the reason.
-type LayerCheck = fn(&Pop3Config) -> Result<(), (String, String)>;
+type LayerCheck = fn(&Pop3Config) -> Result<(), crate::config::SetupError>;
 
 /// Each layer's own checks, in the order their errors are reported.
 const LAYER_CHECKS: &[LayerCheck] = &[
@@ -176,7 +175,7 @@ impl Pop3Config {
 
     /// Every check of a configuration built in code: the configuration's
     /// own rules, then each layer's. Returns the dotted key and the reason.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    pub fn validate(&self) -> Result<(), crate::config::SetupError> {
         self.validate_values()?;
         LAYER_CHECKS.iter().try_for_each(|check| check(self))
     }
@@ -186,7 +185,7 @@ fn check_layers(config: &Pop3Config, file: &Path) -> Result<(), ConfigError> {
     LAYER_CHECKS
         .iter()
         .try_for_each(|check| check(config))
-        .map_err(|(key, reason)| ConfigError::at(file, key, reason))
+        .map_err(|e| ConfigError::at(file, e.key, e.reason))
 }
 
 /// What [`inspect`] found besides errors.

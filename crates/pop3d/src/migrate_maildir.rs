@@ -70,7 +70,7 @@ pub async fn run(
     }
     let database = match Database::from_config(new) {
         Ok(d) => Arc::new(d),
-        Err((key, reason)) => return fail(EX_CONFIG, format!("{key}: {reason}")),
+        Err(e) => return fail(EX_CONFIG, e),
     };
     let target = PostgresStore::new(database, new);
     let source = MaildirStore::from_config(old);

@@ -90,7 +90,7 @@ pub async fn blocks(config: &Pop3Config) -> ExitCode {
             }
         }
         Ok(None) => {}
-        Err((key, why)) => return fail(format!("{key}: {why}")),
+        Err(e) => return fail(e),
     }
     if !any_source {
         return fail(
@@ -134,7 +134,7 @@ pub async fn unblock(config: &Pop3Config, address: &str) -> ExitCode {
             Err(e) => return fail(format!("security.shared_state: {e}")),
         },
         Ok(None) => {}
-        Err((key, why)) => return fail(format!("{key}: {why}")),
+        Err(e) => return fail(e),
     }
     if lifted.is_empty() {
         return fail(format!(

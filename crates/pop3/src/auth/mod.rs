@@ -65,30 +65,14 @@ impl Account {
     }
 }
 
+pub use crate::config::SetupError;
+
 /// Why the user database could not answer. Not "no such user": that is
 /// `Ok(None)`.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UserDbError {
     #[error("user database unavailable: {0}")]
     Unavailable(String),
-}
-
-/// A file or value that `[auth]` names and that cannot be used.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{key}: {reason}")]
-pub struct SetupError {
-    /// The dotted configuration key.
-    pub key: String,
-    pub reason: String,
-}
-
-impl SetupError {
-    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        SetupError {
-            key: key.into(),
-            reason: reason.into(),
-        }
-    }
 }
 
 /// Why a user name is refused before any lookup: it could not name a

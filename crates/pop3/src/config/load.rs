@@ -126,7 +126,7 @@ impl Pop3Config {
         }
         config
             .validate_values()
-            .map_err(|(key, reason)| ConfigError::at(file, key, reason))?;
+            .map_err(|e| ConfigError::at(file, e.key, e.reason))?;
         let mut warnings = Vec::new();
         if config.auth.allow_plaintext {
             warnings.push(

@@ -28,16 +28,36 @@ pub use protocol::{ProtocolConfig, Workaround};
 pub use security::SecurityConfig;
 pub use server::{Expire, ServerConfig, machine_name};
 
+/// A configuration value that cannot be used, and why: every check of a
+/// configuration (each layer's `check_config`, the files it names, the
+/// servers) reports one, and `pop3d` prints it as the file, key and reason.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct SetupError {
+    /// The dotted configuration key.
+    pub key: String,
+    pub reason: String,
+}
+
+impl SetupError {
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        SetupError {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// A password kept in a file (first line, its line end dropped), for the
 /// key `key` that names the file; errors name the key and file, never the
 /// content. Read at start and again on SIGHUP, so a rotation needs no
 /// restart.
-pub fn read_secret_file(key: &str, file: &std::path::Path) -> Result<String, (String, String)> {
+pub fn read_secret_file(key: &str, file: &std::path::Path) -> Result<String, SetupError> {
     let text = std::fs::read_to_string(file)
-        .map_err(|e| (key.to_owned(), format!("{}: {e}", file.display())))?;
+        .map_err(|e| SetupError::new(key, format!("{}: {e}", file.display())))?;
     let password = text.lines().next().unwrap_or("");
     if password.is_empty() {
-        return Err((key.to_owned(), format!("{} is empty", file.display())));
+        return Err(SetupError::new(key, format!("{} is empty", file.display())));
     }
     Ok(password.to_owned())
 }

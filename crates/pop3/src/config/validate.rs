@@ -8,8 +8,8 @@ use super::{Pop3Config, TlsMode};
 impl Pop3Config {
     /// Check values serde cannot, as far as this module knows them:
     /// returns the dotted key and the reason.
-    pub(crate) fn validate_values(&self) -> Result<(), (String, String)> {
-        let fail = |k: &str, r: String| Err((k.to_owned(), r));
+    pub(crate) fn validate_values(&self) -> Result<(), crate::config::SetupError> {
+        let fail = |k: &str, r: String| Err(crate::config::SetupError::new(k, r));
         if self.listeners.is_empty() {
             return fail("listener", "at least one [[listener]] is required".into());
         }

@@ -254,8 +254,7 @@ pub async fn check(client: &impl GenericClient) -> Result<Fit, DbError> {
 pub async fn connect(
     config: &crate::config::Pop3Config,
 ) -> Result<tokio_postgres::Client, DbError> {
-    let pg = super::connection_config(config)
-        .map_err(|(k, r)| DbError::Unavailable(format!("{k}: {r}")))?;
+    let pg = super::connection_config(config).map_err(|e| DbError::Unavailable(e.to_string()))?;
     let tls = super::tls::connector(&config.storage).map_err(DbError::Unavailable)?;
     let (client, connection) = pg.connect(tls).await?;
     tokio::spawn(async move {

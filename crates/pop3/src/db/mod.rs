@@ -6,6 +6,7 @@
 pub mod migrate;
 mod tls;
 
+use crate::config::SetupError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -105,15 +106,16 @@ pub fn configured(config: &Pop3Config) -> bool {
 }
 
 /// The connection settings `[storage]` gives, password file read.
-pub fn connection_config(config: &Pop3Config) -> Result<tokio_postgres::Config, (String, String)> {
+pub fn connection_config(config: &Pop3Config) -> Result<tokio_postgres::Config, SetupError> {
     let s = &config.storage;
-    let fail = |k: &str, r: String| Err((k.to_owned(), r));
+    fn fail<T>(key: &str, reason: impl Into<String>) -> Result<T, SetupError> {
+        Err(SetupError::new(key, reason))
+    }
     let Some(url) = &s.url else {
         return fail(
             "storage.url",
             "the postgres backend needs the database, e.g. \
-             url = \"postgres://pop3d@127.0.0.1:5432/mail\""
-                .into(),
+             url = \"postgres://pop3d@127.0.0.1:5432/mail\"",
         );
     };
     let mut pg: tokio_postgres::Config = match url.parse() {
@@ -125,11 +127,11 @@ pub fn connection_config(config: &Pop3Config) -> Result<tokio_postgres::Config, 
     if pg.get_password().is_some() {
         return fail(
             "storage.url",
-            "holds a password; put it in storage.password_file instead (the URL is printed by check-config and logged)".into(),
+            "holds a password; put it in storage.password_file instead (the URL is printed by check-config and logged)",
         );
     }
     if pg.get_dbname().is_none() {
-        return fail("storage.url", "names no database".into());
+        return fail("storage.url", "names no database");
     }
     if let Some(password) = password(config)? {
         pg.password(password);
@@ -150,7 +152,7 @@ pub fn connection_config(config: &Pop3Config) -> Result<tokio_postgres::Config, 
 }
 
 /// The database password from `storage.password_file`, if one is named.
-fn password(config: &Pop3Config) -> Result<Option<String>, (String, String)> {
+fn password(config: &Pop3Config) -> Result<Option<String>, SetupError> {
     config
         .storage
         .password_file
@@ -200,19 +202,19 @@ impl deadpool_postgres::Connect for RotatingConnect {
 }
 
 /// The `[storage]` database keys, checked without connecting.
-pub fn check_config(config: &Pop3Config) -> Result<(), (String, String)> {
+pub fn check_config(config: &Pop3Config) -> Result<(), SetupError> {
     let s = &config.storage;
     if let Some(q) = &config.auth.password_query {
         if config.auth.backend != UserBackend::Postgres {
-            return Err((
-                "auth.password_query".into(),
-                "needs auth.backend = \"postgres\"".into(),
+            return Err(SetupError::new(
+                "auth.password_query",
+                "needs auth.backend = \"postgres\"",
             ));
         }
         if !q.contains("$1") {
-            return Err((
-                "auth.password_query".into(),
-                "must take the login as the bound parameter $1".into(),
+            return Err(SetupError::new(
+                "auth.password_query",
+                "must take the login as the bound parameter $1",
             ));
         }
     }
@@ -221,28 +223,28 @@ pub fn check_config(config: &Pop3Config) -> Result<(), (String, String)> {
     }
     connection_config(config)?;
     if s.lease_ttl < Duration::from_secs(1) {
-        return Err(("storage.lease_ttl".into(), "must be at least 1s".into()));
+        return Err(SetupError::new("storage.lease_ttl", "must be at least 1s"));
     }
     if s.connect_timeout < Duration::from_millis(100) {
-        return Err((
-            "storage.connect_timeout".into(),
-            "must be at least 100ms".into(),
+        return Err(SetupError::new(
+            "storage.connect_timeout",
+            "must be at least 100ms",
         ));
     }
     if s.statement_timeout < Duration::from_millis(100) {
-        return Err((
-            "storage.statement_timeout".into(),
-            "must be at least 100ms".into(),
+        return Err(SetupError::new(
+            "storage.statement_timeout",
+            "must be at least 100ms",
         ));
     }
     if config.performance.connection_pool_size == 0 {
-        return Err((
-            "performance.connection_pool_size".into(),
-            "the database pool needs at least one connection".into(),
+        return Err(SetupError::new(
+            "performance.connection_pool_size",
+            "the database pool needs at least one connection",
         ));
     }
     if let Some(ca) = &s.ca_file {
-        crate::tls::client_roots(Some(ca)).map_err(|e| ("storage.ca_file".to_owned(), e))?;
+        crate::tls::client_roots(Some(ca)).map_err(|e| SetupError::new("storage.ca_file", e))?;
     }
     Ok(())
 }
@@ -321,9 +323,10 @@ pub struct Database {
 }
 
 impl Database {
-    pub fn from_config(config: &Pop3Config) -> Result<Database, (String, String)> {
+    pub fn from_config(config: &Pop3Config) -> Result<Database, SetupError> {
         let pg = connection_config(config)?;
-        let tls = tls::connector(&config.storage).map_err(|e| ("storage.ca_file".to_owned(), e))?;
+        let tls =
+            tls::connector(&config.storage).map_err(|e| SetupError::new("storage.ca_file", e))?;
         let password = Arc::new(std::sync::RwLock::new(
             pg.get_password()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
@@ -349,7 +352,7 @@ impl Database {
             .create_timeout(Some(timeout))
             .recycle_timeout(Some(timeout))
             .build()
-            .map_err(|e| ("storage.url".to_owned(), e.to_string()))?;
+            .map_err(|e| SetupError::new("storage.url", e.to_string()))?;
         Ok(Database {
             pool,
             metrics: DbMetrics::new(),
@@ -361,7 +364,7 @@ impl Database {
 
     /// Read `storage.password_file` again (SIGHUP): connections opened
     /// from now on use what it says. True when it changed.
-    pub fn rotate(&self, config: &Pop3Config) -> Result<bool, (String, String)> {
+    pub fn rotate(&self, config: &Pop3Config) -> Result<bool, SetupError> {
         let new = password(config)?;
         let mut current = self.password.write().unwrap_or_else(|p| p.into_inner());
         let changed = *current != new;
@@ -461,7 +464,7 @@ impl Database {
 }
 
 /// A database for the configuration, if it names one.
-pub fn from_config(config: &Pop3Config) -> Result<Option<Arc<Database>>, (String, String)> {
+pub fn from_config(config: &Pop3Config) -> Result<Option<Arc<Database>>, SetupError> {
     if !configured(config) {
         return Ok(None);
     }

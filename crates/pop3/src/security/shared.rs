@@ -343,9 +343,14 @@ fn parse_announcement(text: &str) -> Option<(IpAddr, u64)> {
 /// name the key.
 pub fn connection_info(
     config: &SecurityConfig,
-) -> Result<Option<redis::ConnectionInfo>, (String, String)> {
+) -> Result<Option<redis::ConnectionInfo>, crate::config::SetupError> {
     use redis::IntoConnectionInfo;
-    let fail = |key: &str, why: String| Err((format!("security.{key}"), why));
+    let fail = |key: &str, why: String| {
+        Err(crate::config::SetupError::new(
+            format!("security.{key}"),
+            why,
+        ))
+    };
     let Some(url) = &config.shared_state else {
         if config.shared_state_password_file.is_some() {
             return fail(
@@ -472,7 +477,7 @@ pub async fn lift_block(info: redis::ConnectionInfo, key: IpAddr) -> Result<bool
 }
 
 /// `[security] shared_state`, checked without connecting.
-pub fn check_config(config: &crate::config::Pop3Config) -> Result<(), (String, String)> {
+pub fn check_config(config: &crate::config::Pop3Config) -> Result<(), crate::config::SetupError> {
     connection_info(&config.security).map(|_| ())
 }
 

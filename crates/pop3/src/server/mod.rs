@@ -130,8 +130,7 @@ impl Pop3SessionManager {
             config.security.max_connections_per_ip,
         );
         let metrics = Arc::new(Metrics::with_mechanisms(crate::auth::sasl::ALL));
-        let redis = crate::security::shared::connection_info(&config.security)
-            .map_err(|(key, why)| crate::auth::SetupError::new(&key, why))?;
+        let redis = crate::security::shared::connection_info(&config.security)?;
         let shared_limits = match redis {
             Some(info) => Some(Arc::new(
                 crate::security::SharedLimits::new(info, metrics.clone())
@@ -237,8 +236,7 @@ impl Pop3SessionManager {
             // Secrets rotate without a restart: the Redis password file is
             // read again (the database's, in `reloaded`).
             if let Some(limits) = self.shared.guard.shared()
-                && let Some(info) = crate::security::shared::connection_info(&config.security)
-                    .map_err(|(key, why)| crate::auth::SetupError::new(&key, why))?
+                && let Some(info) = crate::security::shared::connection_info(&config.security)?
             {
                 limits
                     .rotate(info)

@@ -19,10 +19,10 @@ pub const DEFAULT: &str = crate::config::DEFAULT_UIDL_FORMAT;
 
 /// `storage.uidl_format`, checked without a store: it parses, makes a
 /// different UIDL for each message, and names nothing the store lacks.
-pub fn check_config(config: &crate::config::Pop3Config) -> Result<(), (String, String)> {
-    let fail = |why: &str| Err(("storage.uidl_format".to_owned(), why.to_owned()));
+pub fn check_config(config: &crate::config::Pop3Config) -> Result<(), crate::config::SetupError> {
+    let fail = |why: &str| Err(crate::config::SetupError::new("storage.uidl_format", why));
     let format = UidlFormat::parse(&config.storage.uidl_format)
-        .map_err(|r| ("storage.uidl_format".to_owned(), r))?;
+        .map_err(|r| crate::config::SetupError::new("storage.uidl_format", r))?;
     if !format.is_unique() {
         return fail(
             "must hold %u, %m, %f or %g: without one of them every message gets the same UIDL",

@@ -454,14 +454,14 @@ async fn configuration_errors_name_the_key() {
         c
     };
     let err = base().validate().unwrap_err();
-    assert_eq!(err.0, "storage.url");
+    assert_eq!(err.key, "storage.url");
     let mut c = base();
     c.storage.url = Some("postgres://u:hunter2@127.0.0.1/mail".into());
     let err = c.validate().unwrap_err();
-    assert_eq!(err.0, "storage.url");
-    assert!(!err.1.contains("hunter2"), "{}", err.1);
+    assert_eq!(err.key, "storage.url");
+    assert!(!err.reason.contains("hunter2"), "{}", err.reason);
     let mut c = base();
     c.storage.url = Some("postgres://u@127.0.0.1/mail".into());
     c.auth.password_query = Some("SELECT password FROM t WHERE u = '%u'".into());
-    assert_eq!(c.validate().unwrap_err().0, "auth.password_query");
+    assert_eq!(c.validate().unwrap_err().key, "auth.password_query");
 }

@@ -228,8 +228,8 @@ pub fn secret_schemes(name: &str) -> Option<&'static [Scheme]> {
 /// What this module says of `auth.mechanisms`: every name known and built
 /// in, and what each needs configured. Returns the dotted key and the
 /// reason.
-pub fn check_config(config: &crate::config::Pop3Config) -> Result<(), (String, String)> {
-    let fail = |k: &str, r: String| Err((k.to_owned(), r));
+pub fn check_config(config: &crate::config::Pop3Config) -> Result<(), crate::config::SetupError> {
+    let fail = |k: &str, r: String| Err(crate::config::SetupError::new(k, r));
     for (i, m) in config.auth.mechanisms.iter().enumerate() {
         let key = format!("auth.mechanisms[{i}]");
         let upper = m.to_ascii_uppercase();

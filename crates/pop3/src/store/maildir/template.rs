@@ -5,8 +5,9 @@
 use super::*;
 
 /// What this module says of `[storage]`: the Maildir template's escapes.
-pub fn check_config(config: &crate::config::Pop3Config) -> Result<(), (String, String)> {
-    check_template(&config.storage.maildir).map_err(|r| ("storage.maildir".to_owned(), r))
+pub fn check_config(config: &crate::config::Pop3Config) -> Result<(), crate::config::SetupError> {
+    check_template(&config.storage.maildir)
+        .map_err(|r| crate::config::SetupError::new("storage.maildir", r))
 }
 
 /// Check a template for unknown `%` escapes.
