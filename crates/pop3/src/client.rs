@@ -102,6 +102,7 @@ pub enum Credentials<'a> {
 }
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     #[error("{0}")]
     Io(#[from] std::io::Error),

@@ -13,6 +13,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use crate::config::TlsConfig;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TlsError {
     #[error("tls.cert {path}: {reason}")]
     Cert { path: String, reason: String },

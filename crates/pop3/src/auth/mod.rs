@@ -70,6 +70,7 @@ pub use crate::config::SetupError;
 /// Why the user database could not answer. Not "no such user": that is
 /// `Ok(None)`.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum UserDbError {
     #[error("user database unavailable: {0}")]
     Unavailable(String),

@@ -98,6 +98,7 @@ impl Scheme {
 
 /// Why a secret field cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SchemeError {
     #[error("unknown password scheme {{{0}}}")]
     UnknownScheme(String),

@@ -24,6 +24,7 @@ pub use tokio_postgres::Client;
 
 /// Why the database could not do what was asked.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DbError {
     /// No connection (server down, network, pool exhausted past the
     /// connect timeout): retrying later may work.

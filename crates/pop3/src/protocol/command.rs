@@ -62,6 +62,7 @@ impl Command {
 /// Why a line is not a command. Every variant maps to a plain `-ERR`; the
 /// session goes on.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ParseError {
     Empty,
     UnknownCommand,

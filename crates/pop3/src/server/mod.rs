@@ -39,6 +39,7 @@ pub use tokio_util::sync::CancellationToken;
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServerError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),

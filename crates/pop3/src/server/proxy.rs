@@ -18,6 +18,7 @@ const V1_MAX: usize = 107;
 const V2_MAX_PAYLOAD: usize = 4096;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProxyError {
     #[error("connection from an address not in proxy_trusted_networks")]
     Untrusted,

@@ -82,6 +82,7 @@ pub struct MessageInfo {
 
 /// Storage failures, each mapped to a response code by the session.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// Another session holds the maildrop (`[IN-USE]`).
     #[error("maildrop already locked")]

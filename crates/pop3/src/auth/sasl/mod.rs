@@ -60,6 +60,7 @@ pub enum Step {
 
 /// Why an exchange failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SaslError {
     #[error("malformed client response")]
     Malformed,
@@ -78,6 +79,7 @@ pub enum SaslError {
 
 /// Why a bearer token was refused (RFC 6750 §3.1 error codes).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TokenError {
     #[error("invalid token: {0}")]
     Invalid(String),
