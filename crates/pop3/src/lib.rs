@@ -4,7 +4,7 @@
 //! The layers, top to bottom (each module may use only those below it;
 //! the test `layers_only_point_down` reads every source file against
 //! [`LAYERS`]): [`server`] (listeners, admission), [`lmtp`] and
-//! [`session`] (one task per connection), [`op`] (one module per command
+//! `session` (one task per connection), `op` (one module per command
 //! family), [`setup`] and [`services`] (the parts a session receives),
 //! [`store`] (maildrops), [`auth`] (users, schemes, SASL), [`security`]
 //! (limits, blocks, the security log), [`db`] (the PostgreSQL pool and
@@ -23,13 +23,13 @@ pub mod config;
 pub mod db;
 mod hex;
 pub mod lmtp;
-pub mod op;
+pub(crate) mod op;
 pub mod protocol;
 pub mod safe_fs;
 pub mod security;
 pub mod server;
 pub mod services;
-pub mod session;
+pub(crate) mod session;
 pub mod setup;
 pub mod store;
 pub mod telemetry;

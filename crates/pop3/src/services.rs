@@ -17,35 +17,35 @@ pub struct Services {
     pub config: Arc<Pop3Config>,
     pub users: Arc<dyn UserDb>,
     pub store: Arc<dyn MailStore>,
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
-    pub verifier: Verifier,
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(crate) verifier: Verifier,
     /// Who logged in when (LOGIN-DELAY); kept across reloads.
-    pub login_delay: Arc<LoginDelay>,
+    pub(crate) login_delay: Arc<LoginDelay>,
     /// Shared by every generation of services (reloads keep counting).
     pub metrics: Arc<Metrics>,
     /// Fires on shutdown; sessions waiting for a command then close.
-    pub shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
     /// Brute-force blocking and scoring; shared across reloads too.
-    pub guard: Arc<Guard>,
-    pub buffers: BufferPool,
-    pub sasl: SaslServices,
+    pub(crate) guard: Arc<Guard>,
+    pub(crate) buffers: BufferPool,
+    pub(crate) sasl: SaslServices,
     /// When the `[tls]` certificate expires (for its metric).
-    pub tls_expiry: Option<std::time::SystemTime>,
+    pub(crate) tls_expiry: Option<std::time::SystemTime>,
 }
 
 /// What outlives a reload: counters, blocks, the shutdown signal.
 #[derive(Clone)]
-pub struct Shared {
-    pub metrics: Arc<Metrics>,
-    pub shutdown: CancellationToken,
-    pub guard: Arc<Guard>,
-    pub login_delay: Arc<LoginDelay>,
+pub(crate) struct Shared {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) guard: Arc<Guard>,
+    pub(crate) login_delay: Arc<LoginDelay>,
     /// Key for SCRAM's made-up salts, stable across reloads.
-    pub salt_key: Arc<[u8; 32]>,
+    pub(crate) salt_key: Arc<[u8; 32]>,
 }
 
 impl Shared {
-    pub fn new(
+    pub(crate) fn new(
         metrics: Arc<Metrics>,
         guard: Arc<Guard>,
         clock: Arc<dyn crate::security::Clock>,
@@ -145,7 +145,7 @@ impl SaslServices {
 }
 
 impl Services {
-    pub fn new(
+    pub(crate) fn new(
         config: Arc<Pop3Config>,
         users: Arc<dyn UserDb>,
         store: Arc<dyn MailStore>,

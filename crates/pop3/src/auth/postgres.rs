@@ -186,7 +186,7 @@ impl UserDb for PostgresUsers {
     }
 
     /// An unknown user costs one check in the scheme most of the users
-    /// found so far have (see [`Decoys`]), like a wrong password does.
+    /// found so far have (see `Decoys`), like a wrong password does.
     fn decoy(&self) -> Option<StoredSecret> {
         let mut decoys = self.decoys();
         let scheme = decoys.leading();

@@ -5,13 +5,12 @@
 
 use std::sync::Arc;
 
-use md5::{Digest, Md5};
 use subtle::ConstantTimeEq;
 
 use super::{Connection, Outcome, SessionStats, State, Transaction, store_error_reply};
 use crate::auth::UserRecord;
 use crate::auth::sasl::SaslError;
-use crate::protocol::{Reply, RespCode};
+use crate::protocol::{Reply, RespCode, compute_apop_digest};
 use crate::security::LoginGate;
 use crate::services::Services;
 use crate::store::StoreError;
@@ -21,15 +20,6 @@ const BLOCKED: &str = "Too many failures from your address, try again later";
 const RATIONED: &str = "Too many login attempts for this user right now, try again later";
 pub(super) const PLAINTEXT_REFUSED: &str =
     "Plaintext authentication disallowed on non-secure (SSL/TLS) connections.";
-
-/// RFC 1939 §7: lowercase hex MD5 of the greeting's timestamp followed by
-/// the shared secret.
-pub fn compute_apop_digest(timestamp: &str, password: &str) -> String {
-    let mut h = Md5::new();
-    h.update(timestamp.as_bytes());
-    h.update(password.as_bytes());
-    crate::hex::encode(&h.finalize())
-}
 
 /// USER: remember the name. The reply never says whether it exists.
 pub fn user(state: &mut State, conn: &Connection, services: &Services, name: String) -> Reply {
@@ -508,18 +498,5 @@ async fn login(
             tracing::warn!(user = %user.name, "cannot open maildrop: {e}");
             store_error_reply(&e).into()
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc1939_apop_example() {
-        assert_eq!(
-            compute_apop_digest("<1896.697170952@dbc.mtview.ca.us>", "tanstaaf"),
-            "c4c9334bac560ecc979e58001b3e22fb"
-        );
     }
 }

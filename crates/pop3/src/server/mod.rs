@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: AGPL-3.0-only
 //! Listeners and admission: binds the configured addresses, accepts,
 //! applies connection limits before the greeting, runs implicit TLS, and
-//! hands each connection to a [`Session`](crate::session::Session) through
+//! hands each connection to a session through
 //! [`Pop3SessionManager`], which embedding hosts use directly.
 
 mod admission;

@@ -2,7 +2,7 @@
 //! RFC 1939's own example sessions (§5-§10), byte for byte.
 
 use crate::common::*;
-use pop3::op::authenticate::compute_apop_digest;
+use pop3::protocol::compute_apop_digest;
 
 /// A message of exactly `size` octets as sent.
 fn message(size: usize, tag: &str) -> Vec<u8> {

@@ -572,18 +572,18 @@ async fn apop_login_and_failures(b: Backend) {
     // The timestamp is unique per connection.
     let other = srv.connect().await.greeting;
     assert_ne!(other, g);
-    let bad = pop3::op::authenticate::compute_apop_digest(ts, "wrong");
+    let bad = pop3::protocol::compute_apop_digest(ts, "wrong");
     assert_eq!(
         c.cmd(&format!("APOP alice {bad}")).await,
         "-ERR [AUTH] Authentication failed.\r\n"
     );
     // bob has a hashed secret: APOP cannot work and fails the same way.
-    let d = pop3::op::authenticate::compute_apop_digest(ts, "password");
+    let d = pop3::protocol::compute_apop_digest(ts, "password");
     assert_eq!(
         c.cmd(&format!("APOP bob {d}")).await,
         "-ERR [AUTH] Authentication failed.\r\n"
     );
-    let good = pop3::op::authenticate::compute_apop_digest(ts, "secret").to_uppercase();
+    let good = pop3::protocol::compute_apop_digest(ts, "secret").to_uppercase();
     assert!(
         c.cmd(&format!("APOP alice {good}"))
             .await
