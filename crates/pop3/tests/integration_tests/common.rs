@@ -2,7 +2,6 @@
 //! Test harness: a real server on 127.0.0.1:0 over a temporary Maildir and
 //! passwd file, generated certificates, and a client that asserts on the
 //! raw bytes of replies.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,11 +10,11 @@ use std::time::Duration;
 
 use pop3::config::{ListenerConfig, Pop3Config, TlsMode};
 use pop3::{Pop3SessionManager, Server};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-pub use crate::postgres_server::Postgres;
+pub use pop3_testkit::{Postgres, skip};
 
 pub const PASSWD: &str = "\
 alice:{PLAIN}secret:1000:1000::%HOME%/alice
@@ -29,7 +28,6 @@ carol:{PLAIN}secret:1005:1005::%HOME%/carol::userdb_expire=5d userdb_login_delay
 /// A generated certificate for localhost.
 pub struct TestCert {
     pub cert: CertificateDer<'static>,
-    pub key_der: Vec<u8>,
     pub cert_pem: String,
     pub key_pem: String,
 }
@@ -40,7 +38,6 @@ pub fn test_cert() -> TestCert {
             .unwrap();
     TestCert {
         cert: ck.cert.der().clone(),
-        key_der: ck.signing_key.serialize_der(),
         cert_pem: ck.cert.pem(),
         key_pem: ck.signing_key.serialize_pem(),
     }
@@ -318,17 +315,6 @@ pub async fn wait_until(within: Duration, what: &str, mut ready: impl FnMut() ->
     }
 }
 
-/// A test that cannot run here says why and passes; under `CI=true`
-/// (where `.ci/run` installed everything and runs as root) it fails
-/// instead, so a skip never hides in a green run.
-pub fn skip(why: &str) {
-    assert!(
-        std::env::var("CI").map_or(true, |v| v != "true"),
-        "cannot run under CI=true: {why}"
-    );
-    eprintln!("SKIP: {why}");
-}
-
 pub fn deliver(maildir: &Path, seq: u32, body: &[u8]) -> PathBuf {
     for sub in ["new", "cur", "tmp"] {
         std::fs::create_dir_all(maildir.join(sub)).unwrap();
@@ -338,10 +324,6 @@ pub fn deliver(maildir: &Path, seq: u32, body: &[u8]) -> PathBuf {
         .join(format!("{}.M{seq}P1.test", 1_700_000_000 + seq));
     std::fs::write(&path, body).unwrap();
     path
-}
-
-pub fn private_key(der: &[u8]) -> PrivateKeyDer<'static> {
-    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der.to_vec()))
 }
 
 /// A line-oriented client that returns replies as raw text.

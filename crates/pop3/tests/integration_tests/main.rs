@@ -5,7 +5,6 @@
 //! `cargo test --package pop3 --test integration_tests`.
 
 mod common;
-mod postgres_server;
 
 mod abuse;
 mod attacks;

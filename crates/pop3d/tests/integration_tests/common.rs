@@ -1,19 +1,18 @@
 // SPDX-License-Identifier: AGPL-3.0-only
 //! Runs the real `pop3d` binary on loopback ports over a temporary Maildir.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub fn pop3d() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pop3d"))
 }
 
 /// A port that was free a moment ago.
-pub use crate::postgres_server::free_port;
+pub use pop3_testkit::{Postgres, free_port, is_root, skip, wait_for, wait_until};
 
 /// Run `cmd` to its end: exit code (-1 for a signal), stdout, stderr.
 pub fn run(cmd: &mut Command) -> (i32, String, String) {
@@ -41,8 +40,6 @@ pub fn signal(pid: u32, sig: &str) {
         .unwrap();
     assert!(ok.success());
 }
-
-pub use crate::postgres_server::Postgres;
 
 /// Where the daemon under test keeps mail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,25 +286,6 @@ impl Drop for Running {
     }
 }
 
-/// Poll `check` until it gives a value, for at most `within` (then the
-/// test fails naming `what`): a slow machine makes a test slower, never
-/// red, and a fast one does not wait for nothing.
-pub fn wait_for<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(seen) = check() {
-            return seen;
-        }
-        assert!(started.elapsed() < within, "{what} within {within:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// [`wait_for`] a condition.
-pub fn wait_until(within: Duration, what: &str, mut ready: impl FnMut() -> bool) {
-    wait_for(within, what, || ready().then_some(()))
-}
-
 /// TLS over `tcp` (after STLS or STARTTLS, or on an implicit-TLS port)
 /// with `versions`, trusting the setup's certificate for `localhost`.
 pub fn tls_client(
@@ -436,17 +414,6 @@ pub fn tool_path(tool: &str) -> Option<PathBuf> {
 
 pub fn have(tool: &str) -> bool {
     tool_path(tool).is_some()
-}
-
-/// A test that cannot run here says why and passes; under `CI=true`
-/// (where `.ci/run` installed everything and runs as root) it fails
-/// instead, so a skip never hides in a green run.
-pub fn skip(why: &str) {
-    assert!(
-        std::env::var("CI").map_or(true, |v| v != "true"),
-        "cannot run under CI=true: {why}"
-    );
-    eprintln!("SKIP: {why}");
 }
 
 /// Real-client tests need their client installed (see [`skip`]).
@@ -586,13 +553,6 @@ impl<S: std::io::Read + Write> Lmtp<S> {
         self.send(&format!("{line}\r\n"));
         self.reply()
     }
-}
-
-pub fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
 
 /// The system user `vmail` (created if missing) owns `path`, as Dovecot's

@@ -1,12 +1,11 @@
 // SPDX-License-Identifier: AGPL-3.0-only
 //! The `pop3d` binary's integration tests, one test binary with a module
 //! per area: the real daemon on loopback ports, real clients and tools
-//! against it. The GSSAPI test stays apart (`--test gssapi`) because it
-//! needs the `gssapi` feature and a KDC.
+//! against it. The GSSAPI module is built only with the `gssapi` feature
+//! (it needs libkrb5 and a KDC): `cargo test -p pop3d --features gssapi
+//! --test integration_tests gssapi`.
 
 mod common;
-#[path = "../../../pop3/tests/integration_tests/postgres_server.rs"]
-mod postgres_server;
 
 mod attack_tools;
 mod attacks;
@@ -16,6 +15,8 @@ mod courier;
 mod daemon;
 mod documented;
 mod dovecot;
+#[cfg(feature = "gssapi")]
+mod gssapi;
 mod lmtp;
 mod operator;
 mod postgres;

@@ -3,18 +3,12 @@
 //! starts on loopback, with a real ticket from `kinit`, and curl as the
 //! client. Built only with `--features gssapi` (needs libkrb5-dev; the KDC
 //! comes from krb5-kdc, kinit from krb5-user).
-#![cfg(feature = "gssapi")]
-
-#[path = "integration_tests/common.rs"]
-mod common;
-#[path = "../../pop3/tests/integration_tests/postgres_server.rs"]
-mod postgres_server;
 
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use common::{Setup, free_port, read, require, tool_path};
+use crate::common::{self, Setup, free_port, read, require, tool_path};
 
 const M1: &[u8] = b"Subject: one\r\n\r\nfirst message body\r\n";
 const REALM: &str = "POP.TEST";

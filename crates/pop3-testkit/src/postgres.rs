@@ -5,12 +5,13 @@
 //! test binary, started at first use; a watchdog stops it and removes its
 //! directory when the test process exits. Each test gets its own database,
 //! copied from a template that holds pop3d's schema.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
+
+use crate::free_port;
 
 pub struct Postgres {
     pub port: u16,
@@ -71,41 +72,14 @@ fn bin_dir() -> PathBuf {
         )
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 /// A command run as the postgres user when we are root.
 fn as_owner(program: &Path) -> Command {
-    if is_root() {
+    if crate::is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(program);
         c
     } else {
         Command::new(program)
-    }
-}
-
-/// A port free for a server to listen on: below the kernel's ephemeral
-/// range (32768 and up), so that the thousands of client connections the
-/// tests make cannot take it between this check and the server's bind; each
-/// test process walks its own stretch, and no port is handed out twice.
-pub fn free_port() -> u16 {
-    static NEXT: OnceLock<std::sync::atomic::AtomicU32> = OnceLock::new();
-    let next = NEXT.get_or_init(|| {
-        std::sync::atomic::AtomicU32::new(20_000 + (std::process::id() % 40) * 300)
-    });
-    loop {
-        let port = 20_000 + (next.fetch_add(1, Ordering::Relaxed) - 20_000) % 12_000;
-        let port = port as u16;
-        let free = |host: &str| std::net::TcpListener::bind((host, port)).is_ok();
-        if free("127.0.0.1") && free("::1") {
-            return port;
-        }
     }
 }
 
@@ -128,7 +102,7 @@ impl Postgres {
             .tempdir()
             .unwrap()
             .keep();
-        if is_root() {
+        if crate::is_root() {
             let ok = Command::new("chown")
                 .args(["-R", "postgres"])
                 .arg(&dir)
@@ -227,7 +201,7 @@ impl Postgres {
     /// It outlives this process on purpose, so it is never waited for.
     #[allow(clippy::zombie_processes)]
     fn watch(&self, pid: u32) {
-        let runuser = if is_root() {
+        let runuser = if crate::is_root() {
             "runuser -u postgres -- "
         } else {
             ""

@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! What the tests of `pop3` and `pop3d` share, as a dev-only crate (never
+//! published): a private PostgreSQL started on first use ([`postgres`]),
+//! free loopback ports, waits for a condition instead of fixed sleeps, and
+//! skips that cannot hide in a green CI run.
+
+pub mod postgres;
+
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+pub use postgres::Postgres;
+
+/// Poll `check` until it gives a value, for at most `within` (then the
+/// test fails naming `what`): a slow machine makes a test slower, never
+/// red, and a fast one does not wait for nothing.
+pub fn wait_for<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(seen) = check() {
+            return seen;
+        }
+        assert!(started.elapsed() < within, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// [`wait_for`] a condition.
+pub fn wait_until(within: Duration, what: &str, mut ready: impl FnMut() -> bool) {
+    wait_for(within, what, || ready().then_some(()))
+}
+
+/// A test that cannot run here says why and passes; under `CI=true`
+/// (where `.ci/run` installed everything and runs as root) it fails
+/// instead, so a skip never hides in a green run.
+pub fn skip(why: &str) {
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true"),
+        "cannot run under CI=true: {why}"
+    );
+    eprintln!("SKIP: {why}");
+}
+
+/// Whether the tests run as root (mounting a tmpfs, running servers as
+/// their own users).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// A port free for a server to listen on: below the kernel's ephemeral
+/// range (32768 and up), so that the thousands of client connections the
+/// tests make cannot take it between this check and the server's bind; each
+/// test process walks its own stretch, and no port is handed out twice.
+pub fn free_port() -> u16 {
+    static NEXT: OnceLock<std::sync::atomic::AtomicU32> = OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        std::sync::atomic::AtomicU32::new(20_000 + (std::process::id() % 40) * 300)
+    });
+    loop {
+        let port = 20_000 + (next.fetch_add(1, Ordering::Relaxed) - 20_000) % 12_000;
+        let port = port as u16;
+        let free = |host: &str| std::net::TcpListener::bind((host, port)).is_ok();
+        if free("127.0.0.1") && free("::1") {
+            return port;
+        }
+    }
+}
