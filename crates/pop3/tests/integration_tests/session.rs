@@ -91,7 +91,16 @@ async fn keywords_are_case_insensitive_and_pass_keeps_spaces(b: Backend) {
             + "spacey:{PLAIN} two  words :1:1::/dev/null\n",
     )
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await; // passwd re-read interval
+    // Read again at the next check of the file's stamp (once a second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let users = srv.manager.services().users.clone();
+    while users.lookup("spacey").await.unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new line was never read"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut c = srv.connect().await;
     assert_eq!(c.cmd("user spacey").await, "+OK\r\n");
     let r = c.cmd("pAsS  two  words ").await;

@@ -415,8 +415,10 @@ impl Cluster {
         let haproxy = start_haproxy(&cfg);
         wait_for_port(pop3);
         wait_for_port(lmtp);
-        // The first health checks.
-        std::thread::sleep(Duration::from_millis(700));
+        // Through the balancer once its first health checks let it.
+        wait_until(Duration::from_secs(10), "the balancer serves", || {
+            greeting(pop3).is_some_and(|g| g.starts_with("+OK"))
+        });
         Some(Cluster {
             s,
             redis,
@@ -513,17 +515,16 @@ fn a_node_killed_mid_retr_loses_nothing_and_another_serves_after_the_lease() {
     // Through the balancer: [IN-USE] until the lease lapses, then served
     // by another node, with the same UIDLs.
     let started = Instant::now();
-    let mut served = loop {
+    let mut served = wait_for(Duration::from_secs(10), "served", || {
         let mut client = Client::connect(c.pop3);
         client.cmd("USER alice");
         let r = client.cmd("PASS secret");
-        if r.starts_with("+OK") {
-            break client;
-        }
-        assert!(r.starts_with("-ERR [IN-USE]"), "{r}");
-        assert!(started.elapsed() < Duration::from_secs(10), "never served");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        assert!(
+            r.starts_with("+OK") || r.starts_with("-ERR [IN-USE]"),
+            "{r}"
+        );
+        r.starts_with("+OK").then_some(client)
+    });
     assert!(
         started.elapsed() >= Duration::from_millis(500),
         "the lease held"

@@ -4,48 +4,59 @@
 
 use std::io::{Read, Write};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
 
 fn wait_exit(child: &mut std::process::Child, within: Duration) -> i32 {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        assert!(
-            start.elapsed() < within,
-            "pop3d did not exit within {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(within, "pop3d exits", || {
+        child.try_wait().unwrap().map(|s| s.code().unwrap_or(-1))
+    })
 }
 
-fn stderr_of(child: &mut std::process::Child) -> String {
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    err
+/// A child's stderr, read as it is written, so a test can wait for a line.
+struct Log {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Log {
+    fn follow(child: &mut std::process::Child) -> Log {
+        let mut err = child.stderr.take().unwrap();
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let into = text.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = err.read(&mut buf) {
+                into.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Log { text, reader }
+    }
+
+    fn wait_for(&self, what: &str) {
+        wait_until(Duration::from_secs(10), what, || {
+            self.text.lock().unwrap().contains(what)
+        });
+    }
+
+    /// Everything, once the process has closed its stderr.
+    fn finish(self) -> String {
+        self.reader.join().unwrap();
+        std::sync::Arc::try_unwrap(self.text)
+            .unwrap()
+            .into_inner()
+            .unwrap()
+    }
 }
 
 /// Poll until a fresh connection's greeting is `want`.
 fn wait_for_greeting(port: u16, want: &str) {
-    let start = Instant::now();
-    loop {
-        if Client::connect(port).greeting == want {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "greeting never became {want:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(Duration::from_secs(10), want, || {
+        Client::connect(port).greeting == want
+    });
 }
 
 #[test]
@@ -64,14 +75,16 @@ fn sighup_reloads_and_a_bad_file_keeps_the_old_config() {
     wait_for_greeting(s.plain, "+OK after reload\r\n");
     // The session from before goes on.
     assert_eq!(old.cmd("STAT"), "+OK 1 19\r\n");
-    // A broken file is refused; the running configuration stays.
+    // A broken file is refused (once the log says so, the reload has run);
+    // the running configuration stays.
+    let log = Log::follow(&mut server.child);
     std::fs::write(&s.config, "[server]\ngreeting = 42\n").unwrap();
     signal(pid, "HUP");
-    std::thread::sleep(Duration::from_millis(300));
+    log.wait_for("reload refused");
     assert_eq!(Client::connect(s.plain).greeting, "+OK after reload\r\n");
     signal(pid, "TERM");
     assert_eq!(wait_exit(&mut server.child, Duration::from_secs(10)), 0);
-    let log = stderr_of(&mut server.child);
+    let log = log.finish();
     assert!(log.contains("configuration reloaded"), "{log}");
     assert!(
         log.contains("reload refused") && log.contains("server.greeting"),
@@ -118,10 +131,11 @@ fn json_logs_end_each_session_with_a_summary() {
     while c.line() != ".\r\n" {}
     c.cmd("DELE 2");
     assert!(c.cmd("QUIT").starts_with("+OK"));
-    std::thread::sleep(Duration::from_millis(200));
+    let log = Log::follow(&mut child);
+    log.wait_for("\"session end\"");
     signal(child.id(), "TERM");
     wait_exit(&mut child, Duration::from_secs(10));
-    let log = stderr_of(&mut child);
+    let log = log.finish();
     let end = log
         .lines()
         .find(|l| l.contains("\"session end\"") && l.contains("alice"))

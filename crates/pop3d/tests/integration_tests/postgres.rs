@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -73,16 +73,14 @@ fn kill_9_deletes_nothing_and_the_lease_lapses_or_the_node_restarts() {
     assert_eq!(s.count(), 3, "kill -9 after DELE removes nothing");
     // B waits for the lease to lapse (about the TTL), then serves.
     assert!(try_login(twin_port).1.starts_with("-ERR [IN-USE]"));
-    let started = Instant::now();
-    let mut served = loop {
+    let mut served = wait_for(Duration::from_secs(10), "the lease lapses", || {
         let (c, r) = try_login(twin_port);
-        if r.starts_with("+OK") {
-            break c;
-        }
-        assert!(r.starts_with("-ERR [IN-USE]"), "{r}");
-        assert!(started.elapsed() < Duration::from_secs(10), "never lapsed");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        assert!(
+            r.starts_with("+OK") || r.starts_with("-ERR [IN-USE]"),
+            "{r}"
+        );
+        r.starts_with("+OK").then_some(c)
+    });
     assert_eq!(served.cmd("STAT"), "+OK 3 59\r\n");
     assert!(served.cmd("QUIT").starts_with("+OK"));
     // Node A again: a session, then kill -9; its lease is still live for
@@ -108,9 +106,17 @@ fn a_paused_holder_is_fenced_out_after_takeover() {
     stale.cmd("DELE 1");
     stale.cmd("DELE 2");
     signal(a.child.id(), "STOP");
-    std::thread::sleep(Duration::from_millis(3500));
-    let (mut fresh, r) = try_login(twin_port);
-    assert!(r.starts_with("+OK"), "takeover after the TTL: {r}");
+    // Refused while the paused holder's lease runs, taken over once it
+    // lapses (a 2 s TTL).
+    assert!(try_login(twin_port).1.starts_with("-ERR [IN-USE]"));
+    let mut fresh = wait_for(Duration::from_secs(10), "takeover after the TTL", || {
+        let (c, r) = try_login(twin_port);
+        assert!(
+            r.starts_with("+OK") || r.starts_with("-ERR [IN-USE]"),
+            "{r}"
+        );
+        r.starts_with("+OK").then_some(c)
+    });
     fresh.cmd("DELE 3");
     assert!(fresh.cmd("QUIT").starts_with("+OK"));
     signal(a.child.id(), "CONT");
@@ -408,11 +414,9 @@ fn serve_starts_without_the_database_and_recovers_when_it_is_back() {
     let (_, r) = try_login(s.plain);
     assert_eq!(r, "-ERR [SYS/TEMP] Mailbox temporarily unavailable\r\n");
     pg.pg_ctl_start();
-    let started = Instant::now();
-    while !readyz().starts_with("HTTP/1.1 200") {
-        assert!(started.elapsed() < Duration::from_secs(10), "never ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(Duration::from_secs(10), "ready again", || {
+        readyz().starts_with("HTTP/1.1 200")
+    });
     let (mut c, r) = try_login(s.plain);
     assert!(r.starts_with("+OK alice's maildrop has 0 messages"), "{r}");
     assert!(c.cmd("QUIT").starts_with("+OK"));
@@ -431,11 +435,9 @@ fn serve_starts_without_the_database_and_recovers_when_it_is_back() {
     );
     pg.pg_ctl_start();
     // Once it is back, the same session goes on.
-    let started = Instant::now();
-    while !readyz().starts_with("HTTP/1.1 200") {
-        assert!(started.elapsed() < Duration::from_secs(10), "never ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(Duration::from_secs(10), "ready again", || {
+        readyz().starts_with("HTTP/1.1 200")
+    });
     assert!(
         String::from_utf8(c.multiline("RETR 2"))
             .unwrap()
@@ -444,15 +446,10 @@ fn serve_starts_without_the_database_and_recovers_when_it_is_back() {
     // The database is back for QUIT, and the lease is still the
     // session's: the deletion asked for happens.
     assert!(c.cmd("QUIT").starts_with("+OK"));
-    let started = Instant::now();
-    let mut c = loop {
+    let mut c = wait_for(Duration::from_secs(15), "a login after QUIT", || {
         let (c, r) = try_login(s.plain);
-        if r.starts_with("+OK") {
-            break c;
-        }
-        assert!(started.elapsed() < Duration::from_secs(15), "{r}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+        r.starts_with("+OK").then_some(c)
+    });
     assert_eq!(c.cmd("STAT"), "+OK 1 19\r\n");
     assert_eq!(
         String::from_utf8(c.multiline("RETR 1")).unwrap(),
