@@ -131,6 +131,9 @@ fn parse_line(line: &str) -> Result<UserRecord, String> {
     {
         return Err("empty or invalid user name".into());
     }
+    // A name no login could ever use (it could name a path out of the mail
+    // root): said when the file is read, not at each refused login.
+    super::check_name(name).map_err(|why| format!("user {name:?}: {why}"))?;
     let secret = match fields.get(1).copied().unwrap_or("") {
         "" => None,
         field => Some(StoredSecret::parse(field).map_err(|e| format!("user {name:?}: {e}"))?),
@@ -314,6 +317,17 @@ impl UserDb for PasswdFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `passwd` fuzz target: a name no login could use (it
+    /// could name a path out of the mail root) is a warning when the file
+    /// is read, not a user.
+    #[test]
+    fn names_that_could_escape_are_warnings() {
+        let t = parse("~\nB/\n..:{PLAIN}x\nok:{PLAIN}x\n");
+        assert_eq!(t.users().len(), 2);
+        assert!(t.get("~").is_some() && t.get("ok").is_some() && t.get("B/").is_none());
+        assert_eq!(t.warnings.len(), 2, "{:?}", t.warnings);
+    }
 
     #[test]
     fn parses_dovecot_lines() {

@@ -10,9 +10,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::deliver::{count, deliver, recipient};
 use super::{COMMAND_LINE, DATA_LINE, MAX_RECIPIENTS};
 use crate::auth::UserRecord;
+use crate::protocol::lines::{Line, LineBuffer};
 use crate::protocol::lmtp::{DataBody, DataLine, LmtpCommand, parse_command};
 use crate::services::Services;
-use crate::session::lines::{Line, LineBuffer};
 use crate::session::transport::Transport;
 
 /// The connection: its transport, what was read and not yet used, and the

@@ -57,6 +57,46 @@ impl Command {
             Command::Utf8 => "UTF8",
         }
     }
+
+    /// The command as a client sends it, CRLF excluded: [`parse`] reads
+    /// it back as the same command.
+    pub fn to_line(&self) -> Vec<u8> {
+        let name = self.name();
+        let text = match self {
+            Command::User(user) => format!("{name} {user}"),
+            Command::Pass(password) => {
+                let mut line = b"PASS ".to_vec();
+                line.extend_from_slice(password);
+                return line;
+            }
+            Command::Apop { user, digest } => format!("{name} {user} {digest}"),
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => [
+                Some(name),
+                mechanism.as_deref(),
+                initial_response.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" "),
+            Command::List(Some(n)) | Command::Uidl(Some(n)) => format!("{name} {n}"),
+            Command::Retr(n) | Command::Dele(n) => format!("{name} {n}"),
+            Command::Top(n, lines) => format!("{name} {n} {lines}"),
+            Command::Quit
+            | Command::Stat
+            | Command::List(None)
+            | Command::Noop
+            | Command::Rset
+            | Command::Uidl(None)
+            | Command::Capa
+            | Command::Stls
+            | Command::Utf8 => name.to_owned(),
+        };
+        text.into_bytes()
+    }
 }
 
 /// Why a line is not a command. Every variant maps to a plain `-ERR`; the
@@ -176,10 +216,14 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
     Ok(cmd)
 }
 
-/// Strip one trailing CR (and LF, for callers that keep it).
+/// Strip the line end: an LF, for callers that keep it, and every CR
+/// before it. A line ending CR CR LF is read as its text (no argument, a
+/// password included, ends in CR), so every command read can be written
+/// back as a line that reads the same ([`Command::to_line`]).
 pub fn trim_line_end(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
-    line.strip_suffix(b"\r").unwrap_or(line)
+    let end = line.iter().rposition(|b| *b != b'\r').map_or(0, |i| i + 1);
+    &line[..end]
 }
 
 fn split_args(rest: &[u8]) -> Result<Vec<&[u8]>, ParseError> {
@@ -261,6 +305,32 @@ mod tests {
 
     fn p(s: &str) -> Result<Command, ParseError> {
         parse(s.as_bytes())
+    }
+
+    /// Found by the `pop3_command` fuzz target: `PASS x` CR CR LF read as
+    /// a password ending in CR, which no line can carry back.
+    #[test]
+    fn every_command_read_writes_back_as_a_line_that_reads_the_same() {
+        assert_eq!(p("PASS x\r\r"), Ok(Command::Pass(b"x".to_vec())));
+        assert_eq!(p("PASS \x02\r\r\r"), Ok(Command::Pass(b"\x02".to_vec())));
+        for line in [
+            "USER alice",
+            "PASS  two  words ",
+            "APOP mrose c4c9334bac560ecc979e58001b3e22fb",
+            "AUTH",
+            "AUTH PLAIN",
+            "AUTH PLAIN AGFsaWNlAHNlY3JldA==",
+            "LIST",
+            "LIST 3",
+            "UIDL 1",
+            "TOP 1 0",
+            "retr 7",
+            "CAPA",
+            "UTF8",
+        ] {
+            let command = p(line).unwrap();
+            assert_eq!(parse(&command.to_line()), Ok(command), "{line}");
+        }
     }
 
     #[test]

@@ -323,12 +323,10 @@ fn address_list(value: &[u8], out: &mut Vec<u8>) {
 /// One mailbox: `phrase <addr>` or a bare `addr-spec`, comments anywhere.
 fn mailbox(part: &[Token<'_>], in_group: bool, out: &mut Vec<u8>) {
     let angle = part.iter().position(|t| matches!(t, Token::Angle(_)));
-    let address_ascii = match angle {
-        Some(a) => matches!(part[a], Token::Angle(b) if b.is_ascii()),
-        None => part
-            .iter()
-            .all(|t| !matches!(t, Token::Word(b) | Token::Quoted(b) if !b.is_ascii())),
-    };
+    let ascii = |t: &Token<'_>| !matches!(t, Token::Word(b) | Token::Quoted(b) | Token::Angle(b) if !b.is_ascii());
+    // The address, and whatever follows it before the next mailbox (which
+    // goes out as it is: it must be ASCII too).
+    let address_ascii = part[angle.unwrap_or(0)..].iter().all(ascii);
     match angle {
         _ if !address_ascii => foreign_mailbox(part, in_group, out),
         Some(a) => {
@@ -413,6 +411,16 @@ fn encode_value(value: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `downgrade` fuzz target: 8-bit octets after a mailbox's
+    /// ASCII `<address>` went out as they came.
+    #[test]
+    fn nothing_8bit_follows_an_address() {
+        let header = b"Cc: J\xc3\xbcrgen <;>-\0n\x80\0\x01\r\nTo: <a@b.example> \xff\r\n\r\n";
+        let out = downgrade_header(header).unwrap();
+        assert!(out.is_ascii(), "{}", String::from_utf8_lossy(&out));
+        assert!(out.ends_with(b"\r\n\r\n"));
+    }
 
     fn decode_words(field_value: &str) -> String {
         let mut bytes = Vec::new();

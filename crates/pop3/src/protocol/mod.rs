@@ -5,6 +5,7 @@ pub mod apop;
 pub mod body;
 pub mod command;
 pub mod downgrade;
+pub mod lines;
 pub mod lmtp;
 pub mod reply;
 

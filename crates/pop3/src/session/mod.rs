@@ -4,7 +4,6 @@
 //! (RFC 2595), and enforce the idle timers (RFC 1939 §3).
 
 mod bodies;
-pub mod lines;
 pub mod tls_facts;
 pub mod transport;
 mod upgrade;
@@ -21,11 +20,11 @@ use tokio::io::{
 use crate::auth::sasl::Mechanism;
 use crate::op::exchange::{Exchange, Next};
 use crate::op::{self, Connection, Outcome, SessionStats, State};
+use crate::protocol::lines::{Line, LineBuffer};
 use crate::protocol::{self, Command, Reply, RespCode};
 use crate::security::{Pacer, Rule};
 use crate::services::Services;
 use crate::store::StoreError;
-use lines::{Line, LineBuffer};
 pub use transport::Transport;
 
 /// Bytes read per call while waiting for commands.

@@ -10,7 +10,7 @@
 //! ([`Index::rebuild`]) so that no string a client has seen changes and no
 //! string is ever given to a second message.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use crate::protocol::valid_uidl;
@@ -40,6 +40,32 @@ pub struct Salvage {
     pub validity: Option<u32>,
     pub next_uid: Option<u32>,
     pub entries: HashMap<String, Entry>,
+}
+
+/// Keys, UIDs and strings already taken while a list is read. A second
+/// message under any of them is left out of what is read (it is then new
+/// mail, given a fresh UID and string), so that no two messages ever share
+/// a UID or a UIDL (RFC 1939 §7), whatever a damaged or foreign list says.
+#[derive(Debug, Default)]
+struct Taken {
+    keys: HashSet<String>,
+    uids: HashSet<u32>,
+    uidls: HashSet<String>,
+}
+
+impl Taken {
+    fn admit(&mut self, key: &str, entry: &Entry) -> bool {
+        if self.keys.contains(key)
+            || self.uids.contains(&entry.uid)
+            || self.uidls.contains(&entry.uidl)
+        {
+            return false;
+        }
+        self.keys.insert(key.to_owned());
+        self.uids.insert(entry.uid);
+        self.uidls.insert(entry.uidl.clone());
+        true
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +167,7 @@ impl Index {
             next_uid,
             ..Index::new(validity)
         };
+        let mut taken = Taken::default();
         for line in lines {
             let mut f = line.splitn(4, ' ');
             let uid: u32 = f.next()?.parse().ok()?;
@@ -153,8 +180,15 @@ impl Index {
             if !valid_uidl(&uidl) || key.is_empty() || uid >= index.next_uid {
                 return None;
             }
-            let size = size.filter(|_| sizes_hold);
-            index.entries.insert(key, Entry { uid, size, uidl });
+            let entry = Entry {
+                uid,
+                size: size.filter(|_| sizes_hold),
+                uidl,
+            };
+            if !taken.admit(&key, &entry) {
+                return None;
+            }
+            index.entries.insert(key, entry);
         }
         Some(index)
     }
@@ -164,6 +198,7 @@ impl Index {
     pub fn salvage(text: &str) -> Salvage {
         let mut lines = text.lines();
         let mut salvage = Salvage::default();
+        let mut taken = Taken::default();
         if let Some(header) = lines.next() {
             let mut h = header.split(' ');
             if h.next() == Some(MAGIC) && matches!(h.next(), Some(VERSION | "1")) {
@@ -195,9 +230,10 @@ impl Index {
                 continue;
             }
             let uidl = uidl.to_owned();
-            salvage
-                .entries
-                .insert(key.to_owned(), Entry { uid, size, uidl });
+            let entry = Entry { uid, size, uidl };
+            if taken.admit(key, &entry) {
+                salvage.entries.insert(key.to_owned(), entry);
+            }
         }
         salvage
     }
@@ -320,6 +356,7 @@ impl Index {
             format: format.clone(),
             ..Index::new(validity)
         };
+        let mut taken = Taken::default();
         for line in lines {
             let (uid, rest) = line.split_once(' ')?;
             let uid: u32 = uid.parse().ok()?;
@@ -350,13 +387,18 @@ impl Index {
             }
             let uidl = uidl.unwrap_or_else(|| index.uidl_for(uid, validity, key, None));
             index.next_uid = index.next_uid.max(uid.saturating_add(1));
+            let entry = Entry {
+                uid,
+                size: None,
+                uidl,
+            };
+            if !taken.admit(key, &entry) {
+                continue;
+            }
             if let Some(size) = size {
                 index.recorded.insert(key.to_owned(), size);
             }
-            let size = None;
-            index
-                .entries
-                .insert(key.to_owned(), Entry { uid, size, uidl });
+            index.entries.insert(key.to_owned(), entry);
         }
         Some(index)
     }
@@ -381,6 +423,7 @@ impl Index {
             format: format.clone(),
             ..Index::new(validity)
         };
+        let mut taken = Taken::default();
         for line in lines {
             let mut f = line.rsplitn(3, ' ');
             let ids = f.next()?;
@@ -395,14 +438,17 @@ impl Index {
             }
             let uidl = index.uidl_for(uid, message_validity, key, None);
             index.next_uid = index.next_uid.max(uid.saturating_add(1));
-            if let Some(size) = size {
-                index.recorded.insert(key.to_owned(), size);
-            }
             let entry = Entry {
                 uid,
                 size: None,
                 uidl,
             };
+            if !taken.admit(key, &entry) {
+                continue;
+            }
+            if let Some(size) = size {
+                index.recorded.insert(key.to_owned(), size);
+            }
             index.entries.insert(key.to_owned(), entry);
         }
         Some(index)
@@ -529,6 +575,37 @@ mod tests {
         );
         idx.next_uid = 2;
         assert_eq!(idx.assign("x", None).uidl, "0000000300000001");
+    }
+
+    /// Found by the `dovecot_uidlist` and `courier_sizelist` fuzz targets:
+    /// a list naming one UID (or one UIDL) for two messages would have had
+    /// two messages share a UIDL. The first keeps it; the other is new
+    /// mail to the index, given a fresh UID and string.
+    #[test]
+    fn no_two_messages_share_a_uid_or_uidl_whatever_a_list_says() {
+        let format = UidlFormat::default();
+        let found = "1 1 1  \n1 \0\x16\x1710  \n1 ? \n";
+        let idx = Index::from_dovecot(found, &format).unwrap();
+        assert_eq!(idx.entries.len(), 1, "{idx:?}");
+        let text = "3 V1 N10\n\
+                    2 :a.mx\n\
+                    2 :b.mx\n\
+                    3 Psame :c.mx\n\
+                    4 Psame :d.mx\n\
+                    5 :a.mx\n";
+        let idx = Index::from_dovecot(text, &format).unwrap();
+        let mut keys: Vec<&str> = idx.entries.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["a.mx", "c.mx"]);
+        assert_eq!((idx.entries["a.mx"].uid, idx.next_uid), (2, 10));
+        let courier = "/3 4 7\nx.host 21 1:7:0\ny.host 19 1:7:0\n";
+        let idx = Index::from_courier(courier, &format).unwrap();
+        assert_eq!(idx.entries.len(), 1);
+        // Our own index with one string twice is damaged: rebuilt, and the
+        // salvage keeps the first.
+        let own = "pop3d-uidlist 2 V1 N9\n1 - same a\n2 - same b\n";
+        assert!(Index::parse(own).is_none());
+        assert_eq!(Index::salvage(own).entries.len(), 1);
     }
 
     #[test]

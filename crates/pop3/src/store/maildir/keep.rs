@@ -43,20 +43,27 @@ fn read_optional(path: &Path) -> Result<String, StoreError> {
 
 /// First retrieval times by message key.
 pub fn read_retrieved(dir: &Path) -> Result<HashMap<String, u64>, StoreError> {
-    let text = read_optional(&dir.join(RETRIEVED_FILE))?;
-    Ok(text
-        .lines()
+    Ok(parse_retrieved(&read_optional(&dir.join(RETRIEVED_FILE))?))
+}
+
+pub fn write_retrieved(dir: &Path, times: &HashMap<String, u64>) -> Result<(), StoreError> {
+    replace(dir, RETRIEVED_FILE, &format_retrieved(times))
+}
+
+/// `pop3d-retrieved`: `KEY SECONDS` per line; other lines are skipped.
+pub fn parse_retrieved(text: &str) -> HashMap<String, u64> {
+    text.lines()
         .filter_map(|l| {
             let (key, secs) = l.rsplit_once(' ')?;
             Some((key.to_owned(), secs.parse().ok()?))
         })
-        .collect())
+        .collect()
 }
 
-pub fn write_retrieved(dir: &Path, times: &HashMap<String, u64>) -> Result<(), StoreError> {
+pub fn format_retrieved(times: &HashMap<String, u64>) -> String {
     let mut lines: Vec<String> = times.iter().map(|(k, s)| format!("{k} {s}\n")).collect();
     lines.sort();
-    replace(dir, RETRIEVED_FILE, &lines.concat())
+    lines.concat()
 }
 
 /// One message in the trash.
@@ -74,15 +81,21 @@ fn trash_dir(dir: &Path) -> PathBuf {
 }
 
 pub fn read_trash(dir: &Path) -> Result<Vec<Trashed>, StoreError> {
-    let text = read_optional(&trash_dir(dir).join(TRASH_LIST))?;
-    Ok(text
-        .lines()
+    Ok(parse_trash(&read_optional(
+        &trash_dir(dir).join(TRASH_LIST),
+    )?))
+}
+
+/// The trash list: `WHEN UID UIDL NAME` per line; a line that is not, or
+/// whose UIDL or file name could not be pop3d's, is skipped.
+pub fn parse_trash(text: &str) -> Vec<Trashed> {
+    text.lines()
         .filter_map(|l| {
             let mut f = l.splitn(4, ' ');
             let when = f.next()?.parse().ok()?;
             let uid = f.next()?.parse().ok()?;
             let uidl = f.next().filter(|u| valid_uidl(u))?.to_owned();
-            let name = f.next().filter(|n| !n.is_empty() && !n.contains('/'))?;
+            let name = f.next().filter(|n| safe_name(n))?;
             Some(Trashed {
                 when,
                 uid,
@@ -90,15 +103,28 @@ pub fn read_trash(dir: &Path) -> Result<Vec<Trashed>, StoreError> {
                 name: name.to_owned(),
             })
         })
-        .collect())
+        .collect()
+}
+
+/// A name of a file in `.Trash/cur` as pop3d writes them: one path
+/// component (no `/`, not `.` or `..`) and no control characters, so that
+/// it reads back as it was written and names nothing outside.
+fn safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains('/')
+        && !name.chars().any(char::is_control)
+}
+
+pub fn format_trash(list: &[Trashed]) -> String {
+    list.iter()
+        .map(|t| format!("{} {} {} {}\n", t.when, t.uid, t.uidl, t.name))
+        .collect()
 }
 
 fn write_trash(dir: &Path, list: &[Trashed]) -> Result<(), StoreError> {
-    let text: String = list
-        .iter()
-        .map(|t| format!("{} {} {} {}\n", t.when, t.uid, t.uidl, t.name))
-        .collect();
-    replace(&trash_dir(dir), TRASH_LIST, &text)
+    replace(&trash_dir(dir), TRASH_LIST, &format_trash(list))
 }
 
 /// Create `.Trash` as a Maildir++ folder.
@@ -269,4 +295,20 @@ fn drop_old(
         }
     }
     Ok((kept, purged))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `trash_list` fuzz target: a name ending in CR (the
+    /// file's last line, without its LF) did not read back as written;
+    /// `..` would name `.Trash` itself.
+    #[test]
+    fn trash_names_read_back_as_written_and_stay_inside() {
+        let list = parse_trash("4 8 u9 1.M2.h:2,S\n1 5 u6 ..\n2 6 u7 .\n3 7 u8 a/b\n0 4 2- -5 \r");
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert_eq!(list[0].name, "1.M2.h:2,S");
+        assert_eq!(parse_trash(&format_trash(&list)), list);
+    }
 }

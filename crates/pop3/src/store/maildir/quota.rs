@@ -20,15 +20,25 @@ pub const MAILDIRSIZE: &str = "maildirsize";
 /// Past this size the file is rewritten as one line (Maildir++).
 const REWRITE_AT: u64 = 5120;
 
-/// A parsed `maildirsize`.
+/// A parsed `maildirsize`: the quota definition and the sums of its
+/// change lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct SizeFile {
-    definition: String,
-    octets: i64,
-    messages: i64,
+pub struct SizeFile {
+    pub definition: String,
+    pub octets: i64,
+    pub messages: i64,
 }
 
-fn parse(text: &str) -> Option<SizeFile> {
+impl SizeFile {
+    /// The file in its rewritten form: the definition and one line of
+    /// totals.
+    pub fn to_text(&self) -> String {
+        format!("{}\n{} {}\n", self.definition, self.octets, self.messages)
+    }
+}
+
+/// Read a `maildirsize`; `None` when a change line is not two numbers.
+pub fn parse(text: &str) -> Option<SizeFile> {
     let mut lines = text.lines();
     let definition = lines.next()?.trim().to_owned();
     let (mut octets, mut messages) = (0i64, 0i64);
@@ -92,7 +102,12 @@ fn count(dir: &Path) -> (u64, u64) {
 /// Rewrite the file from a count, under `definition`.
 fn rewrite(dir: &Path, definition: &str) -> Result<(u64, u64), StoreError> {
     let (octets, messages) = count(dir);
-    let text = format!("{definition}\n{octets} {messages}\n");
+    let text = SizeFile {
+        definition: definition.to_owned(),
+        octets: octets as i64,
+        messages: messages as i64,
+    }
+    .to_text();
     replace_file(dir, MAILDIRSIZE, text.as_bytes()).map_err(|e| io(&dir.join(MAILDIRSIZE), e))?;
     Ok((octets, messages))
 }

@@ -1,0 +1,21 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! `dovecot-uidlist` (versions 1 and 3), taken over at the first login:
+//! what it gives is an index that pop3d writes and reads back equal, in
+//! which no two messages share a UID or a UIDL.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pop3::store::maildir::index::Index;
+use pop3::store::uidl::UidlFormat;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Some(index) = Index::from_dovecot(text, &UidlFormat::default()) {
+        pop3_fuzz::assert_unique(&index.entries);
+        let written = index.serialize();
+        let again = Index::parse(&written).expect("its own output parses");
+        assert_eq!(again.serialize(), written, "read, written, read back");
+    }
+});
