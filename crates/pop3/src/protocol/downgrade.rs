@@ -238,16 +238,23 @@ fn raw(tokens: &[Token<'_>], out: &mut Vec<u8>) {
 /// A display or group name: as it is when ASCII, else encoded-words of
 /// its text (followed by its comments).
 fn display_name(phrase: &[Token<'_>], out: &mut Vec<u8>) {
-    let plain = phrase
-        .iter()
-        .all(|t| !matches!(t, Token::Word(b) | Token::Quoted(b) if !b.is_ascii()));
-    if plain {
+    if phrase.iter().all(ascii_token) {
         raw(phrase, out);
         return;
     }
     space(out);
+    // A phrase with an 8-bit `<...>` in it is no display name (a damaged
+    // field): all of its text is encoded.
+    let damaged = phrase
+        .iter()
+        .any(|t| matches!(t, Token::Angle(b) if !b.is_ascii()));
+    let text = if damaged {
+        all_text(phrase)
+    } else {
+        phrase_text(phrase)
+    };
     let mut words = Vec::new();
-    encode_value(&phrase_text(phrase), &mut words);
+    encode_value(&text, &mut words);
     out.extend_from_slice(words.trim_ascii_start());
     for t in phrase {
         if let Token::Comment(c) = t {
@@ -256,6 +263,27 @@ fn display_name(phrase: &[Token<'_>], out: &mut Vec<u8>) {
         }
     }
     out.push(b' ');
+}
+
+/// Whether a token goes out as it is without putting 8-bit octets on
+/// the wire (comments are encoded on their own).
+fn ascii_token(t: &Token<'_>) -> bool {
+    !matches!(t, Token::Word(b) | Token::Quoted(b) | Token::Angle(b) if !b.is_ascii())
+}
+
+/// The tokens' bytes as they came, comments and all.
+fn all_text(tokens: &[Token<'_>]) -> Vec<u8> {
+    let mut text = Vec::new();
+    for t in tokens {
+        match t {
+            Token::Word(b) | Token::Quoted(b) | Token::Angle(b) | Token::Comment(b) => {
+                text.extend_from_slice(b)
+            }
+            Token::Special(c) => text.push(*c),
+            Token::Space => text.push(b' '),
+        }
+    }
+    text
 }
 
 /// One space, unless the output ends in one already.
@@ -268,18 +296,8 @@ fn space(out: &mut Vec<u8>) {
 /// A mailbox whose address is not ASCII: an empty group named by the
 /// whole mailbox, or inside a group (which cannot nest) a comment.
 fn foreign_mailbox(mailbox: &[Token<'_>], in_group: bool, out: &mut Vec<u8>) {
-    let mut text = Vec::new();
-    for t in mailbox {
-        match t {
-            Token::Word(b) | Token::Quoted(b) | Token::Angle(b) | Token::Comment(b) => {
-                text.extend_from_slice(b)
-            }
-            Token::Special(c) => text.push(*c),
-            Token::Space => text.push(b' '),
-        }
-    }
     let mut words = Vec::new();
-    encode_value(text.trim_ascii(), &mut words);
+    encode_value(all_text(mailbox).trim_ascii(), &mut words);
     space(out);
     if in_group {
         out.push(b'(');
@@ -323,10 +341,9 @@ fn address_list(value: &[u8], out: &mut Vec<u8>) {
 /// One mailbox: `phrase <addr>` or a bare `addr-spec`, comments anywhere.
 fn mailbox(part: &[Token<'_>], in_group: bool, out: &mut Vec<u8>) {
     let angle = part.iter().position(|t| matches!(t, Token::Angle(_)));
-    let ascii = |t: &Token<'_>| !matches!(t, Token::Word(b) | Token::Quoted(b) | Token::Angle(b) if !b.is_ascii());
     // The address, and whatever follows it before the next mailbox (which
     // goes out as it is: it must be ASCII too).
-    let address_ascii = part[angle.unwrap_or(0)..].iter().all(ascii);
+    let address_ascii = part[angle.unwrap_or(0)..].iter().all(ascii_token);
     match angle {
         _ if !address_ascii => foreign_mailbox(part, in_group, out),
         Some(a) => {
@@ -413,10 +430,12 @@ mod tests {
     use super::*;
 
     /// Found by the `downgrade` fuzz target: 8-bit octets after a mailbox's
-    /// ASCII `<address>` went out as they came.
+    /// ASCII `<address>`, or in a `<...>` inside a group's name, went out as
+    /// they came.
     #[test]
     fn nothing_8bit_follows_an_address() {
-        let header = b"Cc: J\xc3\xbcrgen <;>-\0n\x80\0\x01\r\nTo: <a@b.example> \xff\r\n\r\n";
+        let header = b"Cc: J\xc3\xbcrgen <;>-\0n\x80\0\x01\r\nTo: <a@b.example> \xff\r\n\
+            From: j>*, >, g<jp:\xe4> om:j>*, g<jple>, gr\r\n\r\n";
         let out = downgrade_header(header).unwrap();
         assert!(out.is_ascii(), "{}", String::from_utf8_lossy(&out));
         assert!(out.ends_with(b"\r\n\r\n"));

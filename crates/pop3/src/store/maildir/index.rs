@@ -43,7 +43,8 @@ pub struct Salvage {
 }
 
 /// Keys, UIDs and strings already taken while a list is read. A second
-/// message under any of them is left out of what is read (it is then new
+/// message under any of them, or a key no Maildir file has, is left out of
+/// what is read (it is then new
 /// mail, given a fresh UID and string), so that no two messages ever share
 /// a UID or a UIDL (RFC 1939 §7), whatever a damaged or foreign list says.
 #[derive(Debug, Default)]
@@ -55,7 +56,11 @@ struct Taken {
 
 impl Taken {
     fn admit(&mut self, key: &str, entry: &Entry) -> bool {
-        if self.keys.contains(key)
+        // A name with a control character is no Maildir name (the scan
+        // skips such files), and a CR or LF in it would not survive the
+        // index's lines.
+        if key.chars().any(char::is_control)
+            || self.keys.contains(key)
             || self.uids.contains(&entry.uid)
             || self.uidls.contains(&entry.uidl)
         {
@@ -606,6 +611,10 @@ mod tests {
         let own = "pop3d-uidlist 2 V1 N9\n1 - same a\n2 - same b\n";
         assert!(Index::parse(own).is_none());
         assert_eq!(Index::salvage(own).entries.len(), 1);
+        // A name ending in CR did not survive being written and read back.
+        let courier = "/3 4 7\nx\r 21 1:7:0\ny.host 19 2:7:0\n";
+        let idx = Index::from_courier(courier, &format).unwrap();
+        assert_eq!(idx.entries.keys().collect::<Vec<_>>(), ["y.host"]);
     }
 
     #[test]

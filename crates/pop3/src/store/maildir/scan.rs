@@ -23,6 +23,12 @@ pub(super) fn scan(dir: &Path) -> Result<Vec<(String, PathBuf)>, StoreError> {
             if name.starts_with('.') {
                 continue;
             }
+            // No delivery agent makes such a name, and the index could not
+            // keep it (a CR or LF would split its line).
+            if name.chars().any(char::is_control) {
+                tracing::warn!(file = %entry.path().display().to_string().escape_debug(), "a control character in the name; skipped");
+                continue;
+            }
             // Only regular files are mail: a link (to another user's mail,
             // to /etc/shadow), a FIFO or a device is never listed or opened.
             // The type comes from the directory entry, without a stat.
