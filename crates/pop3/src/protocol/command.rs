@@ -182,8 +182,12 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
                 return Err(ParseError::TooManyArguments);
             }
             let mechanism = args.first().map(|a| text(a)).transpose()?;
-            // The initial response is base64 and may be long (RFC 4954 style).
+            // The initial response is base64 and may be long (RFC 4954
+            // style); a control character is never base64.
             let initial_response = match args.get(1) {
+                Some(a) if a.iter().any(u8::is_ascii_control) => {
+                    return Err(ParseError::BadArgument);
+                }
                 Some(a) => Some(
                     std::str::from_utf8(a)
                         .map_err(|_| ParseError::BadArgument)?
@@ -313,6 +317,7 @@ mod tests {
     fn every_command_read_writes_back_as_a_line_that_reads_the_same() {
         assert_eq!(p("PASS x\r\r"), Ok(Command::Pass(b"x".to_vec())));
         assert_eq!(p("PASS \x02\r\r\r"), Ok(Command::Pass(b"\x02".to_vec())));
+        assert_eq!(p("AUTH PPOP mrbo\r "), Err(ParseError::BadArgument));
         for line in [
             "USER alice",
             "PASS  two  words ",
