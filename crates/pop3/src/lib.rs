@@ -17,6 +17,18 @@
 #![cfg_attr(not(feature = "gssapi"), forbid(unsafe_code))]
 #![cfg_attr(feature = "gssapi", deny(unsafe_code))]
 
+/// A named point where mail changes hands. Built with the `failpoints`
+/// feature, the `FAILPOINTS` environment variable can stop the process
+/// there (`NAME=panic` in a binary built with `panic = "abort"`, as the
+/// crash-point tests do; docs/testing.md); otherwise it is nothing at all.
+macro_rules! crash_point {
+    ($name:literal) => {{
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!($name);
+    }};
+}
+pub(crate) use crash_point;
+
 pub mod auth;
 pub mod client;
 pub mod config;

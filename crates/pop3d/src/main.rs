@@ -172,6 +172,17 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log, cli.log_format);
+    // The crash points named in FAILPOINTS, for the crash-point tests: a
+    // point set to `panic` ends the whole process there, as a crash does,
+    // not just the task it ran in.
+    #[cfg(feature = "failpoints")]
+    let _crash_points = {
+        std::panic::set_hook(Box::new(|info| {
+            eprintln!("pop3d: crash point: {info}");
+            std::process::abort();
+        }));
+        fail::FailScenario::setup()
+    };
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::Restore {

@@ -261,6 +261,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             } else {
                 deliver(&self.services, &from, &to, &user, &body.message).await
             };
+            crate::crash_point!("lmtp-stored-before-reply");
             self.conn.reply(&answer);
         }
         Flow::Continue

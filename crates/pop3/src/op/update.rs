@@ -36,7 +36,9 @@ pub async fn quit(state: &mut State, services: &Services, stats: &mut SessionSta
         deleted: marked,
         seen,
     };
-    match t.maildrop.commit(changes).await {
+    let committed = t.maildrop.commit(changes).await;
+    crate::crash_point!("pop3-quit-before-reply");
+    match committed {
         Ok(report) if report.failed == 0 => {
             stats.deleted = report.removed;
             let text = match left {

@@ -12,6 +12,7 @@ mod attacks;
 mod cli;
 mod cluster;
 mod courier;
+mod crash_points;
 mod daemon;
 mod documented;
 mod dovecot;

@@ -37,7 +37,10 @@ impl MaildirDrop {
             DeleteMode::Expunge => found
                 .iter()
                 .map(|(_, path)| match std::fs::remove_file(path) {
-                    Ok(()) => true,
+                    Ok(()) => {
+                        crate::crash_point!("maildir-remove-after-unlink");
+                        true
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
                     Err(e) => {
                         tracing::error!(file = %path.display(), "cannot delete message: {e}");
@@ -74,7 +77,9 @@ impl MaildirDrop {
                 report.failed += 1;
             }
         }
+        crate::crash_point!("maildir-remove-before-maildirsize");
         quota::record(&self.dir, &counted);
+        crate::crash_point!("maildir-remove-after-maildirsize");
         touched
     }
 

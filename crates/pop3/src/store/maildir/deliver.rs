@@ -109,12 +109,15 @@ pub async fn deliver(
             let target: PathBuf = dir
                 .join("new")
                 .join(format!("{name},S={octets},W={pop3_size}{imported}"));
+            crate::crash_point!("maildir-deliver-before-rename");
             match tokio::fs::rename(&tmp, &target).await {
                 Ok(()) => {
+                    crate::crash_point!("maildir-deliver-before-dir-fsync");
                     // The rename itself must be durable before the sender
                     // hears that the message is stored.
                     let new = dir.join("new");
                     super::blocking(move || super::sync_dir(&new).map_err(|e| io(&new, e))).await?;
+                    crate::crash_point!("maildir-deliver-stored");
                     if counted {
                         let dir = dir.to_owned();
                         super::blocking(move || {
@@ -169,6 +172,7 @@ async fn write_tmp(
         }
         file.write_all(&buf[..n]).await.map_err(|e| io(tmp, e))?;
     }
+    crate::crash_point!("maildir-deliver-before-fsync");
     file.sync_all().await.map_err(|e| io(tmp, e))?;
     Ok((octets, counter))
 }

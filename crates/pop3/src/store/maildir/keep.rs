@@ -177,6 +177,7 @@ pub fn trash(
         };
         match std::fs::rename(path, trash_dir(dir).join("cur").join(name)) {
             Ok(()) => {
+                crate::crash_point!("maildir-trash-after-move");
                 list.push(Trashed {
                     when: now,
                     uid: *uid,
@@ -232,7 +233,7 @@ pub fn restore(dir: &Path, index: &mut Index, since: u64) -> Result<Vec<PathBuf>
         let from = trash_dir(dir).join("cur").join(&t.name);
         let to = dir.join("cur").join(&t.name);
         match std::fs::rename(&from, &to) {
-            Ok(()) => {}
+            Ok(()) => crate::crash_point!("maildir-restore-after-move"),
             // Purged or taken out by hand meanwhile: nothing to restore.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(io(&from, e)),

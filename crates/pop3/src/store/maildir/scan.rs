@@ -289,6 +289,9 @@ pub(super) fn scan_and_index(
     // UIDs handed out must be on disk before a client sees them, or the
     // next login could hand the same UIDs to other messages.
     let mut written = true;
+    if persist && changed {
+        crate::crash_point!("maildir-index-before-write");
+    }
     if persist
         && changed
         && let Err(e) = index.store(dir)

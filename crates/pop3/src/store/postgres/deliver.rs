@@ -54,7 +54,9 @@ impl PostgresStore {
                     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
                         [&login, &id, &(size as i64), &parts, &uidl, &md5];
                     if let Some(row) = tx.query_opt(&stmt, &params).await? {
+                        crate::crash_point!("postgres-deliver-before-commit");
                         tx.commit().await?;
+                        crate::crash_point!("postgres-deliver-after-commit");
                         return Ok(Ok((row.get::<_, i64>(0), size)));
                     }
                     let skipped: i64 = tx

@@ -320,6 +320,7 @@ async fn heartbeat(leases: Weak<Leases>, db: Weak<Database>) {
         if sessions.is_empty() {
             continue;
         }
+        crate::crash_point!("postgres-lease-heartbeat");
         let renewed = db
             .timed(async {
                 let client = db.client().await?;

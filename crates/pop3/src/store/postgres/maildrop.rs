@@ -144,7 +144,9 @@ impl Maildrop for PostgresDrop {
                     return Ok((held as i64, 0));
                 }
                 let stmt = client.prepare_cached(&self.commit_sql).await?;
+                crate::crash_point!("postgres-quit-before-delete");
                 let row = client.query_one(&stmt, &lease).await?;
+                crate::crash_point!("postgres-quit-after-delete");
                 Ok((row.get::<_, i64>(0), row.get::<_, i64>(1)))
             })
             .await

@@ -1,0 +1,353 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! Crash points where mail changes hands. pop3d built with the
+//! `failpoints` feature and `panic = "abort"` (the `crashpoints` profile;
+//! `.ci/run` builds it and names it in `POP3D_CRASHPOINTS`) is told by
+//! `FAILPOINTS=NAME=panic` to die at one named step: a delivery between
+//! its write, fsync, rename and directory fsync, LMTP between storing and
+//! `250` (the second delivery: the first must survive), a QUIT between
+//! two unlinks or trash moves, around `maildirsize`
+//! or the database's DELETE, before its `+OK`, the index write at login,
+//! the lease heartbeat. Each point runs a small workload (three deliveries
+//! over LMTP, a session that lists, reads, deletes two and quits), must
+//! fire (the process ends by SIGABRT), and pop3d started again must show:
+//!
+//! - every acknowledged delivery, unless a session marked it deleted and
+//!   sent QUIT (present or absent then; absent if QUIT said `+OK`);
+//! - every UIDL listed before the crash, for the same message, unless so
+//!   deleted; no UIDL for two messages; the same listing at a second login;
+//! - every message whole, byte for byte (an unacknowledged delivery may be
+//!   there or not, never half);
+//! - on Maildir, an index and a `maildirsize` that read back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::common::*;
+
+/// Where each point is, and on which stores it is run.
+const POINTS: &[(&str, &[Backend])] = &[
+    ("maildir-deliver-before-fsync", &[Backend::Maildir]),
+    ("maildir-deliver-before-rename", &[Backend::Maildir]),
+    ("maildir-deliver-before-dir-fsync", &[Backend::Maildir]),
+    ("maildir-deliver-stored", &[Backend::Maildir]),
+    ("maildir-index-before-write", &[Backend::Maildir]),
+    ("maildir-remove-after-unlink", &[Backend::Maildir]),
+    ("maildir-remove-before-maildirsize", &[Backend::Maildir]),
+    ("maildir-remove-after-maildirsize", &[Backend::Maildir]),
+    ("maildir-trash-after-move", &[Backend::Maildir]),
+    ("postgres-deliver-before-commit", &[Backend::Postgres]),
+    ("postgres-deliver-after-commit", &[Backend::Postgres]),
+    ("postgres-quit-before-delete", &[Backend::Postgres]),
+    ("postgres-quit-after-delete", &[Backend::Postgres]),
+    ("postgres-lease-heartbeat", &[Backend::Postgres]),
+    (
+        "lmtp-stored-before-reply",
+        &[Backend::Maildir, Backend::Postgres],
+    ),
+    (
+        "pop3-quit-before-reply",
+        &[Backend::Maildir, Backend::Postgres],
+    ),
+];
+
+/// A message large enough that a torn write shows.
+fn message(n: u32) -> Vec<u8> {
+    let mut m = format!("Subject: m{n}\r\nX-Test-Id: {n}\r\n\r\n").into_bytes();
+    for line in 0..100 {
+        m.extend_from_slice(format!("line {line} of message {n}\r\n").as_bytes());
+    }
+    m
+}
+
+/// What a run of the workload saw.
+#[derive(Debug, Default)]
+struct History {
+    /// Deliveries answered `250`.
+    acknowledged: BTreeSet<u32>,
+    /// The listing before the crash: UIDL -> message.
+    listed: BTreeMap<String, u32>,
+    /// Marked with DELE in a session that then sent QUIT.
+    deleted: BTreeSet<u32>,
+    /// That QUIT answered `+OK`.
+    quit_ok: bool,
+}
+
+/// A POP3 or LMTP connection that never panics on a server that died: a
+/// closed connection reads as an empty reply.
+struct Raw(BufReader<TcpStream>);
+
+impl Raw {
+    fn connect(port: u16) -> Option<Raw> {
+        let s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        let mut raw = Raw(BufReader::new(s));
+        (!raw.line().is_empty()).then_some(raw)
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        let _ = self.0.read_line(&mut l);
+        l
+    }
+
+    fn send(&mut self, text: &[u8]) {
+        let _ = self.0.get_mut().write_all(text);
+    }
+
+    fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.line()
+    }
+
+    /// A multi-line reply's lines, or None if it did not end with `.`.
+    fn multi(&mut self, line: &str) -> Option<Vec<String>> {
+        if !self.cmd(line).starts_with("+OK") {
+            return None;
+        }
+        let mut lines = Vec::new();
+        loop {
+            let l = self.line();
+            if l.is_empty() {
+                return None;
+            }
+            if l == ".\r\n" {
+                return Some(lines);
+            }
+            lines.push(l);
+        }
+    }
+
+    /// LMTP: one message to alice; whether it was answered `250`.
+    fn deliver(port: u16, n: u32) -> bool {
+        let Some(mut c) = Raw::connect(port) else {
+            return false;
+        };
+        for line in [
+            "LHLO crash.test",
+            "MAIL FROM:<a@b.example>",
+            "RCPT TO:<alice>",
+        ] {
+            c.send(format!("{line}\r\n").as_bytes());
+            loop {
+                let l = c.line();
+                if l.len() < 4 || l.as_bytes()[3] != b'-' {
+                    break;
+                }
+            }
+        }
+        if !c.cmd("DATA").starts_with("354") {
+            return false;
+        }
+        c.send(&message(n));
+        c.send(b".\r\n");
+        c.line().starts_with("250")
+    }
+}
+
+/// The test id in a message as RETR sent it, and whether the message is
+/// whole: the bytes delivered, after the two header lines LMTP adds.
+fn identify(retr: &[String]) -> (u32, bool) {
+    let text: String = retr.concat();
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Test-Id: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("a message without its id:\n{text}"));
+    let whole = text.as_bytes().ends_with(&message(id));
+    (id, whole)
+}
+
+fn spawn(bin: &PathBuf, s: &Setup, point: Option<&str>) -> Child {
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--config"])
+        .arg(&s.config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(point) = point {
+        // A delivery point lets the first delivery through and stops the
+        // second, so that an acknowledged message must survive the crash.
+        let on = if point.contains("deliver") || point.starts_with("lmtp") {
+            "1*off->panic"
+        } else {
+            "panic"
+        };
+        cmd.env("FAILPOINTS", format!("{point}={on}"));
+    }
+    let child = cmd.spawn().unwrap();
+    wait_for_port(s.plain);
+    child
+}
+
+/// The workload against a server armed at one point.
+fn workload(s: &Setup, lmtp: u16, heartbeat: bool) -> History {
+    let mut h = History::default();
+    for n in 1..=3 {
+        if !Raw::deliver(lmtp, n) {
+            break;
+        }
+        h.acknowledged.insert(n);
+    }
+    let Some(mut c) = Raw::connect(s.plain) else {
+        return h;
+    };
+    c.cmd("USER alice");
+    if !c.cmd("PASS secret").starts_with("+OK") {
+        return h;
+    }
+    let Some(uidls) = c.multi("UIDL") else {
+        return h;
+    };
+    let mut by_number = BTreeMap::new();
+    for l in &uidls {
+        let (n, uidl) = l.trim_end().split_once(' ').unwrap();
+        let Some(retr) = c.multi(&format!("RETR {n}")) else {
+            return h;
+        };
+        let (id, whole) = identify(&retr);
+        assert!(whole, "message {id} was not whole before the crash");
+        h.listed.insert(uidl.to_owned(), id);
+        by_number.insert(n.to_owned(), id);
+    }
+    let marked: Vec<u32> = ["1", "2"]
+        .iter()
+        .filter(|n| c.cmd(&format!("DELE {n}")).starts_with("+OK"))
+        .map(|n| by_number[*n])
+        .collect();
+    if heartbeat {
+        // Past a third of lease_ttl the heartbeat renews the lease, and
+        // dies there: no QUIT reaches the server, nothing may be deleted.
+        std::thread::sleep(Duration::from_millis(1500));
+        return h;
+    }
+    h.deleted.extend(marked);
+    h.quit_ok = c.cmd("QUIT").starts_with("+OK");
+    h
+}
+
+/// The invariants, on the store after the crash, at two logins.
+fn check(s: &Setup, h: &History, point: &str) {
+    let mut seen_before: Option<BTreeMap<String, u32>> = None;
+    for _ in 0..2 {
+        let mut c = Client::login(s.plain, "alice", "secret");
+        let listing = String::from_utf8(c.multiline("UIDL")).unwrap();
+        let mut now = BTreeMap::new();
+        for l in listing.lines().skip(1).filter(|l| *l != ".") {
+            let (n, uidl) = l.split_once(' ').unwrap();
+            let retr = String::from_utf8(c.multiline(&format!("RETR {n}"))).unwrap();
+            let lines: Vec<String> = retr
+                .split_inclusive('\n')
+                .skip(1)
+                .filter(|l| *l != ".\r\n")
+                .map(str::to_owned)
+                .collect();
+            let (id, whole) = identify(&lines);
+            assert!(whole, "{point}: message {id} is not whole");
+            assert!(
+                now.insert(uidl.to_owned(), id).is_none(),
+                "{point}: UIDL {uidl} twice"
+            );
+        }
+        let ids: Vec<u32> = now.values().copied().collect();
+        let unique: BTreeSet<u32> = ids.iter().copied().collect();
+        assert_eq!(ids.len(), unique.len(), "{point}: a message listed twice");
+        for id in &h.acknowledged {
+            let may_be_gone = h.deleted.contains(id);
+            assert!(
+                unique.contains(id) || may_be_gone,
+                "{point}: acknowledged message {id} lost ({h:?}, now {now:?})"
+            );
+            if h.quit_ok && h.deleted.contains(id) {
+                assert!(
+                    !unique.contains(id),
+                    "{point}: deleted message {id} came back"
+                );
+            }
+        }
+        for (uidl, id) in &h.listed {
+            if !h.deleted.contains(id) {
+                assert_eq!(now.get(uidl), Some(id), "{point}: UIDL {uidl} changed");
+            }
+        }
+        if let Some(before) = &seen_before {
+            assert_eq!(
+                before, &now,
+                "{point}: the listing changed between two logins"
+            );
+        }
+        seen_before = Some(now);
+        assert!(c.cmd("QUIT").starts_with("+OK"));
+    }
+    if s.backend == Backend::Maildir {
+        let md = s.path("mail/alice");
+        // (An empty Maildir needs no index.)
+        if let Ok(index) = std::fs::read_to_string(md.join("pop3d-uidlist")) {
+            assert!(
+                pop3::store::maildir::index::Index::parse(&index).is_some(),
+                "{point}: the index does not read back:\n{index}"
+            );
+        }
+        if let Ok(size) = std::fs::read_to_string(md.join("maildirsize")) {
+            assert!(
+                pop3::store::maildir::quota::parse(&size).is_some(),
+                "{point}: maildirsize does not read back:\n{size}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_crash_point_keeps_mail_and_uidls() {
+    let Some(bin) = std::env::var_os("POP3D_CRASHPOINTS").map(PathBuf::from) else {
+        skip(
+            "needs pop3d built with crash points: cargo build -p pop3d --profile crashpoints \
+             --features failpoints, then POP3D_CRASHPOINTS=target/crashpoints/pop3d",
+        );
+        return;
+    };
+    let mut ran = 0;
+    for (point, backends) in POINTS {
+        for &backend in *backends {
+            let s = Setup::on(backend, &[]);
+            let lmtp = free_port();
+            let trash = if *point == "maildir-trash-after-move" {
+                "delete = \"trash\"\n"
+            } else {
+                ""
+            };
+            let text = read(&s.config).replace(
+                "[storage]\n",
+                &format!("[storage]\n{trash}lease_ttl = \"3s\"\n"),
+            ) + &format!("\n[[lmtp]]\nbind = \"127.0.0.1:{lmtp}\"\n");
+            std::fs::write(&s.config, text).unwrap();
+            // A quota, so that Maildir deliveries and QUIT keep maildirsize.
+            std::fs::write(
+                s.path("passwd"),
+                "alice:{PLAIN}secret::::::userdb_quota_rule=*:storage=10M\n",
+            )
+            .unwrap();
+            let mut server = spawn(&bin, &s, Some(point));
+            let h = workload(&s, lmtp, *point == "postgres-lease-heartbeat");
+            let status = wait_for(Duration::from_secs(10), "the crash point fired", || {
+                server.try_wait().unwrap()
+            });
+            assert_eq!(
+                status.signal(),
+                Some(6),
+                "{point} on {backend:?}: {status:?} ({h:?})"
+            );
+            eprintln!("{point} on {backend:?}: {h:?}");
+            assert!(!h.acknowledged.is_empty(), "{point}: nothing to check");
+            let mut again = spawn(&bin, &s, None);
+            check(&s, &h, point);
+            let _ = again.kill();
+            let _ = again.wait();
+            ran += 1;
+        }
+    }
+    assert_eq!(ran, 18);
+}
