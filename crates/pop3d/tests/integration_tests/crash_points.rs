@@ -24,7 +24,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::*;
@@ -162,7 +162,9 @@ fn identify(retr: &[String]) -> (u32, bool) {
     (id, whole)
 }
 
-fn spawn(bin: &PathBuf, s: &Setup, point: Option<&str>) -> Child {
+/// pop3d from `bin`, killed when dropped (a failed assertion leaves no
+/// server behind).
+fn spawn(bin: &PathBuf, s: &Setup, point: Option<&str>) -> Running {
     let mut cmd = Command::new(bin);
     cmd.args(["serve", "--config"])
         .arg(&s.config)
@@ -178,9 +180,11 @@ fn spawn(bin: &PathBuf, s: &Setup, point: Option<&str>) -> Child {
         };
         cmd.env("FAILPOINTS", format!("{point}={on}"));
     }
-    let child = cmd.spawn().unwrap();
+    let running = Running {
+        child: cmd.spawn().unwrap(),
+    };
     wait_for_port(s.plain);
-    child
+    running
 }
 
 /// The workload against a server armed at one point.
@@ -291,6 +295,22 @@ fn check(s: &Setup, h: &History, point: &str) {
                 "{point}: the index does not read back:\n{index}"
             );
         }
+        // Every file in the trash is named in the trash list (else no
+        // restore or purge would ever find it).
+        if let Ok(files) = std::fs::read_dir(md.join(".Trash/cur")) {
+            let list = std::fs::read_to_string(md.join(".Trash/pop3d-trash")).unwrap_or_default();
+            let named: BTreeSet<String> = pop3::store::maildir::keep::parse_trash(&list)
+                .into_iter()
+                .map(|t| t.name)
+                .collect();
+            for f in files {
+                let name = f.unwrap().file_name().into_string().unwrap();
+                assert!(
+                    named.contains(&name),
+                    "{point}: {name} in the trash, not in its list"
+                );
+            }
+        }
         if let Ok(size) = std::fs::read_to_string(md.join("maildirsize")) {
             assert!(
                 pop3::store::maildir::quota::parse(&size).is_some(),
@@ -333,7 +353,7 @@ fn every_crash_point_keeps_mail_and_uidls() {
             let mut server = spawn(&bin, &s, Some(point));
             let h = workload(&s, lmtp, *point == "postgres-lease-heartbeat");
             let status = wait_for(Duration::from_secs(10), "the crash point fired", || {
-                server.try_wait().unwrap()
+                server.child.try_wait().unwrap()
             });
             assert_eq!(
                 status.signal(),
@@ -342,10 +362,8 @@ fn every_crash_point_keeps_mail_and_uidls() {
             );
             eprintln!("{point} on {backend:?}: {h:?}");
             assert!(!h.acknowledged.is_empty(), "{point}: nothing to check");
-            let mut again = spawn(&bin, &s, None);
+            let _again = spawn(&bin, &s, None);
             check(&s, &h, point);
-            let _ = again.kill();
-            let _ = again.wait();
             ran += 1;
         }
     }

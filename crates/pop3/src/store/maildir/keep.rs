@@ -169,27 +169,45 @@ pub fn trash(
             return vec![false; messages.len()];
         }
     };
+    // The list first, naming what is about to move: a crash after it
+    // leaves an entry whose file is still in the maildrop (restore and
+    // purge pass over a missing file), never a file in the trash that no
+    // list names, which nothing would restore or purge.
+    let names: Vec<Option<&str>> = messages
+        .iter()
+        .map(|(path, ..)| path.file_name().and_then(|n| n.to_str()))
+        .collect();
+    list.retain(|t| !names.contains(&Some(t.name.as_str())));
+    for ((_, uid, uidl), name) in messages.iter().zip(&names) {
+        if let Some(name) = name {
+            list.push(Trashed {
+                when: now,
+                uid: *uid,
+                uidl: uidl.clone(),
+                name: (*name).to_owned(),
+            });
+        }
+    }
+    if let Err(e) = write_trash(dir, &list) {
+        tracing::error!(maildir = %dir.display(), "cannot write the trash list: {e}");
+        return vec![false; messages.len()];
+    }
     let mut moved = Vec::with_capacity(messages.len());
-    for (path, uid, uidl) in messages {
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+    for ((path, ..), name) in messages.iter().zip(&names) {
+        let Some(name) = name else {
             moved.push(false);
             continue;
         };
         match std::fs::rename(path, trash_dir(dir).join("cur").join(name)) {
             Ok(()) => {
                 crate::crash_point!("maildir-trash-after-move");
-                list.push(Trashed {
-                    when: now,
-                    uid: *uid,
-                    uidl: uidl.clone(),
-                    name: name.to_owned(),
-                });
                 moved.push(true);
             }
             // Gone already: someone else removed it, the wish holds.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => moved.push(true),
             Err(e) => {
                 tracing::error!(file = %path.display(), "cannot move message to the trash: {e}");
+                list.retain(|t| t.name != *name);
                 moved.push(false);
             }
         }
@@ -201,9 +219,6 @@ pub fn trash(
             list
         }
     };
-    // The list first, then the directories: a crash between them leaves a
-    // message in the trash that the list does not name, which a restore by
-    // hand can still reach; never one listed that is not there.
     if let Err(e) = write_trash(dir, &list) {
         tracing::error!(maildir = %dir.display(), "cannot write the trash list: {e}");
     }
