@@ -369,3 +369,74 @@ fn every_crash_point_keeps_mail_and_uidls() {
     }
     assert_eq!(ran, 18);
 }
+
+/// `pop3d restore` dies after putting back the first of two trashed
+/// messages: each comes back under the UIDL it had, at once or when
+/// restore runs again, and none twice.
+#[test]
+fn a_restore_cut_short_keeps_every_uidl() {
+    let Some(bin) = std::env::var_os("POP3D_CRASHPOINTS").map(PathBuf::from) else {
+        skip("needs POP3D_CRASHPOINTS (see every_crash_point_keeps_mail_and_uidls)");
+        return;
+    };
+    let s = Setup::new(&[]);
+    let lmtp = free_port();
+    let text = read(&s.config).replace("[storage]\n", "[storage]\ndelete = \"trash\"\n")
+        + &format!("\n[[lmtp]]\nbind = \"127.0.0.1:{lmtp}\"\n");
+    std::fs::write(&s.config, text).unwrap();
+    let _server = spawn(&bin, &s, None);
+    for n in 1..=3 {
+        assert!(Raw::deliver(lmtp, n));
+    }
+    let listing = |expect: usize| -> BTreeMap<String, u32> {
+        let mut c = Client::login(s.plain, "alice", "secret");
+        let uidls = String::from_utf8(c.multiline("UIDL")).unwrap();
+        let mut seen = BTreeMap::new();
+        for l in uidls.lines().skip(1).filter(|l| *l != ".") {
+            let (n, uidl) = l.split_once(' ').unwrap();
+            let retr = String::from_utf8(c.multiline(&format!("RETR {n}"))).unwrap();
+            let lines: Vec<String> = retr
+                .split_inclusive('\n')
+                .skip(1)
+                .map(str::to_owned)
+                .collect();
+            let (id, whole) = identify(&lines[..lines.len() - 1]);
+            assert!(whole);
+            assert!(
+                seen.insert(uidl.to_owned(), id).is_none(),
+                "UIDL {uidl} twice"
+            );
+        }
+        assert_eq!(seen.len(), expect, "{seen:?}");
+        c.cmd("DELE 1");
+        c.cmd("DELE 2");
+        c.cmd("RSET");
+        assert!(c.cmd("QUIT").starts_with("+OK"));
+        seen
+    };
+    let before = listing(3);
+    let mut c = Client::login(s.plain, "alice", "secret");
+    c.cmd("DELE 1");
+    c.cmd("DELE 2");
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    let restore = |point: Option<&str>| {
+        let mut cmd = Command::new(&bin);
+        cmd.args(["restore", "--config"])
+            .arg(&s.config)
+            .args(["--user", "alice"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(point) = point {
+            cmd.env("FAILPOINTS", format!("{point}=panic"));
+        }
+        cmd.status().unwrap()
+    };
+    let cut = restore(Some("maildir-restore-after-move"));
+    assert_eq!(cut.signal(), Some(6), "the point fired: {cut:?}");
+    let partly = listing(2);
+    for (uidl, id) in &partly {
+        assert_eq!(before.get(uidl), Some(id), "back under another UIDL");
+    }
+    assert!(restore(None).success());
+    assert_eq!(listing(3), before);
+}

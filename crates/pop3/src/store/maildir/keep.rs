@@ -228,11 +228,16 @@ pub fn trash(
 
 /// Move trashed messages (those trashed at or after `since`) back into
 /// `cur/` and give them their UID and UIDL again; returns where they are
-/// now. The caller holds the maildrop's lock and writes the index.
+/// now. The caller holds the maildrop's lock, and writes the index again
+/// when this returns.
+///
+/// The index is written first, naming each message under its old UID and
+/// UIDL, then the files move, then the trash list is rewritten. A crash on
+/// the way leaves every message either back under its old UIDL or still
+/// in the trash and its list, where running restore again finds it; never
+/// back under a new UIDL.
 pub fn restore(dir: &Path, index: &mut Index, since: u64) -> Result<Vec<PathBuf>, StoreError> {
     let list = read_trash(dir)?;
-    let mut kept = Vec::new();
-    let mut restored = Vec::new();
     // UIDL -> key, of the messages the index knows (the index may still
     // hold the trashed ones, if no login scanned the Maildir since).
     let taken: HashMap<String, String> = index
@@ -240,35 +245,60 @@ pub fn restore(dir: &Path, index: &mut Index, since: u64) -> Result<Vec<PathBuf>
         .iter()
         .map(|(k, e)| (e.uidl.clone(), k.clone()))
         .collect();
-    for t in list {
-        if t.when < since {
-            kept.push(t);
-            continue;
-        }
-        let from = trash_dir(dir).join("cur").join(&t.name);
-        let to = dir.join("cur").join(&t.name);
-        match std::fs::rename(&from, &to) {
-            Ok(()) => crate::crash_point!("maildir-restore-after-move"),
-            // Purged or taken out by hand meanwhile: nothing to restore.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io(&from, e)),
-        }
-        let key = t.name.split(':').next().unwrap_or(&t.name).to_owned();
+    let (wanted, mut kept): (Vec<Trashed>, Vec<Trashed>) =
+        list.into_iter().partition(|t| t.when >= since);
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let key_of = |t: &Trashed| t.name.split(':').next().unwrap_or(&t.name).to_owned();
+    for t in &wanted {
+        let key = key_of(t);
         // A UIDL given meanwhile to another message (impossible while
         // UIDs only grow, but a hand-edited list could say so) is not
         // given twice: the index hands this message a fresh one.
         if taken.get(&t.uidl).is_some_and(|k| *k != key) {
-            index.assign_all([(key.as_str(), Some(to.as_path()))]);
+            let from = trash_dir(dir).join("cur").join(&t.name);
+            index.assign_all([(key.as_str(), Some(from.as_path()))]);
         } else {
             let entry = Entry {
                 uid: t.uid,
                 size: None,
-                uidl: t.uidl,
+                uidl: t.uidl.clone(),
             };
             index.next_uid = index.next_uid.max(t.uid.saturating_add(1));
             index.entries.insert(key, entry);
         }
-        restored.push(to);
+    }
+    index
+        .store(dir)
+        .map_err(|e| io(&dir.join(super::index::INDEX_FILE), e))?;
+    let mut restored = Vec::new();
+    let mut wanted = wanted.into_iter();
+    while let Some(t) = wanted.next() {
+        let from = trash_dir(dir).join("cur").join(&t.name);
+        let to = dir.join("cur").join(&t.name);
+        match std::fs::rename(&from, &to) {
+            Ok(()) => {
+                crate::crash_point!("maildir-restore-after-move");
+                restored.push(to);
+            }
+            // Put back already by a run that stopped before rewriting the
+            // list: back, under the entry just written.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && to.exists() => {
+                restored.push(to);
+            }
+            // Purged or taken out by hand meanwhile: nothing to restore.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                index.entries.remove(&key_of(&t));
+            }
+            // The rest stays in the trash and its list, for another run.
+            Err(e) => {
+                kept.push(t);
+                kept.extend(wanted);
+                write_trash(dir, &kept)?;
+                return Err(io(&from, e));
+            }
+        }
     }
     write_trash(dir, &kept)?;
     sync_dir(&dir.join("cur")).map_err(|e| io(dir, e))?;
