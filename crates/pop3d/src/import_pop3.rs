@@ -323,6 +323,8 @@ async fn import_user(
                 }
                 Err(e) => return Err(format!("message {}: {e}", message.uidl)),
             };
+            #[cfg(feature = "failpoints")]
+            fail::fail_point!("import-after-message");
             counts.copied += 1;
             counts.octets += size;
         }

@@ -202,6 +202,8 @@ async fn copy_mail(
                 .await
         }
         .await;
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("migrate-after-message");
         match copied {
             Ok((_, size)) => {
                 if size != info.size {

@@ -440,3 +440,113 @@ fn a_restore_cut_short_keeps_every_uidl() {
     assert!(restore(None).success());
     assert_eq!(listing(3), before);
 }
+
+/// `pop3d import-pop3` dies after storing the second of three messages
+/// (another pop3d is the old server): run again, it copies only the third,
+/// and every message is there once, under the UIDL the old server gave it.
+#[test]
+fn an_import_cut_short_copies_nothing_twice() {
+    let Some(bin) = std::env::var_os("POP3D_CRASHPOINTS").map(PathBuf::from) else {
+        skip("needs POP3D_CRASHPOINTS (see every_crash_point_keeps_mail_and_uidls)");
+        return;
+    };
+    let old = Setup::new(&[&message(1), &message(2), &message(3)]);
+    let _old_server = spawn(&bin, &old, None);
+    let mut c = Client::login(old.plain, "alice", "secret");
+    let theirs = String::from_utf8(c.multiline("UIDL")).unwrap();
+    c.cmd("QUIT");
+    let new = Setup::new(&[]);
+    std::fs::write(new.path("alice.pw"), "secret\n").unwrap();
+    let import = |point: Option<&str>| {
+        let mut cmd = Command::new(&bin);
+        cmd.args(["import-pop3", "--config"])
+            .arg(&new.config)
+            .arg("--from")
+            .arg(format!("pop3://127.0.0.1:{}", old.plain))
+            .args(["--user", "alice", "--allow-plaintext", "--password-file"])
+            .arg(new.path("alice.pw"))
+            .stderr(Stdio::null());
+        if let Some(point) = point {
+            cmd.env("FAILPOINTS", format!("{point}=1*off->panic"));
+        }
+        cmd.output().unwrap()
+    };
+    let cut = import(Some("import-after-message"));
+    assert_eq!(cut.status.signal(), Some(6), "the point fired: {cut:?}");
+    assert_eq!(new.maildir_count(), 2, "two stored before the crash");
+    let again = import(None);
+    assert!(again.status.success(), "{again:?}");
+    let said = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        said.contains("copied 1 messages") && said.contains("2 messages already there"),
+        "{said}"
+    );
+    let _new_server = spawn(&bin, &new, None);
+    let mut c = Client::login(new.plain, "alice", "secret");
+    assert_eq!(String::from_utf8(c.multiline("UIDL")).unwrap(), theirs);
+    for n in 1..=3 {
+        let retr = String::from_utf8(c.multiline(&format!("RETR {n}"))).unwrap();
+        let lines: Vec<String> = retr
+            .split_inclusive('\n')
+            .skip(1)
+            .map(str::to_owned)
+            .collect();
+        let (id, whole) = identify(&lines[..lines.len() - 1]);
+        assert!(whole && id == n, "message {n}: {id} {whole}");
+    }
+}
+
+/// `pop3d migrate-maildir` dies after copying the second of three
+/// messages into PostgreSQL: run again, it copies only the third, and the
+/// mailbox lists the Maildir's UIDLs, each message once and whole.
+#[test]
+fn a_migration_cut_short_copies_nothing_twice() {
+    let Some(bin) = std::env::var_os("POP3D_CRASHPOINTS").map(PathBuf::from) else {
+        skip("needs POP3D_CRASHPOINTS (see every_crash_point_keeps_mail_and_uidls)");
+        return;
+    };
+    let old = Setup::new(&[&message(1), &message(2), &message(3)]);
+    let theirs = {
+        let _old_server = spawn(&bin, &old, None);
+        let mut c = Client::login(old.plain, "alice", "secret");
+        let uidls = String::from_utf8(c.multiline("UIDL")).unwrap();
+        c.cmd("QUIT");
+        uidls
+    };
+    let new = Setup::on(Backend::Postgres, &[]);
+    let migrate = |point: Option<&str>| {
+        let mut cmd = Command::new(&bin);
+        cmd.args(["migrate-maildir", "--all", "--from"])
+            .arg(&old.config)
+            .arg("--config")
+            .arg(&new.config)
+            .stderr(Stdio::null());
+        if let Some(point) = point {
+            cmd.env("FAILPOINTS", format!("{point}=1*off->panic"));
+        }
+        cmd.output().unwrap()
+    };
+    let cut = migrate(Some("migrate-after-message"));
+    assert_eq!(cut.status.signal(), Some(6), "the point fired: {cut:?}");
+    assert_eq!(new.count(), 2, "two copied before the crash");
+    let again = migrate(None);
+    assert!(again.status.success(), "{again:?}");
+    let said = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        said.contains("copied 1 messages") && said.contains("2 messages already there"),
+        "{said}"
+    );
+    let _new_server = spawn(&bin, &new, None);
+    let mut c = Client::login(new.plain, "alice", "secret");
+    assert_eq!(String::from_utf8(c.multiline("UIDL")).unwrap(), theirs);
+    for n in 1..=3 {
+        let retr = String::from_utf8(c.multiline(&format!("RETR {n}"))).unwrap();
+        let lines: Vec<String> = retr
+            .split_inclusive('\n')
+            .skip(1)
+            .map(str::to_owned)
+            .collect();
+        let (id, whole) = identify(&lines[..lines.len() - 1]);
+        assert!(whole && id == n, "message {n}: {id} {whole}");
+    }
+}
