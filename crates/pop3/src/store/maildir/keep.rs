@@ -203,8 +203,12 @@ pub fn trash(
                 crate::crash_point!("maildir-trash-after-move");
                 moved.push(true);
             }
-            // Gone already: someone else removed it, the wish holds.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => moved.push(true),
+            // Gone already: someone else removed it, the wish holds (and
+            // the trash has nothing of it to list).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                list.retain(|t| t.name != *name);
+                moved.push(true);
+            }
             Err(e) => {
                 tracing::error!(file = %path.display(), "cannot move message to the trash: {e}");
                 list.retain(|t| t.name != *name);
