@@ -383,10 +383,14 @@ impl Index {
             let mut size = None;
             let mut uidl = None;
             for ext in exts.split(' ').filter(|e| !e.is_empty()) {
-                let (k, v) = ext.split_at(1);
-                match k {
-                    "W" => size = v.parse().ok(),
-                    "P" if valid_uidl(v) => uidl = Some(v.to_owned()),
+                // A letter, then its value (the letter may be anything in
+                // a damaged list, a character of several octets too).
+                let mut chars = ext.chars();
+                let letter = chars.next();
+                let v = chars.as_str();
+                match letter {
+                    Some('W') => size = v.parse().ok(),
+                    Some('P') if valid_uidl(v) => uidl = Some(v.to_owned()),
                     _ => {}
                 }
             }
@@ -611,6 +615,11 @@ mod tests {
         let own = "pop3d-uidlist 2 V1 N9\n1 - same a\n2 - same b\n";
         assert!(Index::parse(own).is_none());
         assert_eq!(Index::salvage(own).entries.len(), 1);
+        // Found by CI's 20 s of the `dovecot_uidlist` target: an extension
+        // starting with a character of two octets panicked the reader.
+        let found = "3 V2314567890 N10 :1700000000.M1P1.mx\n4 W2048 \u{41c}b0UUU0 :1700000.x\n";
+        let idx = Index::from_dovecot(found, &format).unwrap();
+        assert_eq!(idx.entries["1700000.x"].uid, 4);
         // A name ending in CR did not survive being written and read back.
         let courier = "/3 4 7\nx\r 21 1:7:0\ny.host 19 2:7:0\n";
         let idx = Index::from_courier(courier, &format).unwrap();
