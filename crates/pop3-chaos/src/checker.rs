@@ -2,10 +2,10 @@
 //! Reads a campaign's history and reports every broken promise:
 //!
 //! - **lost mail**: an acknowledged delivery missing from a session that
-//!   logged in after it was acknowledged, unless a session that listed it,
+//!   sent PASS after it was acknowledged, unless a session that listed it,
 //!   marked it deleted and sent QUIT had done so before that login (a QUIT
 //!   with no reply may or may not have deleted it: either is allowed);
-//! - **resurrection**: a message listed by a session that logged in after
+//! - **resurrection**: a message listed by a session that sent PASS after
 //!   a QUIT answered `+OK` that deleted it, or after a session that no
 //!   longer listed it;
 //! - **unstable UIDL**: one UIDL for two messages, two UIDLs for one
@@ -38,6 +38,7 @@ pub enum Kind {
 
 struct Session<'a> {
     line: usize,
+    pass_sent: u64,
     login: u64,
     /// id by UIDL, of what it listed.
     listed: HashMap<&'a str, &'a str>,
@@ -59,6 +60,7 @@ pub fn check(events: &[Event]) -> Vec<Violation> {
         match e {
             Event::Session {
                 user,
+                pass_sent,
                 login,
                 listed,
                 deleted,
@@ -105,6 +107,7 @@ pub fn check(events: &[Event]) -> Vec<Violation> {
                     .collect();
                 sessions.entry(user).or_default().push(Session {
                     line,
+                    pass_sent: *pass_sent,
                     login: *login,
                     listed,
                     deleted,
@@ -134,7 +137,7 @@ pub fn check(events: &[Event]) -> Vec<Violation> {
         let Some(list) = sessions.get(user.as_str()) else {
             continue;
         };
-        for s in list.iter().filter(|s| s.login > *end) {
+        for s in list.iter().filter(|s| s.pass_sent > *end) {
             if s.listed.values().any(|v| v == id) {
                 continue;
             }
@@ -156,7 +159,7 @@ pub fn check(events: &[Event]) -> Vec<Violation> {
     for (user, list) in &sessions {
         for d in list {
             let Some(ok) = d.quit_ok else { continue };
-            for s in list.iter().filter(|s| s.login > ok) {
+            for s in list.iter().filter(|s| s.pass_sent > ok) {
                 for id in &d.deleted {
                     if s.listed.values().any(|v| v == id) {
                         found.push(Violation {
@@ -255,6 +258,7 @@ mod tests {
             session: login,
             user: "u".into(),
             node: 0,
+            pass_sent: login - 1,
             login,
             listed: listed(pairs),
             deleted: deleted.iter().map(|d| (*d).to_owned()).collect(),

@@ -28,11 +28,14 @@ pub enum Event {
         end: u64,
         acknowledged: bool,
     },
-    /// One POP3 session that logged in (`login` is when the `+OK` came).
+    /// One POP3 session that logged in: `pass_sent` is when PASS went
+    /// out, `login` when its `+OK` came. The maildrop is read somewhere
+    /// between: mail acknowledged before `pass_sent` must be listed.
     Session {
         session: u64,
         user: String,
         node: usize,
+        pass_sent: u64,
         login: u64,
         listed: Vec<Listed>,
         /// UIDLs marked with DELE.
