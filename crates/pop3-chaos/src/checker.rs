@@ -54,7 +54,7 @@ pub fn check(events: &[Event]) -> Vec<Violation> {
     let mut sessions: BTreeMap<&str, Vec<Session<'_>>> = BTreeMap::new();
     let mut uidl_of: HashMap<(&str, &str), (&str, usize)> = HashMap::new();
     let mut id_of: HashMap<(&str, &str), (&str, usize)> = HashMap::new();
-    let mut md5_of: HashMap<&str, (&str, usize)> = HashMap::new();
+    let mut digest_of: HashMap<&str, (&str, usize)> = HashMap::new();
     for (i, e) in events.iter().enumerate() {
         let line = i + 1;
         match e {
@@ -86,11 +86,11 @@ pub fn check(events: &[Event]) -> Vec<Violation> {
                         }),
                         _ => {}
                     }
-                    if let Some(md5) = &m.md5 {
-                        match md5_of.insert(&m.id, (md5, line)) {
-                            Some((other, at)) if other != md5 => found.push(Violation {
+                    if let Some(digest) = &m.digest {
+                        match digest_of.insert(&m.id, (digest, line)) {
+                            Some((other, at)) if other != digest => found.push(Violation {
                                 kind: Kind::UnstableUidl,
-                                what: format!("{}: contents {other} and {md5}", m.id),
+                                what: format!("{}: contents {other} and {digest}", m.id),
                                 lines: vec![at, line],
                             }),
                             _ => {}
@@ -243,7 +243,7 @@ mod tests {
             .map(|(uidl, id)| Listed {
                 uidl: (*uidl).into(),
                 id: (*id).into(),
-                md5: Some(format!("md5-{id}")),
+                digest: Some(format!("digest-{id}")),
             })
             .collect()
     }
@@ -324,7 +324,7 @@ mod tests {
         // The same message with other contents.
         let mut h = clean();
         if let Event::Session { listed, .. } = &mut h[6] {
-            listed[0].md5 = Some("torn".into());
+            listed[0].digest = Some("torn".into());
         }
         assert_eq!(kinds(&h), [Kind::UnstableUidl]);
         // Two sessions deleting at once.

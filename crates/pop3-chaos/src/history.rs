@@ -12,8 +12,9 @@ pub struct Listed {
     pub uidl: String,
     /// The campaign's unique id, from the message's header.
     pub id: String,
-    /// MD5 of the message as RETR sent it (hex), when it was read.
-    pub md5: Option<String>,
+    /// A hash of the message as RETR sent it (hex), when it was read:
+    /// the same message must always read the same.
+    pub digest: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -332,7 +332,7 @@ fn session(log: &Log, node: usize, port: u16, user: &str, rng: &mut Rng, ending:
             Listed {
                 uidl: uidl.to_owned(),
                 id: id.trim().to_owned(),
-                md5: Some(format!("{:016x}", h.finish())),
+                digest: Some(format!("{:016x}", h.finish())),
             },
         ));
     }
