@@ -10,8 +10,11 @@
 //!   longer listed it;
 //! - **unstable UIDL**: one UIDL for two messages, two UIDLs for one
 //!   message, or one message with two different contents;
-//! - **shared maildrop**: two sessions of one user, each from its login to
-//!   its QUIT's `+OK`, overlapping in time, both deleting mail;
+//! - **shared maildrop**: a session that logged in after another held the
+//!   maildrop lists messages that the other then deleted with a QUIT
+//!   answered `+OK` (so the other deleted them after losing the maildrop;
+//!   intervals of login to reply alone would blame a reply that was merely
+//!   late);
 //! - **no recovery**: a user who could not log in through a node after the
 //!   last fault was healed.
 
@@ -197,19 +200,35 @@ pub fn check(events: &[Event]) -> Vec<Violation> {
                 }
             }
         }
-        let deleting: Vec<&Session<'_>> = list
+        // Two holders at once: a session that began after another held the
+        // maildrop, and still listed what that one deleted with a QUIT
+        // answered `+OK`. Had the first one's deletion come while it held
+        // the maildrop, the second could not have seen those messages; so
+        // it came after the second took the maildrop over, under a lease
+        // that was no longer the first one's.
+        for a in list
             .iter()
-            .filter(|s| s.quit_ok.is_some() && !s.deleted.is_empty())
-            .collect();
-        for (n, a) in deleting.iter().enumerate() {
-            for b in &deleting[n + 1..] {
-                let (a_end, b_end) = (a.quit_ok.unwrap_or(0), b.quit_ok.unwrap_or(0));
-                if a.login < b_end && b.login < a_end {
+            .filter(|a| a.quit_ok.is_some() && !a.deleted.is_empty())
+        {
+            let ok = a.quit_ok.unwrap_or(0);
+            // (One that began after the +OK and lists them is a
+            // resurrection, above.)
+            for b in list
+                .iter()
+                .filter(|b| b.pass_sent > a.login && b.pass_sent < ok)
+            {
+                let stale: Vec<&str> = a
+                    .deleted
+                    .iter()
+                    .copied()
+                    .filter(|id| b.listed.values().any(|v| v == id))
+                    .collect();
+                if !stale.is_empty() {
                     found.push(Violation {
                         kind: Kind::SharedMaildrop,
                         what: format!(
-                            "{user}: sessions from {} to {a_end} and from {} to {b_end} both deleted mail",
-                            a.login, b.login
+                            "{user}: {stale:?} listed by a session from {} after one from {} had them, which then deleted them with +OK at {}",
+                            b.login, a.login, ok
                         ),
                         lines: vec![a.line, b.line],
                     });
@@ -327,11 +346,21 @@ mod tests {
             listed[0].digest = Some("torn".into());
         }
         assert_eq!(kinds(&h), [Kind::UnstableUidl]);
-        // Two sessions deleting at once.
+        // A stale holder: one session marks m3, another logs in and still
+        // lists it, then the first one's QUIT deletes it with +OK.
         let mut h = clean();
-        h.push(session(65, &[("c", "m3")], &["c"], Some((75, true))));
-        h.push(session(66, &[("c", "m3")], &["c"], Some((76, true))));
-        assert!(kinds(&h).contains(&Kind::SharedMaildrop), "{:?}", check(&h));
+        h.push(session(100, &[("c", "m3")], &["c"], Some((130, true))));
+        h.push(session(110, &[("c", "m3")], &[], Some((120, true))));
+        assert_eq!(kinds(&h), [Kind::SharedMaildrop], "{:?}", check(&h));
+        // A QUIT whose reply was late (it took effect before the next
+        // login) is no violation.
+        let mut h = clean();
+        h.push(session(100, &[("c", "m3")], &["c"], Some((105, true))));
+        if let Some(Event::Session { quit_ok, .. }) = h.last_mut() {
+            *quit_ok = Some(200);
+        }
+        h.push(session(150, &[], &[], Some((160, true))));
+        assert_eq!(check(&h), vec![]);
         // A user locked out after the faults.
         let mut h = clean();
         h.push(Event::Recovery {

@@ -11,6 +11,7 @@
 //! `pop3d` built beside it (`cargo build --release -p pop3d`) or named by
 //! `--pop3d PATH`. `--broken-epoch` builds and runs a pop3d whose QUIT
 //! deletes without checking its lease, which the checker must catch.
+//! `--check FILE` runs the checker alone on a recorded history.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -368,7 +369,43 @@ fn session(log: &Log, node: usize, port: u16, user: &str, rng: &mut Rng, ending:
     });
 }
 
+/// `--check FILE`: the checker alone, on a history recorded before.
+fn check_file(path: &str) -> ExitCode {
+    let events = match std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| pop3_chaos::history::parse(&t))
+    {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("pop3-chaos: {path}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    report(&pop3_chaos::checker::check(&events))
+}
+
+fn report(violations: &[pop3_chaos::checker::Violation]) -> ExitCode {
+    for v in violations {
+        println!(
+            "violation: {:?}: {} (history lines {:?})",
+            v.kind, v.what, v.lines
+        );
+    }
+    println!("violations: {}", violations.len());
+    if violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if let [_, flag, path] = argv.as_slice()
+        && flag == "--check"
+    {
+        return check_file(path);
+    }
     let args = match args() {
         Ok(a) => a,
         Err(e) => {
@@ -584,19 +621,7 @@ fn main() -> ExitCode {
     for (kind, n) in &faults {
         println!("fault: {kind}: {n}");
     }
-    let violations = pop3_chaos::checker::check(&events);
-    for v in &violations {
-        println!(
-            "violation: {:?}: {} (history lines {:?})",
-            v.kind, v.what, v.lines
-        );
-    }
     println!("history: {}", args.history.display());
     let _ = std::fs::remove_dir_all(&dir);
-    println!("violations: {}", violations.len());
-    if violations.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    report(&pop3_chaos::checker::check(&events))
 }
