@@ -43,8 +43,8 @@ struct Session<'a> {
     line: usize,
     pass_sent: u64,
     login: u64,
-    /// id by UIDL, of what it listed.
-    listed: HashMap<&'a str, &'a str>,
+    /// The ids of what it listed.
+    ids: HashSet<&'a str>,
     /// ids it marked deleted.
     deleted: Vec<&'a str>,
     quit_sent: Option<u64>,
@@ -100,19 +100,19 @@ pub fn check(events: &[Event]) -> Vec<Violation> {
                         }
                     }
                 }
-                let listed: HashMap<&str, &str> = listed
+                let by_uidl: HashMap<&str, &str> = listed
                     .iter()
                     .map(|m| (m.uidl.as_str(), m.id.as_str()))
                     .collect();
                 let deleted = deleted
                     .iter()
-                    .filter_map(|u| listed.get(u.as_str()).copied())
+                    .filter_map(|u| by_uidl.get(u.as_str()).copied())
                     .collect();
                 sessions.entry(user).or_default().push(Session {
                     line,
                     pass_sent: *pass_sent,
                     login: *login,
-                    listed,
+                    ids: by_uidl.into_values().collect(),
                     deleted,
                     quit_sent: *quit_sent,
                     quit_ok: *quit_ok,
@@ -124,6 +124,26 @@ pub fn check(events: &[Event]) -> Vec<Violation> {
                 lines: vec![line],
             }),
             _ => {}
+        }
+    }
+    // Per user and message: the earliest QUIT sent, and the earliest QUIT
+    // answered `+OK`, of a session that deleted it.
+    let mut deletion_sent: HashMap<(&str, &str), u64> = HashMap::new();
+    let mut deletion_ok: HashMap<(&str, &str), (u64, usize)> = HashMap::new();
+    for (user, list) in &sessions {
+        for d in list {
+            for id in &d.deleted {
+                if let Some(t) = d.quit_sent {
+                    let at = deletion_sent.entry((user, id)).or_insert(t);
+                    *at = (*at).min(t);
+                }
+                if let Some(t) = d.quit_ok {
+                    let at = deletion_ok.entry((user, id)).or_insert((t, d.line));
+                    if t < at.0 {
+                        *at = (t, d.line);
+                    }
+                }
+            }
         }
     }
     for (i, e) in events.iter().enumerate() {
@@ -140,37 +160,35 @@ pub fn check(events: &[Event]) -> Vec<Violation> {
         let Some(list) = sessions.get(user.as_str()) else {
             continue;
         };
+        let deleted_at = deletion_sent.get(&(user.as_str(), id.as_str()));
         for s in list.iter().filter(|s| s.pass_sent > *end) {
-            if s.listed.values().any(|v| v == id) {
+            if s.ids.contains(id.as_str()) || deleted_at.is_some_and(|q| *q < s.login) {
                 continue;
             }
-            let deleted_before = list.iter().any(|d| {
-                d.deleted.contains(&id.as_str()) && d.quit_sent.is_some_and(|q| q < s.login)
+            found.push(Violation {
+                kind: Kind::LostMail,
+                what: format!(
+                    "{user}: {id}, acknowledged at {end}, missing at {}",
+                    s.login
+                ),
+                lines: vec![i + 1, s.line],
             });
-            if !deleted_before {
-                found.push(Violation {
-                    kind: Kind::LostMail,
-                    what: format!(
-                        "{user}: {id}, acknowledged at {end}, missing at {}",
-                        s.login
-                    ),
-                    lines: vec![i + 1, s.line],
-                });
-            }
         }
     }
     for (user, list) in &sessions {
-        for d in list {
-            let Some(ok) = d.quit_ok else { continue };
-            for s in list.iter().filter(|s| s.pass_sent > ok) {
-                for id in &d.deleted {
-                    if s.listed.values().any(|v| v == id) {
-                        found.push(Violation {
-                            kind: Kind::Resurrection,
-                            what: format!("{user}: {id}, deleted by a QUIT answered at {ok}, listed again at {}", s.login),
-                            lines: vec![d.line, s.line],
-                        });
-                    }
+        for s in list {
+            for id in &s.ids {
+                if let Some(&(ok, line)) = deletion_ok.get(&(*user, *id))
+                    && s.pass_sent > ok
+                {
+                    found.push(Violation {
+                        kind: Kind::Resurrection,
+                        what: format!(
+                            "{user}: {id}, deleted by a QUIT answered at {ok}, listed again at {}",
+                            s.login
+                        ),
+                        lines: vec![line, s.line],
+                    });
                 }
             }
         }
@@ -179,24 +197,28 @@ pub fn check(events: &[Event]) -> Vec<Violation> {
         let mut by_login: Vec<&Session<'_>> = list.iter().collect();
         by_login.sort_by_key(|s| s.login);
         let mut gone: HashMap<&str, &Session<'_>> = HashMap::new();
-        let mut seen: HashSet<&str> = HashSet::new();
+        let mut present: HashSet<&str> = HashSet::new();
         for s in &by_login {
-            for id in s.listed.values() {
-                if let Some(g) = gone.get(id) {
-                    found.push(Violation {
+            present.retain(|id| {
+                let kept = s.ids.contains(id);
+                if !kept {
+                    gone.insert(id, s);
+                }
+                kept
+            });
+            for id in &s.ids {
+                match gone.get(id) {
+                    Some(g) => found.push(Violation {
                         kind: Kind::Resurrection,
                         what: format!(
                             "{user}: {id}, gone at {}, listed again at {}",
                             g.login, s.login
                         ),
                         lines: vec![g.line, s.line],
-                    });
-                }
-                seen.insert(id);
-            }
-            for id in &seen {
-                if !s.listed.values().any(|v| v == id) {
-                    gone.entry(id).or_insert(s);
+                    }),
+                    None => {
+                        present.insert(id);
+                    }
                 }
             }
         }
@@ -206,11 +228,8 @@ pub fn check(events: &[Event]) -> Vec<Violation> {
         // the maildrop, the second could not have seen those messages; so
         // it came after the second took the maildrop over, under a lease
         // that was no longer the first one's.
-        for a in list
-            .iter()
-            .filter(|a| a.quit_ok.is_some() && !a.deleted.is_empty())
-        {
-            let ok = a.quit_ok.unwrap_or(0);
+        for a in list.iter().filter(|a| !a.deleted.is_empty()) {
+            let Some(ok) = a.quit_ok else { continue };
             // (One that began after the +OK and lists them is a
             // resurrection, above.)
             for b in list
@@ -221,7 +240,7 @@ pub fn check(events: &[Event]) -> Vec<Violation> {
                     .deleted
                     .iter()
                     .copied()
-                    .filter(|id| b.listed.values().any(|v| v == id))
+                    .filter(|id| b.ids.contains(id))
                     .collect();
                 if !stale.is_empty() {
                     found.push(Violation {
