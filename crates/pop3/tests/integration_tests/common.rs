@@ -271,22 +271,18 @@ impl TestServer {
     /// Log in as soon as the maildrop is free: `[IN-USE]` is retried
     /// (for up to 2 s), anything else fails the test.
     pub async fn login_when_free(&self, user: &str, pass: &str) -> Client<TcpStream> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        loop {
+        let what = format!("{user}'s maildrop freed");
+        wait_for(Duration::from_secs(2), &what, async || {
             let mut c = self.connect().await;
             c.cmd(&format!("USER {user}")).await;
             let r = c.cmd(&format!("PASS {pass}")).await;
-            if r.starts_with("+OK") {
-                return c;
-            }
-            assert!(r.starts_with("-ERR [IN-USE]"), "{r}");
             assert!(
-                std::time::Instant::now() < deadline,
-                "{user}'s maildrop freed within 2 s"
+                r.starts_with("+OK") || r.starts_with("-ERR [IN-USE]"),
+                "{r}"
             );
-            // The session holding it is ending; poll, not hammer.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            r.starts_with("+OK").then_some(c)
+        })
+        .await
     }
 
     pub fn tls_connector(&self) -> tokio_rustls::TlsConnector {
@@ -301,18 +297,30 @@ impl TestServer {
     }
 }
 
-/// Wait for `ready` to hold, for at most `within`: a slow machine makes
-/// a test slower, not red, and a fast one does not wait for nothing.
-pub async fn wait_until(within: Duration, what: &str, mut ready: impl FnMut() -> bool) {
+/// Poll `check` until it gives a value, for at most `within` (then the
+/// test fails naming `what`): a slow machine makes a test slower, not red,
+/// and a fast one does not wait for nothing.
+pub async fn wait_for<T>(
+    within: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
     let deadline = std::time::Instant::now() + within;
-    while !ready() {
+    loop {
+        if let Some(seen) = check().await {
+            return seen;
+        }
         assert!(
             std::time::Instant::now() < deadline,
             "{what} within {within:?}"
         );
-        tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// [`wait_for`] a condition the test can look at without waiting.
+pub async fn wait_until(within: Duration, what: &str, mut ready: impl FnMut() -> bool) {
+    wait_for(within, what, async || ready().then_some(())).await
 }
 
 pub fn deliver(maildir: &Path, seq: u32, body: &[u8]) -> PathBuf {

@@ -120,7 +120,22 @@ async fn the_heartbeat_keeps_a_lease_past_its_ttl() {
     a.put("alice", b"Subject: 1\n\none\n").await;
     let b = second_node(&a, |c| c.storage.lease_ttl = Duration::from_secs(1)).await;
     let mut holder = a.login("alice", "secret").await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Until the lease has outlived the TTL it was taken with, renewed.
+    let first = a.sql("SELECT expires_at FROM maildrop_lease");
+    wait_until(
+        Duration::from_secs(10),
+        "the lease outlived its first TTL",
+        || {
+            a.sql(&format!(
+                "SELECT now() > '{}'::timestamptz + interval '1 second' AND expires_at > now() \
+             FROM maildrop_lease",
+                first.trim()
+            ))
+            .trim()
+                == "t"
+        },
+    )
+    .await;
     let mut other = b.connect().await;
     other.cmd("USER alice").await;
     assert!(other.cmd("PASS secret").await.starts_with("-ERR [IN-USE]"));
@@ -401,14 +416,10 @@ async fn the_database_going_away_and_coming_back() {
     );
     pg.pg_ctl_start();
     // Back without a restart, and nothing was lost.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while http_get(metrics, "/readyz").await.0 != 200 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "/readyz never recovered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(Duration::from_secs(10), "/readyz recovered", async || {
+        (http_get(metrics, "/readyz").await.0 == 200).then_some(())
+    })
+    .await;
     let mut c = srv.login("alice", "secret").await;
     assert!(c.cmd("STAT").await.starts_with("+OK 1 "));
     let (_, m) = http_get(metrics, "/metrics").await;

@@ -57,19 +57,14 @@ fn socket2_free_connect(from: &str, port: u16) -> TcpStream {
 /// A session from `from`, once the previous one's slot is returned (the
 /// proxy closes its server side a moment after the client leaves).
 fn admitted(from: &str, port: u16) -> Client {
-    let start = std::time::Instant::now();
-    loop {
-        let c = connect_from(from, port);
-        if c.greeting.starts_with("+OK") {
-            return c;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "{from}: {}",
-            c.greeting
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(
+        Duration::from_secs(5),
+        &format!("a session from {from}"),
+        || {
+            let c = connect_from(from, port);
+            c.greeting.starts_with("+OK").then_some(c)
+        },
+    )
 }
 
 #[test]
@@ -143,9 +138,10 @@ fn haproxy_v1_and_v2_give_pop3d_the_client_address() {
     let s = Setup::new(&[]);
     log_security(&s, "max_connections_per_ip = 1\nmax_auth_attempts = 2\n");
     let backend = free_port();
+    let metrics = free_port();
     let text = read(&s.config)
         + &format!(
-            "\n[[listener]]\nbind = \"127.0.0.1:{backend}\"\ntls = \"none\"\nproxy_protocol = true\nproxy_trusted_networks = [\"127.0.0.1/32\"]\n"
+            "\n[[listener]]\nbind = \"127.0.0.1:{backend}\"\ntls = \"none\"\nproxy_protocol = true\nproxy_trusted_networks = [\"127.0.0.1/32\"]\n\n[metrics]\nbind = \"127.0.0.1:{metrics}\"\n"
         );
     std::fs::write(&s.config, text).unwrap();
     let _server = s.start();
@@ -176,7 +172,15 @@ fn haproxy_v1_and_v2_give_pop3d_the_client_address() {
         assert!(r.starts_with(want), "{version}: {r}");
         a.cmd("QUIT");
         drop((a, b, c));
-        std::thread::sleep(Duration::from_millis(200));
+        // Every session over (the proxy closes its server side a moment
+        // after the client), so the next round is admitted, not refused
+        // and logged.
+        wait_until(Duration::from_secs(5), "no session left", || {
+            http(metrics, "/metrics")
+                .lines()
+                .filter(|l| l.starts_with("pop3_sessions_active"))
+                .all(|l| l.ends_with(" 0"))
+        });
     }
     let ev = security_events(&s);
     let failed: Vec<&str> = ev

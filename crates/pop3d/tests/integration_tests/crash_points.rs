@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -75,10 +75,13 @@ struct History {
     deleted: BTreeSet<u32>,
     /// That QUIT answered `+OK`.
     quit_ok: bool,
+    /// A session left open for the server to crash under.
+    held: Option<Raw>,
 }
 
 /// A POP3 or LMTP connection that never panics on a server that died: a
 /// closed connection reads as an empty reply.
+#[derive(Debug)]
 struct Raw(BufReader<TcpStream>);
 
 impl Raw {
@@ -164,7 +167,7 @@ fn identify(retr: &[String]) -> (u32, bool) {
 
 /// pop3d from `bin`, killed when dropped (a failed assertion leaves no
 /// server behind).
-fn spawn(bin: &PathBuf, s: &Setup, point: Option<&str>) -> Running {
+fn spawn(bin: &Path, s: &Setup, point: Option<&str>) -> Running {
     let mut cmd = Command::new(bin);
     cmd.args(["serve", "--config"])
         .arg(&s.config)
@@ -185,6 +188,56 @@ fn spawn(bin: &PathBuf, s: &Setup, point: Option<&str>) -> Running {
     };
     wait_for_port(s.plain);
     running
+}
+
+/// The pop3d built with crash points, or a visible skip.
+fn crash_binary() -> Option<PathBuf> {
+    let bin = std::env::var_os("POP3D_CRASHPOINTS").map(PathBuf::from);
+    if bin.is_none() {
+        skip(
+            "needs pop3d built with crash points: cargo build -p pop3d --features failpoints, \
+             cp target/debug/pop3d target/pop3d-crashpoints, \
+             POP3D_CRASHPOINTS=$PWD/target/pop3d-crashpoints",
+        );
+    }
+    bin
+}
+
+/// Alice's mailbox as a fresh login lists and reads it: UIDL -> test id.
+/// Every message must be whole, and no UIDL listed twice.
+fn mailbox(port: u16, what: &str) -> BTreeMap<String, u32> {
+    let mut c = Client::login(port, "alice", "secret");
+    let listing = String::from_utf8(c.multiline("UIDL")).unwrap();
+    let mut seen = BTreeMap::new();
+    for l in listing.lines().skip(1).filter(|l| *l != ".") {
+        let (n, uidl) = l.split_once(' ').unwrap();
+        let retr = String::from_utf8(c.multiline(&format!("RETR {n}"))).unwrap();
+        let lines: Vec<String> = retr
+            .split_inclusive('\n')
+            .skip(1)
+            .filter(|l| *l != ".\r\n")
+            .map(str::to_owned)
+            .collect();
+        let (id, whole) = identify(&lines);
+        assert!(whole, "{what}: message {id} is not whole");
+        assert!(
+            seen.insert(uidl.to_owned(), id).is_none(),
+            "{what}: UIDL {uidl} twice"
+        );
+    }
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    seen
+}
+
+/// A pop3d tool run to its end, or to the crash point `point` (`ACTION`
+/// as fail-rs reads it: `panic`, `1*off->panic`).
+fn tool(bin: &Path, args: &[&str], point: Option<(&str, &str)>) -> std::process::Output {
+    let mut cmd = Command::new(bin);
+    cmd.args(args).stdin(Stdio::null()).stderr(Stdio::null());
+    if let Some((name, action)) = point {
+        cmd.env("FAILPOINTS", format!("{name}={action}"));
+    }
+    cmd.output().unwrap()
 }
 
 /// The workload against a server armed at one point.
@@ -223,9 +276,10 @@ fn workload(s: &Setup, lmtp: u16, heartbeat: bool) -> History {
         .map(|n| by_number[*n])
         .collect();
     if heartbeat {
-        // Past a third of lease_ttl the heartbeat renews the lease, and
-        // dies there: no QUIT reaches the server, nothing may be deleted.
-        std::thread::sleep(Duration::from_millis(1500));
+        // The session stays open: within a third of lease_ttl the
+        // heartbeat renews its lease, and the server dies there. No QUIT
+        // reaches it, so nothing may be deleted.
+        h.held = Some(c);
         return h;
     }
     h.deleted.extend(marked);
@@ -237,25 +291,7 @@ fn workload(s: &Setup, lmtp: u16, heartbeat: bool) -> History {
 fn check(s: &Setup, h: &History, point: &str) {
     let mut seen_before: Option<BTreeMap<String, u32>> = None;
     for _ in 0..2 {
-        let mut c = Client::login(s.plain, "alice", "secret");
-        let listing = String::from_utf8(c.multiline("UIDL")).unwrap();
-        let mut now = BTreeMap::new();
-        for l in listing.lines().skip(1).filter(|l| *l != ".") {
-            let (n, uidl) = l.split_once(' ').unwrap();
-            let retr = String::from_utf8(c.multiline(&format!("RETR {n}"))).unwrap();
-            let lines: Vec<String> = retr
-                .split_inclusive('\n')
-                .skip(1)
-                .filter(|l| *l != ".\r\n")
-                .map(str::to_owned)
-                .collect();
-            let (id, whole) = identify(&lines);
-            assert!(whole, "{point}: message {id} is not whole");
-            assert!(
-                now.insert(uidl.to_owned(), id).is_none(),
-                "{point}: UIDL {uidl} twice"
-            );
-        }
+        let now = mailbox(s.plain, point);
         let ids: Vec<u32> = now.values().copied().collect();
         let unique: BTreeSet<u32> = ids.iter().copied().collect();
         assert_eq!(ids.len(), unique.len(), "{point}: a message listed twice");
@@ -284,7 +320,6 @@ fn check(s: &Setup, h: &History, point: &str) {
             );
         }
         seen_before = Some(now);
-        assert!(c.cmd("QUIT").starts_with("+OK"));
     }
     if s.backend == Backend::Maildir {
         let md = s.path("mail/alice");
@@ -322,11 +357,7 @@ fn check(s: &Setup, h: &History, point: &str) {
 
 #[test]
 fn every_crash_point_keeps_mail_and_uidls() {
-    let Some(bin) = std::env::var_os("POP3D_CRASHPOINTS").map(PathBuf::from) else {
-        skip(
-            "needs pop3d built with crash points: cargo build -p pop3d --profile crashpoints \
-             --features failpoints, then POP3D_CRASHPOINTS=target/crashpoints/pop3d",
-        );
+    let Some(bin) = crash_binary() else {
         return;
     };
     let mut ran = 0;
@@ -375,8 +406,7 @@ fn every_crash_point_keeps_mail_and_uidls() {
 /// restore runs again, and none twice.
 #[test]
 fn a_restore_cut_short_keeps_every_uidl() {
-    let Some(bin) = std::env::var_os("POP3D_CRASHPOINTS").map(PathBuf::from) else {
-        skip("needs POP3D_CRASHPOINTS (see every_crash_point_keeps_mail_and_uidls)");
+    let Some(bin) = crash_binary() else {
         return;
     };
     let s = Setup::new(&[]);
@@ -388,57 +418,27 @@ fn a_restore_cut_short_keeps_every_uidl() {
     for n in 1..=3 {
         assert!(Raw::deliver(lmtp, n));
     }
-    let listing = |expect: usize| -> BTreeMap<String, u32> {
-        let mut c = Client::login(s.plain, "alice", "secret");
-        let uidls = String::from_utf8(c.multiline("UIDL")).unwrap();
-        let mut seen = BTreeMap::new();
-        for l in uidls.lines().skip(1).filter(|l| *l != ".") {
-            let (n, uidl) = l.split_once(' ').unwrap();
-            let retr = String::from_utf8(c.multiline(&format!("RETR {n}"))).unwrap();
-            let lines: Vec<String> = retr
-                .split_inclusive('\n')
-                .skip(1)
-                .map(str::to_owned)
-                .collect();
-            let (id, whole) = identify(&lines[..lines.len() - 1]);
-            assert!(whole);
-            assert!(
-                seen.insert(uidl.to_owned(), id).is_none(),
-                "UIDL {uidl} twice"
-            );
-        }
-        assert_eq!(seen.len(), expect, "{seen:?}");
-        c.cmd("DELE 1");
-        c.cmd("DELE 2");
-        c.cmd("RSET");
-        assert!(c.cmd("QUIT").starts_with("+OK"));
-        seen
-    };
-    let before = listing(3);
+    let before = mailbox(s.plain, "delivered");
+    assert_eq!(before.len(), 3);
     let mut c = Client::login(s.plain, "alice", "secret");
     c.cmd("DELE 1");
     c.cmd("DELE 2");
     assert!(c.cmd("QUIT").starts_with("+OK"));
-    let restore = |point: Option<&str>| {
-        let mut cmd = Command::new(&bin);
-        cmd.args(["restore", "--config"])
-            .arg(&s.config)
-            .args(["--user", "alice"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(point) = point {
-            cmd.env("FAILPOINTS", format!("{point}=panic"));
-        }
-        cmd.status().unwrap()
-    };
-    let cut = restore(Some("maildir-restore-after-move"));
-    assert_eq!(cut.signal(), Some(6), "the point fired: {cut:?}");
-    let partly = listing(2);
+    let config = s.config.to_str().unwrap();
+    let restore = ["restore", "--config", config, "--user", "alice"];
+    let cut = tool(
+        &bin,
+        &restore,
+        Some(("maildir-restore-after-move", "panic")),
+    );
+    assert_eq!(cut.status.signal(), Some(6), "the point fired: {cut:?}");
+    let partly = mailbox(s.plain, "cut short");
+    assert_eq!(partly.len(), 2, "{partly:?}");
     for (uidl, id) in &partly {
         assert_eq!(before.get(uidl), Some(id), "back under another UIDL");
     }
-    assert!(restore(None).success());
-    assert_eq!(listing(3), before);
+    assert!(tool(&bin, &restore, None).status.success());
+    assert_eq!(mailbox(s.plain, "restored"), before);
 }
 
 /// `pop3d import-pop3` dies after storing the second of three messages
@@ -446,54 +446,52 @@ fn a_restore_cut_short_keeps_every_uidl() {
 /// and every message is there once, under the UIDL the old server gave it.
 #[test]
 fn an_import_cut_short_copies_nothing_twice() {
-    let Some(bin) = std::env::var_os("POP3D_CRASHPOINTS").map(PathBuf::from) else {
-        skip("needs POP3D_CRASHPOINTS (see every_crash_point_keeps_mail_and_uidls)");
+    let Some(bin) = crash_binary() else {
         return;
     };
     let old = Setup::new(&[&message(1), &message(2), &message(3)]);
     let _old_server = spawn(&bin, &old, None);
-    let mut c = Client::login(old.plain, "alice", "secret");
-    let theirs = String::from_utf8(c.multiline("UIDL")).unwrap();
-    c.cmd("QUIT");
+    let theirs = mailbox(old.plain, "the old server");
     let new = Setup::new(&[]);
     std::fs::write(new.path("alice.pw"), "secret\n").unwrap();
-    let import = |point: Option<&str>| {
-        let mut cmd = Command::new(&bin);
-        cmd.args(["import-pop3", "--config"])
-            .arg(&new.config)
-            .arg("--from")
-            .arg(format!("pop3://127.0.0.1:{}", old.plain))
-            .args(["--user", "alice", "--allow-plaintext", "--password-file"])
-            .arg(new.path("alice.pw"))
-            .stderr(Stdio::null());
-        if let Some(point) = point {
-            cmd.env("FAILPOINTS", format!("{point}=1*off->panic"));
-        }
-        cmd.output().unwrap()
-    };
-    let cut = import(Some("import-after-message"));
+    let (config, from) = (
+        new.config.to_str().unwrap(),
+        format!("pop3://127.0.0.1:{}", old.plain),
+    );
+    let pw = new.path("alice.pw");
+    let import = [
+        "import-pop3",
+        "--config",
+        config,
+        "--from",
+        &from,
+        "--user",
+        "alice",
+        "--allow-plaintext",
+        "--password-file",
+        pw.to_str().unwrap(),
+    ];
+    let cut = tool(
+        &bin,
+        &import,
+        Some(("import-after-message", "1*off->panic")),
+    );
     assert_eq!(cut.status.signal(), Some(6), "the point fired: {cut:?}");
     assert_eq!(new.maildir_count(), 2, "two stored before the crash");
-    let again = import(None);
+    again_copies_only_the_third(tool(&bin, &import, None));
+    let _new_server = spawn(&bin, &new, None);
+    assert_eq!(mailbox(new.plain, "imported"), theirs);
+}
+
+/// A tool run again after a crash: it copied one message and skipped the
+/// two there already.
+fn again_copies_only_the_third(again: std::process::Output) {
     assert!(again.status.success(), "{again:?}");
     let said = String::from_utf8_lossy(&again.stdout);
     assert!(
         said.contains("copied 1 messages") && said.contains("2 messages already there"),
         "{said}"
     );
-    let _new_server = spawn(&bin, &new, None);
-    let mut c = Client::login(new.plain, "alice", "secret");
-    assert_eq!(String::from_utf8(c.multiline("UIDL")).unwrap(), theirs);
-    for n in 1..=3 {
-        let retr = String::from_utf8(c.multiline(&format!("RETR {n}"))).unwrap();
-        let lines: Vec<String> = retr
-            .split_inclusive('\n')
-            .skip(1)
-            .map(str::to_owned)
-            .collect();
-        let (id, whole) = identify(&lines[..lines.len() - 1]);
-        assert!(whole && id == n, "message {n}: {id} {whole}");
-    }
 }
 
 /// `pop3d migrate-maildir` dies after copying the second of three
@@ -501,52 +499,32 @@ fn an_import_cut_short_copies_nothing_twice() {
 /// mailbox lists the Maildir's UIDLs, each message once and whole.
 #[test]
 fn a_migration_cut_short_copies_nothing_twice() {
-    let Some(bin) = std::env::var_os("POP3D_CRASHPOINTS").map(PathBuf::from) else {
-        skip("needs POP3D_CRASHPOINTS (see every_crash_point_keeps_mail_and_uidls)");
+    let Some(bin) = crash_binary() else {
         return;
     };
     let old = Setup::new(&[&message(1), &message(2), &message(3)]);
     let theirs = {
         let _old_server = spawn(&bin, &old, None);
-        let mut c = Client::login(old.plain, "alice", "secret");
-        let uidls = String::from_utf8(c.multiline("UIDL")).unwrap();
-        c.cmd("QUIT");
-        uidls
+        mailbox(old.plain, "the Maildir")
     };
     let new = Setup::on(Backend::Postgres, &[]);
-    let migrate = |point: Option<&str>| {
-        let mut cmd = Command::new(&bin);
-        cmd.args(["migrate-maildir", "--all", "--from"])
-            .arg(&old.config)
-            .arg("--config")
-            .arg(&new.config)
-            .stderr(Stdio::null());
-        if let Some(point) = point {
-            cmd.env("FAILPOINTS", format!("{point}=1*off->panic"));
-        }
-        cmd.output().unwrap()
-    };
-    let cut = migrate(Some("migrate-after-message"));
+    let (from, config) = (old.config.to_str().unwrap(), new.config.to_str().unwrap());
+    let migrate = [
+        "migrate-maildir",
+        "--all",
+        "--from",
+        from,
+        "--config",
+        config,
+    ];
+    let cut = tool(
+        &bin,
+        &migrate,
+        Some(("migrate-after-message", "1*off->panic")),
+    );
     assert_eq!(cut.status.signal(), Some(6), "the point fired: {cut:?}");
     assert_eq!(new.count(), 2, "two copied before the crash");
-    let again = migrate(None);
-    assert!(again.status.success(), "{again:?}");
-    let said = String::from_utf8_lossy(&again.stdout);
-    assert!(
-        said.contains("copied 1 messages") && said.contains("2 messages already there"),
-        "{said}"
-    );
+    again_copies_only_the_third(tool(&bin, &migrate, None));
     let _new_server = spawn(&bin, &new, None);
-    let mut c = Client::login(new.plain, "alice", "secret");
-    assert_eq!(String::from_utf8(c.multiline("UIDL")).unwrap(), theirs);
-    for n in 1..=3 {
-        let retr = String::from_utf8(c.multiline(&format!("RETR {n}"))).unwrap();
-        let lines: Vec<String> = retr
-            .split_inclusive('\n')
-            .skip(1)
-            .map(str::to_owned)
-            .collect();
-        let (id, whole) = identify(&lines[..lines.len() - 1]);
-        assert!(whole && id == n, "message {n}: {id} {whole}");
-    }
+    assert_eq!(mailbox(new.plain, "migrated"), theirs);
 }

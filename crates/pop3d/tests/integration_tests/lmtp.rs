@@ -371,31 +371,30 @@ impl Drop for Postfix {
     }
 }
 
-/// Alice's messages' subjects, over POP3, waiting until there are `n`.
+/// Alice's messages' subjects, over POP3, once Postfix's log says it
+/// handed `n` messages over (a flush first, so that deferred mail is
+/// tried again at once).
 fn wait_for_mail(port: u16, n: usize, postfix: &Postfix) -> Vec<String> {
-    let started = std::time::Instant::now();
-    loop {
-        let subjects: Vec<String> = retr_all(port)
-            .iter()
-            .filter_map(|m| {
-                m.lines()
-                    .find_map(|l| l.strip_prefix("Subject: "))
-                    .map(str::to_owned)
-            })
-            .collect();
-        if subjects.len() >= n {
-            return subjects;
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            panic!(
-                "{} of {n} messages arrived; Postfix log:\n{}",
-                subjects.len(),
-                postfix.log()
-            );
-        }
-        postfix.flush();
-        std::thread::sleep(Duration::from_millis(300));
+    postfix.flush();
+    let sent = |log: &str| log.matches("status=sent").count() >= n;
+    if poll_for(Duration::from_secs(30), || {
+        sent(&postfix.log()).then_some(())
+    })
+    .is_none()
+    {
+        panic!(
+            "{n} messages not handed over; Postfix log:\n{}",
+            postfix.log()
+        );
     }
+    retr_all(port)
+        .iter()
+        .filter_map(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("Subject: "))
+                .map(str::to_owned)
+        })
+        .collect()
 }
 
 #[test]
@@ -414,17 +413,14 @@ fn postfix_delivers_over_lmtp_and_keeps_mail_queued_while_pop3d_is_down() {
     // pop3d away: Postfix keeps the message queued ...
     server.crash();
     postfix.send("second");
-    let started = std::time::Instant::now();
-    while !postfix.log().contains("status=deferred") {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{}",
-            postfix.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        Duration::from_secs(20),
+        "Postfix defers the message",
+        || postfix.log().contains("status=deferred"),
+    );
     // ... and delivers it once pop3d is back.
     let _server = s.start();
+    wait_for_port(port);
     let subjects = wait_for_mail(s.plain, 2, &postfix);
     assert_eq!(subjects, ["first", "second"]);
     assert!(

@@ -19,15 +19,13 @@ pub(super) async fn keywords_are_case_insensitive_and_pass_keeps_spaces(b: Backe
     )
     .unwrap();
     // Read again at the next check of the file's stamp (once a second).
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let users = srv.manager.services().users.clone();
-    while users.lookup("spacey").await.unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the new line was never read"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(
+        Duration::from_secs(5),
+        "the new passwd line read",
+        async || users.lookup("spacey").await.unwrap(),
+    )
+    .await;
     let mut c = srv.connect().await;
     assert_eq!(c.cmd("user spacey").await, "+OK\r\n");
     let r = c.cmd("pAsS  two  words ").await;

@@ -328,16 +328,11 @@ async fn connection_limits_apply_before_the_greeting() {
     );
     drop(a);
     // The slot comes back when a session ends.
-    let mut tries = 0;
-    loop {
+    wait_for(Duration::from_secs(5), "the slot returned", async || {
         let c = Client::connect(srv.plain).await;
-        if c.greeting.starts_with("+OK") {
-            break;
-        }
-        tries += 1;
-        assert!(tries < 100, "slot never returned");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        c.greeting.starts_with("+OK").then_some(())
+    })
+    .await;
 
     let srv = TestServer::start_with(|c| c.performance.max_concurrent_sessions = 1).await;
     let _a = srv.connect().await;
