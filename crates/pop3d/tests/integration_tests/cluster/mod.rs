@@ -264,34 +264,67 @@ fn fetch_and_delete(port: u16, user: &str, pass: &str) -> Result<Vec<String>, St
     }
 }
 
+/// What the workers of a load test have done so far, for the test to
+/// wait on ("traffic went on with this node down") instead of sleeping.
+#[derive(Default)]
+pub(crate) struct Progress {
+    pub delivered: std::sync::atomic::AtomicUsize,
+    pub refused: std::sync::atomic::AtomicUsize,
+}
+
+impl Progress {
+    fn delivered(&self) -> usize {
+        self.delivered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Wait until `more` deliveries have been made from now on.
+    pub(crate) fn wait_for_deliveries(&self, more: usize, what: &str) {
+        let target = self.delivered() + more;
+        wait_until(Duration::from_secs(30), what, || self.delivered() >= target);
+    }
+
+    /// Wait until a client has been refused `more` times from now on.
+    pub(crate) fn wait_for_refusals(&self, more: usize, what: &str) {
+        let count = || self.refused.load(std::sync::atomic::Ordering::SeqCst);
+        let target = count() + more;
+        wait_until(Duration::from_secs(30), what, || count() >= target);
+    }
+}
+
 /// Deliver to `users` in turn through the balancer until `stop`, retrying
-/// a refused delivery (451, a node going away) as an MTA would; the
-/// subjects stored.
-fn deliver_until(c: &Cluster, stop: &std::sync::atomic::AtomicBool, users: &[&str]) -> Vec<String> {
+/// a refused delivery (451, a node going away) for up to 5 s as an MTA
+/// would; the subjects stored.
+fn deliver_until(
+    c: &Cluster,
+    stop: &std::sync::atomic::AtomicBool,
+    progress: &Progress,
+    users: &[&str],
+) -> Vec<String> {
     let mut delivered = Vec::new();
     let mut n = 0;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         for user in users {
             let subject = format!("{user}-{n}");
-            for _ in 0..100 {
-                if c.try_lmtp(user, &subject).is_ok() {
-                    delivered.push(subject.clone());
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            let stored = poll_for(Duration::from_secs(5), || c.try_lmtp(user, &subject).ok());
+            if stored.is_some() {
+                delivered.push(subject);
+                progress
+                    .delivered
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
         }
         n += 1;
-        std::thread::sleep(Duration::from_millis(20));
     }
     delivered
 }
 
 /// Fetch and delete through the balancer in a loop until `stop`: the
-/// subjects taken and the refusals seen.
+/// subjects taken and the refusals seen. After a refusal it waits until
+/// the balancer greets again, so a cluster in trouble is not hammered.
 fn fetch_until(
     port: u16,
     stop: &std::sync::atomic::AtomicBool,
+    progress: &Progress,
     user: &str,
     pass: &str,
 ) -> (Vec<String>, Vec<String>) {
@@ -300,9 +333,16 @@ fn fetch_until(
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         match fetch_and_delete(port, user, pass) {
             Ok(subjects) => got.extend(subjects),
-            Err(e) => refusals.push(e),
+            Err(e) => {
+                refusals.push(e);
+                progress
+                    .refused
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                poll_for(Duration::from_secs(20), || {
+                    greeting(port).filter(|g| g.starts_with("+OK"))
+                });
+            }
         }
-        std::thread::sleep(Duration::from_millis(30));
     }
     (got, refusals)
 }

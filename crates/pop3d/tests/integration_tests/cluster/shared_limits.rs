@@ -78,34 +78,24 @@ fn a_limit_spread_over_three_nodes_is_one_limit_and_redis_away_blocks_nobody() {
     // Every node refuses the address now, even node 0 which saw one
     // failure (the block arrives within moments).
     for &port in &ports {
-        let started = Instant::now();
-        loop {
-            let answer = attempt(false, port, "secret");
-            if answer.starts_with("-ERR") && answer.contains("Too many failures") {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(1),
-                "node on {port} still serves a blocked address: {answer}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let within = Duration::from_secs(1);
+        wait_for(
+            within,
+            &format!("the node on {port} refuses the address"),
+            || {
+                let answer = attempt(false, port, "secret");
+                (answer.starts_with("-ERR") && answer.contains("Too many failures")).then_some(())
+            },
+        );
     }
     // A node that starts now takes over the blocks in force.
     nodes[2].crash();
     nodes[2] = s.start_with(&s.path("node2.toml"), ports[2]);
-    let started = Instant::now();
-    loop {
-        let answer = attempt(false, ports[2], "secret");
-        if answer.contains("Too many failures") {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "a restarted node forgot the block: {answer}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(2),
+        "the restarted node keeps the block",
+        || attempt(false, ports[2], "secret").contains("Too many failures"),
+    );
     // Another address is not affected.
     assert!(attempt(true, ports[1], "secret").starts_with("+OK"));
     // Redis goes away: nobody is locked out; each node counts alone.
