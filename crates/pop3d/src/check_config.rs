@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::{load, runtime};
+use crate::{load, refuse, runtime};
 
 pub(crate) fn check_config(path: PathBuf) -> ExitCode {
     let config = match load(&path) {
@@ -19,15 +19,7 @@ pub(crate) fn check_config(path: PathBuf) -> ExitCode {
     };
     let found = match inspected {
         Ok(found) => found,
-        Err(e) => {
-            eprintln!(
-                "pop3d: error: {}: key `{}`: {}",
-                path.display(),
-                e.key,
-                e.reason
-            );
-            return ExitCode::from(2);
-        }
+        Err(e) => return refuse(&path, &e),
     };
     for note in &found.notes {
         eprintln!("pop3d: {note}");

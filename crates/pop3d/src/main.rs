@@ -287,6 +287,18 @@ where
     }
 }
 
+/// A file the library's deep checks refuse: its name, the key and why,
+/// and exit 2 (check-config and serve say it the same way).
+fn refuse(path: &Path, e: &pop3::config::SetupError) -> ExitCode {
+    eprintln!(
+        "pop3d: error: {}: key `{}`: {}",
+        path.display(),
+        e.key,
+        e.reason
+    );
+    ExitCode::from(2)
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

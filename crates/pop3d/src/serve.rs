@@ -10,7 +10,7 @@ use std::sync::Arc;
 use pop3::config::Pop3Config;
 use pop3::{Pop3SessionManager, Server};
 
-use crate::{load, runtime};
+use crate::{load, refuse, runtime};
 
 pub(crate) fn serve(path: PathBuf) -> ExitCode {
     let config = match load(&path) {
@@ -31,15 +31,7 @@ pub(crate) fn serve(path: PathBuf) -> ExitCode {
                     tracing::warn!(file = %path.display(), "{w}");
                 }
             }
-            Err(e) => {
-                eprintln!(
-                    "pop3d: error: {}: key `{}`: {}",
-                    path.display(),
-                    e.key,
-                    e.reason
-                );
-                return ExitCode::from(2);
-            }
+            Err(e) => return refuse(&path, &e),
         }
         if pop3::db::configured(&config) {
             // Two processes under one node name would free each other's

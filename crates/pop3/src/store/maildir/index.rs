@@ -56,10 +56,7 @@ struct Taken {
 
 impl Taken {
     fn admit(&mut self, key: &str, entry: &Entry) -> bool {
-        // A name with a control character is no Maildir name (the scan
-        // skips such files), and a CR or LF in it would not survive the
-        // index's lines.
-        if key.chars().any(char::is_control)
+        if !maildir_key(key)
             || self.keys.contains(key)
             || self.uids.contains(&entry.uid)
             || self.uidls.contains(&entry.uidl)
@@ -71,6 +68,13 @@ impl Taken {
         self.uidls.insert(entry.uidl.clone());
         true
     }
+}
+
+/// Whether `key` can be a Maildir file's key: not empty, and no control
+/// character (the scan skips such files, and a CR or LF would not survive
+/// the index's lines).
+fn maildir_key(key: &str) -> bool {
+    !key.is_empty() && !key.chars().any(char::is_control)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,7 +176,11 @@ impl Index {
             next_uid,
             ..Index::new(validity)
         };
-        let mut taken = Taken::default();
+        // Read at every login that finds no cached listing: the checks
+        // that no two entries share a key, UID or UIDL borrow from the
+        // text rather than copy it.
+        let mut uids = HashSet::new();
+        let mut uidls = HashSet::new();
         for line in lines {
             let mut f = line.splitn(4, ' ');
             let uid: u32 = f.next()?.parse().ok()?;
@@ -180,20 +188,24 @@ impl Index {
                 "-" => None,
                 s => Some(s.parse().ok()?),
             };
-            let uidl = f.next()?.to_owned();
-            let key = f.next()?.to_owned();
-            if !valid_uidl(&uidl) || key.is_empty() || uid >= index.next_uid {
+            let uidl = f.next()?;
+            let key = f.next()?;
+            if !valid_uidl(uidl)
+                || !maildir_key(key)
+                || uid >= index.next_uid
+                || !uids.insert(uid)
+                || !uidls.insert(uidl)
+            {
                 return None;
             }
             let entry = Entry {
                 uid,
                 size: size.filter(|_| sizes_hold),
-                uidl,
+                uidl: uidl.to_owned(),
             };
-            if !taken.admit(&key, &entry) {
+            if index.entries.insert(key.to_owned(), entry).is_some() {
                 return None;
             }
-            index.entries.insert(key, entry);
         }
         Some(index)
     }
@@ -395,25 +407,39 @@ impl Index {
                 }
             }
             let uidl = uidl.unwrap_or_else(|| index.uidl_for(uid, validity, key, None));
-            index.next_uid = index.next_uid.max(uid.saturating_add(1));
-            let entry = Entry {
-                uid,
-                size: None,
-                uidl,
-            };
-            if !taken.admit(key, &entry) {
-                continue;
-            }
-            if let Some(size) = size {
-                index.recorded.insert(key.to_owned(), size);
-            }
-            index.entries.insert(key.to_owned(), entry);
+            index.take_over(&mut taken, key, uid, uidl, size);
         }
         Some(index)
     }
 }
 
 impl Index {
+    /// One message of another server's list: its UID and UIDL, and the
+    /// size that list records, unless `taken` says another message has
+    /// them already. The next UID is past it either way.
+    fn take_over(
+        &mut self,
+        taken: &mut Taken,
+        key: &str,
+        uid: u32,
+        uidl: String,
+        recorded: Option<u64>,
+    ) {
+        self.next_uid = self.next_uid.max(uid.saturating_add(1));
+        let entry = Entry {
+            uid,
+            size: None,
+            uidl,
+        };
+        if !taken.admit(key, &entry) {
+            return;
+        }
+        if let Some(size) = recorded {
+            self.recorded.insert(key.to_owned(), size);
+        }
+        self.entries.insert(key.to_owned(), entry);
+    }
+
     /// Read Courier's `courierpop3dsizelist` (version 3: `/3 NEXT VALIDITY`,
     /// then `NAME SIZE UID:VALIDITY[:...]` per message), making each
     /// string with `format` under the validity recorded for the message
@@ -446,19 +472,7 @@ impl Index {
                 continue;
             }
             let uidl = index.uidl_for(uid, message_validity, key, None);
-            index.next_uid = index.next_uid.max(uid.saturating_add(1));
-            let entry = Entry {
-                uid,
-                size: None,
-                uidl,
-            };
-            if !taken.admit(key, &entry) {
-                continue;
-            }
-            if let Some(size) = size {
-                index.recorded.insert(key.to_owned(), size);
-            }
-            index.entries.insert(key.to_owned(), entry);
+            index.take_over(&mut taken, key, uid, uidl, size);
         }
         Some(index)
     }

@@ -192,6 +192,7 @@ pub fn trash(
         tracing::error!(maildir = %dir.display(), "cannot write the trash list: {e}");
         return vec![false; messages.len()];
     }
+    let listed = list.len();
     let mut moved = Vec::with_capacity(messages.len());
     for ((path, ..), name) in messages.iter().zip(&names) {
         let Some(name) = name else {
@@ -223,7 +224,11 @@ pub fn trash(
             list
         }
     };
-    if let Err(e) = write_trash(dir, &list) {
+    // Again only if it changed since (a move that failed or found nothing,
+    // a purge): a QUIT usually writes it once.
+    if list.len() != listed
+        && let Err(e) = write_trash(dir, &list)
+    {
         tracing::error!(maildir = %dir.display(), "cannot write the trash list: {e}");
     }
     let _ = sync_dir(&trash_dir(dir).join("cur"));
@@ -232,8 +237,7 @@ pub fn trash(
 
 /// Move trashed messages (those trashed at or after `since`) back into
 /// `cur/` and give them their UID and UIDL again; returns where they are
-/// now. The caller holds the maildrop's lock, and writes the index again
-/// when this returns.
+/// now. The caller holds the maildrop's lock.
 ///
 /// The index is written first, naming each message under its old UID and
 /// UIDL, then the files move, then the trash list is rewritten. A crash on
@@ -276,6 +280,7 @@ pub fn restore(dir: &Path, index: &mut Index, since: u64) -> Result<Vec<PathBuf>
     index
         .store(dir)
         .map_err(|e| io(&dir.join(super::index::INDEX_FILE), e))?;
+    let entries = index.entries.len();
     let mut restored = Vec::new();
     let mut wanted = wanted.into_iter();
     while let Some(t) = wanted.next() {
@@ -306,6 +311,12 @@ pub fn restore(dir: &Path, index: &mut Index, since: u64) -> Result<Vec<PathBuf>
     }
     write_trash(dir, &kept)?;
     sync_dir(&dir.join("cur")).map_err(|e| io(dir, e))?;
+    // Entries of messages purged meanwhile came out again.
+    if index.entries.len() != entries {
+        index
+            .store(dir)
+            .map_err(|e| io(&dir.join(super::index::INDEX_FILE), e))?;
+    }
     Ok(restored)
 }
 

@@ -210,9 +210,6 @@ impl MailStore for MaildirStore {
             let (mut index, ..) = load_index(&dir, &format)?;
             let restored = keep::restore(&dir, &mut index, since)?;
             if !restored.is_empty() {
-                index
-                    .store(&dir)
-                    .map_err(|e| io(&dir.join(INDEX_FILE), e))?;
                 // Back in the count of maildirsize, if the Maildir keeps one.
                 let counted: Vec<(i64, i64)> = restored
                     .iter()
