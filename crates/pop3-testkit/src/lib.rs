@@ -79,3 +79,43 @@ pub fn free_port() -> u16 {
         }
     }
 }
+
+/// A private Redis on a loopback port (`redis-server`, nothing saved),
+/// killed when dropped.
+pub struct Redis {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start(port: u16) -> Redis {
+        Redis::start_with(port, &[])
+    }
+
+    /// With more of redis-server's options (`--requirepass`).
+    pub fn start_with(port: u16, options: &[&str]) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .args(["--port", &port.to_string()])
+            .args(options)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts (Debian: redis-server)");
+        wait_until(Duration::from_secs(10), "redis-server listening", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Redis { child, port }
+    }
+
+    /// kill -9, as a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

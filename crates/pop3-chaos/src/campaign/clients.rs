@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::nemesis::Rng;
 use pop3_chaos::history::{Event, Listed};
+use pop3_testkit::poll_for;
 
 /// The campaign's clock and history.
 pub struct Log {
@@ -229,17 +230,9 @@ pub fn session(
 /// After the faults: whether `user` logs in through the node within
 /// `within`.
 pub fn recovers(log: &Log, port: u16, user: &str, within: Duration) -> bool {
-    let until = Instant::now() + within;
-    loop {
-        if let Some((mut c, ..)) = login(log, port, user) {
-            c.cmd("QUIT");
-            return true;
-        }
-        if Instant::now() > until {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    poll_for(within, || login(log, port, user))
+        .map(|(mut c, ..)| c.cmd("QUIT"))
+        .is_some()
 }
 
 /// A hash of a message as RETR sent it: the same message must always

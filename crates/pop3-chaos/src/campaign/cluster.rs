@@ -7,10 +7,10 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pop3_chaos::proxy::{Fault, Proxy};
-use pop3_testkit::{Postgres, free_port};
+use pop3_testkit::{Postgres, Redis, free_port, poll_for};
 
 pub const USERS: usize = 3;
 pub const NODES: usize = 3;
@@ -36,12 +36,9 @@ impl Node {
             .spawn()
             .expect("pop3d starts");
         *self.child.lock().unwrap() = Some(child);
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.pop3)).is_err()
-            && started.elapsed() < Duration::from_secs(20)
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        poll_for(Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", self.pop3)).ok()
+        });
     }
 
     pub fn signal(&self, sig: &str) {
@@ -59,31 +56,6 @@ impl Node {
         if let Some(mut c) = self.child.lock().unwrap().take() {
             let _ = c.wait();
         }
-    }
-}
-
-pub struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
-            .args(["--port", &port.to_string()])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server starts (apt-get install redis-server)");
-        Redis { child, port }
-    }
-
-    /// Kill -9, and start again on the same port after `gap`.
-    pub fn restart(&mut self, gap: Duration) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        std::thread::sleep(gap);
-        *self = Redis::start(self.port);
     }
 }
 
@@ -147,7 +119,7 @@ impl Drop for Cluster {
         for n in &self.nodes {
             n.stop("KILL");
         }
-        let _ = self.redis.lock().unwrap().child.kill();
+        self.redis.lock().unwrap().kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

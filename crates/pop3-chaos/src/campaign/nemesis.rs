@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::cluster::{Cluster, LEASE_TTL, NODES};
 use pop3_chaos::proxy::Fault;
+use pop3_testkit::Redis;
 
 /// A small deterministic generator (xorshift64*): the same seed gives the
 /// same fault schedule.
@@ -60,7 +61,10 @@ pub fn strike(c: &Cluster, rng: &mut Rng, pop3d: &Path) -> &'static str {
         }
         4 => {
             let gap = rng.millis(0, 1500);
-            c.redis.lock().unwrap().restart(gap);
+            let mut redis = c.redis.lock().unwrap();
+            redis.kill();
+            std::thread::sleep(gap);
+            *redis = Redis::start(redis.port);
             "Redis killed and restarted"
         }
         5 => {

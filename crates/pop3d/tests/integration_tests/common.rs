@@ -12,7 +12,7 @@ pub fn pop3d() -> Command {
 }
 
 /// A port that was free a moment ago.
-pub use pop3_testkit::{Postgres, free_port, is_root, poll_for, skip, wait_for, wait_until};
+pub use pop3_testkit::{Postgres, Redis, free_port, is_root, poll_for, skip, wait_for, wait_until};
 
 /// Run `cmd` to its end: exit code (-1 for a signal), stdout, stderr.
 pub fn run(cmd: &mut Command) -> (i32, String, String) {

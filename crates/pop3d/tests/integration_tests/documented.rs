@@ -10,7 +10,6 @@ use std::net::TcpStream;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::cluster::Redis;
 use crate::common::*;
 
 /// The ```toml block under "## Each node" in docs/cluster.md.

@@ -159,8 +159,9 @@ fn a_rolling_restart_loses_no_mail_and_refuses_at_most_once_per_restart() {
             "more than one refusal per restart: {refusals:?}"
         );
     }
+    // Five per node (before, with it down) and three after, as waited for.
     assert!(
-        delivered.len() >= 20,
+        delivered.len() >= 18,
         "too little traffic: {}",
         delivered.len()
     );
@@ -223,8 +224,7 @@ fn the_database_restarting_and_redis_dying_under_load_lose_nothing() {
         "{refusals:?}"
     );
     // Redis dies: logins go on; back, the nodes use it again by themselves.
-    let _ = c.redis.child.kill();
-    let _ = c.redis.child.wait();
+    c.redis.kill();
     let mut seen: std::collections::HashSet<String> = got.into_iter().collect();
     // ([IN-USE] until the lease of a session whose QUIT met the outage
     // lapses: 3 s.)
@@ -244,8 +244,9 @@ fn the_database_restarting_and_redis_dying_under_load_lose_nothing() {
     seen.extend(served("alice served with Redis back"));
     let lost: Vec<&String> = delivered.iter().filter(|d| !seen.contains(*d)).collect();
     assert!(lost.is_empty(), "lost: {lost:?}");
+    // Three before the outage, three after it, as waited for above.
     assert!(
-        delivered.len() >= 10,
+        delivered.len() >= 6,
         "too little traffic: {}",
         delivered.len()
     );

@@ -9,44 +9,13 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use crate::common::*;
 
 mod balancer;
 mod shared_limits;
-
-pub(crate) struct Redis {
-    child: Child,
-    pub(crate) port: u16,
-}
-
-impl Redis {
-    fn start(port: u16) -> Redis {
-        Redis::start_with(port, &[])
-    }
-
-    /// With more of redis-server's options (`--requirepass`).
-    pub(crate) fn start_with(port: u16, options: &[&str]) -> Redis {
-        let child = Command::new(tool_path("redis-server").unwrap())
-            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
-            .args(["--port", &port.to_string()])
-            .args(options)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for_port(port);
-        Redis { child, port }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct Node {
     process: Running,
