@@ -143,7 +143,7 @@ impl Postgres {
     pub fn pg_ctl_start(&self) {
         let opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off -c max_connections=400 \
+             -c full_page_writes=off -c max_connections=400 \
              -c shared_preload_libraries=pg_stat_statements",
             self.port,
             self.dir.display()
@@ -166,10 +166,20 @@ impl Postgres {
 
     /// Stop at once (sessions are cut, as in a crash or a restart).
     pub fn pg_ctl_stop(&self) {
+        self.pg_ctl_stop_mode("fast");
+    }
+
+    /// Stop in one of pg_ctl's modes: `fast` (sessions rolled back, a
+    /// clean shutdown) or `immediate` (every process quits at once, the
+    /// next start recovers from the WAL, as after a crash). Commits are
+    /// written to the WAL before they are acknowledged (synchronous_commit
+    /// is on), so either loses nothing acknowledged; only fsync is off,
+    /// which matters to a machine crash, not to a server's.
+    pub fn pg_ctl_stop_mode(&self, mode: &str) {
         let status = as_owner(&self.bin.join("pg_ctl"))
             .arg("-D")
             .arg(self.dir.join("data"))
-            .args(["-w", "-m", "fast", "stop"])
+            .args(["-w", "-m", mode, "stop"])
             .stdout(Stdio::null())
             .status()
             .unwrap();

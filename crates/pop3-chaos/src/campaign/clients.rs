@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::cluster::SESSION_TIMEOUT;
 use super::nemesis::Rng;
 use pop3_chaos::history::{Event, Listed};
 use pop3_testkit::poll_for;
@@ -147,6 +148,9 @@ pub struct Behaviour {
     /// Sometimes wait 0.5 to 2.5 s before ending: the session holds its
     /// lease while the nemesis may pause its node.
     pub lingers: bool,
+    /// Stall past the server's session timeout before QUIT: the server
+    /// must close the session without removing anything.
+    pub stalls: bool,
     /// End with QUIT (else drop the connection).
     pub quits: bool,
 }
@@ -156,6 +160,7 @@ impl Behaviour {
     pub const LOOK: Behaviour = Behaviour {
         deletes: false,
         lingers: false,
+        stalls: false,
         quits: false,
     };
 }
@@ -203,7 +208,9 @@ pub fn session(
             deleted.push(m.uidl.clone());
         }
     }
-    if how.lingers && rng.below(3) == 0 {
+    if how.stalls {
+        std::thread::sleep(SESSION_TIMEOUT + Duration::from_secs(1));
+    } else if how.lingers && rng.below(3) == 0 {
         std::thread::sleep(Duration::from_millis(500 + rng.below(2000)));
     }
     let (quit_sent, quit_ok) = if how.quits {

@@ -15,6 +15,8 @@ use pop3_testkit::{Postgres, Redis, free_port, poll_for};
 pub const USERS: usize = 3;
 pub const NODES: usize = 3;
 pub const LEASE_TTL: Duration = Duration::from_secs(3);
+/// Short, so that a client can stall past it often.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Node {
     config: PathBuf,
@@ -125,10 +127,10 @@ impl Drop for Cluster {
 }
 
 fn node_config(i: usize, pop3: u16, lmtp: u16, redis: u16, url: &str) -> String {
-    let ttl = LEASE_TTL.as_secs();
+    let (ttl, timeout) = (LEASE_TTL.as_secs(), SESSION_TIMEOUT.as_secs());
     format!(
         "[server]\nhostname = \"node{i}.chaos\"\nnode_name = \"node{i}\"\n\
-         session_timeout = \"20s\"\ndrain_delay = \"0s\"\n\n\
+         session_timeout = \"{timeout}s\"\ndrain_delay = \"0s\"\n\n\
          [[listener]]\nbind = \"127.0.0.1:{pop3}\"\ntls = \"none\"\n\n\
          [[lmtp]]\nbind = \"127.0.0.1:{lmtp}\"\n\n\
          [security]\nauth_failure_delay = \"0s\"\nenable_security_logging = false\n\

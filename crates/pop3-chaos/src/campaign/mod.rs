@@ -47,6 +47,9 @@ pub fn run(args: &cli::Args) -> Outcome {
                 if !deliver(log, node, cluster.nodes[node].lmtp, &to, &format!("m{n}")) {
                     std::thread::sleep(BACKOFF);
                 }
+                // An MTA's pace, so that sessions (which read everything)
+                // keep the mailboxes from growing without bound.
+                std::thread::sleep(Duration::from_millis(rng.below(40)));
                 n += 1;
             }
         });
@@ -59,6 +62,7 @@ pub fn run(args: &cli::Args) -> Outcome {
                     let how = Behaviour {
                         deletes: true,
                         lingers: true,
+                        stalls: rng.below(20) == 0,
                         quits: rng.below(5) != 0,
                     };
                     if !session(log, node, cluster.nodes[node].pop3, &who, &mut rng, how) {

@@ -36,7 +36,7 @@ impl Rng {
 pub fn strike(c: &Cluster, rng: &mut Rng, pop3d: &Path) -> &'static str {
     std::thread::sleep(rng.millis(500, 1500));
     let node = &c.nodes[rng.below(NODES as u64) as usize];
-    match rng.below(7) {
+    match rng.below(8) {
         0 => {
             node.stop("KILL");
             node.start(pop3d);
@@ -54,10 +54,15 @@ pub fn strike(c: &Cluster, rng: &mut Rng, pop3d: &Path) -> &'static str {
             "SIGTERM and restart"
         }
         3 => {
-            c.pg.pg_ctl_stop();
+            let immediate = rng.below(2) == 0;
+            c.pg.pg_ctl_stop_mode(if immediate { "immediate" } else { "fast" });
             std::thread::sleep(rng.millis(0, 1500));
             c.pg.pg_ctl_start();
-            "PostgreSQL restarted"
+            if immediate {
+                "PostgreSQL stopped at once (immediate) and restarted"
+            } else {
+                "PostgreSQL stopped cleanly (fast) and restarted"
+            }
         }
         4 => {
             let gap = rng.millis(0, 1500);
@@ -72,6 +77,12 @@ pub fn strike(c: &Cluster, rng: &mut Rng, pop3d: &Path) -> &'static str {
             std::thread::sleep(rng.millis(500, 3000));
             node.proxy.set(Fault::Pass);
             "database traffic blackholed"
+        }
+        6 => {
+            node.proxy.set(Fault::Reset);
+            std::thread::sleep(rng.millis(200, 1000));
+            node.proxy.set(Fault::Pass);
+            "database connections reset"
         }
         _ => {
             node.proxy.set(Fault::Delay(rng.millis(50, 500)));
@@ -88,7 +99,7 @@ mod tests {
     fn the_same_seed_gives_the_same_schedule() {
         let draw = |seed| {
             let mut r = super::Rng(seed);
-            (0..20).map(|_| r.below(7)).collect::<Vec<_>>()
+            (0..20).map(|_| r.below(8)).collect::<Vec<_>>()
         };
         assert_eq!(draw(42), draw(42));
         assert_ne!(draw(42), draw(43));
