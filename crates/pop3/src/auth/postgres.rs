@@ -16,11 +16,11 @@ use super::{
 use crate::db::{Database, DbError};
 
 const OWN_TABLE: &str = "SELECT login AS user, secret AS password, \
-            expire, login_delay, quota_rule, disabled, refuse_mail FROM users \
+            expire, login_delay, quota_rule, allow_nets, disabled, refuse_mail FROM users \
      WHERE login = lower($1)";
 
 /// Columns a user query may return beside `user` and `password`.
-const SETTING_COLUMNS: [&str; 3] = ["expire", "login_delay", "quota_rule"];
+const SETTING_COLUMNS: [&str; 4] = ["expire", "login_delay", "quota_rule", "allow_nets"];
 
 pub struct PostgresUsers {
     db: Arc<Database>,

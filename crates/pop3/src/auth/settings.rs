@@ -3,18 +3,25 @@
 //! one user: written as Dovecot's userdb extra fields in a passwd file's
 //! eighth field (`userdb_expire=30d userdb_login_delay=5m
 //! userdb_quota_rule=*:storage=1G`), or as the columns `expire`,
-//! `login_delay` and `quota_rule` of a PostgreSQL user row.
+//! `login_delay` and `quota_rule` of a PostgreSQL user row. Dovecot's
+//! passdb field `allow_nets` (with or without `userdb_`, or a column of
+//! that name) limits where the user may log in from.
 
+use std::net::IpAddr;
 use std::time::Duration;
+
+use ipnet::IpNet;
 
 use crate::config::Expire;
 
 /// What the user database says of one user beyond the secret.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserSettings {
     pub expire: Option<Expire>,
     pub login_delay: Option<Duration>,
     pub quota: Option<Quota>,
+    /// The networks the user may log in from; None: anywhere.
+    pub allow_nets: Option<Vec<IpNet>>,
 }
 
 /// What applies to one user: the user database's values where it sets
@@ -26,6 +33,15 @@ pub struct Effective {
 }
 
 impl UserSettings {
+    /// Whether a login from `peer` is allowed by `allow_nets` (an IPv4
+    /// client seen on an IPv6 socket is matched as IPv4).
+    pub fn allows_login_from(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.allow_nets
+            .as_ref()
+            .is_none_or(|nets| nets.iter().any(|n| n.contains(&peer)))
+    }
+
     /// The values in force for this user under `server`'s defaults: the
     /// one place that rule is written (CAPA, the login, the UPDATE state).
     pub fn effective(&self, server: &crate::config::ServerConfig) -> Effective {
@@ -82,9 +98,16 @@ impl UserSettings {
     }
 
     /// Set one setting by its name (`expire`, `login_delay`, `quota_rule`,
-    /// `quota_rule2`); unknown names are ignored. The error names the key.
+    /// `quota_rule2`, `allow_nets`); unknown names are ignored. The error
+    /// names the key. An `allow_nets` that cannot be read allows no
+    /// network at all: a typo must not open the account to everyone.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         match key {
+            "allow_nets" => {
+                let nets = parse_allow_nets(value);
+                self.allow_nets = Some(nets.clone().unwrap_or_default());
+                nets.map_err(|r| format!("{key}: {r}; no network is allowed"))?;
+            }
             "expire" => {
                 self.expire = Some(Expire::parse(value).map_err(|r| format!("{key}: {r}"))?)
             }
@@ -106,6 +129,21 @@ impl UserSettings {
         }
         Ok(())
     }
+}
+
+/// Dovecot's `allow_nets`: networks and addresses separated by commas
+/// (or spaces), `192.0.2.0/24,2001:db8::/32,198.51.100.7`.
+fn parse_allow_nets(value: &str) -> Result<Vec<IpNet>, String> {
+    value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            w.parse::<IpNet>()
+                .or_else(|_| w.parse::<IpAddr>().map(IpNet::from))
+                .map(|n| n.trunc())
+                .map_err(|_| format!("{w:?} is not a network (192.0.2.0/24) or an address"))
+        })
+        .collect()
 }
 
 /// Dovecot's quota rule for the whole mailbox: `*:storage=1G`,
@@ -191,6 +229,34 @@ mod tests {
             UserSettings::from_extra("userdb_expire=0").unwrap().expire,
             Some(Expire::Days(0))
         );
+    }
+
+    #[test]
+    fn allow_nets_limits_where_a_user_logs_in_from() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let anywhere = UserSettings::default();
+        assert!(anywhere.allows_login_from(ip("203.0.113.9")));
+        let s = UserSettings::from_extra(
+            "allow_nets=192.0.2.0/24,2001:db8::/32 userdb_quota_rule=*:storage=1G",
+        )
+        .unwrap();
+        assert!(s.allows_login_from(ip("192.0.2.200")));
+        assert!(s.allows_login_from(ip("::ffff:192.0.2.1")));
+        assert!(s.allows_login_from(ip("2001:db8::1")));
+        assert!(!s.allows_login_from(ip("192.0.3.1")));
+        assert!(!s.allows_login_from(ip("::ffff:192.0.3.1")));
+        assert!(!s.allows_login_from(ip("2001:db9::1")));
+        assert!(s.quota.is_some());
+        // A single address, and the userdb_ spelling.
+        let one = UserSettings::from_extra("userdb_allow_nets=127.0.0.1").unwrap();
+        assert!(one.allows_login_from(ip("127.0.0.1")));
+        assert!(!one.allows_login_from(ip("127.0.0.2")));
+        // A typo closes the account rather than opening it.
+        let mut bad = UserSettings::default();
+        let why = bad.set("allow_nets", "192.0.2.0/24,10.0.0/8").unwrap_err();
+        assert!(why.contains("10.0.0/8"), "{why}");
+        assert!(!bad.allows_login_from(ip("192.0.2.1")));
+        assert!(UserSettings::from_extra("allow_nets=nonsense").is_err());
     }
 
     #[test]

@@ -46,6 +46,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0003_nodes_and_compatibility.sql"),
         compatible: true,
     },
+    Migration {
+        version: 4,
+        name: "allowed networks",
+        sql: include_str!("migrations/0004_allowed_networks.sql"),
+        compatible: true,
+    },
 ];
 
 /// From this version on `pop3d_schema` records compatibility.

@@ -459,6 +459,18 @@ async fn login(
         )
         .await;
     }
+    // Outside the user's allow_nets: the same, with the reason logged.
+    if !user.settings.allows_login_from(conn.peer.ip()) {
+        return denied(
+            state,
+            conn,
+            services,
+            Some(&user.name),
+            mechanism,
+            "address outside the user's allow_nets",
+        )
+        .await;
+    }
     services
         .guard
         .login_succeeded(conn.peer.ip(), &user.name)

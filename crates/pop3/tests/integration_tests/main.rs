@@ -18,3 +18,4 @@ mod retention;
 mod rfc1939;
 mod session;
 mod tls;
+mod user_policy;
