@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::auth::bearer::BearerValidator;
-use crate::auth::{SetupError, UserDb, Verifier};
+use crate::auth::{BreachedPasswords, SetupError, UserDb, Verifier};
 use crate::config::Pop3Config;
 use crate::security::{Guard, LoginDelay};
 use crate::store::MailStore;
@@ -31,6 +31,8 @@ pub struct Services {
     pub(crate) sasl: SaslServices,
     /// When the `[tls]` certificate expires (for its metric).
     pub(crate) tls_expiry: Option<std::time::SystemTime>,
+    /// `auth.breached_passwords_file`, open.
+    pub(crate) breached: Option<Arc<BreachedPasswords>>,
 }
 
 /// What outlives a reload: counters, blocks, the shutdown signal.
@@ -104,6 +106,20 @@ pub fn salt_key(config: &Pop3Config) -> Result<[u8; 32], SetupError> {
     Ok(sha2::Sha256::digest(&key).into())
 }
 
+/// `auth.breached_passwords_file`, opened and checked (for serving and
+/// for `pop3d check-config`).
+pub fn breached_passwords(config: &Pop3Config) -> Result<Option<BreachedPasswords>, SetupError> {
+    config
+        .auth
+        .breached_passwords_file
+        .as_deref()
+        .map(|path| {
+            BreachedPasswords::open(path)
+                .map_err(|why| SetupError::new("auth.breached_passwords_file", why))
+        })
+        .transpose()
+}
+
 /// What SASL mechanisms need beyond the user database.
 pub struct SaslServices {
     pub salt_key: Arc<[u8; 32]>,
@@ -153,6 +169,7 @@ impl Services {
         shared: &Shared,
     ) -> Result<Services, SetupError> {
         let sasl = SaslServices::new(&config, shared.salt_key.clone())?;
+        let breached = breached_passwords(&config)?.map(Arc::new);
         let tls_expiry = config.tls.as_ref().and_then(crate::tls::certificate_expiry);
         let buffers = BufferPool::new(
             config.performance.io_buffer_size,
@@ -173,6 +190,7 @@ impl Services {
             buffers,
             tls_expiry,
             sasl,
+            breached,
         })
     }
 }

@@ -262,5 +262,6 @@ pub async fn inspect(config: &Pop3Config) -> Result<Inspection, crate::auth::Set
         })?;
     }
     crate::services::SaslServices::check(config)?;
+    crate::services::breached_passwords(config)?;
     Ok(found)
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use pop3::auth::postgres::UserAdmin;
-use pop3::auth::{Scheme, hash_password};
+use pop3::auth::{BreachedPasswords, Scheme, hash_password};
 use pop3::config::{Pop3Config, UserBackend};
 use pop3::db::migrate;
 
@@ -243,6 +243,10 @@ pub async fn user(config: &Pop3Config, command: UserCommand) -> ExitCode {
     if let Err(e) = migrate::check(&client).await {
         return fail(e);
     }
+    let breached = match pop3::services::breached_passwords(config) {
+        Ok(list) => list,
+        Err(e) => return fail(e),
+    };
     let admin = UserAdmin { client: &client };
     let done = |r: Result<bool, pop3::db::DbError>, name: &str, what: &str| match r {
         Ok(true) => {
@@ -254,7 +258,7 @@ pub async fn user(config: &Pop3Config, command: UserCommand) -> ExitCode {
     };
     match command {
         UserCommand::Add { name, scheme, .. } => {
-            let secret = match read_secret(&scheme) {
+            let secret = match read_secret(&scheme, breached.as_ref()) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
@@ -268,7 +272,7 @@ pub async fn user(config: &Pop3Config, command: UserCommand) -> ExitCode {
             }
         }
         UserCommand::Passwd { name, scheme, .. } => {
-            let secret = match read_secret(&scheme) {
+            let secret = match read_secret(&scheme, breached.as_ref()) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
@@ -328,8 +332,12 @@ pub async fn user(config: &Pop3Config, command: UserCommand) -> ExitCode {
 
 /// A password from stdin (asked for without echo on a terminal), hashed
 /// in `scheme`: what `hash-password` prints and `user add|passwd` store.
-/// Usage errors (unknown scheme, empty password) exit 2.
-pub fn read_secret(scheme: &str) -> Result<zeroize::Zeroizing<String>, ExitCode> {
+/// Usage errors (unknown scheme, empty password, a password on
+/// `breached`) exit 2.
+pub fn read_secret(
+    scheme: &str,
+    breached: Option<&BreachedPasswords>,
+) -> Result<zeroize::Zeroizing<String>, ExitCode> {
     let Some(scheme) = Scheme::from_name(scheme) else {
         let names: Vec<&str> = Scheme::ALL.iter().map(|s| s.name()).collect();
         eprintln!(
@@ -342,6 +350,19 @@ pub fn read_secret(scheme: &str) -> Result<zeroize::Zeroizing<String>, ExitCode>
     if password.is_empty() {
         eprintln!("pop3d: empty password");
         return Err(ExitCode::from(2));
+    }
+    if let Some(list) = breached {
+        match list.contains(password.as_bytes()) {
+            Ok(false) => {}
+            Ok(true) => {
+                eprintln!(
+                    "pop3d: that password is on the list of breached passwords ({}); choose another",
+                    list.path().display()
+                );
+                return Err(ExitCode::from(2));
+            }
+            Err(e) => return Err(fail(format!("{}: {e}", list.path().display()))),
+        }
     }
     hash_password(scheme, &password)
         .map(zeroize::Zeroizing::new)

@@ -310,7 +310,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 }
 
 fn hash(scheme: &str) -> ExitCode {
-    match admin::read_secret(scheme) {
+    match admin::read_secret(scheme, None) {
         Ok(field) => {
             println!("{}", &*field);
             ExitCode::SUCCESS

@@ -3,6 +3,7 @@
 //! mechanisms, and verification that keeps slow hashes off the async workers.
 
 pub mod bearer;
+pub mod breached;
 pub mod cram_context;
 pub mod passwd;
 pub mod postgres;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
+pub use breached::BreachedPasswords;
 pub use passwd::PasswdFile;
 pub use postgres::PostgresUsers;
 pub use scheme::{Scheme, StoredSecret, hash_password};

@@ -53,6 +53,25 @@ pub struct AuthConfig {
     /// restart. Created with random content when missing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_key_file: Option<PathBuf>,
+    /// Passwords known to be breached: a Pwned Passwords list (SHA-1 in
+    /// hex, `:count`, sorted), searched in place. A login with a password
+    /// on it is logged and counted, or refused (`breached_passwords_policy`);
+    /// `pop3d user add|passwd` refuse such a password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breached_passwords_file: Option<PathBuf>,
+    pub breached_passwords_policy: BreachedPolicy,
+}
+
+/// What a login with a breached password gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BreachedPolicy {
+    /// Logged in; a warning and a security event say so, and a metric
+    /// counts it.
+    #[default]
+    Warn,
+    /// Refused with `-ERR [AUTH]`, counted as a failed login.
+    Refuse,
 }
 
 impl Default for AuthConfig {
@@ -71,6 +90,8 @@ impl Default for AuthConfig {
             oauth: None,
             gssapi: None,
             secret_key_file: None,
+            breached_passwords_file: None,
+            breached_passwords_policy: BreachedPolicy::Warn,
         }
     }
 }

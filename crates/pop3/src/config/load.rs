@@ -180,6 +180,7 @@ impl Pop3Config {
             &mut self.storage.password_file,
             &mut self.storage.ca_file,
             &mut self.auth.secret_key_file,
+            &mut self.auth.breached_passwords_file,
         ]
         .into_iter()
         .flatten()

@@ -18,7 +18,9 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-pub use auth::{AuthConfig, ExternalIdentity, GssapiConfig, OAuthConfig, UserBackend};
+pub use auth::{
+    AuthConfig, BreachedPolicy, ExternalIdentity, GssapiConfig, OAuthConfig, UserBackend,
+};
 pub use listener::{ListenerConfig, TlsConfig, TlsMode};
 pub use lmtp::LmtpConfig;
 pub use load::{ConfigError, LoadedConfig};

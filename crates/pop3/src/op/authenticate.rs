@@ -350,6 +350,12 @@ async fn check_password(
     };
     match record {
         Some(record) if verified => {
+            if let Some(refused) =
+                super::breached::check(state, conn, services, mechanism, &record.name, password)
+                    .await
+            {
+                return refused;
+            }
             let acting_as = acting_as.map(str::to_owned);
             login_as(state, conn, services, stats, mechanism, record, acting_as).await
         }

@@ -4,6 +4,7 @@
 //! Which command is legal in which state is decided here, in [`dispatch`].
 
 pub mod authenticate;
+mod breached;
 pub mod capa;
 pub mod exchange;
 pub mod maildrop;

@@ -107,6 +107,16 @@ impl SecurityLog {
         );
     }
 
+    /// A login with a good password that is on the breached list;
+    /// `action`: `warned` or `refused`.
+    pub fn breached_password(&self, ip: IpAddr, user: &str, mechanism: &str, action: &str) {
+        self.emit(
+            "breached_password",
+            ip,
+            json!({ "user": user, "mechanism": mechanism, "action": action }),
+        );
+    }
+
     pub fn blocked(&self, ip: IpAddr, reason: &str, seconds: u64) {
         self.emit(
             "blocked",

@@ -88,6 +88,9 @@ pub struct Metrics {
     pub blocked_addresses: Gauge,
     pub suspicious_events: Family<ReasonLabels, Counter>,
     pub rate_limited: Counter,
+    /// Logins with a password on `auth.breached_passwords_file`, by what
+    /// was done (`warned`, `refused`).
+    pub breached_password_logins: Family<ResultLabels, Counter>,
     /// LMTP deliveries by outcome, per recipient.
     pub lmtp_deliveries: Family<ResultLabels, Counter>,
     /// 1 while the shared abuse counters (Redis) answer.
@@ -135,6 +138,7 @@ impl Metrics {
             blocked_addresses: Gauge::default(),
             suspicious_events: Family::default(),
             rate_limited: Counter::default(),
+            breached_password_logins: Family::default(),
             lmtp_deliveries: Family::default(),
             shared_state_up: Gauge::default(),
             node_info: Family::default(),
@@ -241,6 +245,11 @@ impl Metrics {
             "blocked_addresses",
             "Addresses blocked now",
             m.blocked_addresses.clone(),
+        );
+        r.register(
+            "breached_password_logins",
+            "Logins with a password on the breached list, by what was done",
+            m.breached_password_logins.clone(),
         );
         r.register(
             "suspicious_events",

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: AGPL-3.0-only
 //! What the user database says of where and how a user may log in:
-//! Dovecot's `allow_nets`.
+//! Dovecot's `allow_nets`; passwords on a breached list.
 
 use std::net::SocketAddr;
 
@@ -114,4 +114,114 @@ async fn allow_nets_from_pop3ds_own_table() {
     // A value that cannot be read allows nowhere, not everywhere.
     let mut c = Client::connect_from("127.0.0.1", srv.plain).await;
     assert!(pass(&mut c, "typo", "pw").await.starts_with("-ERR [AUTH]"));
+}
+
+/// A Pwned Passwords list holding "secret" (alice's password) among
+/// others, sorted as downloaded.
+fn breached_list(dir: &std::path::Path) -> std::path::PathBuf {
+    use sha1::Digest;
+    let mut lines: Vec<String> = ["secret", "123456", "qwerty", "letmein"]
+        .iter()
+        .map(|p| {
+            let hex: String = sha1::Sha1::digest(p.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02X}"))
+                .collect();
+            format!("{hex}:{}", p.len() * 1000)
+        })
+        .collect();
+    lines.sort();
+    let path = dir.join("breached.txt");
+    std::fs::write(&path, lines.join("\r\n") + "\r\n").unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_breached_password_is_refused_when_the_policy_says_so() {
+    let lists = tempfile::tempdir().unwrap();
+    let list = breached_list(lists.path());
+    let srv = start(|c| {
+        c.security.block_loopback = false;
+        c.auth.breached_passwords_file = Some(list);
+        c.auth.breached_passwords_policy = pop3::config::BreachedPolicy::Refuse;
+    })
+    .await;
+    // A wrong password is told nothing new.
+    let mut c = srv.connect().await;
+    let wrong = pass(&mut c, "alice", "wrong").await;
+    assert!(
+        wrong.starts_with("-ERR [AUTH] Authentication failed"),
+        "{wrong}"
+    );
+    // The right one, on the list: refused, and told why, over USER/PASS
+    // and over SASL PLAIN alike.
+    let refused = pass(&mut c, "alice", "secret").await;
+    assert!(
+        refused.starts_with("-ERR [AUTH] Your password is on a list of breached passwords"),
+        "{refused}"
+    );
+    let plain = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        "\0alice\0secret",
+    );
+    let mut c = srv.connect().await;
+    assert_eq!(c.cmd(&format!("AUTH PLAIN {plain}")).await, refused);
+    // A password not on the list logs in.
+    srv.login("mrose", "tanstaaf").await.cmd("QUIT").await;
+    let events = events(&srv);
+    let breached: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "breached_password")
+        .collect();
+    assert_eq!(breached.len(), 2, "{events:?}");
+    assert_eq!(breached[0]["user"], "alice");
+    assert_eq!(breached[0]["action"], "refused");
+    assert_eq!(breached[1]["mechanism"], "PLAIN");
+    let metrics = srv.manager.services().metrics.encode();
+    assert!(
+        metrics.contains("pop3_breached_password_logins_total{result=\"refused\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_breached_password_is_let_in_and_reported_under_warn() {
+    let lists = tempfile::tempdir().unwrap();
+    let list = breached_list(lists.path());
+    let srv = start(|c| c.auth.breached_passwords_file = Some(list)).await;
+    srv.login("alice", "secret").await.cmd("QUIT").await;
+    let events = events(&srv);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "breached_password" && e["action"] == "warned"),
+        "{events:?}"
+    );
+    let metrics = srv.manager.services().metrics.encode();
+    assert!(
+        metrics.contains("pop3_breached_password_logins_total{result=\"warned\"} 1"),
+        "{metrics}"
+    );
+    // The log never holds the password or its hash.
+    let log = std::fs::read_to_string(srv.dir.path().join("security.log")).unwrap();
+    assert!(!log.contains("secret") && !log.contains("E5E9FA1BA31ECD1AE84F75CAAA474F3A663F05F4"));
+}
+
+#[test]
+fn a_breached_list_that_cannot_be_read_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Pop3Config::default();
+    config.auth.breached_passwords_file = Some(dir.path().join("missing.txt"));
+    let err = pop3::services::breached_passwords(&config).unwrap_err();
+    assert!(
+        err.to_string().contains("auth.breached_passwords_file"),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("passwd"), "alice:{PLAIN}secret\n").unwrap();
+    config.auth.breached_passwords_file = Some(dir.path().join("passwd"));
+    let err = pop3::services::breached_passwords(&config).unwrap_err();
+    assert!(
+        err.to_string().contains("not a Pwned Passwords list"),
+        "{err}"
+    );
 }

@@ -281,10 +281,16 @@ fn database_commands_and_user_administration() {
         )
         .replace(
             "[auth]\npasswd_file = \"passwd\"\n",
-            "[auth]\nbackend = \"postgres\"\n",
+            "[auth]\nbackend = \"postgres\"\nbreached_passwords_file = \"breached.txt\"\n",
         );
     std::fs::write(&s.config, text).unwrap();
     std::fs::write(s.path("db.secret"), "hunter2-db\n").unwrap();
+    // SHA-1 of "letmein" and of "password123", sorted, with counts.
+    std::fs::write(
+        s.path("breached.txt"),
+        "B7A875FC1EA228B9061041B7CEC4BD3C52AB3CE3:99\nCBFDAC6008F9CAB4083784CBD1874F76618D2A97:2\n",
+    )
+    .unwrap();
     let pop3d_with = |args: &[&str], stdin: Option<&str>| {
         let mut child = pop3d()
             .args(args)
@@ -349,6 +355,14 @@ fn database_commands_and_user_administration() {
     assert_eq!(code, 0);
     assert!(login("carol", "first pw").starts_with("-ERR [AUTH]"));
     assert!(login("carol", "second pw").starts_with("+OK"));
+    // A password on the breached list is never set.
+    let (code, _, err) = pop3d_with(&["user", "passwd", "carol"], Some("password123\n"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("list of breached passwords"), "{err}");
+    let (code, _, err) = pop3d_with(&["user", "add", "dan"], Some("letmein\n"));
+    assert_eq!(code, 2, "{err}");
+    assert!(login("carol", "second pw").starts_with("+OK"));
+    assert!(login("carol", "password123").starts_with("-ERR [AUTH]"));
     // Suspended: no logins, but mail still arrives (nothing bounces).
     pop3d_with(&["user", "disable", "carol"], None);
     assert!(login("carol", "second pw").starts_with("-ERR [AUTH]"));
