@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::auth::bearer::BearerValidator;
+use crate::auth::cache::{AuthCache, CachedUsers};
 use crate::auth::{BreachedPasswords, SetupError, UserDb, Verifier};
 use crate::config::Pop3Config;
 use crate::security::{Guard, LoginDelay};
@@ -15,7 +16,12 @@ use tokio_util::sync::CancellationToken;
 
 pub struct Services {
     pub config: Arc<Pop3Config>,
+    /// The user database as sessions ask it: names checked, the auth
+    /// cache in front.
     pub users: Arc<dyn UserDb>,
+    /// The user database as it was given, for the next generation of
+    /// services to wrap afresh (a reload gets an empty cache).
+    pub(crate) given_users: Arc<dyn UserDb>,
     pub store: Arc<dyn MailStore>,
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     pub(crate) verifier: Verifier,
@@ -33,6 +39,8 @@ pub struct Services {
     pub(crate) tls_expiry: Option<std::time::SystemTime>,
     /// `auth.breached_passwords_file`, open.
     pub(crate) breached: Option<Arc<BreachedPasswords>>,
+    /// The auth cache (`auth.cache_size`), emptied by a reload.
+    pub(crate) auth_cache: Option<Arc<AuthCache>>,
 }
 
 /// What outlives a reload: counters, blocks, the shutdown signal.
@@ -170,6 +178,15 @@ impl Services {
     ) -> Result<Services, SetupError> {
         let sasl = SaslServices::new(&config, shared.salt_key.clone())?;
         let breached = breached_passwords(&config)?.map(Arc::new);
+        let auth_cache = AuthCache::from_config(&config.auth);
+        let given_users = users.clone();
+        let users = match &auth_cache {
+            Some(cache) => Arc::new(CachedUsers {
+                inner: users,
+                cache: cache.clone(),
+            }),
+            None => users,
+        };
         let tls_expiry = config.tls.as_ref().and_then(crate::tls::certificate_expiry);
         let buffers = BufferPool::new(
             config.performance.io_buffer_size,
@@ -180,6 +197,7 @@ impl Services {
             // Whatever the database, a name that could escape the mail root
             // never reaches it (POP3, LMTP, an embedding host's lookups).
             users: crate::auth::CheckedNames::wrap(users),
+            given_users,
             store,
             tls,
             verifier: Verifier::default(),
@@ -191,6 +209,7 @@ impl Services {
             tls_expiry,
             sasl,
             breached,
+            auth_cache,
         })
     }
 }

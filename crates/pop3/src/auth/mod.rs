@@ -4,6 +4,7 @@
 
 pub mod bearer;
 pub mod breached;
+pub mod cache;
 pub mod cram_context;
 pub mod passwd;
 pub mod postgres;
@@ -133,6 +134,10 @@ impl UserDb for CheckedNames {
     fn checks_names(&self) -> bool {
         true
     }
+
+    async fn generation(&self) -> u64 {
+        self.0.generation().await
+    }
 }
 
 impl CheckedNames {
@@ -180,6 +185,14 @@ pub trait UserDb: Send + Sync {
     /// (true only for [`CheckedNames`], so that it is never stacked).
     fn checks_names(&self) -> bool {
         false
+    }
+
+    /// A number that changes whenever what the database says may have
+    /// changed (the passwd file re-read, a change announced by `pop3d
+    /// user`): the auth cache forgets everything when it does. Constant
+    /// for a database that never says.
+    async fn generation(&self) -> u64 {
+        0
     }
 }
 

@@ -175,6 +175,8 @@ pub struct PasswdFile {
     loaded: RwLock<Loaded>,
     last_check: Mutex<Instant>,
     check_every: Duration,
+    /// How many times the file was read again (the cache's generation).
+    reloads: std::sync::atomic::AtomicU64,
 }
 
 impl PasswdFile {
@@ -190,6 +192,7 @@ impl PasswdFile {
             }),
             last_check: Mutex::new(Instant::now()),
             check_every: Duration::from_secs(1),
+            reloads: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -236,6 +239,8 @@ impl PasswdFile {
             table: Arc::new(table),
             stamp,
         };
+        self.reloads
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// At most once per `check_every`, look whether the file changed.
@@ -307,6 +312,11 @@ impl UserDb for PasswdFile {
     async fn all(&self) -> Vec<Arc<UserRecord>> {
         self.maybe_refresh().await;
         self.table().users.values().cloned().collect()
+    }
+
+    async fn generation(&self) -> u64 {
+        self.maybe_refresh().await;
+        self.reloads.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn decoy(&self) -> Option<StoredSecret> {

@@ -28,7 +28,14 @@ pub struct PostgresUsers {
     decoys: std::sync::Mutex<Decoys>,
     /// The user query was seen to return `user` and `password`.
     columns_ok: std::sync::atomic::AtomicBool,
+    /// Changes announced on [`CHANGES_CHANNEL`] (the auth cache's
+    /// generation), followed from the first time it is asked for.
+    changes: Arc<std::sync::atomic::AtomicU64>,
+    following: std::sync::Once,
 }
+
+/// The channel `pop3d user` announces changes to pop3d's own table on.
+pub const CHANGES_CHANNEL: &str = "pop3d_users";
 
 /// The schemes of the secrets lookups have found, and a decoy in the most
 /// common one, so that an unknown user costs what a known one does.
@@ -66,6 +73,8 @@ impl PostgresUsers {
                 made: None,
             }),
             columns_ok: std::sync::atomic::AtomicBool::new(false),
+            changes: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            following: std::sync::Once::new(),
         }
     }
 
@@ -185,6 +194,17 @@ impl UserDb for PostgresUsers {
         Ok(())
     }
 
+    /// Changes to pop3d's own table, announced by `pop3d user` (a table
+    /// behind `password_query` announces nothing: its changes apply as
+    /// cached entries expire, as with Dovecot).
+    async fn generation(&self) -> u64 {
+        self.following.call_once(|| {
+            self.db
+                .follow_notifications(CHANGES_CHANNEL, Arc::downgrade(&self.changes))
+        });
+        self.changes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// An unknown user costs one check in the scheme most of the users
     /// found so far have (see `Decoys`), like a wrong password does.
     fn decoy(&self) -> Option<StoredSecret> {
@@ -223,6 +243,17 @@ pub struct UserAdmin<'a, C: GenericClient> {
 }
 
 impl<C: GenericClient + Sync> UserAdmin<'_, C> {
+    /// Tell every running pop3d that users changed (their auth caches
+    /// forget what they held).
+    async fn announce(&self, changed: bool) -> Result<bool, DbError> {
+        if changed {
+            self.client
+                .execute(&format!("NOTIFY {CHANGES_CHANNEL}"), &[])
+                .await?;
+        }
+        Ok(changed)
+    }
+
     /// Add a user with a `{SCHEME}secret` field; false if the login exists.
     pub async fn add(&self, login: &str, secret: &str) -> Result<bool, DbError> {
         let n = self
@@ -240,19 +271,19 @@ impl<C: GenericClient + Sync> UserAdmin<'_, C> {
                 )
                 .await?;
         }
-        Ok(n == 1)
+        self.announce(n == 1).await
     }
 
     /// Replace the secret; false if there is no such user.
     pub async fn set_secret(&self, login: &str, secret: &str) -> Result<bool, DbError> {
-        Ok(self
+        let n = self
             .client
             .execute(
                 "UPDATE users SET secret = $2 WHERE login = lower($1)",
                 &[&login, &secret],
             )
-            .await?
-            == 1)
+            .await?;
+        self.announce(n == 1).await
     }
 
     /// Disable logins (and with `refuse_mail` deliveries), or enable both.
@@ -262,14 +293,14 @@ impl<C: GenericClient + Sync> UserAdmin<'_, C> {
         disabled: bool,
         refuse_mail: bool,
     ) -> Result<bool, DbError> {
-        Ok(self
+        let n = self
             .client
             .execute(
                 "UPDATE users SET disabled = $2, refuse_mail = $3 WHERE login = lower($1)",
                 &[&login, &disabled, &refuse_mail],
             )
-            .await?
-            == 1)
+            .await?;
+        self.announce(n == 1).await
     }
 
     /// Remove the user and, with `mail`, the mailbox and its messages.
@@ -283,7 +314,7 @@ impl<C: GenericClient + Sync> UserAdmin<'_, C> {
                 .execute("DELETE FROM mailboxes WHERE login = lower($1)", &[&login])
                 .await?;
         }
-        Ok(n == 1)
+        self.announce(n == 1).await
     }
 
     pub async fn list(&self) -> Result<Vec<UserListing>, DbError> {

@@ -60,6 +60,16 @@ pub struct AuthConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breached_passwords_file: Option<PathBuf>,
     pub breached_passwords_policy: BreachedPolicy,
+    /// The auth cache, as Dovecot's `auth_cache_size`: entries (user
+    /// lookups and password checks) kept in memory; 0 (the default): off.
+    pub cache_size: usize,
+    /// How long a found user, and a right password, are remembered.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// How long an unknown user, and a wrong password, are remembered
+    /// (0: not at all). A remembered failure still counts as a failure.
+    #[serde(with = "humantime_serde")]
+    pub cache_negative_ttl: Duration,
 }
 
 /// What a login with a breached password gets.
@@ -92,6 +102,9 @@ impl Default for AuthConfig {
             secret_key_file: None,
             breached_passwords_file: None,
             breached_passwords_policy: BreachedPolicy::Warn,
+            cache_size: 0,
+            cache_ttl: Duration::from_secs(3600),
+            cache_negative_ttl: Duration::from_secs(3600),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! its own metrics, and the embedded schema migrations.
 
 pub mod migrate;
+mod notify;
 mod tls;
 
 use crate::config::SetupError;
@@ -321,6 +322,8 @@ pub struct Database {
     schema_note: std::sync::Mutex<Option<String>>,
     /// The password new connections use (see [`Database::rotate`]).
     password: Arc<std::sync::RwLock<Option<String>>>,
+    /// Where a LISTEN connection goes (see `notify.rs`).
+    listen: notify::ListenTarget,
 }
 
 impl Database {
@@ -332,6 +335,10 @@ impl Database {
             pg.get_password()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
         ));
+        let listen = notify::ListenTarget {
+            pg: pg.clone(),
+            tls: tls.clone(),
+        };
         let connect = RotatingConnect {
             tls,
             password: password.clone(),
@@ -360,6 +367,7 @@ impl Database {
             deadline: config.storage.connect_timeout + config.storage.statement_timeout,
             schema_note: std::sync::Mutex::new(None),
             password,
+            listen,
         })
     }
 

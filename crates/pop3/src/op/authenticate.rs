@@ -339,13 +339,25 @@ async fn check_password(
         Ok(r) => r,
         Err(reply) => return reply.into(),
     };
-    let verified = match record.as_ref().and_then(|r| r.secret.as_ref()) {
-        Some(secret) => services.verifier.verify(secret, password).await,
+    let cache = services.auth_cache.as_deref();
+    let secret = record.as_ref().and_then(|r| r.secret.as_ref());
+    let verified = match cache.and_then(|c| c.verified(name, secret, password)) {
+        Some(remembered) => remembered,
         None => {
-            if let Some(decoy) = services.users.decoy() {
-                let _ = services.verifier.verify(&decoy, password).await;
+            let generation = cache.map(|c| c.generation());
+            let verified = match secret {
+                Some(secret) => services.verifier.verify(secret, password).await,
+                None => {
+                    if let Some(decoy) = services.users.decoy() {
+                        let _ = services.verifier.verify(&decoy, password).await;
+                    }
+                    false
+                }
+            };
+            if let (Some(c), Some(g)) = (cache, generation) {
+                c.remember_verified(name, secret, password, verified, g);
             }
-            false
+            verified
         }
     };
     match record {

@@ -175,7 +175,7 @@ impl Pop3SessionManager {
         let log = security_log(&config)?;
         self.install(
             config,
-            current.users.clone(),
+            current.given_users.clone(),
             current.store.clone(),
             current.tls.clone(),
             log,
@@ -219,7 +219,7 @@ impl Pop3SessionManager {
         let result = (|| {
             let tls = config.tls.as_ref().map(tls::load).transpose()?;
             let in_use = Backends {
-                users: current.users.clone(),
+                users: current.given_users.clone(),
                 store: current.store.clone(),
                 database: None,
             };

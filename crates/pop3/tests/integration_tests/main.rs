@@ -8,6 +8,7 @@ mod common;
 
 mod abuse;
 mod attacks;
+mod auth_cache;
 mod client;
 mod full_disk;
 mod layers;
