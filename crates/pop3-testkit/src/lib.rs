@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: AGPL-3.0-only
 //! What the tests of `pop3` and `pop3d` share, as a dev-only crate (never
-//! published): a private PostgreSQL started on first use ([`postgres`]),
+//! published): a private PostgreSQL started on first use ([`postgres`]), a
+//! private MariaDB ([`mariadb`]),
 //! free loopback ports, waits for a condition instead of fixed sleeps, and
 //! skips that cannot hide in a green CI run.
 
+pub mod mariadb;
 pub mod postgres;
 
 use std::process::Command;
@@ -11,6 +13,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+pub use mariadb::MariaDb;
 pub use postgres::Postgres;
 
 /// Poll `check` until it gives a value, for at most `within` (then the

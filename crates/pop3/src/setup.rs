@@ -99,6 +99,10 @@ fn users_from_config(
                 "auth.backend = \"postgres\" needs storage.url".into(),
             ));
         }
+        (UserBackend::Mysql, _) => Arc::new(
+            crate::auth::mysql::MysqlUsers::from_config(config)
+                .map_err(|e| UserDbError::Unavailable(e.to_string()))?,
+        ),
         (UserBackend::PasswdFile, _) => {
             let users = PasswdFile::open(&config.auth.passwd_file).map_err(|e| match e {
                 UserDbError::Unavailable(why) => {
@@ -263,5 +267,8 @@ pub async fn inspect(config: &Pop3Config) -> Result<Inspection, crate::auth::Set
     }
     crate::services::SaslServices::check(config)?;
     crate::services::breached_passwords(config)?;
+    if config.auth.backend == UserBackend::Mysql {
+        crate::auth::mysql::MysqlUsers::from_config(config)?;
+    }
     Ok(found)
 }

@@ -6,11 +6,14 @@ pub mod bearer;
 pub mod breached;
 pub mod cache;
 pub mod cram_context;
+pub mod md5_crypt;
+pub mod mysql;
 pub mod passwd;
 pub mod postgres;
 pub mod sasl;
 pub mod scheme;
 pub mod settings;
+mod sql_row;
 pub mod static_users;
 
 use std::path::PathBuf;

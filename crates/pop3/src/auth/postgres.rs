@@ -10,17 +10,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio_postgres::GenericClient;
 
-use super::{
-    Account, Scheme, StoredSecret, UserDb, UserDbError, UserRecord, UserSettings, hash_password,
-};
+use super::sql_row::{Decoys, UserRow};
+use super::{Scheme, StoredSecret, UserDb, UserDbError, UserRecord};
 use crate::db::{Database, DbError};
 
 const OWN_TABLE: &str = "SELECT login AS user, secret AS password, \
             expire, login_delay, quota_rule, allow_nets, disabled, refuse_mail FROM users \
      WHERE login = lower($1)";
-
-/// Columns a user query may return beside `user` and `password`.
-const SETTING_COLUMNS: [&str; 4] = ["expire", "login_delay", "quota_rule", "allow_nets"];
 
 pub struct PostgresUsers {
     db: Arc<Database>,
@@ -37,49 +33,40 @@ pub struct PostgresUsers {
 /// The channel `pop3d user` announces changes to pop3d's own table on.
 pub const CHANGES_CHANNEL: &str = "pop3d_users";
 
-/// The schemes of the secrets lookups have found, and a decoy in the most
-/// common one, so that an unknown user costs what a known one does.
-/// Before any lookup: ARGON2ID for pop3d's own table (`pop3d user add`'s
-/// scheme), SHA512-CRYPT for a `password_query` (what Dovecot and
-/// Postfixadmin store).
-struct Decoys {
-    seen: std::collections::HashMap<&'static str, (u64, Scheme)>,
-    guess: Scheme,
-    /// Made on demand (`pop3d deliver` never needs one).
-    made: Option<(Scheme, StoredSecret)>,
-}
-
-impl Decoys {
-    fn leading(&self) -> Scheme {
-        self.seen
-            .values()
-            .max_by_key(|(n, s)| (*n, s.name()))
-            .map_or(self.guess, |(_, s)| *s)
-    }
-}
-
 impl PostgresUsers {
     pub fn new(db: Arc<Database>, password_query: Option<&str>) -> PostgresUsers {
         PostgresUsers {
             db,
             query: password_query.unwrap_or(OWN_TABLE).to_owned(),
-            decoys: std::sync::Mutex::new(Decoys {
-                seen: std::collections::HashMap::new(),
-                guess: if password_query.is_some() {
-                    Scheme::Sha512Crypt
-                } else {
-                    Scheme::Argon2id
-                },
-                made: None,
+            // Before any lookup: ARGON2ID for pop3d's own table (`pop3d
+            // user add`'s scheme), SHA512-CRYPT for a `password_query`
+            // (what Dovecot and Postfixadmin store).
+            decoys: Decoys::new(if password_query.is_some() {
+                Scheme::Sha512Crypt
+            } else {
+                Scheme::Argon2id
             }),
             columns_ok: std::sync::atomic::AtomicBool::new(false),
             changes: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             following: std::sync::Once::new(),
         }
     }
+}
 
-    fn decoys(&self) -> std::sync::MutexGuard<'_, Decoys> {
-        self.decoys.lock().unwrap_or_else(|p| p.into_inner())
+/// A row of the user query, as [`UserRow`] reads rows.
+struct PgRow<'a>(&'a tokio_postgres::Row);
+
+impl UserRow for PgRow<'_> {
+    fn text(&self, column: &str) -> Option<Option<String>> {
+        self.0
+            .columns()
+            .iter()
+            .any(|c| c.name() == column)
+            .then(|| self.0.try_get::<_, Option<String>>(column).ok().flatten())
+    }
+
+    fn flag(&self, column: &str) -> bool {
+        self.0.try_get::<_, bool>(column).unwrap_or(false)
     }
 }
 
@@ -102,71 +89,7 @@ impl UserDb for PostgresUsers {
         let Some(row) = row else {
             return Ok(None);
         };
-        // The name the database spells: one mailbox whatever case the
-        // client typed (or a char(n) column padded). Without it, `ALICE`
-        // and `alice` would be two Maildirs.
-        let user: String = match row.try_get::<_, Option<String>>("user") {
-            Ok(Some(u)) if !u.trim_end().is_empty() => u.trim_end().to_owned(),
-            Ok(_) => {
-                return Err(UserDbError::Unavailable(
-                    "the user query returned an empty user column".into(),
-                ));
-            }
-            Err(_) => {
-                return Err(UserDbError::Unavailable(
-                    "auth.password_query returns no `user` column: it must return the canonical login (e.g. SELECT username AS user, password ...)".into(),
-                ));
-            }
-        };
-        let field: Option<String> = row.try_get("password").map_err(|e| {
-            UserDbError::Unavailable(format!("the user query returns no password column: {e}"))
-        })?;
-        let secret = match field.as_deref().map(StoredSecret::parse) {
-            Some(Ok(s)) => Some(s),
-            Some(Err(e)) => {
-                // Never the secret itself.
-                tracing::warn!(user = %name, "unusable stored secret: {e}");
-                None
-            }
-            None => None,
-        };
-        if let Some(s) = &secret {
-            let mut decoys = self.decoys();
-            decoys
-                .seen
-                .entry(s.scheme().name())
-                .or_insert((0, s.scheme()))
-                .0 += 1;
-        }
-        let mut settings = UserSettings::default();
-        for column in SETTING_COLUMNS {
-            let value: Option<String> = row.try_get(column).ok().flatten();
-            if let Some(value) = value.filter(|v| !v.is_empty())
-                && let Err(reason) = settings.set(column, &value)
-            {
-                // The user may still log in; the server's defaults apply.
-                tracing::warn!(user = %name, "unusable setting in the user database: {reason}");
-            }
-        }
-        Ok(Some(Arc::new(UserRecord {
-            name: user,
-            secret,
-            uid: None,
-            gid: None,
-            home: None,
-            extra: String::new(),
-            settings,
-            // pop3d's own table says; a password_query filters inactive
-            // users itself.
-            account: match (
-                row.try_get::<_, bool>("disabled").unwrap_or(false),
-                row.try_get::<_, bool>("refuse_mail").unwrap_or(false),
-            ) {
-                (false, _) => Account::Active,
-                (true, false) => Account::LoginDisabled,
-                (true, true) => Account::Closed,
-            },
-        })))
+        super::sql_row::record(name, &PgRow(&row), &self.decoys).map(|r| Some(Arc::new(r)))
     }
 
     /// The database answers, and the user query returns the columns a
@@ -208,20 +131,7 @@ impl UserDb for PostgresUsers {
     /// An unknown user costs one check in the scheme most of the users
     /// found so far have (see `Decoys`), like a wrong password does.
     fn decoy(&self) -> Option<StoredSecret> {
-        let mut decoys = self.decoys();
-        let scheme = decoys.leading();
-        if let Some((made, secret)) = &decoys.made
-            && *made == scheme
-        {
-            return Some(secret.clone());
-        }
-        let mut noise = [0u8; 16];
-        getrandom::fill(&mut noise).ok()?;
-        let secret = hash_password(scheme, &crate::hex::encode(&noise))
-            .ok()
-            .and_then(|f| StoredSecret::parse(&f).ok())?;
-        decoys.made = Some((scheme, secret.clone()));
-        Some(secret)
+        Decoys::decoy(&self.decoys)
     }
 }
 

@@ -20,6 +20,8 @@ pub enum Scheme {
     Crypt,
     Sha512Crypt,
     Sha256Crypt,
+    /// `$1$`: weak, for secrets carried over (Postfixadmin's).
+    Md5Crypt,
     Argon2i,
     Argon2id,
     BlfCrypt,
@@ -40,6 +42,7 @@ impl Scheme {
         Scheme::Crypt,
         Scheme::Sha512Crypt,
         Scheme::Sha256Crypt,
+        Scheme::Md5Crypt,
         Scheme::Argon2i,
         Scheme::Argon2id,
         Scheme::BlfCrypt,
@@ -58,6 +61,7 @@ impl Scheme {
             Scheme::Crypt => "CRYPT",
             Scheme::Sha512Crypt => "SHA512-CRYPT",
             Scheme::Sha256Crypt => "SHA256-CRYPT",
+            Scheme::Md5Crypt => "MD5-CRYPT",
             Scheme::Argon2i => "ARGON2I",
             Scheme::Argon2id => "ARGON2ID",
             Scheme::BlfCrypt => "BLF-CRYPT",
@@ -139,6 +143,7 @@ impl StoredSecret {
             Scheme::Crypt => crypt_kind(data).is_some(),
             Scheme::Sha512Crypt => data.starts_with("$6$"),
             Scheme::Sha256Crypt => data.starts_with("$5$"),
+            Scheme::Md5Crypt => super::md5_crypt::is_md5_crypt(data),
             Scheme::Argon2i => data.starts_with("$argon2i$"),
             Scheme::Argon2id => data.starts_with("$argon2id$"),
             Scheme::BlfCrypt => is_bcrypt(data),
@@ -219,6 +224,7 @@ impl StoredSecret {
             },
             Scheme::Sha512Crypt => verify_crypt(CryptKind::Sha512, data, password),
             Scheme::Sha256Crypt => verify_crypt(CryptKind::Sha256, data, password),
+            Scheme::Md5Crypt => super::md5_crypt::verify(data, password),
             Scheme::Argon2i | Scheme::Argon2id => verify_crypt(CryptKind::Argon2, data, password),
             Scheme::BlfCrypt => verify_crypt(CryptKind::Bcrypt, data, password),
             Scheme::Ssha => verify_salted::<Sha1>(data, password, 20),
@@ -268,6 +274,7 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[derive(Debug, Clone, Copy)]
 enum CryptKind {
+    Md5,
     Sha512,
     Sha256,
     Argon2,
@@ -275,7 +282,9 @@ enum CryptKind {
 }
 
 fn crypt_kind(data: &str) -> Option<CryptKind> {
-    if data.starts_with("$6$") {
+    if super::md5_crypt::is_md5_crypt(data) {
+        Some(CryptKind::Md5)
+    } else if data.starts_with("$6$") {
         Some(CryptKind::Sha512)
     } else if data.starts_with("$5$") {
         Some(CryptKind::Sha256)
@@ -317,6 +326,7 @@ fn verify_crypt(kind: CryptKind, data: &str, password: &[u8]) -> bool {
             }
         }
         CryptKind::Bcrypt => bcrypt::verify(password, data).unwrap_or(false),
+        CryptKind::Md5 => super::md5_crypt::verify(data, password),
     }
 }
 
@@ -353,6 +363,13 @@ pub fn hash_password(scheme: Scheme, password: &str) -> Result<String, SchemeErr
         Scheme::Sha512Crypt | Scheme::Crypt => {
             let params = sha_crypt::Sha512Params::new(5000).map_err(|e| fail(format!("{e:?}")))?;
             sha_crypt::sha512_simple(password, &params).map_err(|e| fail(format!("{e:?}")))?
+        }
+        Scheme::Md5Crypt => {
+            let salt: String = random_bytes::<8>()?
+                .iter()
+                .map(|b| super::md5_crypt::salt_char(*b))
+                .collect();
+            super::md5_crypt::md5_crypt(password.as_bytes(), &salt)
         }
         Scheme::Sha256Crypt => {
             let params = sha_crypt::Sha256Params::new(5000).map_err(|e| fail(format!("{e:?}")))?;

@@ -22,6 +22,18 @@ pub struct AuthConfig {
     /// wrong password.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_query: Option<String>,
+    /// `backend = "mysql"`: the database, `mysql://USER@HOST:PORT/DB`, or
+    /// over a socket `mysql://USER@localhost/DB?socket=/run/mysqld/mysqld.sock`;
+    /// never with a password (see `password_file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The password of `url`'s account: the first line of this file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// The longest a lookup in a networked user database (MySQL) may
+    /// take, connecting included, before the login gets `[SYS/TEMP]`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
     /// SASL mechanisms offered by AUTH.
     pub mechanisms: Vec<String>,
     /// Allow USER/PASS, APOP and PLAIN/LOGIN on connections without TLS from
@@ -89,6 +101,9 @@ impl Default for AuthConfig {
         AuthConfig {
             backend: UserBackend::PasswdFile,
             password_query: None,
+            url: None,
+            password_file: None,
+            timeout: Duration::from_secs(5),
             passwd_file: PathBuf::from("/etc/pop3d/passwd"),
             mechanisms: vec!["PLAIN".into(), "LOGIN".into()],
             allow_plaintext: false,
@@ -118,6 +133,9 @@ pub enum UserBackend {
     /// The database `[storage] url` names: pop3d's own `users` table (see
     /// `pop3d user`), or an existing table through `password_query`.
     Postgres,
+    /// An existing MySQL or MariaDB table (Postfixadmin's `mailbox`)
+    /// through `password_query`, at `url`.
+    Mysql,
 }
 
 /// Where EXTERNAL finds the user name in a client certificate.

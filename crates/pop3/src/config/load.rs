@@ -181,6 +181,7 @@ impl Pop3Config {
             &mut self.storage.ca_file,
             &mut self.auth.secret_key_file,
             &mut self.auth.breached_passwords_file,
+            &mut self.auth.password_file,
         ]
         .into_iter()
         .flatten()
@@ -322,10 +323,17 @@ fn inert_keys(c: &Pop3Config, table: &toml::Table) -> Vec<String> {
         )
     });
     let passwd_file = (
-        c.auth.backend == super::UserBackend::Postgres && has_key(table, "auth.passwd_file"),
+        c.auth.backend != super::UserBackend::PasswdFile && has_key(table, "auth.passwd_file"),
         "auth.passwd_file",
-        "auth.backend is \"postgres\"",
+        "auth.backend is not \"passwd-file\"",
     );
+    let mysql_keys = ["auth.url", "auth.password_file", "auth.timeout"].map(|k| {
+        (
+            c.auth.backend != super::UserBackend::Mysql && has_key(table, k),
+            k,
+            "auth.backend is not \"mysql\"",
+        )
+    });
     let inert: [(bool, &str, &str); 15] = [
         (
             has_key(table, "protocol.max_arguments"),
@@ -410,6 +418,7 @@ fn inert_keys(c: &Pop3Config, table: &toml::Table) -> Vec<String> {
         .chain(lease_keys)
         .chain(maildir_keys)
         .chain([passwd_file])
+        .chain(mysql_keys)
         .chain([(
             c.lmtp.is_empty() && has_key(table, "security.lmtp_trusted_networks"),
             "security.lmtp_trusted_networks",

@@ -207,13 +207,13 @@ impl deadpool_postgres::Connect for RotatingConnect {
 pub fn check_config(config: &Pop3Config) -> Result<(), SetupError> {
     let s = &config.storage;
     if let Some(q) = &config.auth.password_query {
-        if config.auth.backend != UserBackend::Postgres {
+        if config.auth.backend == UserBackend::PasswdFile {
             return Err(SetupError::new(
                 "auth.password_query",
-                "needs auth.backend = \"postgres\"",
+                "needs auth.backend = \"postgres\" or \"mysql\"",
             ));
         }
-        if !q.contains("$1") {
+        if config.auth.backend == UserBackend::Postgres && !q.contains("$1") {
             return Err(SetupError::new(
                 "auth.password_query",
                 "must take the login as the bound parameter $1",

@@ -167,5 +167,9 @@ async fn a_reload_empties_the_cache() {
     let config = (*srv.manager.services().config).clone();
     srv.manager.reload(config).unwrap();
     assert!(try_login(&srv, "pat", "new").await.starts_with("+OK"));
-    assert!(try_login(&srv, "pat", "old").await.starts_with("-ERR [AUTH]"));
+    assert!(
+        try_login(&srv, "pat", "old")
+            .await
+            .starts_with("-ERR [AUTH]")
+    );
 }

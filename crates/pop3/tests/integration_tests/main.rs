@@ -12,6 +12,7 @@ mod auth_cache;
 mod client;
 mod full_disk;
 mod layers;
+mod mysql;
 mod operations;
 mod postgres;
 mod random_input;

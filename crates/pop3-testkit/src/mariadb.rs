@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! A private MariaDB server (Debian's `mariadb-server`): a data directory
+//! made by `mariadb-install-db` in a temporary directory, `mariadbd` on a
+//! free loopback port (and a socket beside the data), stopped when
+//! dropped. Administered as root over the socket.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{free_port, skip, wait_until};
+
+pub struct MariaDb {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// A MariaDB program told to run as the `mysql` user when the tests run
+/// as root (mariadbd refuses root; it switches users itself, so the child
+/// is the server and a kill reaches it).
+fn as_mysql(program: &str) -> Command {
+    let mut c = Command::new(program);
+    c.arg("--no-defaults");
+    if crate::is_root() {
+        c.arg("--user=mysql");
+    }
+    c
+}
+
+impl MariaDb {
+    /// A fresh server; None (after [`skip`]) where MariaDB is not
+    /// installed.
+    pub fn start() -> Option<MariaDb> {
+        let installed = Command::new("mariadbd")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            skip("mariadbd is not installed (Debian: mariadb-server)");
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "pop3-mariadb-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        if crate::is_root() {
+            let ok = Command::new("chown")
+                .args(["mysql:mysql"])
+                .arg(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "chown mysql {}", dir.display());
+        }
+        let out = as_mysql("mariadb-install-db")
+            .arg(format!("--datadir={}", dir.join("data").display()))
+            .args(["--auth-root-authentication-method=socket", "--skip-test-db"])
+            .output()
+            .expect("mariadb-install-db runs");
+        assert!(
+            out.status.success(),
+            "mariadb-install-db failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut server = MariaDb {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        server.start_again();
+        Some(server)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("sock")
+    }
+
+    /// Start (again, after [`MariaDb::stop`]); back once it answers.
+    pub fn start_again(&mut self) {
+        let log = std::fs::File::create(self.dir.join("log")).unwrap();
+        let child = as_mysql("mariadbd")
+            .arg(format!("--datadir={}", self.dir.join("data").display()))
+            .arg(format!("--socket={}", self.socket().display()))
+            .arg(format!("--pid-file={}", self.dir.join("pid").display()))
+            .arg(format!("--port={}", self.port))
+            .args([
+                "--bind-address=127.0.0.1",
+                "--skip-log-bin",
+                "--innodb-buffer-pool-size=16M",
+                "--skip-name-resolve",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("mariadbd starts");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until(Duration::from_secs(30), "mariadbd listening", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    /// Stop it cleanly (SIGTERM) and wait.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Run SQL as root over the socket; the rows, tab-separated.
+    pub fn sql(&self, sql: &str) -> String {
+        let out = Command::new("mariadb")
+            .arg("--no-defaults")
+            .arg(format!("--socket={}", self.socket().display()))
+            .args(["-u", "root", "-N", "-B", "-e", sql])
+            .output()
+            .expect("the mariadb client runs (Debian: mariadb-client)");
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A database and an account that may read it, from 127.0.0.1 with
+    /// `password`; its URL (without the password) for `[auth] url`.
+    pub fn database_for(&self, db: &str, user: &str, password: &str) -> String {
+        self.sql(&format!(
+            "CREATE DATABASE {db}; \
+             CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{password}'; \
+             GRANT SELECT ON {db}.* TO '{user}'@'127.0.0.1'"
+        ));
+        format!("mysql://{user}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
