@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: AGPL-3.0-only
 //! What the tests of `pop3` and `pop3d` share, as a dev-only crate (never
 //! published): a private PostgreSQL started on first use ([`postgres`]), a
-//! private MariaDB ([`mariadb`]),
+//! private MariaDB ([`mariadb`]) and OpenLDAP ([`slapd`]),
 //! free loopback ports, waits for a condition instead of fixed sleeps, and
 //! skips that cannot hide in a green CI run.
 
 pub mod mariadb;
 pub mod postgres;
+pub mod slapd;
 
 use std::process::Command;
 use std::sync::OnceLock;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 pub use mariadb::MariaDb;
 pub use postgres::Postgres;
+pub use slapd::Slapd;
 
 /// Poll `check` until it gives a value, for at most `within` (then the
 /// test fails naming `what`): a slow machine makes a test slower, never

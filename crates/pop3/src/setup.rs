@@ -103,6 +103,10 @@ fn users_from_config(
             crate::auth::mysql::MysqlUsers::from_config(config)
                 .map_err(|e| UserDbError::Unavailable(e.to_string()))?,
         ),
+        (UserBackend::Ldap, _) => Arc::new(
+            crate::auth::ldap::LdapUsers::from_config(config)
+                .map_err(|e| UserDbError::Unavailable(e.to_string()))?,
+        ),
         (UserBackend::PasswdFile, _) => {
             let users = PasswdFile::open(&config.auth.passwd_file).map_err(|e| match e {
                 UserDbError::Unavailable(why) => {
@@ -267,8 +271,10 @@ pub async fn inspect(config: &Pop3Config) -> Result<Inspection, crate::auth::Set
     }
     crate::services::SaslServices::check(config)?;
     crate::services::breached_passwords(config)?;
-    if config.auth.backend == UserBackend::Mysql {
-        crate::auth::mysql::MysqlUsers::from_config(config)?;
+    match config.auth.backend {
+        UserBackend::Mysql => drop(crate::auth::mysql::MysqlUsers::from_config(config)?),
+        UserBackend::Ldap => drop(crate::auth::ldap::LdapUsers::from_config(config)?),
+        UserBackend::PasswdFile | UserBackend::Postgres => {}
     }
     Ok(found)
 }

@@ -252,6 +252,14 @@ impl UserDb for CachedUsers {
     async fn generation(&self) -> u64 {
         self.inner.generation().await
     }
+
+    async fn check_password(
+        &self,
+        user: Option<&UserRecord>,
+        password: &[u8],
+    ) -> Option<Result<bool, UserDbError>> {
+        self.inner.check_password(user, password).await
+    }
 }
 
 #[cfg(test)]

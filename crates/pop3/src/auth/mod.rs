@@ -6,6 +6,7 @@ pub mod bearer;
 pub mod breached;
 pub mod cache;
 pub mod cram_context;
+pub mod ldap;
 pub mod md5_crypt;
 pub mod mysql;
 pub mod passwd;
@@ -47,6 +48,8 @@ pub struct UserRecord {
     pub settings: UserSettings,
     /// Whether the user may log in, and receive mail.
     pub account: Account,
+    /// Where a directory keeps the user (LDAP), to bind as them.
+    pub dn: Option<String>,
 }
 
 /// What an account may do (`pop3d user disable [--no-mail]`).
@@ -141,6 +144,14 @@ impl UserDb for CheckedNames {
     async fn generation(&self) -> u64 {
         self.0.generation().await
     }
+
+    async fn check_password(
+        &self,
+        user: Option<&UserRecord>,
+        password: &[u8],
+    ) -> Option<Result<bool, UserDbError>> {
+        self.0.check_password(user, password).await
+    }
 }
 
 impl CheckedNames {
@@ -188,6 +199,18 @@ pub trait UserDb: Send + Sync {
     /// (true only for [`CheckedNames`], so that it is never stacked).
     fn checks_names(&self) -> bool {
         false
+    }
+
+    /// For a database that checks passwords itself (LDAP's `auth_bind`):
+    /// whether `password` is right for `user` (None: an unknown user, to
+    /// be answered at the cost of a known one). None: the stored secret
+    /// decides, as for every other database.
+    async fn check_password(
+        &self,
+        _user: Option<&UserRecord>,
+        _password: &[u8],
+    ) -> Option<Result<bool, UserDbError>> {
+        None
     }
 
     /// A number that changes whenever what the database says may have

@@ -161,6 +161,7 @@ fn parse_line(line: &str) -> Result<UserRecord, String> {
         extra,
         settings,
         account: Default::default(),
+        dn: None,
     })
 }
 

@@ -92,6 +92,7 @@ pub(crate) fn record(
             (true, false) => Account::LoginDisabled,
             (true, true) => Account::Closed,
         },
+        dn: None,
     })
 }
 

@@ -43,6 +43,7 @@ impl StaticUsers {
             extra: String::new(),
             settings: Default::default(),
             account: Default::default(),
+            dn: None,
         })
     }
 }

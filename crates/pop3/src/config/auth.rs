@@ -30,8 +30,8 @@ pub struct AuthConfig {
     /// The password of `url`'s account: the first line of this file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
-    /// The longest a lookup in a networked user database (MySQL) may
-    /// take, connecting included, before the login gets `[SYS/TEMP]`.
+    /// The longest a lookup in a networked user database (MySQL, LDAP)
+    /// may take, connecting included, before the login gets `[SYS/TEMP]`.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// SASL mechanisms offered by AUTH.
@@ -59,6 +59,9 @@ pub struct AuthConfig {
     /// Kerberos 5 for GSSAPI (cargo feature `gssapi`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gssapi: Option<GssapiConfig>,
+    /// Users in an LDAP directory (`backend = "ldap"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ldap: Option<LdapConfig>,
     /// A file of at least 32 random octets, the same on every node: keys
     /// what SCRAM answers for unknown users (and the salts of plaintext
     /// secrets), so the answers are the same on every node and after a
@@ -114,6 +117,7 @@ impl Default for AuthConfig {
             external_identity: ExternalIdentity::SubjectCn,
             oauth: None,
             gssapi: None,
+            ldap: None,
             secret_key_file: None,
             breached_passwords_file: None,
             breached_passwords_policy: BreachedPolicy::Warn,
@@ -136,6 +140,89 @@ pub enum UserBackend {
     /// An existing MySQL or MariaDB table (Postfixadmin's `mailbox`)
     /// through `password_query`, at `url`.
     Mysql,
+    /// An LDAP directory, `[auth.ldap]`.
+    Ldap,
+}
+
+/// `[auth.ldap]`: the keys of Dovecot's `dovecot-ldap.conf.ext`, meaning
+/// what they mean there, so that values carry over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LdapConfig {
+    /// `ldap://host:port` or `ldaps://host:port`; several for failover,
+    /// tried in order.
+    pub uris: Vec<String>,
+    /// The account lookups bind as; anonymous when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dn: Option<String>,
+    /// Its password: the first line of this file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dnpass_file: Option<PathBuf>,
+    pub base: String,
+    pub scope: LdapScope,
+    /// Finds the user for a login: `%u` the login, `%n` its part before
+    /// the last `@`, `%d` after it; each escaped as RFC 4515 says.
+    pub pass_filter: String,
+    /// `ldapAttribute=field,...`: which attributes hold the user name
+    /// (`user`) and the secret (`password`) and any per-user field.
+    pub pass_attrs: String,
+    /// Finds the user for a delivery or another lookup without a
+    /// password; `pass_filter` when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_filter: Option<String>,
+    /// `ldapAttribute=field,...` for `home`, `uid`, `gid`, `expire`,
+    /// `login_delay`, `quota_rule`, `allow_nets`.
+    pub user_attrs: String,
+    /// Check a password by binding as the user instead of reading it.
+    pub auth_bind: bool,
+    /// With `auth_bind`: the user's DN made from this template (`%u`,
+    /// `%n`, `%d`, escaped as RFC 4514 says) instead of searched for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_bind_userdn: Option<String>,
+    /// `starttls` on `ldap://` URIs (ldaps:// is TLS from the start).
+    pub tls: LdapTls,
+    /// The CA that signed the directory's certificate (system roots when
+    /// unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Connections kept for lookups, and as many for binds.
+    pub pool_size: usize,
+}
+
+impl Default for LdapConfig {
+    fn default() -> Self {
+        LdapConfig {
+            uris: Vec::new(),
+            dn: None,
+            dnpass_file: None,
+            base: String::new(),
+            scope: LdapScope::Subtree,
+            pass_filter: "(&(objectClass=posixAccount)(uid=%u))".into(),
+            pass_attrs: "uid=user,userPassword=password".into(),
+            user_filter: None,
+            user_attrs: "homeDirectory=home,uidNumber=uid,gidNumber=gid".into(),
+            auth_bind: false,
+            auth_bind_userdn: None,
+            tls: LdapTls::None,
+            ca_file: None,
+            pool_size: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LdapScope {
+    Base,
+    Onelevel,
+    Subtree,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LdapTls {
+    None,
+    Starttls,
 }
 
 /// Where EXTERNAL finds the user name in a client certificate.

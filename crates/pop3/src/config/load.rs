@@ -184,6 +184,13 @@ impl Pop3Config {
             &mut self.auth.password_file,
         ]
         .into_iter()
+        .chain(
+            self.auth
+                .ldap
+                .as_mut()
+                .into_iter()
+                .flat_map(|l| [&mut l.dnpass_file, &mut l.ca_file]),
+        )
         .flatten()
         {
             fix(p);
@@ -327,13 +334,29 @@ fn inert_keys(c: &Pop3Config, table: &toml::Table) -> Vec<String> {
         "auth.passwd_file",
         "auth.backend is not \"passwd-file\"",
     );
-    let mysql_keys = ["auth.url", "auth.password_file", "auth.timeout"].map(|k| {
+    let mysql_keys = ["auth.url", "auth.password_file"].map(|k| {
         (
             c.auth.backend != super::UserBackend::Mysql && has_key(table, k),
             k,
             "auth.backend is not \"mysql\"",
         )
     });
+    let networked = matches!(
+        c.auth.backend,
+        super::UserBackend::Mysql | super::UserBackend::Ldap
+    );
+    let directory_keys = [
+        (
+            !networked && has_key(table, "auth.timeout"),
+            "auth.timeout",
+            "auth.backend is neither \"mysql\" nor \"ldap\"",
+        ),
+        (
+            c.auth.backend != super::UserBackend::Ldap && c.auth.ldap.is_some(),
+            "auth.ldap",
+            "auth.backend is not \"ldap\"",
+        ),
+    ];
     let inert: [(bool, &str, &str); 15] = [
         (
             has_key(table, "protocol.max_arguments"),
@@ -419,6 +442,7 @@ fn inert_keys(c: &Pop3Config, table: &toml::Table) -> Vec<String> {
         .chain(maildir_keys)
         .chain([passwd_file])
         .chain(mysql_keys)
+        .chain(directory_keys)
         .chain([(
             c.lmtp.is_empty() && has_key(table, "security.lmtp_trusted_networks"),
             "security.lmtp_trusted_networks",

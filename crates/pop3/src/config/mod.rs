@@ -19,7 +19,8 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 pub use auth::{
-    AuthConfig, BreachedPolicy, ExternalIdentity, GssapiConfig, OAuthConfig, UserBackend,
+    AuthConfig, BreachedPolicy, ExternalIdentity, GssapiConfig, LdapConfig, LdapScope, LdapTls,
+    OAuthConfig, UserBackend,
 };
 pub use listener::{ListenerConfig, TlsConfig, TlsMode};
 pub use lmtp::LmtpConfig;

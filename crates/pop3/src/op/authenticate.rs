@@ -345,9 +345,15 @@ async fn check_password(
         Some(remembered) => remembered,
         None => {
             let generation = cache.map(|c| c.generation());
-            let verified = match secret {
-                Some(secret) => services.verifier.verify(secret, password).await,
-                None => {
+            let by_database = services
+                .users
+                .check_password(record.as_deref(), password)
+                .await;
+            let verified = match (by_database, secret) {
+                (Some(Ok(verified)), _) => verified,
+                (Some(Err(e)), _) => return userdb_unavailable(services, e).into(),
+                (None, Some(secret)) => services.verifier.verify(secret, password).await,
+                (None, None) => {
                     if let Some(decoy) = services.users.decoy() {
                         let _ = services.verifier.verify(&decoy, password).await;
                     }
@@ -386,11 +392,19 @@ async fn check_password(
 }
 
 async fn lookup(services: &Services, name: &str) -> Result<Option<Arc<UserRecord>>, Reply> {
-    services.users.lookup(name).await.map_err(|e| {
-        services.metrics.userdb_errors.inc();
-        tracing::error!("user database: {e}");
-        Reply::err_code(RespCode::SysTemp, "Authentication service unavailable")
-    })
+    services
+        .users
+        .lookup(name)
+        .await
+        .map_err(|e| userdb_unavailable(services, e))
+}
+
+/// The user database could not answer: `[SYS/TEMP]`, never "wrong
+/// password", and counted.
+fn userdb_unavailable(services: &Services, e: crate::auth::UserDbError) -> Reply {
+    services.metrics.userdb_errors.inc();
+    tracing::error!("user database: {e}");
+    Reply::err_code(RespCode::SysTemp, "Authentication service unavailable")
 }
 
 /// Bad credentials: always the same `-ERR [AUTH]` reply.

@@ -12,6 +12,7 @@ mod auth_cache;
 mod client;
 mod full_disk;
 mod layers;
+mod ldap;
 mod mysql;
 mod operations;
 mod postgres;

@@ -462,6 +462,7 @@ mod tests {
             extra: String::new(),
             settings: Default::default(),
             account: Default::default(),
+            dn: None,
         }
     }
 

@@ -74,6 +74,7 @@ mod tests {
             extra: String::new(),
             settings: Default::default(),
             account: Default::default(),
+            dn: None,
         };
         assert_eq!(expand("%h/Maildir", &u).unwrap(), "/home/alice/Maildir");
         assert_eq!(expand("/m/%d/%n/%%", &u).unwrap(), "/m/example.org/alice/%");
