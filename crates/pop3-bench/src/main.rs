@@ -2,12 +2,14 @@
 //! `pop3-bench`: drive a POP3 server on loopback and report sessions/s,
 //! MiB/s, latency percentiles and errors; or, as `ceiling`, answer POP3
 //! with canned replies to show what the machine allows without any POP3
-//! work. Every loop is bounded by `--duration`.
+//! work; or, as `userdb`, compare logins/s across user databases. Every
+//! loop is bounded by `--duration`.
 
 mod ceiling;
 mod client;
 mod lmtp;
 mod report;
+mod userdb;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +36,9 @@ struct Cli {
 enum Cmd {
     /// Run a load against a server.
     Run(RunArgs),
+    /// Logins/s with the users in each user database, with and without
+    /// the auth cache (starts its own PostgreSQL, MariaDB and slapd).
+    Userdb(userdb::UserdbArgs),
     /// Serve canned POP3 replies (the ceiling reference).
     Ceiling {
         #[arg(long, default_value = "127.0.0.1:3110")]
@@ -122,6 +127,7 @@ fn main() {
                 std::process::exit(1);
             }
         }
+        Cmd::Userdb(args) => userdb::run(&rt, &args),
         Cmd::Ceiling {
             listen,
             messages,

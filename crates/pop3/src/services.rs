@@ -5,6 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::auth::app_passwords::AppPasswords;
 use crate::auth::bearer::BearerValidator;
 use crate::auth::cache::{AuthCache, CachedUsers};
 use crate::auth::{BreachedPasswords, SetupError, UserDb, Verifier};
@@ -41,6 +42,8 @@ pub struct Services {
     pub(crate) breached: Option<Arc<BreachedPasswords>>,
     /// The auth cache (`auth.cache_size`), emptied by a reload.
     pub(crate) auth_cache: Option<Arc<AuthCache>>,
+    /// `auth.app_passwords_file`, followed as it changes.
+    pub(crate) app_passwords: Option<Arc<AppPasswords>>,
 }
 
 /// What outlives a reload: counters, blocks, the shutdown signal.
@@ -179,6 +182,14 @@ impl Services {
         let sasl = SaslServices::new(&config, shared.salt_key.clone())?;
         let breached = breached_passwords(&config)?.map(Arc::new);
         let auth_cache = AuthCache::from_config(&config.auth);
+        let app_passwords = match &config.auth.app_passwords_file {
+            Some(file) => {
+                Some(Arc::new(AppPasswords::open(file).map_err(|why| {
+                    SetupError::new("auth.app_passwords_file", why)
+                })?))
+            }
+            None => None,
+        };
         let given_users = users.clone();
         let users = match &auth_cache {
             Some(cache) => Arc::new(CachedUsers {
@@ -210,6 +221,7 @@ impl Services {
             sasl,
             breached,
             auth_cache,
+            app_passwords,
         })
     }
 }

@@ -5,6 +5,7 @@
 //! `user` and `migrate-maildir` look after the PostgreSQL backend.
 
 mod admin;
+mod app_password;
 mod check_config;
 mod import_pop3;
 mod mailbox;
@@ -113,6 +114,11 @@ enum Command {
         #[command(subcommand)]
         command: admin::DbCommand,
     },
+    /// App passwords (auth.app_passwords_file): add, list, revoke.
+    AppPassword {
+        #[command(subcommand)]
+        command: app_password::AppPasswordCommand,
+    },
     /// pop3d's own users in PostgreSQL (auth.backend = "postgres").
     User {
         #[command(subcommand)]
@@ -198,6 +204,13 @@ fn main() -> ExitCode {
         Command::Db { command } => {
             let path = command.config().to_path_buf();
             with_config(&path, |c| async move { admin::db(&c, command).await })
+        }
+        Command::AppPassword { command } => {
+            let path = command.config().to_path_buf();
+            with_config(
+                &path,
+                |c| async move { app_password::run(&c, command).await },
+            )
         }
         Command::User { command } => {
             let path = command.config().to_path_buf();

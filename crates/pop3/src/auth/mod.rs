@@ -2,6 +2,7 @@
 //! Users and credentials: the [`UserDb`] trait, password schemes, SASL
 //! mechanisms, and verification that keeps slow hashes off the async workers.
 
+pub mod app_passwords;
 pub mod bearer;
 pub mod breached;
 pub mod cache;

@@ -22,6 +22,8 @@ pub struct UserSettings {
     pub quota: Option<Quota>,
     /// The networks the user may log in from; None: anywhere.
     pub allow_nets: Option<Vec<IpNet>>,
+    /// Only app passwords open the mailbox (None: `[auth]` decides).
+    pub require_app_passwords: Option<bool>,
 }
 
 /// What applies to one user: the user database's values where it sets
@@ -103,6 +105,13 @@ impl UserSettings {
     /// network at all: a typo must not open the account to everyone.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         match key {
+            "require_app_passwords" => {
+                self.require_app_passwords = Some(match value.to_ascii_lowercase().as_str() {
+                    "yes" | "y" | "true" | "1" => true,
+                    "no" | "n" | "false" | "0" => false,
+                    _ => return Err(format!("{key}: {value:?} is not yes or no")),
+                });
+            }
             "allow_nets" => {
                 let nets = parse_allow_nets(value);
                 self.allow_nets = Some(nets.clone().unwrap_or_default());
@@ -133,7 +142,7 @@ impl UserSettings {
 
 /// Dovecot's `allow_nets`: networks and addresses separated by commas
 /// (or spaces), `192.0.2.0/24,2001:db8::/32,198.51.100.7`.
-fn parse_allow_nets(value: &str) -> Result<Vec<IpNet>, String> {
+pub fn parse_allow_nets(value: &str) -> Result<Vec<IpNet>, String> {
     value
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|w| !w.is_empty())

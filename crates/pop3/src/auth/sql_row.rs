@@ -10,7 +10,13 @@ use std::sync::Mutex;
 use super::{Account, Scheme, StoredSecret, UserDbError, UserRecord, UserSettings, hash_password};
 
 /// Columns a user query may return beside `user` and `password`.
-pub(crate) const SETTING_COLUMNS: [&str; 4] = ["expire", "login_delay", "quota_rule", "allow_nets"];
+pub(crate) const SETTING_COLUMNS: [&str; 5] = [
+    "expire",
+    "login_delay",
+    "quota_rule",
+    "allow_nets",
+    "require_app_passwords",
+];
 
 /// One row, as the database client reads it.
 pub(crate) trait UserRow {

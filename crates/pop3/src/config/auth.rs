@@ -75,6 +75,14 @@ pub struct AuthConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breached_passwords_file: Option<PathBuf>,
     pub breached_passwords_policy: BreachedPolicy,
+    /// App passwords (`pop3d app-password`): where they are kept. Unset:
+    /// none are accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_passwords_file: Option<PathBuf>,
+    /// Refuse the account password for POP3: only app passwords open the
+    /// mailbox (a user database field `require_app_passwords` decides per
+    /// user).
+    pub require_app_passwords: bool,
     /// The auth cache, as Dovecot's `auth_cache_size`: entries (user
     /// lookups and password checks) kept in memory; 0 (the default): off.
     pub cache_size: usize,
@@ -121,6 +129,8 @@ impl Default for AuthConfig {
             secret_key_file: None,
             breached_passwords_file: None,
             breached_passwords_policy: BreachedPolicy::Warn,
+            app_passwords_file: None,
+            require_app_passwords: false,
             cache_size: 0,
             cache_ttl: Duration::from_secs(3600),
             cache_negative_ttl: Duration::from_secs(3600),

@@ -182,6 +182,7 @@ impl Pop3Config {
             &mut self.auth.secret_key_file,
             &mut self.auth.breached_passwords_file,
             &mut self.auth.password_file,
+            &mut self.auth.app_passwords_file,
         ]
         .into_iter()
         .chain(

@@ -227,7 +227,7 @@ pub async fn sasl_verified(
 
 /// Log `record`'s owner in, or, when a master user named `acting_as`, the
 /// user it names.
-async fn login_as(
+pub(super) async fn login_as(
     state: &mut State,
     conn: &Connection,
     services: &Services,
@@ -339,6 +339,14 @@ async fn check_password(
         Ok(r) => r,
         Err(reply) => return reply.into(),
     };
+    if let Some(user) = &record
+        && let Some(outcome) = super::app_password::check(
+            state, conn, services, stats, mechanism, user, password, acting_as,
+        )
+        .await
+    {
+        return outcome;
+    }
     let cache = services.auth_cache.as_deref();
     let secret = record.as_ref().and_then(|r| r.secret.as_ref());
     let verified = match cache.and_then(|c| c.verified(name, secret, password)) {
@@ -413,7 +421,7 @@ pub(super) fn bad_credentials() -> Reply {
 }
 
 /// Bad credentials, answered and counted like every other.
-async fn denied(
+pub(super) async fn denied(
     state: &mut State,
     conn: &Connection,
     services: &Services,

@@ -3,6 +3,7 @@
 //! connection context and returns an [`Outcome`]; none touches a socket.
 //! Which command is legal in which state is decided here, in [`dispatch`].
 
+mod app_password;
 pub mod authenticate;
 mod breached;
 pub mod capa;

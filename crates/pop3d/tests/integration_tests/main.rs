@@ -7,6 +7,7 @@
 
 mod common;
 
+mod app_passwords;
 mod attack_tools;
 mod attacks;
 mod cli;

@@ -1,0 +1,450 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! App passwords: generated passwords, one per device or program, each
+//! with a label, an optional expiry and optional networks, revocable one
+//! at a time; with `require_app_passwords` the account password no longer
+//! opens the mailbox over POP3, so a phished one is not enough.
+//!
+//! Kept in `auth.app_passwords_file`, one per line:
+//! `user:id:label:created:expires:networks:key:mac`, where `mac` is
+//! HMAC-SHA256 under the entry's own random `key` of the password (at
+//! least 130 random bits: no slow hash is needed, and a login costs
+//! microseconds). Last use (time and address) is kept in memory and
+//! written beside it (`FILE.last-use`) at most every [`FLUSH_EVERY`], not
+//! once per login. The file is read again when it changes, so `pop3d
+//! app-password add|revoke` apply to a running server at once.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use ipnet::IpNet;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+/// Generated passwords: 28 characters of this alphabet (5 bits each, 140
+/// bits), lower case without i, l, o and v (no look-alikes of 1, 0 or u),
+/// in groups of four for typing.
+const ALPHABET: &[u8; 32] = b"abcdefghjkmnpqrstuwxyz0123456789";
+const LENGTH: usize = 28;
+
+/// How often last use is written at most.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(60);
+
+/// One app password as the file keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppPassword {
+    pub user: String,
+    pub id: String,
+    pub label: String,
+    /// Unix seconds.
+    pub created: u64,
+    pub expires: Option<u64>,
+    /// None: from anywhere.
+    pub networks: Option<Vec<IpNet>>,
+    key: [u8; 16],
+    mac: [u8; 32],
+}
+
+/// What a password given at login is, as an app password of its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A valid app password (its id).
+    Valid(String),
+    /// An app password, refused (why, for the log).
+    Refused(&'static str),
+    /// None of the user's app passwords.
+    NoMatch,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What is compared: a typed password without the dashes and spaces of
+/// its grouping, in lower case (generated passwords have no other
+/// characters, so nothing else is changed).
+fn normalise(password: &[u8]) -> Vec<u8> {
+    password
+        .iter()
+        .filter(|b| !matches!(b, b'-' | b' '))
+        .map(u8::to_ascii_lowercase)
+        .collect()
+}
+
+fn mac(key: &[u8; 16], password: &[u8]) -> [u8; 32] {
+    let mut m = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+    m.update(&normalise(password));
+    m.finalize().into_bytes().into()
+}
+
+impl AppPassword {
+    /// A new app password for `user`: the entry, and the password to show
+    /// once.
+    pub fn generate(
+        user: &str,
+        label: &str,
+        expires: Option<u64>,
+        networks: Option<Vec<IpNet>>,
+    ) -> Result<(AppPassword, String), String> {
+        if label.is_empty()
+            || !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
+        {
+            return Err(format!(
+                "label {label:?}: letters, digits and . _ - @ only, not empty"
+            ));
+        }
+        let mut random = [0u8; LENGTH + 16 + 4];
+        getrandom::fill(&mut random).map_err(|e| format!("no randomness: {e}"))?;
+        let chars: String = random[..LENGTH]
+            .iter()
+            .map(|b| ALPHABET[usize::from(b & 31)] as char)
+            .collect();
+        let password = chars
+            .as_bytes()
+            .chunks(4)
+            .map(|c| std::str::from_utf8(c).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("-");
+        let key: [u8; 16] = random[LENGTH..LENGTH + 16].try_into().unwrap_or_default();
+        let id = crate::hex::encode(&random[LENGTH + 16..]);
+        let entry = AppPassword {
+            user: user.to_owned(),
+            id,
+            label: label.to_owned(),
+            created: now(),
+            expires,
+            networks,
+            mac: mac(&key, password.as_bytes()),
+            key,
+        };
+        Ok((entry, password))
+    }
+
+    fn matches(&self, password: &[u8]) -> bool {
+        bool::from(mac(&self.key, password).ct_eq(&self.mac))
+    }
+
+    fn line(&self) -> String {
+        let nets = match &self.networks {
+            Some(n) => n
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            None => "-".into(),
+        };
+        format!(
+            "{}:{}:{}:{}:{}:{}:{}:{}\n",
+            self.user,
+            self.id,
+            self.label,
+            self.created,
+            self.expires.map_or("-".into(), |e| e.to_string()),
+            nets.replace(':', ";"),
+            crate::hex::encode(&self.key),
+            crate::hex::encode(&self.mac)
+        )
+    }
+
+    fn parse(line: &str) -> Result<AppPassword, String> {
+        // The user name may hold ':'? Never: check_name forbids nothing
+        // but '/', so split from the right for the fixed fields.
+        let fields: Vec<&str> = line.rsplitn(8, ':').collect();
+        let [mac, key, nets, expires, created, label, id, user] = fields[..] else {
+            return Err("not user:id:label:created:expires:networks:key:mac".into());
+        };
+        let number = |s: &str, what: &str| {
+            s.parse::<u64>()
+                .map_err(|_| format!("{what} {s:?} is not a number"))
+        };
+        let networks = match nets {
+            "-" => None,
+            n => Some(
+                n.replace(';', ":")
+                    .split(',')
+                    .map(|n| n.parse::<IpNet>().map_err(|_| format!("network {n:?}")))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        Ok(AppPassword {
+            user: user.to_owned(),
+            id: id.to_owned(),
+            label: label.to_owned(),
+            created: number(created, "created")?,
+            expires: match expires {
+                "-" => None,
+                e => Some(number(e, "expires")?),
+            },
+            networks,
+            key: crate::hex::decode::<16>(key).ok_or("key is not 16 octets in hex")?,
+            mac: crate::hex::decode::<32>(mac).ok_or("mac is not 32 octets in hex")?,
+        })
+    }
+}
+
+/// The lines of an app password file; bad lines are reported and
+/// skipped.
+pub fn parse(text: &str) -> (Vec<AppPassword>, Vec<String>) {
+    let mut entries = Vec::new();
+    let mut warnings = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match AppPassword::parse(line) {
+            Ok(e) => entries.push(e),
+            Err(why) => warnings.push(format!("line {}: {why}", i + 1)),
+        }
+    }
+    (entries, warnings)
+}
+
+/// The file's text for `entries`.
+pub fn render(entries: &[AppPassword]) -> String {
+    entries.iter().map(AppPassword::line).collect()
+}
+
+/// Last use of each app password: (user, id) to (unix seconds, address).
+pub type LastUse = HashMap<(String, String), (u64, IpAddr)>;
+
+/// The last-use file beside `file`.
+pub fn last_use_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".last-use");
+    PathBuf::from(name)
+}
+
+pub fn read_last_use(file: &Path) -> LastUse {
+    let text = std::fs::read_to_string(last_use_path(file)).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.rsplitn(4, ' ');
+            let (ip, at, id, user) = (f.next()?, f.next()?, f.next()?, f.next()?);
+            Some((
+                (user.into(), id.into()),
+                (at.parse().ok()?, ip.parse().ok()?),
+            ))
+        })
+        .collect()
+}
+
+/// Write `file` (a temporary file renamed over it).
+pub fn write(file: &Path, entries: &[AppPassword]) -> std::io::Result<()> {
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| std::io::Error::other("no file name"))?;
+    crate::safe_fs::replace_file(dir, name, render(entries).as_bytes())
+}
+
+/// The app passwords a server checks: `auth.app_passwords_file`, followed
+/// as it changes.
+pub struct AppPasswords {
+    file: PathBuf,
+    state: Mutex<State>,
+}
+
+struct State {
+    entries: Vec<AppPassword>,
+    stamp: Option<(SystemTime, u64)>,
+    checked: Instant,
+    last_use: LastUse,
+    dirty: bool,
+    /// None until the first write: the first use is written at once.
+    flushed: Option<Instant>,
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let md = std::fs::metadata(path).ok()?;
+    Some((md.modified().ok()?, md.len()))
+}
+
+impl AppPasswords {
+    /// Read the file (a missing one is empty: no app password yet).
+    pub fn open(file: &Path) -> Result<AppPasswords, String> {
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(format!("{}: {e}", file.display())),
+        };
+        let (entries, warnings) = parse(&text);
+        for w in warnings {
+            tracing::warn!(file = %file.display(), "{w}");
+        }
+        Ok(AppPasswords {
+            file: file.to_owned(),
+            state: Mutex::new(State {
+                entries,
+                stamp: stamp(file),
+                checked: Instant::now(),
+                last_use: read_last_use(file),
+                dirty: false,
+                flushed: None,
+            }),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Read the file again if it changed (looked at most once a second).
+    fn follow(&self, st: &mut State) {
+        if st.checked.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        st.checked = Instant::now();
+        let now = stamp(&self.file);
+        if now == st.stamp {
+            return;
+        }
+        st.stamp = now;
+        let text = std::fs::read_to_string(&self.file).unwrap_or_default();
+        let (entries, warnings) = parse(&text);
+        for w in warnings {
+            tracing::warn!(file = %self.file.display(), "{w}");
+        }
+        st.entries = entries;
+    }
+
+    /// Whether `password` is one of `user`'s app passwords, and usable
+    /// from `peer` now. A valid one has its use noted.
+    pub fn check(&self, user: &str, password: &[u8], peer: IpAddr) -> Verdict {
+        let peer = peer.to_canonical();
+        let mut st = self.state();
+        self.follow(&mut st);
+        let Some(entry) = st
+            .entries
+            .iter()
+            .find(|e| e.user == user && e.matches(password))
+        else {
+            return Verdict::NoMatch;
+        };
+        let at = now();
+        if entry.expires.is_some_and(|e| at >= e) {
+            return Verdict::Refused("app password expired");
+        }
+        if let Some(nets) = &entry.networks
+            && !nets.iter().any(|n| n.contains(&peer))
+        {
+            return Verdict::Refused("address outside the app password's networks");
+        }
+        let id = entry.id.clone();
+        st.last_use
+            .insert((user.to_owned(), id.clone()), (at, peer));
+        st.dirty = true;
+        Verdict::Valid(id)
+    }
+
+    /// Whether `user` has any app password (for `require_app_passwords`,
+    /// and for telling a user without one why the login failed).
+    pub fn any_for(&self, user: &str) -> bool {
+        self.state().entries.iter().any(|e| e.user == user)
+    }
+
+    /// The last uses to write, when some are new and this is the first
+    /// write or [`FLUSH_EVERY`] passed since the last (or `now`): the
+    /// caller writes them off the async workers.
+    pub fn take_last_use(&self, now: bool) -> Option<(PathBuf, String)> {
+        let mut st = self.state();
+        let recent = st.flushed.is_some_and(|at| at.elapsed() < FLUSH_EVERY);
+        if !st.dirty || (!now && recent) {
+            return None;
+        }
+        st.dirty = false;
+        st.flushed = Some(Instant::now());
+        let mut lines: Vec<String> = st
+            .last_use
+            .iter()
+            .map(|((user, id), (at, ip))| format!("{user} {id} {at} {ip}\n"))
+            .collect();
+        lines.sort();
+        Some((last_use_path(&self.file), lines.concat()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_password_checks_typed_with_or_without_its_dashes() {
+        let (e, pw) = AppPassword::generate("alice", "phone", None, None).unwrap();
+        assert_eq!(pw.len(), LENGTH + LENGTH / 4 - 1);
+        assert!(e.matches(pw.as_bytes()));
+        assert!(e.matches(pw.replace('-', "").to_uppercase().as_bytes()));
+        assert!(!e.matches(b"wrong"));
+        let (_, other) = AppPassword::generate("alice", "phone", None, None).unwrap();
+        assert_ne!(pw, other);
+        // What the file holds is neither the password nor its plain hash.
+        let line = e.line();
+        assert!(!line.contains(&pw) && !line.contains(&pw.replace('-', "")));
+        assert!(AppPassword::generate("alice", "a:b", None, None).is_err());
+        assert!(AppPassword::generate("alice", "", None, None).is_err());
+    }
+
+    #[test]
+    fn the_file_reads_back_what_was_written() {
+        let nets = Some(vec![
+            "192.0.2.0/24".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ]);
+        let (a, _) = AppPassword::generate("alice@example.org", "laptop", Some(99), nets).unwrap();
+        let (b, _) = AppPassword::generate("bob", "phone", None, None).unwrap();
+        let text = render(&[a.clone(), b.clone()]);
+        let (back, warnings) = parse(&format!("{text}garbage line\n"));
+        assert_eq!(back, [a, b]);
+        assert_eq!(warnings.len(), 1);
+    }
+
+    #[test]
+    fn expiry_and_networks_refuse_a_right_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app-passwords");
+        let here: IpAddr = "127.0.0.1".parse().unwrap();
+        let (open, p1) = AppPassword::generate("alice", "a", None, None).unwrap();
+        let (old, p2) = AppPassword::generate("alice", "b", Some(now() - 1), None).unwrap();
+        let (far, p3) = AppPassword::generate(
+            "alice",
+            "c",
+            None,
+            Some(vec!["192.0.2.0/24".parse().unwrap()]),
+        )
+        .unwrap();
+        write(&file, &[open.clone(), old, far]).unwrap();
+        let app = AppPasswords::open(&file).unwrap();
+        assert_eq!(
+            app.check("alice", p1.as_bytes(), here),
+            Verdict::Valid(open.id)
+        );
+        assert_eq!(app.check("bob", p1.as_bytes(), here), Verdict::NoMatch);
+        assert!(matches!(
+            app.check("alice", p2.as_bytes(), here),
+            Verdict::Refused(_)
+        ));
+        assert!(matches!(
+            app.check("alice", p3.as_bytes(), here),
+            Verdict::Refused(_)
+        ));
+        let v4_mapped: IpAddr = "::ffff:192.0.2.9".parse().unwrap();
+        assert!(matches!(
+            app.check("alice", p3.as_bytes(), v4_mapped),
+            Verdict::Valid(_)
+        ));
+        assert_eq!(app.check("alice", b"secret", here), Verdict::NoMatch);
+        // Last use: written when asked, once.
+        let (path, text) = app.take_last_use(true).unwrap();
+        assert!(text.starts_with("alice "), "{text}");
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(read_last_use(&file).len(), 2);
+        assert!(app.take_last_use(true).is_none());
+    }
+}

@@ -1,0 +1,68 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+//! A password given with USER/PASS, PLAIN or LOGIN that is one of the
+//! user's app passwords (`auth.app_passwords_file`), and the account
+//! password refused where app passwords are required.
+
+use std::sync::Arc;
+
+use super::authenticate::{denied, login_as};
+use super::{Connection, Outcome, SessionStats, State};
+use crate::auth::UserRecord;
+use crate::auth::app_passwords::Verdict;
+use crate::services::Services;
+
+/// None: not an app password, and the account password may be checked.
+/// Some: the login (or its refusal) decided here.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn check(
+    state: &mut State,
+    conn: &Connection,
+    services: &Services,
+    stats: &mut SessionStats,
+    mechanism: &'static str,
+    user: &Arc<UserRecord>,
+    password: &[u8],
+    acting_as: Option<&str>,
+) -> Option<Outcome> {
+    let required = user
+        .settings
+        .require_app_passwords
+        .unwrap_or(services.config.auth.require_app_passwords);
+    let verdict = match &services.app_passwords {
+        Some(app) => app.check(&user.name, password, conn.peer.ip()),
+        None => Verdict::NoMatch,
+    };
+    let reason = match verdict {
+        Verdict::Valid(id) => {
+            tracing::info!(user = %user.name, app_password = %id, "app password used");
+            if let Some(app) = &services.app_passwords
+                && let Some((path, text)) = app.take_last_use(false)
+            {
+                // Batched, off the async workers; a failure costs only the
+                // record of last use.
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = std::fs::write(&path, text) {
+                        tracing::warn!(file = %path.display(), "cannot record app password use: {e}");
+                    }
+                });
+            }
+            let acting_as = acting_as.map(str::to_owned);
+            return Some(
+                login_as(
+                    state,
+                    conn,
+                    services,
+                    stats,
+                    mechanism,
+                    user.clone(),
+                    acting_as,
+                )
+                .await,
+            );
+        }
+        Verdict::Refused(why) => why,
+        Verdict::NoMatch if required => "account password refused: app passwords required",
+        Verdict::NoMatch => return None,
+    };
+    Some(denied(state, conn, services, Some(&user.name), mechanism, reason).await)
+}
