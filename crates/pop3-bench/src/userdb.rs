@@ -226,8 +226,13 @@ pub fn run(rt: &tokio::runtime::Runtime, args: &UserdbArgs) {
     // rates[backend][cache] = one figure per repetition
     let mut rates = vec![[Vec::new(), Vec::new()]; list.len()];
     for rep in 0..args.repeats {
-        for (b, backend) in list.iter().enumerate() {
-            for cache in [false, true] {
+        // Each repetition starts one configuration later, so that no
+        // configuration always runs first (or right after another).
+        for i in 0..list.len() {
+            let b = (i + rep) % list.len();
+            let backend = &list[b];
+            let order = if rep % 2 == 0 { [false, true] } else { [true, false] };
+            for cache in order {
                 let server = start(&dir, &pop3d, backend, cache);
                 let load = |seconds: f64| RunArgs {
                     mode: Mode::Login,
