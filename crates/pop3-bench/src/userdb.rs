@@ -231,7 +231,11 @@ pub fn run(rt: &tokio::runtime::Runtime, args: &UserdbArgs) {
         for i in 0..list.len() {
             let b = (i + rep) % list.len();
             let backend = &list[b];
-            let order = if rep % 2 == 0 { [false, true] } else { [true, false] };
+            let order = if rep % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
             for cache in order {
                 let server = start(&dir, &pop3d, backend, cache);
                 let load = |seconds: f64| RunArgs {

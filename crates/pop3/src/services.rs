@@ -42,7 +42,8 @@ pub struct Services {
     pub(crate) breached: Option<Arc<BreachedPasswords>>,
     /// The auth cache (`auth.cache_size`), emptied by a reload.
     pub(crate) auth_cache: Option<Arc<AuthCache>>,
-    /// `auth.app_passwords_file`, followed as it changes.
+    /// `auth.app_passwords_file`, followed as it changes, or pop3d's
+    /// PostgreSQL table.
     pub(crate) app_passwords: Option<Arc<AppPasswords>>,
 }
 
@@ -188,7 +189,7 @@ impl Services {
                     SetupError::new("auth.app_passwords_file", why)
                 })?))
             }
-            None => None,
+            None => users.app_passwords(),
         };
         let given_users = users.clone();
         let users = match &auth_cache {

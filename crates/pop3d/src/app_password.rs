@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: AGPL-3.0-only
 //! `pop3d app-password add|list|revoke`: app passwords in
-//! `auth.app_passwords_file`, which a running pop3d follows as it changes.
+//! `auth.app_passwords_file`, which a running pop3d follows as it changes,
+//! or, with the users in pop3d's PostgreSQL table, in `app_passwords`.
 
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Subcommand;
+use pop3::auth::app_password_table;
 use pop3::auth::app_passwords::{self, AppPassword};
-use pop3::config::Pop3Config;
+use pop3::config::{Pop3Config, UserBackend};
 
 use crate::admin::ConfigFile;
 use crate::tool::{EX_CONFIG, EX_NOUSER, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE, fail};
@@ -74,19 +76,40 @@ fn when(unix: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
 }
 
+/// Where the app passwords are: the file, or pop3d's PostgreSQL table.
+enum Store {
+    File(std::path::PathBuf, Vec<AppPassword>),
+    Table(pop3::db::Client),
+}
+
+async fn store(config: &Pop3Config) -> Result<Store, ExitCode> {
+    if let Some(path) = config.auth.app_passwords_file.clone() {
+        let entries = match std::fs::read_to_string(&path) {
+            Ok(text) => app_passwords::parse(&text).0,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(fail(TOOL, EX_CONFIG, format!("{}: {e}", path.display()))),
+        };
+        return Ok(Store::File(path, entries));
+    }
+    if config.auth.backend == UserBackend::Postgres && config.auth.password_query.is_none() {
+        let client = pop3::db::migrate::connect(config)
+            .await
+            .map_err(|e| fail(TOOL, EX_UNAVAILABLE, e))?;
+        return Ok(Store::Table(client));
+    }
+    Err(fail(
+        TOOL,
+        EX_CONFIG,
+        "app passwords have nowhere to live: set auth.app_passwords_file (or keep the users in pop3d's PostgreSQL table)",
+    ))
+}
+
 pub async fn run(config: &Pop3Config, command: AppPasswordCommand) -> ExitCode {
-    let Some(path) = config.auth.app_passwords_file.clone() else {
-        return fail(
-            TOOL,
-            EX_CONFIG,
-            "auth.app_passwords_file is not set: app passwords have nowhere to live",
-        );
+    let store = match store(config).await {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    let entries = match std::fs::read_to_string(&path) {
-        Ok(text) => app_passwords::parse(&text).0,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return fail(TOOL, EX_CONFIG, format!("{}: {e}", path.display())),
-    };
+    let unavailable = |e: pop3::db::DbError| fail(TOOL, EX_UNAVAILABLE, e);
     match command {
         AppPasswordCommand::Add {
             user,
@@ -122,25 +145,36 @@ pub async fn run(config: &Pop3Config, command: AppPasswordCommand) -> ExitCode {
                 Ok(None) => return fail(TOOL, EX_NOUSER, format!("{user}: no such user")),
                 Err(e) => return fail(TOOL, EX_UNAVAILABLE, e),
             };
-            if entries
-                .iter()
-                .any(|e| e.user == canonical && e.label == label)
-            {
-                return fail(
+            let taken = || {
+                fail(
                     TOOL,
                     EX_USAGE,
                     format!("{canonical} already has an app password labelled {label:?}"),
-                );
-            }
+                )
+            };
             let (entry, password) =
                 match AppPassword::generate(&canonical, &label, expires, networks) {
                     Ok(made) => made,
                     Err(e) => return fail(TOOL, EX_USAGE, e),
                 };
-            let mut all = entries;
-            all.push(entry.clone());
-            if let Err(e) = app_passwords::write(&path, &all) {
-                return fail(TOOL, EX_TEMPFAIL, format!("{}: {e}", path.display()));
+            match store {
+                Store::File(path, mut entries) => {
+                    if entries
+                        .iter()
+                        .any(|e| e.user == canonical && e.label == label)
+                    {
+                        return taken();
+                    }
+                    entries.push(entry.clone());
+                    if let Err(e) = app_passwords::write(&path, &entries) {
+                        return fail(TOOL, EX_TEMPFAIL, format!("{}: {e}", path.display()));
+                    }
+                }
+                Store::Table(client) => match app_password_table::insert(&client, &entry).await {
+                    Ok(true) => {}
+                    Ok(false) => return taken(),
+                    Err(e) => return unavailable(e),
+                },
             }
             println!(
                 "app password {:?} ({}) for {canonical}{}; shown once:",
@@ -154,23 +188,35 @@ pub async fn run(config: &Pop3Config, command: AppPasswordCommand) -> ExitCode {
             ExitCode::SUCCESS
         }
         AppPasswordCommand::List { user, .. } => {
-            let used = app_passwords::read_last_use(&path);
+            let rows = match store {
+                Store::File(path, entries) => {
+                    let used = app_passwords::read_last_use(&path);
+                    entries
+                        .into_iter()
+                        .filter(|e| user.as_deref().is_none_or(|u| e.user == u))
+                        .map(|e| {
+                            let last = used.get(&(e.user.clone(), e.id.clone())).copied();
+                            (e, last)
+                        })
+                        .collect()
+                }
+                Store::Table(client) => {
+                    match app_password_table::list(&client, user.as_deref()).await {
+                        Ok(rows) => rows,
+                        Err(e) => return unavailable(e),
+                    }
+                }
+            };
             println!("user\tlabel\tid\tcreated\texpires\tnetworks\tlast use");
-            for e in entries
-                .iter()
-                .filter(|e| user.as_deref().is_none_or(|u| e.user == u))
-            {
+            for (e, last) in rows {
                 let nets = e.networks.as_ref().map_or("any".into(), |n| {
                     n.iter()
                         .map(|n| n.to_string())
                         .collect::<Vec<_>>()
                         .join(",")
                 });
-                let last = used
-                    .get(&(e.user.clone(), e.id.clone()))
-                    .map_or("never".into(), |(at, ip)| {
-                        format!("{} from {ip}", when(*at))
-                    });
+                let last =
+                    last.map_or("never".into(), |(at, ip)| format!("{} from {ip}", when(at)));
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{nets}\t{last}",
                     e.user,
@@ -185,17 +231,38 @@ pub async fn run(config: &Pop3Config, command: AppPasswordCommand) -> ExitCode {
         AppPasswordCommand::Revoke {
             user, label, id, ..
         } => {
-            let gone = |e: &AppPassword| {
-                e.user == user
-                    && (label.as_deref() == Some(e.label.as_str())
-                        || id.as_deref() == Some(e.id.as_str()))
+            let revoked = match store {
+                Store::File(path, entries) => {
+                    let gone = |e: &AppPassword| {
+                        e.user == user
+                            && (label.as_deref() == Some(e.label.as_str())
+                                || id.as_deref() == Some(e.id.as_str()))
+                    };
+                    let kept: Vec<AppPassword> =
+                        entries.iter().filter(|e| !gone(e)).cloned().collect();
+                    if kept.len() < entries.len()
+                        && let Err(e) = app_passwords::write(&path, &kept)
+                    {
+                        return fail(TOOL, EX_TEMPFAIL, format!("{}: {e}", path.display()));
+                    }
+                    kept.len() < entries.len()
+                }
+                Store::Table(client) => {
+                    match app_password_table::revoke(
+                        &client,
+                        &user,
+                        label.as_deref(),
+                        id.as_deref(),
+                    )
+                    .await
+                    {
+                        Ok(r) => r,
+                        Err(e) => return unavailable(e),
+                    }
+                }
             };
-            let kept: Vec<AppPassword> = entries.iter().filter(|e| !gone(e)).cloned().collect();
-            if kept.len() == entries.len() {
+            if !revoked {
                 return fail(TOOL, EX_USAGE, format!("{user} has no such app password"));
-            }
-            if let Err(e) = app_passwords::write(&path, &kept) {
-                return fail(TOOL, EX_TEMPFAIL, format!("{}: {e}", path.display()));
             }
             eprintln!("pop3d: {user}: app password revoked");
             ExitCode::SUCCESS

@@ -9,14 +9,16 @@
 //! HMAC-SHA256 under the entry's own random `key` of the password (at
 //! least 130 random bits: no slow hash is needed, and a login costs
 //! microseconds). Last use (time and address) is kept in memory and
-//! written beside it (`FILE.last-use`) at most every [`FLUSH_EVERY`], not
-//! once per login. The file is read again when it changes, so `pop3d
-//! app-password add|revoke` apply to a running server at once.
+//! written beside it (`FILE.last-use`) at the first use and then at most
+//! every [`FLUSH_EVERY`], not once per login. The file is read again when
+//! it changes, so `pop3d app-password add|revoke` apply to a running
+//! server at once. With the users in PostgreSQL, the same entries live in
+//! the `app_passwords` table instead (`app_password_table.rs`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
@@ -44,8 +46,8 @@ pub struct AppPassword {
     pub expires: Option<u64>,
     /// None: from anywhere.
     pub networks: Option<Vec<IpNet>>,
-    key: [u8; 16],
-    mac: [u8; 32],
+    pub(crate) key: [u8; 16],
+    pub(crate) mac: [u8; 32],
 }
 
 /// What a password given at login is, as an app password of its user.
@@ -245,19 +247,51 @@ pub fn write(file: &Path, entries: &[AppPassword]) -> std::io::Result<()> {
     crate::safe_fs::replace_file(dir, name, render(entries).as_bytes())
 }
 
-/// The app passwords a server checks: `auth.app_passwords_file`, followed
-/// as it changes.
+/// What `password` is among `entries` (the user's app passwords), from
+/// `peer` at `at` (unix seconds).
+fn judge<'a>(
+    entries: impl IntoIterator<Item = &'a AppPassword>,
+    password: &[u8],
+    peer: IpAddr,
+    at: u64,
+) -> Verdict {
+    let peer = peer.to_canonical();
+    let Some(entry) = entries.into_iter().find(|e| e.matches(password)) else {
+        return Verdict::NoMatch;
+    };
+    if entry.expires.is_some_and(|e| at >= e) {
+        return Verdict::Refused("app password expired");
+    }
+    if let Some(nets) = &entry.networks
+        && !nets.iter().any(|n| n.contains(&peer))
+    {
+        return Verdict::Refused("address outside the app password's networks");
+    }
+    Verdict::Valid(entry.id.clone())
+}
+
+/// Where a server finds app passwords.
+enum Source {
+    /// `auth.app_passwords_file`, followed as it changes.
+    File(PathBuf),
+    /// The `app_passwords` table, with the users in PostgreSQL.
+    Table(Arc<crate::db::Database>),
+}
+
+/// The app passwords a server checks.
 pub struct AppPasswords {
-    file: PathBuf,
+    source: Source,
     state: Mutex<State>,
 }
 
 struct State {
+    /// The file's entries (the table is read at each login).
     entries: Vec<AppPassword>,
     stamp: Option<(SystemTime, u64)>,
     checked: Instant,
     last_use: LastUse,
-    dirty: bool,
+    /// Uses not written yet.
+    pending: LastUse,
     /// None until the first write: the first use is written at once.
     flushed: Option<Instant>,
 }
@@ -280,16 +314,31 @@ impl AppPasswords {
             tracing::warn!(file = %file.display(), "{w}");
         }
         Ok(AppPasswords {
-            file: file.to_owned(),
             state: Mutex::new(State {
                 entries,
                 stamp: stamp(file),
                 checked: Instant::now(),
                 last_use: read_last_use(file),
-                dirty: false,
+                pending: LastUse::new(),
                 flushed: None,
             }),
+            source: Source::File(file.to_owned()),
         })
+    }
+
+    /// App passwords in the database's `app_passwords` table.
+    pub fn in_table(db: Arc<crate::db::Database>) -> AppPasswords {
+        AppPasswords {
+            source: Source::Table(db),
+            state: Mutex::new(State {
+                entries: Vec::new(),
+                stamp: None,
+                checked: Instant::now(),
+                last_use: LastUse::new(),
+                pending: LastUse::new(),
+                flushed: None,
+            }),
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -297,77 +346,98 @@ impl AppPasswords {
     }
 
     /// Read the file again if it changed (looked at most once a second).
-    fn follow(&self, st: &mut State) {
+    fn follow(file: &Path, st: &mut State) {
         if st.checked.elapsed() < Duration::from_secs(1) {
             return;
         }
         st.checked = Instant::now();
-        let now = stamp(&self.file);
+        let now = stamp(file);
         if now == st.stamp {
             return;
         }
         st.stamp = now;
-        let text = std::fs::read_to_string(&self.file).unwrap_or_default();
+        let text = std::fs::read_to_string(file).unwrap_or_default();
         let (entries, warnings) = parse(&text);
         for w in warnings {
-            tracing::warn!(file = %self.file.display(), "{w}");
+            tracing::warn!(file = %file.display(), "{w}");
         }
         st.entries = entries;
     }
 
     /// Whether `password` is one of `user`'s app passwords, and usable
-    /// from `peer` now. A valid one has its use noted.
-    pub fn check(&self, user: &str, password: &[u8], peer: IpAddr) -> Verdict {
-        let peer = peer.to_canonical();
-        let mut st = self.state();
-        self.follow(&mut st);
-        let Some(entry) = st
-            .entries
-            .iter()
-            .find(|e| e.user == user && e.matches(password))
-        else {
-            return Verdict::NoMatch;
-        };
+    /// from `peer` now. A valid one has its use noted (and written now
+    /// and then, off the async workers).
+    pub async fn check(
+        &self,
+        user: &str,
+        password: &[u8],
+        peer: IpAddr,
+    ) -> Result<Verdict, super::UserDbError> {
         let at = now();
-        if entry.expires.is_some_and(|e| at >= e) {
-            return Verdict::Refused("app password expired");
+        let verdict = match &self.source {
+            Source::File(file) => {
+                let mut st = self.state();
+                Self::follow(file, &mut st);
+                judge(
+                    st.entries.iter().filter(|e| e.user == user),
+                    password,
+                    peer,
+                    at,
+                )
+            }
+            Source::Table(db) => {
+                let entries = super::app_password_table::of_user(db, user)
+                    .await
+                    .map_err(|e| super::UserDbError::Unavailable(e.to_string()))?;
+                judge(&entries, password, peer, at)
+            }
+        };
+        if let Verdict::Valid(id) = &verdict {
+            self.note_use(user, id, at, peer.to_canonical()).await;
         }
-        if let Some(nets) = &entry.networks
-            && !nets.iter().any(|n| n.contains(&peer))
-        {
-            return Verdict::Refused("address outside the app password's networks");
-        }
-        let id = entry.id.clone();
-        st.last_use
-            .insert((user.to_owned(), id.clone()), (at, peer));
-        st.dirty = true;
-        Verdict::Valid(id)
+        Ok(verdict)
     }
 
-    /// Whether `user` has any app password (for `require_app_passwords`,
-    /// and for telling a user without one why the login failed).
-    pub fn any_for(&self, user: &str) -> bool {
-        self.state().entries.iter().any(|e| e.user == user)
-    }
-
-    /// The last uses to write, when some are new and this is the first
-    /// write or [`FLUSH_EVERY`] passed since the last (or `now`): the
-    /// caller writes them off the async workers.
-    pub fn take_last_use(&self, now: bool) -> Option<(PathBuf, String)> {
-        let mut st = self.state();
-        let recent = st.flushed.is_some_and(|at| at.elapsed() < FLUSH_EVERY);
-        if !st.dirty || (!now && recent) {
-            return None;
+    async fn note_use(&self, user: &str, id: &str, at: u64, peer: IpAddr) {
+        let due = {
+            let mut st = self.state();
+            let key = (user.to_owned(), id.to_owned());
+            st.last_use.insert(key.clone(), (at, peer));
+            st.pending.insert(key, (at, peer));
+            let recent = st.flushed.is_some_and(|t| t.elapsed() < FLUSH_EVERY);
+            if recent {
+                None
+            } else {
+                st.flushed = Some(Instant::now());
+                Some((std::mem::take(&mut st.pending), st.last_use.clone()))
+            }
+        };
+        let Some((pending, all)) = due else {
+            return;
+        };
+        match &self.source {
+            Source::File(file) => {
+                let path = last_use_path(file);
+                let mut lines: Vec<String> = all
+                    .iter()
+                    .map(|((user, id), (at, ip))| format!("{user} {id} {at} {ip}\n"))
+                    .collect();
+                lines.sort();
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = std::fs::write(&path, lines.concat()) {
+                        tracing::warn!(file = %path.display(), "cannot record app password use: {e}");
+                    }
+                });
+            }
+            Source::Table(db) => {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = super::app_password_table::record_use(&db, &pending).await {
+                        tracing::warn!("cannot record app password use: {e}");
+                    }
+                });
+            }
         }
-        st.dirty = false;
-        st.flushed = Some(Instant::now());
-        let mut lines: Vec<String> = st
-            .last_use
-            .iter()
-            .map(|((user, id), (at, ip))| format!("{user} {id} {at} {ip}\n"))
-            .collect();
-        lines.sort();
-        Some((last_use_path(&self.file), lines.concat()))
     }
 }
 
@@ -405,8 +475,8 @@ mod tests {
         assert_eq!(warnings.len(), 1);
     }
 
-    #[test]
-    fn expiry_and_networks_refuse_a_right_password() {
+    #[tokio::test]
+    async fn expiry_and_networks_refuse_a_right_password() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("app-passwords");
         let here: IpAddr = "127.0.0.1".parse().unwrap();
@@ -421,30 +491,41 @@ mod tests {
         .unwrap();
         write(&file, &[open.clone(), old, far]).unwrap();
         let app = AppPasswords::open(&file).unwrap();
+        let check = |user: &'static str, pw: String, peer: IpAddr| {
+            let app = &app;
+            async move { app.check(user, pw.as_bytes(), peer).await.unwrap() }
+        };
         assert_eq!(
-            app.check("alice", p1.as_bytes(), here),
+            check("alice", p1.clone(), here).await,
             Verdict::Valid(open.id)
         );
-        assert_eq!(app.check("bob", p1.as_bytes(), here), Verdict::NoMatch);
+        assert_eq!(check("bob", p1.clone(), here).await, Verdict::NoMatch);
         assert!(matches!(
-            app.check("alice", p2.as_bytes(), here),
+            check("alice", p2, here).await,
             Verdict::Refused(_)
         ));
         assert!(matches!(
-            app.check("alice", p3.as_bytes(), here),
+            check("alice", p3.clone(), here).await,
             Verdict::Refused(_)
         ));
         let v4_mapped: IpAddr = "::ffff:192.0.2.9".parse().unwrap();
         assert!(matches!(
-            app.check("alice", p3.as_bytes(), v4_mapped),
+            check("alice", p3, v4_mapped).await,
             Verdict::Valid(_)
         ));
-        assert_eq!(app.check("alice", b"secret", here), Verdict::NoMatch);
-        // Last use: written when asked, once.
-        let (path, text) = app.take_last_use(true).unwrap();
-        assert!(text.starts_with("alice "), "{text}");
-        std::fs::write(&path, &text).unwrap();
-        assert_eq!(read_last_use(&file).len(), 2);
-        assert!(app.take_last_use(true).is_none());
+        assert_eq!(
+            check("alice", "secret".into(), here).await,
+            Verdict::NoMatch
+        );
+        // The first use was written at once (off the workers).
+        let mut seen = 0;
+        for _ in 0..100 {
+            seen = read_last_use(&file).len();
+            if seen > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(seen, 1, "the first use, at once; the next within a minute");
     }
 }

@@ -253,6 +253,10 @@ impl UserDb for CachedUsers {
         self.inner.generation().await
     }
 
+    fn app_passwords(&self) -> Option<Arc<super::app_passwords::AppPasswords>> {
+        self.inner.app_passwords()
+    }
+
     async fn check_password(
         &self,
         user: Option<&UserRecord>,

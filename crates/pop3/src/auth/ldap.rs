@@ -468,7 +468,7 @@ mod tests {
                 "x,ou=admins",
                 dn_value
             ),
-            "uid=x\\2cou=admins,ou=people,dc=example,dc=org"
+            "uid=x\\2cou\\3dadmins,ou=people,dc=example,dc=org"
         );
         assert_eq!(expand("100%% %x", "u", filter_value), "100% %x");
     }

@@ -2,6 +2,7 @@
 //! Users and credentials: the [`UserDb`] trait, password schemes, SASL
 //! mechanisms, and verification that keeps slow hashes off the async workers.
 
+pub mod app_password_table;
 pub mod app_passwords;
 pub mod bearer;
 pub mod breached;
@@ -146,6 +147,10 @@ impl UserDb for CheckedNames {
         self.0.generation().await
     }
 
+    fn app_passwords(&self) -> Option<Arc<app_passwords::AppPasswords>> {
+        self.0.app_passwords()
+    }
+
     async fn check_password(
         &self,
         user: Option<&UserRecord>,
@@ -200,6 +205,12 @@ pub trait UserDb: Send + Sync {
     /// (true only for [`CheckedNames`], so that it is never stacked).
     fn checks_names(&self) -> bool {
         false
+    }
+
+    /// App passwords kept beside the users (pop3d's PostgreSQL table),
+    /// when `auth.app_passwords_file` names no file.
+    fn app_passwords(&self) -> Option<Arc<app_passwords::AppPasswords>> {
+        None
     }
 
     /// For a database that checks passwords itself (LDAP's `auth_bind`):

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio_postgres::GenericClient;
 
+use super::app_passwords::AppPasswords;
 use super::sql_row::{Decoys, UserRow};
 use super::{Scheme, StoredSecret, UserDb, UserDbError, UserRecord};
 use crate::db::{Database, DbError};
@@ -28,6 +29,8 @@ pub struct PostgresUsers {
     /// generation), followed from the first time it is asked for.
     changes: Arc<std::sync::atomic::AtomicU64>,
     following: std::sync::Once,
+    /// The `app_passwords` table, for pop3d's own users.
+    app_passwords: Option<Arc<AppPasswords>>,
 }
 
 /// The channel `pop3d user` announces changes to pop3d's own table on.
@@ -36,7 +39,6 @@ pub const CHANGES_CHANNEL: &str = "pop3d_users";
 impl PostgresUsers {
     pub fn new(db: Arc<Database>, password_query: Option<&str>) -> PostgresUsers {
         PostgresUsers {
-            db,
             query: password_query.unwrap_or(OWN_TABLE).to_owned(),
             // Before any lookup: ARGON2ID for pop3d's own table (`pop3d
             // user add`'s scheme), SHA512-CRYPT for a `password_query`
@@ -49,6 +51,10 @@ impl PostgresUsers {
             columns_ok: std::sync::atomic::AtomicBool::new(false),
             changes: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             following: std::sync::Once::new(),
+            app_passwords: password_query
+                .is_none()
+                .then(|| Arc::new(AppPasswords::in_table(db.clone()))),
+            db,
         }
     }
 }
@@ -126,6 +132,10 @@ impl UserDb for PostgresUsers {
                 .follow_notifications(CHANGES_CHANNEL, Arc::downgrade(&self.changes))
         });
         self.changes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn app_passwords(&self) -> Option<Arc<AppPasswords>> {
+        self.app_passwords.clone()
     }
 
     /// An unknown user costs one check in the scheme most of the users

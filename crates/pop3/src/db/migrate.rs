@@ -52,6 +52,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0004_allowed_networks.sql"),
         compatible: true,
     },
+    Migration {
+        version: 5,
+        name: "app passwords",
+        sql: include_str!("migrations/0005_app_passwords.sql"),
+        compatible: true,
+    },
 ];
 
 /// From this version on `pop3d_schema` records compatibility.

@@ -29,23 +29,15 @@ pub(super) async fn check(
         .require_app_passwords
         .unwrap_or(services.config.auth.require_app_passwords);
     let verdict = match &services.app_passwords {
-        Some(app) => app.check(&user.name, password, conn.peer.ip()),
+        Some(app) => match app.check(&user.name, password, conn.peer.ip()).await {
+            Ok(v) => v,
+            Err(e) => return Some(super::authenticate::userdb_unavailable(services, e).into()),
+        },
         None => Verdict::NoMatch,
     };
     let reason = match verdict {
         Verdict::Valid(id) => {
             tracing::info!(user = %user.name, app_password = %id, "app password used");
-            if let Some(app) = &services.app_passwords
-                && let Some((path, text)) = app.take_last_use(false)
-            {
-                // Batched, off the async workers; a failure costs only the
-                // record of last use.
-                tokio::task::spawn_blocking(move || {
-                    if let Err(e) = std::fs::write(&path, text) {
-                        tracing::warn!(file = %path.display(), "cannot record app password use: {e}");
-                    }
-                });
-            }
             let acting_as = acting_as.map(str::to_owned);
             return Some(
                 login_as(

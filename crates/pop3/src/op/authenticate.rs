@@ -409,7 +409,7 @@ async fn lookup(services: &Services, name: &str) -> Result<Option<Arc<UserRecord
 
 /// The user database could not answer: `[SYS/TEMP]`, never "wrong
 /// password", and counted.
-fn userdb_unavailable(services: &Services, e: crate::auth::UserDbError) -> Reply {
+pub(super) fn userdb_unavailable(services: &Services, e: crate::auth::UserDbError) -> Reply {
     services.metrics.userdb_errors.inc();
     tracing::error!("user database: {e}");
     Reply::err_code(RespCode::SysTemp, "Authentication service unavailable")

@@ -364,6 +364,37 @@ fn database_commands_and_user_administration() {
     };
     soon("carol", "first pw", "-ERR [AUTH]");
     assert!(login("carol", "second pw").starts_with("+OK"));
+    // App passwords live in the database beside the users: every node
+    // sees one made or revoked at once.
+    let (code, out, err) = pop3d_with(&["app-password", "add", "--user", "Carol"], None);
+    assert_eq!(code, 0, "{err}");
+    let app = out.lines().last().unwrap().to_owned();
+    let r = login("carol", &app);
+    assert!(r.starts_with("+OK"), "{r}");
+    let (_, listed, _) = pop3d_with(&["app-password", "list"], None);
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with("carol\tapp\t"))
+        .unwrap_or_default();
+    // (The first use is written at once, by a task of its own.)
+    let used = poll_for(Duration::from_secs(5), || {
+        let (_, listed, _) = pop3d_with(&["app-password", "list", "--user", "carol"], None);
+        listed.contains("from 127.0.0.1").then_some(())
+    });
+    assert!(used.is_some() && row.contains("\tnever\tany\t"), "{listed}");
+    let (code, ..) = pop3d_with(
+        &[
+            "app-password",
+            "revoke",
+            "--user",
+            "carol",
+            "--label",
+            "app",
+        ],
+        None,
+    );
+    assert_eq!(code, 0);
+    assert!(login("carol", &app).starts_with("-ERR [AUTH]"));
     // A password on the breached list is never set.
     let (code, _, err) = pop3d_with(&["user", "passwd", "carol"], Some("password123\n"));
     assert_eq!(code, 2, "{err}");
