@@ -362,7 +362,7 @@ fn client_tls(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientCon
             }
         }
     }
-    let config = rustls::ClientConfig::builder_with_provider(crate::server::tls::provider())
+    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| SetupError::new("auth.ldap", e.to_string()))?
         .with_root_certificates(roots)

@@ -11,8 +11,17 @@ use crate::auth::UserRecord;
 use crate::auth::app_passwords::Verdict;
 use crate::services::Services;
 
-/// None: not an app password, and the account password may be checked.
-/// Some: the login (or its refusal) decided here.
+/// Whether only app passwords open `user`'s mailbox.
+pub(super) fn required(services: &Services, user: &UserRecord) -> bool {
+    user.settings
+        .require_app_passwords
+        .unwrap_or(services.config.auth.require_app_passwords)
+}
+
+/// `password`, which is not the account password (or was not checked,
+/// `required`), as one of the user's app passwords. None: not one, and
+/// not required: the caller refuses it as a wrong password. Some: the
+/// login, or its refusal with the reason logged.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn check(
     state: &mut State,
@@ -23,11 +32,8 @@ pub(super) async fn check(
     user: &Arc<UserRecord>,
     password: &[u8],
     acting_as: Option<&str>,
+    required: bool,
 ) -> Option<Outcome> {
-    let required = user
-        .settings
-        .require_app_passwords
-        .unwrap_or(services.config.auth.require_app_passwords);
     let verdict = match &services.app_passwords {
         Some(app) => match app.check(&user.name, password, conn.peer.ip()).await {
             Ok(v) => v,

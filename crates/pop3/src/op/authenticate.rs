@@ -339,41 +339,16 @@ async fn check_password(
         Ok(r) => r,
         Err(reply) => return reply.into(),
     };
-    if let Some(user) = &record
-        && let Some(outcome) = super::app_password::check(
-            state, conn, services, stats, mechanism, user, password, acting_as,
-        )
-        .await
-    {
-        return outcome;
-    }
-    let cache = services.auth_cache.as_deref();
-    let secret = record.as_ref().and_then(|r| r.secret.as_ref());
-    let verified = match cache.and_then(|c| c.verified(name, secret, password)) {
-        Some(remembered) => remembered,
-        None => {
-            let generation = cache.map(|c| c.generation());
-            let by_database = services
-                .users
-                .check_password(record.as_deref(), password)
-                .await;
-            let verified = match (by_database, secret) {
-                (Some(Ok(verified)), _) => verified,
-                (Some(Err(e)), _) => return userdb_unavailable(services, e).into(),
-                (None, Some(secret)) => services.verifier.verify(secret, password).await,
-                (None, None) => {
-                    if let Some(decoy) = services.users.decoy() {
-                        let _ = services.verifier.verify(&decoy, password).await;
-                    }
-                    false
-                }
-            };
-            if let (Some(c), Some(g)) = (cache, generation) {
-                c.remember_verified(name, secret, password, verified, g);
-            }
-            verified
-        }
-    };
+    // Where only app passwords open the mailbox, the account password is
+    // not even checked.
+    let app_only = record
+        .as_ref()
+        .is_some_and(|u| super::app_password::required(services, u));
+    let verified = !app_only
+        && match account_password(services, name, record.as_deref(), password).await {
+            Ok(verified) => verified,
+            Err(reply) => return reply.into(),
+        };
     match record {
         Some(record) if verified => {
             if let Some(refused) =
@@ -385,7 +360,30 @@ async fn check_password(
             let acting_as = acting_as.map(str::to_owned);
             login_as(state, conn, services, stats, mechanism, record, acting_as).await
         }
-        _ => {
+        // Not the account password: perhaps an app password (asked only
+        // now, so a mailbox polled with the account password costs no
+        // look at the app passwords).
+        Some(record) => {
+            let app = super::app_password::check(
+                state, conn, services, stats, mechanism, &record, password, acting_as, app_only,
+            )
+            .await;
+            match app {
+                Some(outcome) => outcome,
+                None => {
+                    denied(
+                        state,
+                        conn,
+                        services,
+                        Some(name),
+                        mechanism,
+                        "bad credentials",
+                    )
+                    .await
+                }
+            }
+        }
+        None => {
             denied(
                 state,
                 conn,
@@ -397,6 +395,39 @@ async fn check_password(
             .await
         }
     }
+}
+
+/// Whether `password` is `user`'s account password: from the auth cache
+/// while fresh, else checked by the database itself (LDAP's auth_bind) or
+/// against the stored secret. An unknown user, or one without a password,
+/// costs the same check as a wrong password.
+async fn account_password(
+    services: &Services,
+    name: &str,
+    user: Option<&UserRecord>,
+    password: &[u8],
+) -> Result<bool, Reply> {
+    let cache = services.auth_cache.as_deref();
+    let secret = user.and_then(|r| r.secret.as_ref());
+    if let Some(remembered) = cache.and_then(|c| c.verified(name, secret, password)) {
+        return Ok(remembered);
+    }
+    let generation = cache.map(|c| c.generation());
+    let verified = match (services.users.check_password(user, password).await, secret) {
+        (Some(Ok(verified)), _) => verified,
+        (Some(Err(e)), _) => return Err(userdb_unavailable(services, e)),
+        (None, Some(secret)) => services.verifier.verify(secret, password).await,
+        (None, None) => {
+            if let Some(decoy) = services.users.decoy() {
+                let _ = services.verifier.verify(&decoy, password).await;
+            }
+            false
+        }
+    };
+    if let (Some(c), Some(g)) = (cache, generation) {
+        c.remember_verified(name, secret, password, verified, g);
+    }
+    Ok(verified)
 }
 
 async fn lookup(services: &Services, name: &str) -> Result<Option<Arc<UserRecord>>, Reply> {
