@@ -176,8 +176,9 @@ pub struct LdapConfig {
     /// `ldapAttribute=field,...`: which attributes hold the user name
     /// (`user`) and the secret (`password`) and any per-user field.
     pub pass_attrs: String,
-    /// Finds the user for a delivery or another lookup without a
-    /// password; `pass_filter` when unset.
+    /// Used instead of `pass_filter` for every lookup when set: pop3d
+    /// makes one lookup per login or delivery (Dovecot's files carry
+    /// both).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_filter: Option<String>,
     /// `ldapAttribute=field,...` for `home`, `uid`, `gid`, `expire`,
