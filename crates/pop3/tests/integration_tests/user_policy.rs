@@ -225,3 +225,22 @@ fn a_breached_list_that_cannot_be_read_is_a_configuration_error() {
         "{err}"
     );
 }
+
+/// Every configuration the user database documentation shows (README's
+/// "Where users come from", docs/users.md) is read by the configuration
+/// loader as written: no key misspelt, no value of the wrong kind.
+#[test]
+fn the_documented_user_database_configurations_are_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut blocks = 0;
+    for file in ["README.md", "docs/users.md"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        for block in text.split("```toml\n").skip(1) {
+            let block = block.split("```").next().unwrap();
+            let parsed: Result<Pop3Config, _> = toml::from_str(block);
+            assert!(parsed.is_ok(), "{file}: {parsed:?}\n{block}");
+            blocks += 1;
+        }
+    }
+    assert!(blocks >= 6, "{blocks} blocks");
+}
