@@ -106,9 +106,7 @@ impl Redis {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server starts (Debian: redis-server)");
-        wait_until(Duration::from_secs(10), "redis-server listening", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        wait_listening(port, "redis-server listening");
         Redis { child, port }
     }
 
@@ -123,4 +121,23 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A server this crate started: SIGTERM, then wait for it (a clean stop,
+/// as an operator's).
+pub(crate) fn terminate(child: &mut Option<std::process::Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let _ = c.wait();
+    }
+}
+
+/// Wait until something listens on the loopback `port`.
+pub(crate) fn wait_listening(port: u16, what: &str) {
+    wait_until(Duration::from_secs(30), what, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
 }

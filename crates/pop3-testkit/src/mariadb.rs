@@ -6,9 +6,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use crate::{free_port, skip, wait_until};
+use crate::{free_port, skip};
 
 pub struct MariaDb {
     pub port: u16,
@@ -97,21 +96,12 @@ impl MariaDb {
             .spawn()
             .expect("mariadbd starts");
         self.child = Some(child);
-        let port = self.port;
-        wait_until(Duration::from_secs(30), "mariadbd listening", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        crate::wait_listening(self.port, "mariadbd listening");
     }
 
     /// Stop it cleanly (SIGTERM) and wait.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-            let _ = c.wait();
-        }
+        crate::terminate(&mut self.child);
     }
 
     /// Run SQL as root over the socket; the rows, tab-separated.

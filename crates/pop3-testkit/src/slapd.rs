@@ -6,9 +6,8 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use crate::{free_port, skip, wait_until};
+use crate::{free_port, skip};
 
 pub const SUFFIX: &str = "dc=example,dc=org";
 pub const ADMIN: &str = "cn=admin,dc=example,dc=org";
@@ -120,21 +119,12 @@ impl Slapd {
             .spawn()
             .expect("slapd starts");
         self.child = Some(child);
-        let port = self.port;
-        wait_until(Duration::from_secs(20), "slapd listening", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        crate::wait_listening(self.port, "slapd listening");
     }
 
     /// Stop it (SIGTERM) and wait.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-            let _ = c.wait();
-        }
+        crate::terminate(&mut self.child);
     }
 
     /// Add entries (LDIF) as the administrator, with Debian's ldapadd.

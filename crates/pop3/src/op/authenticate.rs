@@ -358,7 +358,7 @@ async fn check_password(
                 return refused;
             }
             let acting_as = acting_as.map(str::to_owned);
-            login_as(state, conn, services, stats, mechanism, record, acting_as).await
+            return login_as(state, conn, services, stats, mechanism, record, acting_as).await;
         }
         // Not the account password: perhaps an app password (asked only
         // now, so a mailbox polled with the account password costs no
@@ -368,33 +368,21 @@ async fn check_password(
                 state, conn, services, stats, mechanism, &record, password, acting_as, app_only,
             )
             .await;
-            match app {
-                Some(outcome) => outcome,
-                None => {
-                    denied(
-                        state,
-                        conn,
-                        services,
-                        Some(name),
-                        mechanism,
-                        "bad credentials",
-                    )
-                    .await
-                }
+            if let Some(outcome) = app {
+                return outcome;
             }
         }
-        None => {
-            denied(
-                state,
-                conn,
-                services,
-                Some(name),
-                mechanism,
-                "bad credentials",
-            )
-            .await
-        }
+        None => {}
     }
+    denied(
+        state,
+        conn,
+        services,
+        Some(name),
+        mechanism,
+        "bad credentials",
+    )
+    .await
 }
 
 /// Whether `password` is `user`'s account password: from the auth cache

@@ -7,16 +7,6 @@ use std::time::Duration;
 use crate::common::*;
 use pop3::config::UserBackend;
 
-async fn try_login(srv: &TestServer, user: &str, pass: &str) -> String {
-    let mut c = srv.connect().await;
-    c.cmd(&format!("USER {user}")).await;
-    let r = c.cmd(&format!("PASS {pass}")).await;
-    if r.starts_with("+OK") {
-        c.cmd("QUIT").await;
-    }
-    r
-}
-
 /// Statements the database has run for this test's database so far.
 fn statements(srv: &TestServer) -> i64 {
     srv.sql(
@@ -33,7 +23,7 @@ fn statements(srv: &TestServer) -> i64 {
 /// wait until it listens: making that connection counts as a change
 /// (what was announced before it is unknown), so entries before it go.
 async fn first_login(srv: &TestServer, user: &str, pass: &str) {
-    assert!(try_login(srv, user, pass).await.starts_with("+OK"));
+    assert!(srv.try_login(user, pass).await.starts_with("+OK"));
     let db = srv.database.clone().unwrap();
     wait_for(Duration::from_secs(5), "the node listening", async || {
         (srv.sql(&format!(
@@ -45,7 +35,7 @@ async fn first_login(srv: &TestServer, user: &str, pass: &str) {
             .then_some(())
     })
     .await;
-    assert!(try_login(srv, user, pass).await.starts_with("+OK"));
+    assert!(srv.try_login(user, pass).await.starts_with("+OK"));
 }
 
 #[tokio::test]
@@ -60,9 +50,9 @@ async fn a_polled_mailbox_costs_no_user_query_and_a_change_is_heard_at_once() {
     first_login(&srv, "pat", "old").await;
     srv.sql("SELECT pg_stat_statements_reset()");
     for _ in 0..20 {
-        assert!(try_login(&srv, "pat", "old").await.starts_with("+OK"));
+        assert!(srv.try_login("pat", "old").await.starts_with("+OK"));
         assert!(
-            try_login(&srv, "pat", "wrong")
+            srv.try_login("pat", "wrong")
                 .await
                 .starts_with("-ERR [AUTH]")
         );
@@ -72,17 +62,13 @@ async fn a_polled_mailbox_costs_no_user_query_and_a_change_is_heard_at_once() {
     // node hears it and forgets; no TTL to wait out.
     srv.sql("UPDATE users SET secret = '{PLAIN}new' WHERE login = 'pat'; NOTIFY pop3d_users");
     wait_for(Duration::from_secs(5), "the change heard", async || {
-        try_login(&srv, "pat", "new")
+        srv.try_login("pat", "new")
             .await
             .starts_with("+OK")
             .then_some(())
     })
     .await;
-    assert!(
-        try_login(&srv, "pat", "old")
-            .await
-            .starts_with("-ERR [AUTH]")
-    );
+    assert!(srv.try_login("pat", "old").await.starts_with("-ERR [AUTH]"));
 }
 
 #[tokio::test]
@@ -98,11 +84,11 @@ async fn without_an_announcement_a_change_waits_for_the_ttl() {
     // A table changed behind pop3d's back (a password_query's table).
     srv.sql("UPDATE users SET secret = '{PLAIN}new' WHERE login = 'pat'");
     assert!(
-        try_login(&srv, "pat", "old").await.starts_with("+OK"),
+        srv.try_login("pat", "old").await.starts_with("+OK"),
         "still remembered"
     );
     wait_for(Duration::from_secs(5), "the entry expired", async || {
-        try_login(&srv, "pat", "new")
+        srv.try_login("pat", "new")
             .await
             .starts_with("+OK")
             .then_some(())
@@ -113,7 +99,7 @@ async fn without_an_announcement_a_change_waits_for_the_ttl() {
 #[tokio::test]
 async fn a_changed_passwd_file_empties_the_cache() {
     let srv = TestServer::start_with(|c| c.auth.cache_size = 1000).await;
-    assert!(try_login(&srv, "alice", "secret").await.starts_with("+OK"));
+    assert!(srv.try_login("alice", "secret").await.starts_with("+OK"));
     let passwd = srv.dir.path().join("passwd");
     let text = std::fs::read_to_string(&passwd).unwrap();
     std::fs::write(
@@ -122,14 +108,14 @@ async fn a_changed_passwd_file_empties_the_cache() {
     )
     .unwrap();
     wait_for(Duration::from_secs(5), "the new password", async || {
-        try_login(&srv, "alice", "changed")
+        srv.try_login("alice", "changed")
             .await
             .starts_with("+OK")
             .then_some(())
     })
     .await;
     assert!(
-        try_login(&srv, "alice", "secret")
+        srv.try_login("alice", "secret")
             .await
             .starts_with("-ERR [AUTH]")
     );
@@ -163,13 +149,9 @@ async fn a_reload_empties_the_cache() {
     srv.sql("INSERT INTO users (login, secret) VALUES ('pat', '{PLAIN}old')");
     first_login(&srv, "pat", "old").await;
     srv.sql("UPDATE users SET secret = '{PLAIN}new' WHERE login = 'pat'");
-    assert!(try_login(&srv, "pat", "old").await.starts_with("+OK"));
+    assert!(srv.try_login("pat", "old").await.starts_with("+OK"));
     let config = (*srv.manager.services().config).clone();
     srv.manager.reload(config).unwrap();
-    assert!(try_login(&srv, "pat", "new").await.starts_with("+OK"));
-    assert!(
-        try_login(&srv, "pat", "old")
-            .await
-            .starts_with("-ERR [AUTH]")
-    );
+    assert!(srv.try_login("pat", "new").await.starts_with("+OK"));
+    assert!(srv.try_login("pat", "old").await.starts_with("-ERR [AUTH]"));
 }

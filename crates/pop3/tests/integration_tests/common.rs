@@ -268,6 +268,18 @@ impl TestServer {
         c
     }
 
+    /// One login over USER/PASS on the plain listener: the reply to PASS
+    /// (QUIT sent after a `+OK`).
+    pub async fn try_login(&self, user: &str, pass: &str) -> String {
+        let mut c = self.connect().await;
+        c.cmd(&format!("USER {user}")).await;
+        let r = c.cmd(&format!("PASS {pass}")).await;
+        if r.starts_with("+OK") {
+            c.cmd("QUIT").await;
+        }
+        r
+    }
+
     /// Log in as soon as the maildrop is free: `[IN-USE]` is retried
     /// (for up to 2 s), anything else fails the test.
     pub async fn login_when_free(&self, user: &str, pass: &str) -> Client<TcpStream> {

@@ -66,16 +66,6 @@ fn directory(ldap: &Slapd, c: &mut Pop3Config, tweak: impl FnOnce(&mut LdapConfi
     c.storage.maildir = dir.join("mail/%u").to_str().unwrap().into();
 }
 
-async fn try_login(srv: &TestServer, user: &str, pass: &str) -> String {
-    let mut c = srv.connect().await;
-    c.cmd(&format!("USER {user}")).await;
-    let r = c.cmd(&format!("PASS {pass}")).await;
-    if r.starts_with("+OK") {
-        c.cmd("QUIT").await;
-    }
-    r
-}
-
 async fn sasl_line(srv: &TestServer) -> String {
     let mut c = srv.connect().await;
     let (_, body) = c.multi("CAPA").await;
@@ -93,24 +83,20 @@ async fn compare_mode_reads_the_stored_password_in_two_schemes() {
     };
     users(&ldap);
     let srv = TestServer::start_with(|c| directory(&ldap, c, |_| {})).await;
-    assert!(
-        try_login(&srv, "alice", "alice pw")
-            .await
-            .starts_with("+OK")
-    );
-    assert!(try_login(&srv, "bob", "bob pw").await.starts_with("+OK"));
-    let wrong = try_login(&srv, "alice", "bob pw").await;
+    assert!(srv.try_login("alice", "alice pw").await.starts_with("+OK"));
+    assert!(srv.try_login("bob", "bob pw").await.starts_with("+OK"));
+    let wrong = srv.try_login("alice", "bob pw").await;
     assert!(wrong.starts_with("-ERR [AUTH]"), "{wrong}");
-    assert_eq!(try_login(&srv, "nobody", "x").await, wrong);
+    assert_eq!(srv.try_login("nobody", "x").await, wrong);
     // A filter injection: escaped as RFC 4515 says, it names nobody (not
     // every entry, which would be two users for one login).
-    assert_eq!(try_login(&srv, "a*)(uid=*", "alice pw").await, wrong);
-    assert_eq!(try_login(&srv, "*", "alice pw").await, wrong);
+    assert_eq!(srv.try_login("a*)(uid=*", "alice pw").await, wrong);
+    assert_eq!(srv.try_login("*", "alice pw").await, wrong);
     // Per-user attributes: a quota, and where carol may log in from.
     let dave = srv.user("dave").await;
     assert_eq!(dave.settings.quota.and_then(|q| q.storage), Some(2 << 20));
     assert_eq!(dave.uid, None, "uidNumber is not mapped by user_attrs here");
-    assert_eq!(try_login(&srv, "carol", "alice pw").await, wrong);
+    assert_eq!(srv.try_login("carol", "alice pw").await, wrong);
     let carol = srv.user("carol").await;
     assert!(carol.settings.allow_nets.is_some());
     // Compare mode offers what the stored secrets can serve.
@@ -132,15 +118,13 @@ async fn auth_bind_with_and_without_a_dn_template() {
         })
         .await;
         assert!(
-            try_login(&srv, "alice", "alice pw")
-                .await
-                .starts_with("+OK"),
+            srv.try_login("alice", "alice pw").await.starts_with("+OK"),
             "{template:?}"
         );
-        assert!(try_login(&srv, "bob", "bob pw").await.starts_with("+OK"));
-        let wrong = try_login(&srv, "alice", "wrong").await;
+        assert!(srv.try_login("bob", "bob pw").await.starts_with("+OK"));
+        let wrong = srv.try_login("alice", "wrong").await;
         assert!(wrong.starts_with("-ERR [AUTH]"), "{wrong}");
-        assert_eq!(try_login(&srv, "nobody", "alice pw").await, wrong);
+        assert_eq!(srv.try_login("nobody", "alice pw").await, wrong);
         // An empty password is an unauthenticated bind that a directory
         // accepts: never a login.
         let empty = base64::engine::general_purpose::STANDARD.encode("\0alice\0");
@@ -166,21 +150,17 @@ async fn the_directory_stopped_and_started_under_a_running_server() {
     };
     users(&ldap);
     let srv = TestServer::start_with(|c| directory(&ldap, c, |_| {})).await;
-    assert!(
-        try_login(&srv, "alice", "alice pw")
-            .await
-            .starts_with("+OK")
-    );
+    assert!(srv.try_login("alice", "alice pw").await.starts_with("+OK"));
     ldap.stop();
     for pass in ["alice pw", "wrong"] {
-        let away = try_login(&srv, "alice", pass).await;
+        let away = srv.try_login("alice", pass).await;
         assert!(away.starts_with("-ERR [SYS/TEMP]"), "{away}");
     }
     let health = srv.manager.services().users.health().await;
     assert!(health.is_err(), "{health:?}");
     ldap.start_again();
     wait_for(Duration::from_secs(15), "logins again", async || {
-        try_login(&srv, "alice", "alice pw")
+        srv.try_login("alice", "alice pw")
             .await
             .starts_with("+OK")
             .then_some(())
@@ -205,11 +185,7 @@ async fn starttls_to_a_directory_the_ca_vouches_for() {
         })
     })
     .await;
-    assert!(
-        try_login(&srv, "alice", "alice pw")
-            .await
-            .starts_with("+OK")
-    );
+    assert!(srv.try_login("alice", "alice pw").await.starts_with("+OK"));
     // A CA that did not sign the directory's certificate: no lookup, and
     // never a login.
     let srv = TestServer::start_with(|c| {
@@ -219,6 +195,6 @@ async fn starttls_to_a_directory_the_ca_vouches_for() {
         })
     })
     .await;
-    let refused = try_login(&srv, "alice", "alice pw").await;
+    let refused = srv.try_login("alice", "alice pw").await;
     assert!(refused.starts_with("-ERR [SYS/TEMP]"), "{refused}");
 }

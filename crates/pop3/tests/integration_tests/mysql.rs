@@ -60,16 +60,6 @@ async fn server(db: &MariaDb) -> TestServer {
     .await
 }
 
-async fn try_login(srv: &TestServer, user: &str, pass: &str) -> String {
-    let mut c = srv.connect().await;
-    c.cmd(&format!("USER {user}")).await;
-    let r = c.cmd(&format!("PASS {pass}")).await;
-    if r.starts_with("+OK") {
-        c.cmd("QUIT").await;
-    }
-    r
-}
-
 #[tokio::test]
 async fn postfixadmins_mailbox_table_as_it_is() {
     let Some(db) = MariaDb::start() else {
@@ -78,34 +68,31 @@ async fn postfixadmins_mailbox_table_as_it_is() {
     let srv = server(&db).await;
     // MD5-CRYPT as Postfixadmin's md5crypt stores it, SHA512-CRYPT as its
     // dovecot:SHA512-CRYPT does.
-    let ok = try_login(&srv, "alice@example.org", "alice pw").await;
+    let ok = srv.try_login("alice@example.org", "alice pw").await;
     assert!(ok.starts_with("+OK alice@example.org's maildrop"), "{ok}");
     assert!(
-        try_login(&srv, "bob@example.org", "sunshine")
+        srv.try_login("bob@example.org", "sunshine")
             .await
             .starts_with("+OK")
     );
-    let wrong = try_login(&srv, "alice@example.org", "wrong").await;
+    let wrong = srv.try_login("alice@example.org", "wrong").await;
     assert!(wrong.starts_with("-ERR [AUTH]"), "{wrong}");
     // Inactive: refused as a wrong password is.
-    assert_eq!(
-        try_login(&srv, "carol@example.org", "alice pw").await,
-        wrong
-    );
+    assert_eq!(srv.try_login("carol@example.org", "alice pw").await, wrong);
     // A quote in a login is a login, bound, never pasted.
     assert!(
-        try_login(&srv, "o'brien@example.org", "o'pw")
+        srv.try_login("o'brien@example.org", "o'pw")
             .await
             .starts_with("+OK")
     );
-    assert_eq!(try_login(&srv, "x'OR'1'='1", "alice pw").await, wrong);
+    assert_eq!(srv.try_login("x'OR'1'='1", "alice pw").await, wrong);
     assert_eq!(
-        try_login(&srv, "alice@example.org'#", "alice pw").await,
+        srv.try_login("alice@example.org'#", "alice pw").await,
         wrong
     );
     // The canonical name is the table's, whatever case was typed (MariaDB
     // compares case-insensitively): one mailbox.
-    let upper = try_login(&srv, "ALICE@example.org", "alice pw").await;
+    let upper = srv.try_login("ALICE@example.org", "alice pw").await;
     assert!(
         upper.starts_with("+OK alice@example.org's maildrop"),
         "{upper}"
@@ -131,21 +118,21 @@ async fn the_database_stopped_and_started_under_a_running_server() {
     };
     let srv = server(&db).await;
     assert!(
-        try_login(&srv, "alice@example.org", "alice pw")
+        srv.try_login("alice@example.org", "alice pw")
             .await
             .starts_with("+OK")
     );
     db.stop();
     // Never "wrong password", never let in.
-    let away = try_login(&srv, "alice@example.org", "alice pw").await;
+    let away = srv.try_login("alice@example.org", "alice pw").await;
     assert!(away.starts_with("-ERR [SYS/TEMP]"), "{away}");
-    let away = try_login(&srv, "alice@example.org", "wrong").await;
+    let away = srv.try_login("alice@example.org", "wrong").await;
     assert!(away.starts_with("-ERR [SYS/TEMP]"), "{away}");
     let health = srv.manager.services().users.health().await;
     assert!(health.is_err(), "{health:?}");
     db.start_again();
     wait_for(Duration::from_secs(15), "logins again", async || {
-        try_login(&srv, "alice@example.org", "alice pw")
+        srv.try_login("alice@example.org", "alice pw")
             .await
             .starts_with("+OK")
             .then_some(())
