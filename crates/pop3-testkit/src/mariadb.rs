@@ -73,7 +73,7 @@ impl MariaDb {
         Some(server)
     }
 
-    fn socket(&self) -> PathBuf {
+    pub fn socket(&self) -> PathBuf {
         self.dir.join("sock")
     }
 

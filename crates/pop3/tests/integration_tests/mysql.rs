@@ -140,3 +140,34 @@ async fn the_database_stopped_and_started_under_a_running_server() {
     .await;
     assert!(srv.manager.services().users.health().await.is_ok());
 }
+
+#[tokio::test]
+async fn over_the_servers_socket() {
+    let Some(db) = MariaDb::start() else {
+        return;
+    };
+    db.database_for("postfix", "pop3d", "db-secret");
+    db.sql(&format!(
+        "USE postfix; {POSTFIXADMIN} \
+         CREATE USER 'pop3d'@'localhost' IDENTIFIED BY 'db-secret'; \
+         GRANT SELECT ON postfix.* TO 'pop3d'@'localhost'"
+    ));
+    let url = format!(
+        "mysql://pop3d@localhost/postfix?socket={}",
+        db.socket().display()
+    );
+    let srv = TestServer::start_with(|c| {
+        let dir = c.storage.lock_dir.parent().unwrap().to_owned();
+        std::fs::write(dir.join("mysql.secret"), "db-secret\n").unwrap();
+        c.auth.backend = UserBackend::Mysql;
+        c.auth.url = Some(url);
+        c.auth.password_file = Some(dir.join("mysql.secret"));
+        c.auth.password_query = Some(QUERY.into());
+        c.storage.maildir = dir.join("mail/%d/%n").to_str().unwrap().into();
+    })
+    .await;
+    let ok = srv.try_login("alice@example.org", "alice pw").await;
+    assert!(ok.starts_with("+OK"), "{ok}");
+    // (The URL names no port and nothing listens on MySQL's 3306 here:
+    // the lookup went over the socket.)
+}
