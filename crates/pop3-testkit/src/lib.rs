@@ -141,3 +141,31 @@ pub(crate) fn wait_listening(port: u16, what: &str) {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
 }
+
+/// A directory of its own for a server this crate starts, when `program`
+/// runs here (`args` asks its version); None after [`skip`] (naming
+/// `package`) otherwise.
+pub(crate) fn server_dir(
+    kind: &str,
+    program: &str,
+    args: &[&str],
+    package: &str,
+) -> Option<std::path::PathBuf> {
+    let installed = Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !installed {
+        skip(&format!("{program} is not installed (Debian: {package})"));
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "pop3-{kind}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    Some(dir)
+}

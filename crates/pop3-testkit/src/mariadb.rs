@@ -4,10 +4,10 @@
 //! free loopback port (and a socket beside the data), stopped when
 //! dropped. Administered as root over the socket.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use crate::{free_port, skip};
+use crate::free_port;
 
 pub struct MariaDb {
     pub port: u16,
@@ -31,21 +31,7 @@ impl MariaDb {
     /// A fresh server; None (after [`skip`]) where MariaDB is not
     /// installed.
     pub fn start() -> Option<MariaDb> {
-        let installed = Command::new("mariadbd")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed {
-            skip("mariadbd is not installed (Debian: mariadb-server)");
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!(
-            "pop3-mariadb-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::server_dir("mariadb", "mariadbd", &["--version"], "mariadb-server")?;
         if crate::is_root() {
             let ok = Command::new("chown")
                 .args(["mysql:mysql"])
@@ -129,10 +115,6 @@ impl MariaDb {
              GRANT SELECT ON {db}.* TO '{user}'@'127.0.0.1'"
         ));
         format!("mysql://{user}@127.0.0.1:{}/{db}", self.port)
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use crate::{free_port, skip};
+use crate::free_port;
 
 pub const SUFFIX: &str = "dc=example,dc=org";
 pub const ADMIN: &str = "cn=admin,dc=example,dc=org";
@@ -27,18 +27,7 @@ impl Slapd {
     /// `tls`: PEM certificate and key for StartTLS. None (after [`skip`])
     /// where slapd is not installed.
     pub fn start(tls: Option<(&str, &str)>) -> Option<Slapd> {
-        let installed = Command::new("slapadd")
-            .arg("-VV")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        if !installed {
-            skip("slapd is not installed (Debian: slapd, ldap-utils)");
-            return None;
-        }
-        let dir =
-            std::env::temp_dir().join(format!("pop3-slapd-{}-{}", std::process::id(), free_port()));
+        let dir = crate::server_dir("slapd", "slapadd", &["-VV"], "slapd, ldap-utils")?;
         for sub in ["slapd.d", "db"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }

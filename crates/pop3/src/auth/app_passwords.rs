@@ -289,9 +289,8 @@ struct State {
     entries: Vec<AppPassword>,
     stamp: Option<(SystemTime, u64)>,
     checked: Instant,
+    /// Last use of each app password used since this server started.
     last_use: LastUse,
-    /// Uses not written yet.
-    pending: LastUse,
     /// None until the first write: the first use is written at once.
     flushed: Option<Instant>,
 }
@@ -319,7 +318,6 @@ impl AppPasswords {
                 stamp: stamp(file),
                 checked: Instant::now(),
                 last_use: read_last_use(file),
-                pending: LastUse::new(),
                 flushed: None,
             }),
             source: Source::File(file.to_owned()),
@@ -335,7 +333,6 @@ impl AppPasswords {
                 stamp: None,
                 checked: Instant::now(),
                 last_use: LastUse::new(),
-                pending: LastUse::new(),
                 flushed: None,
             }),
         }
@@ -401,18 +398,18 @@ impl AppPasswords {
     async fn note_use(&self, user: &str, id: &str, at: u64, peer: IpAddr) {
         let due = {
             let mut st = self.state();
-            let key = (user.to_owned(), id.to_owned());
-            st.last_use.insert(key.clone(), (at, peer));
-            st.pending.insert(key, (at, peer));
+            st.last_use
+                .insert((user.to_owned(), id.to_owned()), (at, peer));
             let recent = st.flushed.is_some_and(|t| t.elapsed() < FLUSH_EVERY);
             if recent {
                 None
             } else {
                 st.flushed = Some(Instant::now());
-                Some((std::mem::take(&mut st.pending), st.last_use.clone()))
+                Some(st.last_use.clone())
             }
         };
-        let Some((pending, all)) = due else {
+        // Everything used since the start is written (a few lines or rows).
+        let Some(all) = due else {
             return;
         };
         match &self.source {
@@ -432,7 +429,7 @@ impl AppPasswords {
             Source::Table(db) => {
                 let db = db.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = super::app_password_table::record_use(&db, &pending).await {
+                    if let Err(e) = super::app_password_table::record_use(&db, &all).await {
                         tracing::warn!("cannot record app password use: {e}");
                     }
                 });

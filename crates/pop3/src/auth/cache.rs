@@ -50,33 +50,27 @@ impl State {
         self.lookups.len() + self.credentials.len()
     }
 
-    /// Room for one more: expired entries go first, then the one that
-    /// expires soonest.
+    /// Room for one more: expired entries go first; if that is not
+    /// enough, the eighth (at least one) that expires soonest, so that a
+    /// full cache under a flood of new failures pays a scan once per
+    /// eighth of its size, not at every insert.
     fn make_room(&mut self, size: usize, now: Instant) {
         if self.len() < size {
             return;
         }
         self.lookups.retain(|_, (until, _)| *until > now);
         self.credentials.retain(|_, (until, _)| *until > now);
-        while self.len() >= size {
-            let lookup = self.lookups.iter().map(|(k, v)| (v.0, k)).min();
-            let credential = self.credentials.iter().map(|(k, v)| (v.0, k)).min();
-            match (lookup, credential) {
-                (Some((a, name)), Some((b, _))) if a <= b => {
-                    let name = name.clone();
-                    self.lookups.remove(&name);
-                }
-                (_, Some((_, key))) => {
-                    let key = *key;
-                    self.credentials.remove(&key);
-                }
-                (Some((_, name)), None) => {
-                    let name = name.clone();
-                    self.lookups.remove(&name);
-                }
-                (None, None) => return,
-            }
+        if self.len() < size {
+            return;
         }
+        let mut expiries: Vec<Instant> = (self.lookups.values().map(|v| v.0))
+            .chain(self.credentials.values().map(|v| v.0))
+            .collect();
+        let drop = (size / 8).max(1).min(expiries.len()) - 1;
+        let (_, cutoff, _) = expiries.select_nth_unstable(drop);
+        let cutoff = *cutoff;
+        self.lookups.retain(|_, (until, _)| *until > cutoff);
+        self.credentials.retain(|_, (until, _)| *until > cutoff);
     }
 }
 

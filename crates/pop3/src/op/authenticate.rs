@@ -505,30 +505,18 @@ async fn login(
     mechanism: &'static str,
     read_only: bool,
 ) -> Outcome {
-    // A disabled account: refused as a wrong password is, whichever
-    // mechanism proved the identity (a token, a certificate, a ticket).
-    if !user.account.may_log_in() {
-        return denied(
-            state,
-            conn,
-            services,
-            Some(&user.name),
-            mechanism,
-            "account disabled",
-        )
-        .await;
-    }
-    // Outside the user's allow_nets: the same, with the reason logged.
-    if !user.settings.allows_login_from(conn.peer.ip()) {
-        return denied(
-            state,
-            conn,
-            services,
-            Some(&user.name),
-            mechanism,
-            "address outside the user's allow_nets",
-        )
-        .await;
+    // A disabled account, or an address outside the user's allow_nets:
+    // refused as a wrong password is, whichever mechanism proved the
+    // identity (a token, a certificate, a ticket), with the reason logged.
+    let refusal = if !user.account.may_log_in() {
+        Some("account disabled")
+    } else if !user.settings.allows_login_from(conn.peer.ip()) {
+        Some("address outside the user's allow_nets")
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        return denied(state, conn, services, Some(&user.name), mechanism, reason).await;
     }
     services
         .guard

@@ -48,6 +48,11 @@ const QUERY: &str = "SELECT username AS user, password, \
 async fn server(db: &MariaDb) -> TestServer {
     let url = db.database_for("postfix", "pop3d", "db-secret");
     db.sql(&format!("USE postfix; {POSTFIXADMIN}"));
+    server_at(url).await
+}
+
+/// A server reading Postfixadmin's table at `url` as `pop3d`.
+async fn server_at(url: String) -> TestServer {
     TestServer::start_with(|c| {
         let dir = c.storage.lock_dir.parent().unwrap().to_owned();
         std::fs::write(dir.join("mysql.secret"), "db-secret\n").unwrap();
@@ -156,16 +161,7 @@ async fn over_the_servers_socket() {
         "mysql://pop3d@localhost/postfix?socket={}",
         db.socket().display()
     );
-    let srv = TestServer::start_with(|c| {
-        let dir = c.storage.lock_dir.parent().unwrap().to_owned();
-        std::fs::write(dir.join("mysql.secret"), "db-secret\n").unwrap();
-        c.auth.backend = UserBackend::Mysql;
-        c.auth.url = Some(url);
-        c.auth.password_file = Some(dir.join("mysql.secret"));
-        c.auth.password_query = Some(QUERY.into());
-        c.storage.maildir = dir.join("mail/%d/%n").to_str().unwrap().into();
-    })
-    .await;
+    let srv = server_at(url).await;
     let ok = srv.try_login("alice@example.org", "alice pw").await;
     assert!(ok.starts_with("+OK"), "{ok}");
     // (The URL names no port and nothing listens on MySQL's 3306 here:
