@@ -45,11 +45,13 @@ impl MariaDb {
             .args(["--auth-root-authentication-method=socket", "--skip-test-db"])
             .output()
             .expect("mariadb-install-db runs");
-        assert!(
-            out.status.success(),
-            "mariadb-install-db failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&dir);
+            panic!(
+                "mariadb-install-db failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let mut server = MariaDb {
             port: free_port(),
             dir,

@@ -119,11 +119,10 @@ impl Postgres {
             .args(["--locale", "C.UTF-8"])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&dir);
+            panic!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
         let server = Postgres {
             port: free_port(),
             dir,
