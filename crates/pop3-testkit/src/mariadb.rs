@@ -13,6 +13,8 @@ pub struct MariaDb {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Serve TLS with `cert.pem` and `key.pem` beside the data.
+    tls: bool,
 }
 
 /// A MariaDB program told to run as the `mysql` user when the tests run
@@ -31,6 +33,15 @@ impl MariaDb {
     /// A fresh server; None (after [`skip`]) where MariaDB is not
     /// installed.
     pub fn start() -> Option<MariaDb> {
+        MariaDb::start_with(None)
+    }
+
+    /// A fresh server that offers TLS with this PEM certificate and key.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Option<MariaDb> {
+        MariaDb::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Option<MariaDb> {
         let dir = crate::server_dir("mariadb", "mariadbd", &["--version"], "mariadb-server")?;
         if crate::is_root() {
             let ok = Command::new("chown")
@@ -52,10 +63,15 @@ impl MariaDb {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        if let Some((cert, key)) = tls {
+            std::fs::write(dir.join("cert.pem"), cert).unwrap();
+            std::fs::write(dir.join("key.pem"), key).unwrap();
+        }
         let mut server = MariaDb {
             port: free_port(),
             dir,
             child: None,
+            tls: tls.is_some(),
         };
         server.start_again();
         Some(server)
@@ -68,7 +84,16 @@ impl MariaDb {
     /// Start (again, after [`MariaDb::stop`]); back once it answers.
     pub fn start_again(&mut self) {
         let log = std::fs::File::create(self.dir.join("log")).unwrap();
-        let child = as_mysql("mariadbd")
+        let mut mariadbd = as_mysql("mariadbd");
+        if self.tls {
+            mariadbd
+                .arg(format!(
+                    "--ssl-cert={}",
+                    self.dir.join("cert.pem").display()
+                ))
+                .arg(format!("--ssl-key={}", self.dir.join("key.pem").display()));
+        }
+        let child = mariadbd
             .arg(format!("--datadir={}", self.dir.join("data").display()))
             .arg(format!("--socket={}", self.socket().display()))
             .arg(format!("--pid-file={}", self.dir.join("pid").display()))

@@ -181,27 +181,36 @@ pub fn server_config_with_clients(
 /// token introspection endpoint): the CA file, or the system's roots.
 pub fn client_roots(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let certs = <CertificateDer as rustls_pki_types::pem::PemObject>::pem_file_iter(path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            for cert in certs {
-                let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-            }
-            if roots.is_empty() {
-                return Err(format!("{}: no certificate in it", path.display()));
-            }
-        }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
+    for cert in client_root_certs(ca_file)? {
+        roots.add(cert).map_err(|e| e.to_string())?;
     }
     Ok(roots)
+}
+
+/// The certificates [`client_roots`] trusts: those of `ca_file` (PEM; an
+/// error names the file), else the system's that rustls can use.
+pub fn client_root_certs(ca_file: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, String> {
+    let Some(path) = ca_file else {
+        let usable = |c: &CertificateDer| rustls::RootCertStore::empty().add(c.clone()).is_ok();
+        return Ok(rustls_native_certs::load_native_certs()
+            .certs
+            .into_iter()
+            .filter(usable)
+            .collect());
+    };
+    let certs = <CertificateDer as rustls_pki_types::pem::PemObject>::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .map(|c| c.map_err(|e| format!("{}: {e}", path.display())))
+        .collect::<Result<Vec<_>, _>>()?;
+    for cert in &certs {
+        rustls::RootCertStore::empty()
+            .add(cert.clone())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in it", path.display()));
+    }
+    Ok(certs)
 }
 
 #[cfg(test)]

@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value};
+use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, SslOpts, Value};
 
 use super::sql_row::{Decoys, UserRow};
 use super::{Scheme, StoredSecret, UserDb, UserDbError, UserRecord};
-use crate::config::{Pop3Config, SetupError};
+use crate::config::{AuthConfig, DatabaseTls, Pop3Config, SetupError};
 
 pub struct MysqlUsers {
     opts: Opts,
@@ -54,6 +54,12 @@ impl MysqlUsers {
         if opts.db_name().is_none() {
             return Err(SetupError::new("auth.url", "names no database"));
         }
+        if opts.ssl_opts().is_some() {
+            return Err(SetupError::new(
+                "auth.url",
+                "asks for TLS; say so with auth.tls = \"require\" (and auth.ca_file) instead",
+            ));
+        }
         let query = match auth.password_query.as_deref() {
             Some(q) if q.contains('?') => q.to_owned(),
             Some(_) => {
@@ -79,6 +85,7 @@ impl MysqlUsers {
             .ok_or_else(|| SetupError::new("performance.connection_pool_size", "too small"))?;
         let opts = OptsBuilder::from_opts(opts)
             .pass(password)
+            .ssl_opts(ssl_opts(auth)?)
             .pool_opts(PoolOpts::default().with_constraints(constraints));
         Ok(MysqlUsers {
             opts: opts.into(),
@@ -109,6 +116,49 @@ impl MysqlUsers {
             ))),
         }
     }
+}
+
+/// What `[auth] tls` and `ca_file` tell the client: None for plain TCP.
+/// The roots are read here, so `check-config` finds a bad `ca_file`, and
+/// given as PEM with the client's own built-in roots turned off: the
+/// server is trusted as `[storage] tls` trusts PostgreSQL, on `ca_file`
+/// or the system's roots, never on a list compiled into a library.
+fn ssl_opts(auth: &AuthConfig) -> Result<Option<SslOpts>, SetupError> {
+    match auth.tls {
+        DatabaseTls::Off => Ok(None),
+        DatabaseTls::Prefer => Err(SetupError::new(
+            "auth.tls",
+            "\"prefer\" is not offered for MySQL: anyone between pop3d and the database could turn TLS off; use \"require\", or \"off\" on a network you trust",
+        )),
+        DatabaseTls::Require => {
+            let certs = crate::tls::client_root_certs(auth.ca_file.as_deref())
+                .map_err(|e| SetupError::new("auth.ca_file", e))?;
+            if certs.is_empty() {
+                return Err(SetupError::new(
+                    "auth.ca_file",
+                    "unset, and the system has no CA certificates to verify the database with (install ca-certificates, or name the CA that signed the server's certificate)",
+                ));
+            }
+            let pem: String = certs.iter().map(|c| pem_certificate(c)).collect();
+            Ok(Some(
+                SslOpts::default()
+                    .with_disable_built_in_roots(true)
+                    .with_root_certs(vec![pem.into_bytes().into()]),
+            ))
+        }
+    }
+}
+
+fn pem_certificate(der: &[u8]) -> String {
+    use base64::Engine;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
 }
 
 /// A row of the user query, as [`UserRow`] reads rows.
@@ -210,5 +260,41 @@ mod tests {
         assert!(pasted.contains("auth.password_query"), "{pasted}");
         assert!(key(config(Some("mysql://u@127.0.0.1/db"), None)).is_some());
         assert_eq!(key(config(Some("mysql://u@127.0.0.1:3306/db"), q)), None);
+    }
+
+    #[test]
+    fn tls_is_required_or_off_and_its_ca_read_at_once() {
+        let q = Some("SELECT username AS user, password FROM mailbox WHERE username = ?");
+        let url = Some("mysql://u@127.0.0.1/db");
+        let key = |c: Pop3Config| MysqlUsers::from_config(&c).err().map(|e| e.to_string());
+        let in_url = key(config(Some("mysql://u@127.0.0.1/db?require_ssl=true"), q)).unwrap();
+        assert!(in_url.contains("auth.tls"), "{in_url}");
+        let mut c = config(url, q);
+        c.auth.tls = DatabaseTls::Prefer;
+        let prefer = key(c).unwrap();
+        assert!(prefer.starts_with("auth.tls"), "{prefer}");
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(url, q);
+        c.auth.tls = DatabaseTls::Require;
+        c.auth.ca_file = Some(dir.path().join("missing.pem"));
+        let missing = key(c.clone()).unwrap();
+        assert!(missing.contains("auth.ca_file") && missing.contains("missing.pem"));
+        std::fs::write(dir.path().join("missing.pem"), "not a certificate\n").unwrap();
+        let empty = key(c.clone()).unwrap();
+        assert!(empty.contains("no certificate"), "{empty}");
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        std::fs::write(dir.path().join("missing.pem"), cert.cert.pem()).unwrap();
+        assert_eq!(key(c), None);
+    }
+
+    #[test]
+    fn a_certificate_as_pem_reads_back_as_itself() {
+        let cert = rcgen::generate_simple_self_signed(vec!["db.example".to_owned()]).unwrap();
+        let der = cert.cert.der().to_vec();
+        let pem = pem_certificate(&der);
+        use rustls_pki_types::pem::PemObject;
+        let back = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        assert_eq!(back.as_ref(), der.as_slice());
+        assert!(pem.lines().all(|l| l.len() <= 64));
     }
 }

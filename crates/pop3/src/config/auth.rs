@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::DatabaseTls;
+
 /// `[auth]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -30,6 +32,14 @@ pub struct AuthConfig {
     /// The password of `url`'s account: the first line of this file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
+    /// TLS to `url`'s server: `off`, or `require` (no connection without
+    /// it, the certificate verified against `ca_file`). A socket URL never
+    /// leaves the machine and never uses TLS.
+    pub tls: DatabaseTls,
+    /// CA certificates (PEM) that sign `url`'s server certificate; the
+    /// system's roots when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     /// The longest a lookup in a networked user database (MySQL, LDAP)
     /// may take, connecting included, before the login gets `[SYS/TEMP]`.
     #[serde(with = "humantime_serde")]
@@ -114,6 +124,8 @@ impl Default for AuthConfig {
             password_query: None,
             url: None,
             password_file: None,
+            tls: DatabaseTls::Off,
+            ca_file: None,
             timeout: Duration::from_secs(5),
             passwd_file: PathBuf::from("/etc/pop3d/passwd"),
             mechanisms: vec!["PLAIN".into(), "LOGIN".into()],

@@ -182,6 +182,7 @@ impl Pop3Config {
             &mut self.auth.secret_key_file,
             &mut self.auth.breached_passwords_file,
             &mut self.auth.password_file,
+            &mut self.auth.ca_file,
             &mut self.auth.app_passwords_file,
         ]
         .into_iter()
@@ -335,7 +336,7 @@ fn inert_keys(c: &Pop3Config, table: &toml::Table) -> Vec<String> {
         "auth.passwd_file",
         "auth.backend is not \"passwd-file\"",
     );
-    let mysql_keys = ["auth.url", "auth.password_file"].map(|k| {
+    let mysql_keys = ["auth.url", "auth.password_file", "auth.tls", "auth.ca_file"].map(|k| {
         (
             c.auth.backend != super::UserBackend::Mysql && has_key(table, k),
             k,

@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: AGPL-3.0-only
 //! Users in MariaDB (Debian's mariadb-server, started by the test):
 //! Postfixadmin's `mailbox` table as it is, its MD5-CRYPT and SHA512-CRYPT
-//! secrets and `active` column, a quote in a login, and the database going
-//! away and coming back under a running server.
+//! secrets and `active` column, a quote in a login, the database going
+//! away and coming back under a running server, its socket, and TLS.
 
 use std::time::Duration;
 
 use crate::common::*;
-use pop3::config::UserBackend;
+use pop3::config::{AuthConfig, DatabaseTls, UserBackend};
 use pop3_testkit::MariaDb;
 
 /// Postfixadmin's `mailbox` table (its schema as Postfixadmin 3 creates
@@ -53,6 +53,10 @@ async fn server(db: &MariaDb) -> TestServer {
 
 /// A server reading Postfixadmin's table at `url` as `pop3d`.
 async fn server_at(url: String) -> TestServer {
+    server_tweaked(url, |_| {}).await
+}
+
+async fn server_tweaked(url: String, tweak: impl FnOnce(&mut AuthConfig)) -> TestServer {
     TestServer::start_with(|c| {
         let dir = c.storage.lock_dir.parent().unwrap().to_owned();
         std::fs::write(dir.join("mysql.secret"), "db-secret\n").unwrap();
@@ -61,6 +65,7 @@ async fn server_at(url: String) -> TestServer {
         c.auth.password_file = Some(dir.join("mysql.secret"));
         c.auth.password_query = Some(QUERY.into());
         c.storage.maildir = dir.join("mail/%d/%n").to_str().unwrap().into();
+        tweak(&mut c.auth);
     })
     .await
 }
@@ -166,4 +171,43 @@ async fn over_the_servers_socket() {
     assert!(ok.starts_with("+OK"), "{ok}");
     // (The URL names no port and nothing listens on MySQL's 3306 here:
     // the lookup went over the socket.)
+}
+
+#[tokio::test]
+async fn tls_to_a_server_the_ca_vouches_for() {
+    let cert = test_cert();
+    let Some(db) = MariaDb::start_tls(&cert.cert_pem, &cert.key_pem) else {
+        return;
+    };
+    let url = db.database_for("postfix", "pop3d", "db-secret");
+    // The account may log in over TLS only: a lookup that works went over
+    // TLS.
+    db.sql(&format!(
+        "USE postfix; {POSTFIXADMIN} ALTER USER 'pop3d'@'127.0.0.1' REQUIRE SSL"
+    ));
+    let ca = tempfile::tempdir().unwrap();
+    std::fs::write(ca.path().join("ca.pem"), &cert.cert_pem).unwrap();
+    std::fs::write(ca.path().join("other.pem"), test_cert().cert_pem).unwrap();
+    let tls = |file: &str| {
+        let file = ca.path().join(file);
+        move |a: &mut AuthConfig| {
+            a.tls = DatabaseTls::Require;
+            a.ca_file = Some(file);
+        }
+    };
+    let srv = server_tweaked(url.clone(), tls("ca.pem")).await;
+    let ok = srv.try_login("alice@example.org", "alice pw").await;
+    assert!(ok.starts_with("+OK"), "{ok}");
+    let wrong = srv.try_login("alice@example.org", "wrong").await;
+    assert!(wrong.starts_with("-ERR [AUTH]"), "{wrong}");
+    // Without TLS the server refuses the account: no lookup, and never
+    // "wrong password".
+    let plain = server_at(url.clone()).await;
+    let refused = plain.try_login("alice@example.org", "alice pw").await;
+    assert!(refused.starts_with("-ERR [SYS/TEMP]"), "{refused}");
+    // A CA that did not sign the server's certificate: no lookup, and
+    // never a login.
+    let stranger = server_tweaked(url, tls("other.pem")).await;
+    let refused = stranger.try_login("alice@example.org", "alice pw").await;
+    assert!(refused.starts_with("-ERR [SYS/TEMP]"), "{refused}");
 }
