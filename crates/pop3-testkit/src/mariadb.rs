@@ -43,9 +43,13 @@ impl MariaDb {
 
     fn start_with(tls: Option<(&str, &str)>) -> Option<MariaDb> {
         let dir = crate::server_dir("mariadb", "mariadbd", &["--version"], "mariadb-server")?;
+        // A temporary directory of its own: servers installing side by
+        // side in one /tmp have been seen to remove each other's
+        // temporary tables.
+        std::fs::create_dir(dir.join("tmp")).unwrap();
         if crate::is_root() {
             let ok = Command::new("chown")
-                .args(["mysql:mysql"])
+                .args(["-R", "mysql:mysql"])
                 .arg(&dir)
                 .status()
                 .is_ok_and(|s| s.success());
@@ -53,6 +57,7 @@ impl MariaDb {
         }
         let out = as_mysql("mariadb-install-db")
             .arg(format!("--datadir={}", dir.join("data").display()))
+            .arg(format!("--tmpdir={}", dir.join("tmp").display()))
             .args(["--auth-root-authentication-method=socket", "--skip-test-db"])
             .output()
             .expect("mariadb-install-db runs");
@@ -95,6 +100,7 @@ impl MariaDb {
         }
         let child = mariadbd
             .arg(format!("--datadir={}", self.dir.join("data").display()))
+            .arg(format!("--tmpdir={}", self.dir.join("tmp").display()))
             .arg(format!("--socket={}", self.socket().display()))
             .arg(format!("--pid-file={}", self.dir.join("pid").display()))
             .arg(format!("--port={}", self.port))
