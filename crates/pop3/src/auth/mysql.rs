@@ -276,14 +276,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut c = config(url, q);
         c.auth.tls = DatabaseTls::Require;
-        c.auth.ca_file = Some(dir.path().join("missing.pem"));
+        c.auth.ca_file = Some(dir.path().join("ca.pem"));
         let missing = key(c.clone()).unwrap();
-        assert!(missing.contains("auth.ca_file") && missing.contains("missing.pem"));
-        std::fs::write(dir.path().join("missing.pem"), "not a certificate\n").unwrap();
+        assert!(missing.contains("auth.ca_file") && missing.contains("ca.pem"));
+        std::fs::write(dir.path().join("ca.pem"), "not a certificate\n").unwrap();
         let empty = key(c.clone()).unwrap();
         assert!(empty.contains("no certificate"), "{empty}");
         let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
-        std::fs::write(dir.path().join("missing.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), cert.cert.pem()).unwrap();
         assert_eq!(key(c), None);
     }
 
