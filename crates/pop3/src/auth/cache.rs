@@ -28,6 +28,11 @@ use crate::config::AuthConfig;
 /// secret and the password.
 type Credential = [u8; 32];
 
+/// A lookup as the cache knows it: whether it was a login's, and the
+/// name. A database may answer the two differently (LDAP's `pass_filter`
+/// and `user_filter`).
+type LookupKey = (bool, String);
+
 /// The cache; shared by the user database wrapper and the password check.
 pub struct AuthCache {
     key: [u8; 32],
@@ -41,7 +46,7 @@ pub struct AuthCache {
 struct State {
     /// The user database's generation the entries were read under.
     generation: u64,
-    lookups: HashMap<String, (Instant, Option<Arc<UserRecord>>)>,
+    lookups: HashMap<LookupKey, (Instant, Option<Arc<UserRecord>>)>,
     credentials: HashMap<Credential, (Instant, bool)>,
 }
 
@@ -111,13 +116,13 @@ impl AuthCache {
         }
     }
 
-    fn remembered_lookup(&self, name: &str) -> Option<Option<Arc<UserRecord>>> {
+    fn remembered_lookup(&self, key: &LookupKey) -> Option<Option<Arc<UserRecord>>> {
         let st = self.state();
-        let (until, record) = st.lookups.get(name)?;
+        let (until, record) = st.lookups.get(key)?;
         (*until > Instant::now()).then(|| record.clone())
     }
 
-    fn remember_lookup(&self, name: &str, record: Option<Arc<UserRecord>>, generation: u64) {
+    fn remember_lookup(&self, key: LookupKey, record: Option<Arc<UserRecord>>, generation: u64) {
         let ttl = if record.is_some() {
             self.ttl
         } else {
@@ -129,7 +134,7 @@ impl AuthCache {
             return;
         }
         st.make_room(self.size, now);
-        st.lookups.insert(name.to_owned(), (now + ttl, record));
+        st.lookups.insert(key, (now + ttl, record));
     }
 
     fn credential(&self, name: &str, secret: Option<&StoredSecret>, password: &[u8]) -> Credential {
@@ -213,18 +218,37 @@ pub struct CachedUsers {
     pub cache: Arc<AuthCache>,
 }
 
-#[async_trait]
-impl UserDb for CachedUsers {
-    async fn lookup(&self, name: &str) -> Result<Option<Arc<UserRecord>>, UserDbError> {
+impl CachedUsers {
+    async fn remembered(
+        &self,
+        login: bool,
+        name: &str,
+    ) -> Result<Option<Arc<UserRecord>>, UserDbError> {
         let generation = self.inner.generation().await;
         self.cache.follow(generation);
-        if let Some(record) = self.cache.remembered_lookup(name) {
+        let key = (login, name.to_owned());
+        if let Some(record) = self.cache.remembered_lookup(&key) {
             return Ok(record);
         }
         // Errors are not remembered: the next login asks again.
-        let record = self.inner.lookup(name).await?;
-        self.cache.remember_lookup(name, record.clone(), generation);
+        let record = if login {
+            self.inner.lookup_login(name).await?
+        } else {
+            self.inner.lookup(name).await?
+        };
+        self.cache.remember_lookup(key, record.clone(), generation);
         Ok(record)
+    }
+}
+
+#[async_trait]
+impl UserDb for CachedUsers {
+    async fn lookup(&self, name: &str) -> Result<Option<Arc<UserRecord>>, UserDbError> {
+        self.remembered(false, name).await
+    }
+
+    async fn lookup_login(&self, name: &str) -> Result<Option<Arc<UserRecord>>, UserDbError> {
+        self.remembered(true, name).await
     }
 
     async fn health(&self) -> Result<(), String> {
@@ -266,7 +290,9 @@ mod tests {
     use crate::auth::StaticUsers;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-    /// Counts lookups; its generation is set by the test.
+    /// Counts lookups; its generation is set by the test. Its login
+    /// lookups find no one (as an LDAP `pass_filter` that keeps every
+    /// account out while `user_filter` finds them for mail).
     struct Counting {
         users: StaticUsers,
         lookups: AtomicUsize,
@@ -278,6 +304,10 @@ mod tests {
         async fn lookup(&self, name: &str) -> Result<Option<Arc<UserRecord>>, UserDbError> {
             self.lookups.fetch_add(1, Ordering::SeqCst);
             self.users.lookup(name).await
+        }
+        async fn lookup_login(&self, _: &str) -> Result<Option<Arc<UserRecord>>, UserDbError> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            Ok(None)
         }
         async fn health(&self) -> Result<(), String> {
             Ok(())
@@ -322,6 +352,17 @@ mod tests {
         inner.generation.store(1, Ordering::SeqCst);
         assert!(cached.lookup("alice").await.unwrap().is_some());
         assert_eq!(inner.lookups.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_login_is_never_answered_with_what_a_delivery_found() {
+        let (inner, cached) = setup(100, Duration::from_secs(3600));
+        for _ in 0..2 {
+            assert!(cached.lookup("alice").await.unwrap().is_some());
+            assert!(cached.lookup_login("alice").await.unwrap().is_none());
+        }
+        // Each kind asked once, then remembered apart.
+        assert_eq!(inner.lookups.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

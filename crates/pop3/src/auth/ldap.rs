@@ -3,7 +3,8 @@
 //! with the keys of Dovecot's `dovecot-ldap.conf.ext` (`[auth.ldap]`).
 //!
 //! A lookup binds as `dn` (or anonymously), searches `base` with
-//! `pass_filter` (or `user_filter`), every value put into the filter
+//! `pass_filter` for a login and `user_filter` (else `pass_filter`) for a
+//! delivery or a command, every value put into the filter
 //! escaped as RFC 4515 says, and maps the attributes `pass_attrs` and
 //! `user_attrs` name onto the user. Passwords are compared against the
 //! stored `userPassword` (`{SSHA}`, `{CRYPT}$6$...`, `{SSHA512}`...), or,
@@ -233,13 +234,27 @@ impl LdapUsers {
         }
     }
 
-    /// The entry for `name`: None when there is none.
-    async fn search(&self, name: &str) -> Result<Option<SearchEntry>, UserDbError> {
-        let template = self
-            .cfg
-            .user_filter
-            .as_deref()
-            .unwrap_or(&self.cfg.pass_filter);
+    /// The filter, and its key for messages: `pass_filter` finds who may
+    /// log in, `user_filter` (when set) whom mail is for, as Dovecot's
+    /// passdb and userdb.
+    fn filter(&self, login: bool) -> (&'static str, &str) {
+        match (&self.cfg.user_filter, login) {
+            (Some(f), false) => ("user_filter", f),
+            _ => ("pass_filter", &self.cfg.pass_filter),
+        }
+    }
+
+    /// The user `name`, found with the login's filter or the other: None
+    /// when there is none.
+    async fn find(&self, name: &str, login: bool) -> Result<Option<Arc<UserRecord>>, UserDbError> {
+        Ok(self
+            .search(name, login)
+            .await?
+            .map(|entry| Arc::new(self.record(name, entry))))
+    }
+
+    async fn search(&self, name: &str, login: bool) -> Result<Option<SearchEntry>, UserDbError> {
+        let (filter_key, template) = self.filter(login);
         let filter = expand(template, name, filter_value);
         let wanted: Vec<&str> = self.attrs.iter().map(|(a, _)| a.as_str()).collect();
         let _permit = self.lookups.permits.acquire().await.map_err(unavailable)?;
@@ -263,7 +278,7 @@ impl LdapUsers {
                 entries.into_iter().next().unwrap(),
             ))),
             n => Err(unavailable(format!(
-                "{n} entries match the filter for one user: make auth.ldap.pass_filter unique"
+                "{n} entries match the filter for one user: make auth.ldap.{filter_key} unique"
             ))),
         }
     }
@@ -373,10 +388,11 @@ fn client_tls(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientCon
 #[async_trait]
 impl UserDb for LdapUsers {
     async fn lookup(&self, name: &str) -> Result<Option<Arc<UserRecord>>, UserDbError> {
-        Ok(self
-            .search(name)
-            .await?
-            .map(|entry| Arc::new(self.record(name, entry))))
+        self.find(name, false).await
+    }
+
+    async fn lookup_login(&self, name: &str) -> Result<Option<Arc<UserRecord>>, UserDbError> {
+        self.find(name, true).await
     }
 
     /// A connection, bound as `dn`, answers.

@@ -113,14 +113,29 @@ pub fn check_name(name: &str) -> Result<(), &'static str> {
 /// users, and the database behind is never asked about them.
 pub struct CheckedNames(pub Arc<dyn UserDb>);
 
+/// Whether [`check_name`] refuses `name` (and the refusal logged).
+fn refused(name: &str) -> bool {
+    let Err(why) = check_name(name) else {
+        return false;
+    };
+    tracing::info!(user = %name.escape_debug(), "{why}; refused before any lookup");
+    true
+}
+
 #[async_trait]
 impl UserDb for CheckedNames {
     async fn lookup(&self, name: &str) -> Result<Option<Arc<UserRecord>>, UserDbError> {
-        if let Err(why) = check_name(name) {
-            tracing::info!(user = %name.escape_debug(), "{why}; refused before any lookup");
+        if refused(name) {
             return Ok(None);
         }
         self.0.lookup(name).await
+    }
+
+    async fn lookup_login(&self, name: &str) -> Result<Option<Arc<UserRecord>>, UserDbError> {
+        if refused(name) {
+            return Ok(None);
+        }
+        self.0.lookup_login(name).await
     }
 
     async fn health(&self) -> Result<(), String> {
@@ -175,7 +190,19 @@ impl CheckedNames {
 /// database fits behind it.
 #[async_trait]
 pub trait UserDb: Send + Sync {
+    /// The user mail is for (a delivery, an administration command):
+    /// Dovecot's userdb.
     async fn lookup(&self, name: &str) -> Result<Option<Arc<UserRecord>>, UserDbError>;
+
+    /// The user who logs in: Dovecot's passdb. The same as [`lookup`]
+    /// but where the database tells the two apart (LDAP's `pass_filter`
+    /// and `user_filter`): a login must pass the filter that decides who
+    /// may log in.
+    ///
+    /// [`lookup`]: UserDb::lookup
+    async fn lookup_login(&self, name: &str) -> Result<Option<Arc<UserRecord>>, UserDbError> {
+        self.lookup(name).await
+    }
 
     /// Whether the database can answer now (for `/readyz`).
     async fn health(&self) -> Result<(), String>;

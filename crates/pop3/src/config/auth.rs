@@ -188,9 +188,10 @@ pub struct LdapConfig {
     /// `ldapAttribute=field,...`: which attributes hold the user name
     /// (`user`) and the secret (`password`) and any per-user field.
     pub pass_attrs: String,
-    /// Used instead of `pass_filter` for every lookup when set: pop3d
-    /// makes one lookup per login or delivery (Dovecot's files carry
-    /// both).
+    /// Finds whom mail is for: LMTP and `pop3d deliver` recipients and
+    /// the administration commands' users, as Dovecot's userdb does.
+    /// Logins always use `pass_filter`, so a condition there (an account
+    /// switched off) holds whatever this says. Unset: `pass_filter`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_filter: Option<String>,
     /// `ldapAttribute=field,...` for `home`, `uid`, `gid`, `expire`,

@@ -418,10 +418,12 @@ async fn account_password(
     Ok(verified)
 }
 
+/// The user logging in (or named by a master user), as the user
+/// database's login lookup finds them.
 async fn lookup(services: &Services, name: &str) -> Result<Option<Arc<UserRecord>>, Reply> {
     services
         .users
-        .lookup(name)
+        .lookup_login(name)
         .await
         .map_err(|e| userdb_unavailable(services, e))
 }

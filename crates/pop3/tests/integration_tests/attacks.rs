@@ -8,12 +8,11 @@
 //! holds only what pop3d serves, and downgraded headers that keep their
 //! addresses.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use pop3::config::{LmtpConfig, Pop3Config, UserBackend};
+use pop3::config::UserBackend;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use crate::abuse::{events, fail_login, start};
@@ -212,39 +211,6 @@ async fn a_success_forgives_only_its_own_failures() {
             .blocked(attacker.parse().unwrap())
             .is_some()
     );
-}
-
-/// Deliver `body` to `rcpt` over LMTP; the reply to DATA's end (or the
-/// first refusal on the way).
-async fn lmtp(addr: SocketAddr, rcpt: &str, body: &str) -> String {
-    let mut c = Client::connect(addr).await;
-    assert!(c.greeting.starts_with("220"), "{}", c.greeting);
-    let mut r = c.cmd("LHLO test").await;
-    while r.starts_with("250-") {
-        r = c.line().await;
-    }
-    assert!(
-        c.cmd("MAIL FROM:<sender@example.org>")
-            .await
-            .starts_with("250")
-    );
-    let r = c.cmd(&format!("RCPT TO:<{rcpt}>")).await;
-    if !r.starts_with("250") {
-        return r;
-    }
-    assert!(c.cmd("DATA").await.starts_with("354"));
-    c.send(format!("{body}.\r\n").as_bytes()).await;
-    let r = c.line().await;
-    c.cmd("QUIT").await;
-    r
-}
-
-fn with_lmtp(c: &mut Pop3Config) {
-    c.lmtp = vec![LmtpConfig {
-        bind: Some("127.0.0.1:0".parse().unwrap()),
-        path: None,
-        max_connections: 8,
-    }];
 }
 
 /// The UIDL listing of `user`, and the subject of each message.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pop3::config::{ListenerConfig, Pop3Config, TlsMode};
+use pop3::config::{ListenerConfig, LmtpConfig, Pop3Config, TlsMode};
 use pop3::{Pop3SessionManager, Server};
 use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -490,4 +490,38 @@ pub fn sample(metrics: &str, series: &str) -> f64 {
         .lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
         .unwrap_or_else(|| panic!("no sample {series} in\n{metrics}"))
+}
+
+/// Deliver `body` to `rcpt` over LMTP; the reply to DATA's end (or the
+/// first refusal on the way).
+pub async fn lmtp(addr: SocketAddr, rcpt: &str, body: &str) -> String {
+    let mut c = Client::connect(addr).await;
+    assert!(c.greeting.starts_with("220"), "{}", c.greeting);
+    let mut r = c.cmd("LHLO test").await;
+    while r.starts_with("250-") {
+        r = c.line().await;
+    }
+    assert!(
+        c.cmd("MAIL FROM:<sender@example.org>")
+            .await
+            .starts_with("250")
+    );
+    let r = c.cmd(&format!("RCPT TO:<{rcpt}>")).await;
+    if !r.starts_with("250") {
+        return r;
+    }
+    assert!(c.cmd("DATA").await.starts_with("354"));
+    c.send(format!("{body}.\r\n").as_bytes()).await;
+    let r = c.line().await;
+    c.cmd("QUIT").await;
+    r
+}
+
+/// An LMTP listener on a free loopback port (`TestServer::lmtp`).
+pub fn with_lmtp(c: &mut Pop3Config) {
+    c.lmtp = vec![LmtpConfig {
+        bind: Some("127.0.0.1:0".parse().unwrap()),
+        path: None,
+        max_connections: 8,
+    }];
 }

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::*;
-use pop3::config::LmtpConfig;
 
 /// A tmpfs of `size` mounted on a temporary directory, unmounted when
 /// dropped.
@@ -59,28 +58,6 @@ impl Drop for SmallDisk {
     }
 }
 
-fn with_lmtp(c: &mut pop3::config::Pop3Config) {
-    c.lmtp = vec![LmtpConfig {
-        bind: Some("127.0.0.1:0".parse().unwrap()),
-        path: None,
-        max_connections: 4,
-    }];
-}
-
-/// Deliver over LMTP; the reply to the end of DATA.
-async fn lmtp(addr: std::net::SocketAddr, body: &str) -> String {
-    let mut c = Client::connect(addr).await;
-    let mut r = c.cmd("LHLO test").await;
-    while r.starts_with("250-") {
-        r = c.line().await;
-    }
-    assert!(c.cmd("MAIL FROM:<s@example.org>").await.starts_with("250"));
-    assert!(c.cmd("RCPT TO:<alice>").await.starts_with("250"));
-    assert!(c.cmd("DATA").await.starts_with("354"));
-    c.send(format!("{body}.\r\n").as_bytes()).await;
-    c.line().await
-}
-
 /// UIDL listing and every message's bytes, in one session that QUITs.
 async fn session(srv: &TestServer) -> (Vec<String>, Vec<Vec<u8>>) {
     let mut c = srv.login("alice", "secret").await;
@@ -113,16 +90,16 @@ async fn a_full_disk_still_lets_users_read_and_delete_and_tears_nothing() {
     .await;
     let at = srv.lmtp.unwrap();
     for n in 1..=3 {
-        assert!(lmtp(at, &message(n)).await.starts_with("250 "));
+        assert!(lmtp(at, "alice", &message(n)).await.starts_with("250 "));
     }
     let (indexed, _) = session(&srv).await;
     assert_eq!(indexed.len(), 3);
     // Two more arrive, not indexed yet; then the disk fills up.
     for n in 4..=5 {
-        assert!(lmtp(at, &message(n)).await.starts_with("250 "));
+        assert!(lmtp(at, "alice", &message(n)).await.starts_with("250 "));
     }
     let filler = disk.fill();
-    let r = lmtp(at, &message(6)).await;
+    let r = lmtp(at, "alice", &message(6)).await;
     assert!(r.starts_with("452 4.3.1"), "{r}");
     // The user still gets in, and sees what the index knew, as it knew it.
     let md = disk.path().join("alice");
@@ -210,7 +187,7 @@ async fn a_full_database_disk_refuses_deliveries_but_serves_reads_and_deletions(
     let srv = TestServer::start_on_with(Backend::Postgres, with_lmtp).await;
     let at = srv.lmtp.unwrap();
     for n in 1..=2 {
-        assert!(lmtp(at, &message(n)).await.starts_with("250 "));
+        assert!(lmtp(at, "alice", &message(n)).await.starts_with("250 "));
     }
     let ts = format!("small_{}", srv.database.as_deref().unwrap());
     srv.sql(&format!(
@@ -228,7 +205,7 @@ async fn a_full_database_disk_refuses_deliveries_but_serves_reads_and_deletions(
         "Subject: big\r\n\r\n{}",
         "0123456789abcdef\r\n".repeat(8000)
     );
-    let r = lmtp(at, &big).await;
+    let r = lmtp(at, "alice", &big).await;
     assert!(r.starts_with("452 4.3.1"), "{r}");
     let mut c = srv.login("alice", "secret").await;
     let (_, list) = c.multi("LIST").await;

@@ -3,7 +3,8 @@
 //! cn=config): compare mode over two password schemes, auth_bind with and
 //! without auth_bind_userdn, per-user attributes, a filter injection, the
 //! directory stopped and started under a running server, StartTLS to a
-//! directory whose certificate a test CA vouches for.
+//! directory whose certificate a test CA vouches for, and logins kept to
+//! `pass_filter` while deliveries follow `user_filter`.
 
 use std::time::Duration;
 
@@ -197,4 +198,34 @@ async fn starttls_to_a_directory_the_ca_vouches_for() {
     .await;
     let refused = srv.try_login("alice", "alice pw").await;
     assert!(refused.starts_with("-ERR [SYS/TEMP]"), "{refused}");
+}
+
+#[tokio::test]
+async fn logins_pass_the_pass_filter_and_mail_the_user_filter() {
+    let Some(ldap) = Slapd::start(None) else {
+        return;
+    };
+    users(&ldap);
+    // dave's account is switched off for logins (here by name, for want
+    // of a mail schema); mail for him is still delivered. The cache is on,
+    // so a delivery's lookup must not answer a login's.
+    let srv = TestServer::start_with(|c| {
+        directory(&ldap, c, |l| {
+            l.pass_filter = "(&(objectClass=posixAccount)(uid=%u)(!(uid=dave)))".into();
+            l.user_filter = Some("(&(objectClass=posixAccount)(uid=%u))".into());
+        });
+        c.auth.cache_size = 100;
+        with_lmtp(c);
+    })
+    .await;
+    let at = srv.lmtp.unwrap();
+    let r = lmtp(at, "dave", "Subject: for dave\r\n\r\nx\r\n").await;
+    assert!(r.starts_with("250"), "{r}");
+    let wrong = srv.try_login("alice", "wrong").await;
+    assert!(wrong.starts_with("-ERR [AUTH]"), "{wrong}");
+    assert_eq!(srv.try_login("dave", "alice pw").await, wrong);
+    assert!(srv.try_login("alice", "alice pw").await.starts_with("+OK"));
+    // Unknown to both filters: no delivery.
+    let r = lmtp(at, "nobody", "Subject: lost\r\n\r\nx\r\n").await;
+    assert!(r.starts_with("550"), "{r}");
 }
