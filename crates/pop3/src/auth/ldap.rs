@@ -3,8 +3,8 @@
 //! with the keys of Dovecot's `dovecot-ldap.conf.ext` (`[auth.ldap]`).
 //!
 //! A lookup binds as `dn` (or anonymously), searches `base` with
-//! `pass_filter` for a login and `user_filter` (else `pass_filter`) for a
-//! delivery or a command, every value put into the filter
+//! `user_filter` (else `pass_filter`) for a delivery or a command, and
+//! with both for a login, every value put into the filter
 //! escaped as RFC 4515 says, and maps the attributes `pass_attrs` and
 //! `user_attrs` name onto the user. Passwords are compared against the
 //! stored `userPassword` (`{SSHA}`, `{CRYPT}$6$...`, `{SSHA512}`...), or,
@@ -234,13 +234,18 @@ impl LdapUsers {
         }
     }
 
-    /// The filter, and its key for messages: `pass_filter` finds who may
-    /// log in, `user_filter` (when set) whom mail is for, as Dovecot's
-    /// passdb and userdb.
-    fn filter(&self, login: bool) -> (&'static str, &str) {
+    /// The filter, and its keys for messages. As in Dovecot, `user_filter`
+    /// (when set) finds whom mail is for (its userdb), and a login needs
+    /// `pass_filter` (its passdb) and the userdb to know the user: both
+    /// filters, in one search.
+    fn filter(&self, login: bool) -> (&'static str, std::borrow::Cow<'_, str>) {
         match (&self.cfg.user_filter, login) {
-            (Some(f), false) => ("user_filter", f),
-            _ => ("pass_filter", &self.cfg.pass_filter),
+            (Some(user), true) => (
+                "pass_filter and user_filter",
+                format!("(&{}{user})", self.cfg.pass_filter).into(),
+            ),
+            (Some(user), false) => ("user_filter", user.into()),
+            (None, _) => ("pass_filter", self.cfg.pass_filter.as_str().into()),
         }
     }
 
@@ -255,7 +260,7 @@ impl LdapUsers {
 
     async fn search(&self, name: &str, login: bool) -> Result<Option<SearchEntry>, UserDbError> {
         let (filter_key, template) = self.filter(login);
-        let filter = expand(template, name, filter_value);
+        let filter = expand(&template, name, filter_value);
         let wanted: Vec<&str> = self.attrs.iter().map(|(a, _)| a.as_str()).collect();
         let _permit = self.lookups.permits.acquire().await.map_err(unavailable)?;
         let work = async {
@@ -278,7 +283,7 @@ impl LdapUsers {
                 entries.into_iter().next().unwrap(),
             ))),
             n => Err(unavailable(format!(
-                "{n} entries match the filter for one user: make auth.ldap.{filter_key} unique"
+                "{n} entries match the filter for one user: make auth.ldap's {filter_key} unique"
             ))),
         }
     }

@@ -189,9 +189,10 @@ pub struct LdapConfig {
     /// (`user`) and the secret (`password`) and any per-user field.
     pub pass_attrs: String,
     /// Finds whom mail is for: LMTP and `pop3d deliver` recipients and
-    /// the administration commands' users, as Dovecot's userdb does.
-    /// Logins always use `pass_filter`, so a condition there (an account
-    /// switched off) holds whatever this says. Unset: `pass_filter`.
+    /// the administration commands' users, as Dovecot's userdb does. A
+    /// login needs both filters (Dovecot's passdb and userdb), so a
+    /// condition in `pass_filter` (an account switched off) keeps the
+    /// user out while mail is still delivered. Unset: `pass_filter`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_filter: Option<String>,
     /// `ldapAttribute=field,...` for `home`, `uid`, `gid`, `expire`,

@@ -3,8 +3,8 @@
 //! cn=config): compare mode over two password schemes, auth_bind with and
 //! without auth_bind_userdn, per-user attributes, a filter injection, the
 //! directory stopped and started under a running server, StartTLS to a
-//! directory whose certificate a test CA vouches for, and logins kept to
-//! `pass_filter` while deliveries follow `user_filter`.
+//! directory whose certificate a test CA vouches for, and logins that
+//! need `pass_filter` and `user_filter` while mail needs `user_filter`.
 
 use std::time::Duration;
 
@@ -201,18 +201,19 @@ async fn starttls_to_a_directory_the_ca_vouches_for() {
 }
 
 #[tokio::test]
-async fn logins_pass_the_pass_filter_and_mail_the_user_filter() {
+async fn a_login_needs_both_filters_and_mail_the_user_filter() {
     let Some(ldap) = Slapd::start(None) else {
         return;
     };
     users(&ldap);
     // dave's account is switched off for logins (here by name, for want
-    // of a mail schema); mail for him is still delivered. The cache is on,
-    // so a delivery's lookup must not answer a login's.
+    // of a mail schema); mail for him is still delivered. bob is unknown
+    // to the userdb (user_filter): no mail, and, as in Dovecot, no login.
+    // The cache is on, so a delivery's lookup must not answer a login's.
     let srv = TestServer::start_with(|c| {
         directory(&ldap, c, |l| {
             l.pass_filter = "(&(objectClass=posixAccount)(uid=%u)(!(uid=dave)))".into();
-            l.user_filter = Some("(&(objectClass=posixAccount)(uid=%u))".into());
+            l.user_filter = Some("(&(objectClass=posixAccount)(uid=%u)(!(uid=bob)))".into());
         });
         c.auth.cache_size = 100;
         with_lmtp(c);
@@ -225,7 +226,9 @@ async fn logins_pass_the_pass_filter_and_mail_the_user_filter() {
     assert!(wrong.starts_with("-ERR [AUTH]"), "{wrong}");
     assert_eq!(srv.try_login("dave", "alice pw").await, wrong);
     assert!(srv.try_login("alice", "alice pw").await.starts_with("+OK"));
-    // Unknown to both filters: no delivery.
-    let r = lmtp(at, "nobody", "Subject: lost\r\n\r\nx\r\n").await;
-    assert!(r.starts_with("550"), "{r}");
+    assert_eq!(srv.try_login("bob", "bob pw").await, wrong);
+    for unknown in ["bob", "nobody"] {
+        let r = lmtp(at, unknown, "Subject: lost\r\n\r\nx\r\n").await;
+        assert!(r.starts_with("550"), "{unknown}: {r}");
+    }
 }
