@@ -152,21 +152,12 @@ struct Servers {
 
 /// SHA512-CRYPT of the password, as `pop3d hash-password` makes it.
 fn hash(pop3d: &Path) -> String {
-    use std::io::Write;
-    let mut child = Command::new(pop3d)
-        .args(["hash-password", "--scheme", "SHA512-CRYPT"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("pop3d runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(PASSWORD.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    pop3_testkit::run_with_input(
+        Command::new(pop3d).args(["hash-password", "--scheme", "SHA512-CRYPT"]),
+        PASSWORD.as_bytes(),
+    )
+    .trim()
+    .to_owned()
 }
 
 /// One pop3d on `backend`, with or without the cache; killed when dropped.

@@ -135,6 +135,36 @@ pub(crate) fn terminate(child: &mut Option<std::process::Child>) {
     }
 }
 
+/// Kill a server at once (a test is over) and remove its directory.
+pub(crate) fn kill_and_remove(child: &mut Option<std::process::Child>, dir: &std::path::Path) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Run `command` with `input` on its standard input; its standard output.
+/// Panics, with what it printed on standard error, if it fails.
+pub fn run_with_input(command: &mut Command, input: &[u8]) -> String {
+    use std::io::Write;
+    let what = format!("{:?}", command.get_program());
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} does not run: {e}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Wait until something listens on the loopback `port`.
 pub(crate) fn wait_listening(port: u16, what: &str) {
     wait_until(Duration::from_secs(30), what, || {

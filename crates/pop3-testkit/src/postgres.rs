@@ -233,32 +233,16 @@ impl Postgres {
 
     /// Run SQL with psql; panics with psql's message on failure.
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        use std::io::Write;
-        let mut child = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "pop3d", "-X", "-q", "-A", "-t"])
-            .args(["-v", "ON_ERROR_STOP=1"])
-            .arg("-p")
-            .arg(self.port.to_string())
-            .arg("-d")
-            .arg(db)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("psql (Debian package postgresql-client) is needed");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(sql.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "psql failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        crate::run_with_input(
+            Command::new("psql")
+                .args(["-h", "127.0.0.1", "-U", "pop3d", "-X", "-q", "-A", "-t"])
+                .args(["-v", "ON_ERROR_STOP=1"])
+                .arg("-p")
+                .arg(self.port.to_string())
+                .arg("-d")
+                .arg(db),
+            sql.as_bytes(),
+        )
     }
 
     /// A new database with pop3d's schema; returns its name.

@@ -118,35 +118,23 @@ impl Slapd {
 
     /// Add entries (LDIF) as the administrator, with Debian's ldapadd.
     pub fn add(&self, ldif: &str) {
-        use std::io::Write;
-        let mut child = Command::new("ldapadd")
-            .args(["-x", "-H", &self.uri(), "-D", ADMIN, "-w", ADMIN_PASSWORD])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ldapadd runs (Debian: ldap-utils)");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(ldif.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "ldapadd: {}",
-            String::from_utf8_lossy(&out.stderr)
+        crate::run_with_input(
+            Command::new("ldapadd").args([
+                "-x",
+                "-H",
+                &self.uri(),
+                "-D",
+                ADMIN,
+                "-w",
+                ADMIN_PASSWORD,
+            ]),
+            ldif.as_bytes(),
         );
     }
 }
 
 impl Drop for Slapd {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        crate::kill_and_remove(&mut self.child, &self.dir);
     }
 }

@@ -20,7 +20,7 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::tls::{client_roots, provider};
+use crate::tls::{client_root_certs, provider};
 
 /// Longest wait for one reply line.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -148,17 +148,12 @@ struct PinnedOrWebPki {
 
 impl PinnedOrWebPki {
     fn new(ca_file: Option<&Path>) -> Result<PinnedOrWebPki, String> {
-        let roots = client_roots(ca_file)?;
-        let pinned = match ca_file {
-            Some(path) => {
-                use rustls_pki_types::pem::PemObject;
-                rustls_pki_types::CertificateDer::pem_file_iter(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| format!("{}: {e}", path.display()))?
-            }
-            None => Vec::new(),
-        };
+        let certs = client_root_certs(ca_file)?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(certs.iter().cloned());
+        // Only the certificates of a named file are pinned, never the
+        // system's roots.
+        let pinned = if ca_file.is_some() { certs } else { Vec::new() };
         let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
             Arc::new(roots),
             provider(),

@@ -177,38 +177,47 @@ pub fn server_config_with_clients(
     Ok(Arc::new(config))
 }
 
+/// A client configuration that trusts `roots` (see [`client_roots`]),
+/// with this build's crypto provider and rustls's safe protocol versions.
+pub fn client_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, String> {
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// Trust anchors for a server this one connects to (the database, a
 /// token introspection endpoint): the CA file, or the system's roots.
 pub fn client_roots(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in client_root_certs(ca_file)? {
-        roots.add(cert).map_err(|e| e.to_string())?;
-    }
+    // Each was parsed as a trust anchor already.
+    roots.add_parsable_certificates(client_root_certs(ca_file)?);
     Ok(roots)
 }
 
 /// The certificates [`client_roots`] trusts: those of `ca_file` (PEM; an
 /// error names the file), else the system's that rustls can use.
 pub fn client_root_certs(ca_file: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, String> {
+    // Whether rustls takes a certificate as a trust anchor.
+    let anchor = |c: &CertificateDer| rustls::RootCertStore::empty().add(c.clone());
     let Some(path) = ca_file else {
-        let usable = |c: &CertificateDer| rustls::RootCertStore::empty().add(c.clone()).is_ok();
         return Ok(rustls_native_certs::load_native_certs()
             .certs
             .into_iter()
-            .filter(usable)
+            .filter(|c| anchor(c).is_ok())
             .collect());
     };
+    let in_file = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     let certs = <CertificateDer as rustls_pki_types::pem::PemObject>::pem_file_iter(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .map(|c| c.map_err(|e| format!("{}: {e}", path.display())))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map_err(|e| in_file(&e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| in_file(&e))?;
     for cert in &certs {
-        rustls::RootCertStore::empty()
-            .add(cert.clone())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        anchor(cert).map_err(|e| in_file(&e))?;
     }
     if certs.is_empty() {
-        return Err(format!("{}: no certificate in it", path.display()));
+        return Err(in_file(&"no certificate in it"));
     }
     Ok(certs)
 }

@@ -4,7 +4,7 @@
 //! or, with the users in pop3d's PostgreSQL table, in `app_passwords`.
 
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use clap::Subcommand;
 use pop3::auth::app_password_table;
@@ -66,12 +66,6 @@ impl AppPasswordCommand {
 
 const TOOL: &str = "app-password";
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn when(unix: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
 }
@@ -84,11 +78,13 @@ enum Store {
 
 async fn store(config: &Pop3Config) -> Result<Store, ExitCode> {
     if let Some(path) = config.auth.app_passwords_file.clone() {
-        let entries = match std::fs::read_to_string(&path) {
-            Ok(text) => app_passwords::parse(&text).0,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(fail(TOOL, EX_CONFIG, format!("{}: {e}", path.display()))),
-        };
+        let (entries, warnings) =
+            app_passwords::read(&path).map_err(|e| fail(TOOL, EX_CONFIG, e))?;
+        // A line skipped here is gone from the file after `add` or
+        // `revoke` rewrites it: say so.
+        for w in warnings {
+            eprintln!("pop3d: warning: {}: {w} (skipped)", path.display());
+        }
         return Ok(Store::File(path, entries));
     }
     if config.auth.backend == UserBackend::Postgres && config.auth.password_query.is_none() {
@@ -123,7 +119,7 @@ pub async fn run(config: &Pop3Config, command: AppPasswordCommand) -> ExitCode {
                 .map(humantime::parse_duration)
                 .transpose()
             {
-                Ok(d) => d.map(|d| unix_now() + d.as_secs()),
+                Ok(d) => d.map(|d| app_passwords::now() + d.as_secs()),
                 Err(e) => return fail(TOOL, EX_USAGE, format!("--expires: {e}")),
             };
             let networks = if allow.is_empty() {

@@ -61,7 +61,8 @@ pub enum Verdict {
     NoMatch,
 }
 
-fn now() -> u64 {
+/// Unix seconds now.
+pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -156,8 +157,8 @@ impl AppPassword {
     }
 
     fn parse(line: &str) -> Result<AppPassword, String> {
-        // The user name may hold ':'? Never: check_name forbids nothing
-        // but '/', so split from the right for the fixed fields.
+        // A user name may hold ':' (check_name allows it), and no other
+        // field can: split from the right.
         let fields: Vec<&str> = line.rsplitn(8, ':').collect();
         let [mac, key, nets, expires, created, label, id, user] = fields[..] else {
             return Err("not user:id:label:created:expires:networks:key:mac".into());
@@ -208,6 +209,16 @@ pub fn parse(text: &str) -> (Vec<AppPassword>, Vec<String>) {
     (entries, warnings)
 }
 
+/// The entries of `file`, and a warning for each line skipped; a missing
+/// file has none (no app password made yet).
+pub fn read(file: &Path) -> Result<(Vec<AppPassword>, Vec<String>), String> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => Ok(parse(&text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Vec::new(), Vec::new())),
+        Err(e) => Err(format!("{}: {e}", file.display())),
+    }
+}
+
 /// The file's text for `entries`.
 pub fn render(entries: &[AppPassword]) -> String {
     entries.iter().map(AppPassword::line).collect()
@@ -239,12 +250,26 @@ pub fn read_last_use(file: &Path) -> LastUse {
 
 /// Write `file` (a temporary file renamed over it).
 pub fn write(file: &Path, entries: &[AppPassword]) -> std::io::Result<()> {
+    replace(file, render(entries).as_bytes())
+}
+
+/// `bytes` as `file`'s content, through a temporary file renamed over it.
+fn replace(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = file.parent().unwrap_or(Path::new("."));
     let name = file
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| std::io::Error::other("no file name"))?;
-    crate::safe_fs::replace_file(dir, name, render(entries).as_bytes())
+    crate::safe_fs::replace_file(dir, name, bytes)
+}
+
+/// `read`, its warnings logged.
+fn read_logged(file: &Path) -> Result<Vec<AppPassword>, String> {
+    let (entries, warnings) = read(file)?;
+    for w in warnings {
+        tracing::warn!(file = %file.display(), "{w}");
+    }
+    Ok(entries)
 }
 
 /// What `password` is among `entries` (the user's app passwords), from
@@ -296,22 +321,13 @@ struct State {
 }
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let md = std::fs::metadata(path).ok()?;
-    Some((md.modified().ok()?, md.len()))
+    super::passwd::stamp(path).ok()
 }
 
 impl AppPasswords {
     /// Read the file (a missing one is empty: no app password yet).
     pub fn open(file: &Path) -> Result<AppPasswords, String> {
-        let text = match std::fs::read_to_string(file) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(format!("{}: {e}", file.display())),
-        };
-        let (entries, warnings) = parse(&text);
-        for w in warnings {
-            tracing::warn!(file = %file.display(), "{w}");
-        }
+        let entries = read_logged(file)?;
         Ok(AppPasswords {
             state: Mutex::new(State {
                 entries,
@@ -343,6 +359,8 @@ impl AppPasswords {
     }
 
     /// Read the file again if it changed (looked at most once a second).
+    /// A file that cannot be read keeps the entries read last, and is
+    /// tried again.
     fn follow(file: &Path, st: &mut State) {
         if st.checked.elapsed() < Duration::from_secs(1) {
             return;
@@ -352,13 +370,13 @@ impl AppPasswords {
         if now == st.stamp {
             return;
         }
-        st.stamp = now;
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        let (entries, warnings) = parse(&text);
-        for w in warnings {
-            tracing::warn!(file = %file.display(), "{w}");
+        match read_logged(file) {
+            Ok(entries) => {
+                st.entries = entries;
+                st.stamp = now;
+            }
+            Err(why) => tracing::warn!("app passwords kept as they were: {why}"),
         }
-        st.entries = entries;
     }
 
     /// Whether `password` is one of `user`'s app passwords, and usable
@@ -421,7 +439,7 @@ impl AppPasswords {
                     .collect();
                 lines.sort();
                 tokio::task::spawn_blocking(move || {
-                    if let Err(e) = std::fs::write(&path, lines.concat()) {
+                    if let Err(e) = replace(&path, lines.concat().as_bytes()) {
                         tracing::warn!(file = %path.display(), "cannot record app password use: {e}");
                     }
                 });

@@ -358,35 +358,9 @@ impl LdapUsers {
 
 /// TLS to the directory: `ca_file`'s roots, or the system's.
 fn client_tls(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, SetupError> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let fail = |why: String| SetupError::new("auth.ldap.ca_file", why);
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .and_then(|it| it.collect())
-                .map_err(|e| fail(format!("{}: {e}", path.display())))?;
-            if certs.is_empty() {
-                return Err(fail(format!("{}: no certificate", path.display())));
-            }
-            for c in certs {
-                roots
-                    .add(c)
-                    .map_err(|e| fail(format!("{}: {e}", path.display())))?;
-            }
-        }
-        None => {
-            for c in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(c);
-            }
-        }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| SetupError::new("auth.ldap", e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let roots =
+        crate::tls::client_roots(ca_file).map_err(|e| SetupError::new("auth.ldap.ca_file", e))?;
+    let config = crate::tls::client_config(roots).map_err(|e| SetupError::new("auth.ldap", e))?;
     Ok(Arc::new(config))
 }
 

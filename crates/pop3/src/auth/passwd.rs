@@ -263,7 +263,8 @@ fn io_error(path: &Path, e: std::io::Error) -> UserDbError {
     UserDbError::Unavailable(format!("{}: {e}", path.display()))
 }
 
-fn stamp(path: &Path) -> std::io::Result<(SystemTime, u64)> {
+/// `path`'s [`Stamp`].
+pub(crate) fn stamp(path: &Path) -> std::io::Result<Stamp> {
     let md = std::fs::metadata(path)?;
     Ok((md.modified()?, md.len()))
 }

@@ -38,43 +38,51 @@ impl Database {
                 if let Some(p) = &*password.read().unwrap_or_else(|p| p.into_inner()) {
                     pg.password(p.as_str());
                 }
-                match pg.connect(target.tls.clone()).await {
-                    Ok((client, mut connection)) => {
-                        let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
-                        let driver = tokio::spawn(async move {
-                            let mut messages =
-                                futures_util::stream::poll_fn(|cx| connection.poll_message(cx));
-                            while let Some(Ok(m)) = messages.next().await {
-                                if let AsyncMessage::Notification(_) = m {
-                                    let _ = tx.send(());
-                                }
-                            }
-                        });
-                        if let Err(e) = client.batch_execute(&format!("LISTEN {channel}")).await {
-                            tracing::warn!("cannot LISTEN {channel}: {e}");
-                        } else {
-                            bump(&changes);
-                            loop {
-                                tokio::select! {
-                                    got = heard.recv() => match got {
-                                        Some(()) => bump(&changes),
-                                        None => break,
-                                    },
-                                    _ = tokio::time::sleep(PATIENCE) => {}
-                                }
-                                if changes.strong_count() == 0 {
-                                    break;
-                                }
-                            }
-                        }
-                        driver.abort();
-                    }
-                    Err(e) => tracing::debug!("cannot connect to LISTEN {channel}: {e}"),
+                if let Err(e) = listen(&pg, &target.tls, channel, &changes).await {
+                    tracing::debug!("LISTEN {channel}: {e}; trying again");
                 }
                 tokio::time::sleep(PATIENCE).await;
             }
         });
     }
+}
+
+/// Listen on one connection until it breaks or no one follows `changes`.
+async fn listen(
+    pg: &tokio_postgres::Config,
+    tls: &tokio_postgres_rustls::MakeRustlsConnect,
+    channel: &str,
+    changes: &Weak<AtomicU64>,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = pg.connect(tls.clone()).await?;
+    let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(|cx| connection.poll_message(cx));
+        while let Some(Ok(m)) = messages.next().await {
+            if let AsyncMessage::Notification(_) = m {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let listening = client.batch_execute(&format!("LISTEN {channel}")).await;
+    if let Err(e) = &listening {
+        // Connected, yet refused: worth more than a debug line.
+        tracing::warn!("cannot LISTEN {channel}: {e}");
+    } else {
+        bump(changes);
+        while changes.strong_count() > 0 {
+            tokio::select! {
+                got = heard.recv() => match got {
+                    Some(()) => bump(changes),
+                    // The connection ended.
+                    None => break,
+                },
+                _ = tokio::time::sleep(PATIENCE) => {}
+            }
+        }
+    }
+    driver.abort();
+    listening
 }
 
 fn bump(changes: &Weak<AtomicU64>) {

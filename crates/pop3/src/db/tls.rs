@@ -6,7 +6,7 @@ use rustls::RootCertStore;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::StorageConfig;
-use crate::tls::{client_roots, provider};
+use crate::tls::{client_config, client_roots};
 
 /// The connector the pool uses (never used when `tls = "off"`).
 pub fn connector(storage: &StorageConfig) -> Result<MakeRustlsConnect, String> {
@@ -14,10 +14,5 @@ pub fn connector(storage: &StorageConfig) -> Result<MakeRustlsConnect, String> {
         crate::config::DatabaseTls::Off => RootCertStore::empty(),
         _ => client_roots(storage.ca_file.as_deref())?,
     };
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(MakeRustlsConnect::new(config))
+    Ok(MakeRustlsConnect::new(client_config(roots)?))
 }

@@ -38,16 +38,24 @@ async fn first_login(srv: &TestServer, user: &str, pass: &str) {
     assert!(srv.try_login(user, pass).await.starts_with("+OK"));
 }
 
-#[tokio::test]
-async fn a_polled_mailbox_costs_no_user_query_and_a_change_is_heard_at_once() {
+/// A server with pop3d's PostgreSQL users and the cache (`ttl`), and
+/// `pat` (password `old`) logged in once.
+async fn pat_with_cache(ttl: Duration) -> TestServer {
     let srv = TestServer::start_on_with(Backend::Postgres, |c| {
         c.auth.backend = UserBackend::Postgres;
         c.auth.cache_size = 1000;
+        c.auth.cache_ttl = ttl;
     })
     .await;
-    srv.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
     srv.sql("INSERT INTO users (login, secret) VALUES ('pat', '{PLAIN}old')");
     first_login(&srv, "pat", "old").await;
+    srv
+}
+
+#[tokio::test]
+async fn a_polled_mailbox_costs_no_user_query_and_a_change_is_heard_at_once() {
+    let srv = pat_with_cache(Duration::from_secs(3600)).await;
+    srv.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
     srv.sql("SELECT pg_stat_statements_reset()");
     for _ in 0..20 {
         assert!(srv.try_login("pat", "old").await.starts_with("+OK"));
@@ -61,39 +69,22 @@ async fn a_polled_mailbox_costs_no_user_query_and_a_change_is_heard_at_once() {
     // What `pop3d user passwd` does: change the row and announce it. Every
     // node hears it and forgets; no TTL to wait out.
     srv.sql("UPDATE users SET secret = '{PLAIN}new' WHERE login = 'pat'; NOTIFY pop3d_users");
-    wait_for(Duration::from_secs(5), "the change heard", async || {
-        srv.try_login("pat", "new")
-            .await
-            .starts_with("+OK")
-            .then_some(())
-    })
-    .await;
+    srv.wait_for_login(Duration::from_secs(5), "the change heard", "pat", "new")
+        .await;
     assert!(srv.try_login("pat", "old").await.starts_with("-ERR [AUTH]"));
 }
 
 #[tokio::test]
 async fn without_an_announcement_a_change_waits_for_the_ttl() {
-    let srv = TestServer::start_on_with(Backend::Postgres, |c| {
-        c.auth.backend = UserBackend::Postgres;
-        c.auth.cache_size = 1000;
-        c.auth.cache_ttl = Duration::from_millis(500);
-    })
-    .await;
-    srv.sql("INSERT INTO users (login, secret) VALUES ('pat', '{PLAIN}old')");
-    first_login(&srv, "pat", "old").await;
+    let srv = pat_with_cache(Duration::from_millis(500)).await;
     // A table changed behind pop3d's back (a password_query's table).
     srv.sql("UPDATE users SET secret = '{PLAIN}new' WHERE login = 'pat'");
     assert!(
         srv.try_login("pat", "old").await.starts_with("+OK"),
         "still remembered"
     );
-    wait_for(Duration::from_secs(5), "the entry expired", async || {
-        srv.try_login("pat", "new")
-            .await
-            .starts_with("+OK")
-            .then_some(())
-    })
-    .await;
+    srv.wait_for_login(Duration::from_secs(5), "the entry expired", "pat", "new")
+        .await;
 }
 
 #[tokio::test]
@@ -107,12 +98,12 @@ async fn a_changed_passwd_file_empties_the_cache() {
         text.replace("alice:{PLAIN}secret:", "alice:{PLAIN}changed:"),
     )
     .unwrap();
-    wait_for(Duration::from_secs(5), "the new password", async || {
-        srv.try_login("alice", "changed")
-            .await
-            .starts_with("+OK")
-            .then_some(())
-    })
+    srv.wait_for_login(
+        Duration::from_secs(5),
+        "the new password",
+        "alice",
+        "changed",
+    )
     .await;
     assert!(
         srv.try_login("alice", "secret")
@@ -141,13 +132,7 @@ async fn a_remembered_failure_still_counts_against_the_session() {
 
 #[tokio::test]
 async fn a_reload_empties_the_cache() {
-    let srv = TestServer::start_on_with(Backend::Postgres, |c| {
-        c.auth.backend = UserBackend::Postgres;
-        c.auth.cache_size = 1000;
-    })
-    .await;
-    srv.sql("INSERT INTO users (login, secret) VALUES ('pat', '{PLAIN}old')");
-    first_login(&srv, "pat", "old").await;
+    let srv = pat_with_cache(Duration::from_secs(3600)).await;
     srv.sql("UPDATE users SET secret = '{PLAIN}new' WHERE login = 'pat'");
     assert!(srv.try_login("pat", "old").await.starts_with("+OK"));
     let config = (*srv.manager.services().config).clone();

@@ -280,6 +280,18 @@ impl TestServer {
         r
     }
 
+    /// Wait (`within`) until `user` logs in with `pass`: a change that
+    /// takes a moment to apply, a database coming back.
+    pub async fn wait_for_login(&self, within: Duration, what: &str, user: &str, pass: &str) {
+        wait_for(within, what, async || {
+            self.try_login(user, pass)
+                .await
+                .starts_with("+OK")
+                .then_some(())
+        })
+        .await
+    }
+
     /// Log in as soon as the maildrop is free: `[IN-USE]` is retried
     /// (for up to 2 s), anything else fails the test.
     pub async fn login_when_free(&self, user: &str, pass: &str) -> Client<TcpStream> {

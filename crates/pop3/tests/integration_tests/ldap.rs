@@ -160,13 +160,8 @@ async fn the_directory_stopped_and_started_under_a_running_server() {
     let health = srv.manager.services().users.health().await;
     assert!(health.is_err(), "{health:?}");
     ldap.start_again();
-    wait_for(Duration::from_secs(15), "logins again", async || {
-        srv.try_login("alice", "alice pw")
-            .await
-            .starts_with("+OK")
-            .then_some(())
-    })
-    .await;
+    srv.wait_for_login(Duration::from_secs(15), "logins again", "alice", "alice pw")
+        .await;
 }
 
 #[tokio::test]

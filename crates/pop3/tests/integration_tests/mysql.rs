@@ -141,12 +141,12 @@ async fn the_database_stopped_and_started_under_a_running_server() {
     let health = srv.manager.services().users.health().await;
     assert!(health.is_err(), "{health:?}");
     db.start_again();
-    wait_for(Duration::from_secs(15), "logins again", async || {
-        srv.try_login("alice@example.org", "alice pw")
-            .await
-            .starts_with("+OK")
-            .then_some(())
-    })
+    srv.wait_for_login(
+        Duration::from_secs(15),
+        "logins again",
+        "alice@example.org",
+        "alice pw",
+    )
     .await;
     assert!(srv.manager.services().users.health().await.is_ok());
 }

@@ -37,11 +37,7 @@ impl Introspection {
             Some("https") => {
                 let roots = crate::tls::client_roots(cfg.introspection_ca_file.as_deref())
                     .map_err(|e| SetupError::new("auth.oauth.introspection_ca_file", e))?;
-                let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| bad(e.to_string()))?
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
+                let config = crate::tls::client_config(roots).map_err(bad)?;
                 let name =
                     rustls_pki_types::ServerName::try_from(host).map_err(|e| bad(e.to_string()))?;
                 Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
