@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
 use tokio::sync::Semaphore;
 
+use super::decoys::Decoys;
 use super::{Scheme, StoredSecret, UserDb, UserDbError, UserRecord, UserSettings};
 use crate::config::{LdapConfig, LdapScope, LdapTls, Pop3Config, SetupError};
 
@@ -34,6 +35,8 @@ pub struct LdapUsers {
     attrs: Vec<(String, String)>,
     lookups: Pool,
     binds: Pool,
+    /// What an unknown user costs in compare mode.
+    decoys: Mutex<Decoys>,
 }
 
 /// Idle connections, and a bound on how many are in use at once.
@@ -185,6 +188,8 @@ impl LdapUsers {
             timeout: config.auth.timeout,
             attrs,
             cfg,
+            // What directories commonly hold until a lookup says.
+            decoys: Decoys::new(Scheme::Ssha),
         })
     }
 
@@ -311,7 +316,10 @@ impl LdapUsers {
             match field.as_str() {
                 "user" => record.name = value,
                 "password" if !self.cfg.auth_bind => match StoredSecret::parse(&value) {
-                    Ok(s) => record.secret = Some(s),
+                    Ok(s) => {
+                        Decoys::saw(&self.decoys, s.scheme());
+                        record.secret = Some(s);
+                    }
                     Err(e) => tracing::warn!(user = %name, "unusable stored secret: {e}"),
                 },
                 "home" => record.home = Some(value.into()),
@@ -390,6 +398,16 @@ impl UserDb for LdapUsers {
         Ok(())
     }
 
+    /// In compare mode, an unknown user's password is checked against a
+    /// secret in the scheme the directory's entries mostly use; with
+    /// `auth_bind`, an unknown user costs a bind instead
+    /// (`check_password`).
+    fn decoy(&self) -> Option<StoredSecret> {
+        (!self.cfg.auth_bind)
+            .then(|| Decoys::decoy(&self.decoys))
+            .flatten()
+    }
+
     /// With `auth_bind` there are no secrets to read: only mechanisms
     /// that carry the password can work (CAPA offers no CRAM-MD5, SCRAM,
     /// DIGEST-MD5 or NTLM).
@@ -438,6 +456,36 @@ impl UserDb for LdapUsers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_user_costs_a_check_in_the_directorys_scheme() {
+        let mut c = Pop3Config::default();
+        c.auth.ldap = Some(LdapConfig {
+            uris: vec!["ldap://127.0.0.1:1".into()],
+            base: "dc=example".into(),
+            ..LdapConfig::default()
+        });
+        let users = LdapUsers::from_config(&c).unwrap();
+        assert_eq!(users.decoy().map(|d| d.scheme()), Some(Scheme::Ssha));
+        let crypt = crate::auth::hash_password(Scheme::Sha512Crypt, "pw")
+            .unwrap()
+            .replace("{SHA512-CRYPT}", "{CRYPT}");
+        for uid in ["a", "b"] {
+            let entry = SearchEntry {
+                dn: format!("uid={uid},dc=example"),
+                attrs: [("userPassword".to_owned(), vec![crypt.clone()])].into(),
+                bin_attrs: Default::default(),
+            };
+            assert!(users.record(uid, entry).secret.is_some());
+        }
+        // `{CRYPT}$6$...`: the decoy is a SHA512-CRYPT string under CRYPT.
+        let decoy = users.decoy().unwrap();
+        assert_eq!(decoy.scheme(), Scheme::Crypt);
+        assert!(decoy.to_field().starts_with("{CRYPT}$6$"));
+        // With auth_bind an unknown user costs a bind, not a decoy.
+        c.auth.ldap.as_mut().unwrap().auth_bind = true;
+        assert!(LdapUsers::from_config(&c).unwrap().decoy().is_none());
+    }
 
     #[test]
     fn templates_escape_what_they_insert() {

@@ -8,6 +8,7 @@ pub mod bearer;
 pub mod breached;
 pub mod cache;
 pub mod cram_context;
+mod decoys;
 pub mod ldap;
 pub mod md5_crypt;
 pub mod mysql;

@@ -18,7 +18,8 @@ use async_trait::async_trait;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, SslOpts, Value};
 
-use super::sql_row::{Decoys, UserRow};
+use super::decoys::Decoys;
+use super::sql_row::UserRow;
 use super::{Scheme, StoredSecret, UserDb, UserDbError, UserRecord};
 use crate::config::{AuthConfig, DatabaseTls, Pop3Config, SetupError};
 

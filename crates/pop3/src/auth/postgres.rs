@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use tokio_postgres::GenericClient;
 
 use super::app_passwords::AppPasswords;
-use super::sql_row::{Decoys, UserRow};
+use super::decoys::Decoys;
+use super::sql_row::UserRow;
 use super::{Scheme, StoredSecret, UserDb, UserDbError, UserRecord};
 use crate::db::{Database, DbError};
 

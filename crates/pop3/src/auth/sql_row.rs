@@ -2,12 +2,12 @@
 //! What a SQL user query's row means, whichever database returned it
 //! (PostgreSQL, MySQL/MariaDB): the canonical `user`, the `password`
 //! (`{SCHEME}secret`, or a bare crypt string as Postfixadmin stores), the
-//! per-user columns pop3d knows, and pop3d's own account flags. Also the
-//! decoy an unknown user is checked against.
+//! per-user columns pop3d knows, and pop3d's own account flags.
 
 use std::sync::Mutex;
 
-use super::{Account, Scheme, StoredSecret, UserDbError, UserRecord, UserSettings, hash_password};
+use super::decoys::Decoys;
+use super::{Account, StoredSecret, UserDbError, UserRecord, UserSettings};
 
 /// Columns a user query may return beside `user` and `password`.
 pub(crate) const SETTING_COLUMNS: [&str; 5] = [
@@ -70,7 +70,7 @@ pub(crate) fn record(
         None => None,
     };
     if let Some(s) = &secret {
-        lock(decoys).seen(s.scheme());
+        Decoys::saw(decoys, s.scheme());
     }
     let mut settings = UserSettings::default();
     for column in SETTING_COLUMNS {
@@ -100,57 +100,4 @@ pub(crate) fn record(
         },
         dn: None,
     })
-}
-
-/// The schemes of the secrets lookups have found, and a decoy in the most
-/// common one, so that an unknown user costs what a known one does.
-pub(crate) struct Decoys {
-    seen: std::collections::HashMap<&'static str, (u64, Scheme)>,
-    /// Before any lookup.
-    guess: Scheme,
-    /// Made on demand (`pop3d deliver` never needs one).
-    made: Option<(Scheme, StoredSecret)>,
-}
-
-fn lock(decoys: &Mutex<Decoys>) -> std::sync::MutexGuard<'_, Decoys> {
-    decoys.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Decoys {
-    pub(crate) fn new(guess: Scheme) -> Mutex<Decoys> {
-        Mutex::new(Decoys {
-            seen: std::collections::HashMap::new(),
-            guess,
-            made: None,
-        })
-    }
-
-    fn seen(&mut self, scheme: Scheme) {
-        self.seen.entry(scheme.name()).or_insert((0, scheme)).0 += 1;
-    }
-
-    fn leading(&self) -> Scheme {
-        self.seen
-            .values()
-            .max_by_key(|(n, s)| (*n, s.name()))
-            .map_or(self.guess, |(_, s)| *s)
-    }
-
-    /// A secret in the leading scheme, for an unknown user.
-    pub(crate) fn decoy(decoys: &Mutex<Decoys>) -> Option<StoredSecret> {
-        let mut decoys = lock(decoys);
-        let scheme = decoys.leading();
-        if let Some((made, secret)) = &decoys.made
-            && *made == scheme
-        {
-            return Some(secret.clone());
-        }
-        let mut noise = [0u8; 16];
-        getrandom::fill(&mut noise).ok()?;
-        let secret = hash_password(scheme, &crate::hex::encode(&noise))
-            .ok()
-            .and_then(|f| StoredSecret::parse(&f).ok())?;
-        decoys.made = Some((scheme, secret.clone()));
-        Some(secret)
-    }
 }
