@@ -250,17 +250,7 @@ pub fn read_last_use(file: &Path) -> LastUse {
 
 /// Write `file` (a temporary file renamed over it).
 pub fn write(file: &Path, entries: &[AppPassword]) -> std::io::Result<()> {
-    replace(file, render(entries).as_bytes())
-}
-
-/// `bytes` as `file`'s content, through a temporary file renamed over it.
-fn replace(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = file.parent().unwrap_or(Path::new("."));
-    let name = file
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| std::io::Error::other("no file name"))?;
-    crate::safe_fs::replace_file(dir, name, bytes)
+    crate::safe_fs::replace_path(file, render(entries).as_bytes())
 }
 
 /// `read`, its warnings logged.
@@ -439,7 +429,7 @@ impl AppPasswords {
                     .collect();
                 lines.sort();
                 tokio::task::spawn_blocking(move || {
-                    if let Err(e) = replace(&path, lines.concat().as_bytes()) {
+                    if let Err(e) = crate::safe_fs::replace_path(&path, lines.concat().as_bytes()) {
                         tracing::warn!(file = %path.display(), "cannot record app password use: {e}");
                     }
                 });

@@ -56,15 +56,7 @@ pub fn write(path: &Path, blocks: &HashMap<IpAddr, Block>, now_ms: u64) -> std::
         .map(|(ip, b)| format!("{ip} {} {}\n", b.until_ms, one_line(&b.reason)))
         .collect();
     lines.sort();
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
-    crate::safe_fs::replace_file(dir, name, lines.concat().as_bytes())
+    crate::safe_fs::replace_path(path, lines.concat().as_bytes())
 }
 
 /// A reason on one line.

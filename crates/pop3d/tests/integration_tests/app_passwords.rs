@@ -13,12 +13,16 @@ use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::common::*;
 
+/// `pop3d app-password ARGS`, run as an operator would in the
+/// configuration's directory: `--config pop3d.toml`, a bare file name
+/// (whose relative `app_passwords_file` has no directory part).
 fn tool(s: &Setup, args: &[&str]) -> (i32, String, String) {
     let out = pop3d()
+        .current_dir(s.config.parent().unwrap())
         .arg("app-password")
         .args(&args[..1])
         .arg("--config")
-        .arg(&s.config)
+        .arg(s.config.file_name().unwrap())
         .args(&args[1..])
         .stdin(Stdio::null())
         .output()
